@@ -1,0 +1,131 @@
+//! Sluice configuration: one TOML file, parsed, then validated into [`Settings`].
+//!
+//! Parsing rejects unknown fields and wrong types with the file position; validation checks
+//! references between sections and reports every problem with its field path
+//! (`deployments.gpt4o.provider: ...`). Secrets are read from environment variables named in
+//! the file, never from the file itself. `docs/configuration.md` is the reference.
+//!
+//! This crate only produces plain values; the CLI passes them down to the crates that use them.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use secrecy::SecretString;
+
+mod file;
+
+pub use file::ProviderType;
+
+/// Why a configuration could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("invalid configuration:\n{}", .0.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
+    Invalid(Vec<FieldProblem>),
+}
+
+/// One validation problem, with the dotted path of the field it concerns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldProblem {
+    pub field: String,
+    pub message: String,
+}
+
+impl fmt::Display for FieldProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.field, self.message)
+    }
+}
+
+/// Validated runtime settings.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub server: ServerSettings,
+    pub store: StoreSettings,
+    pub upstream: UpstreamSettings,
+    /// Deployments in file order.
+    pub deployments: Vec<DeploymentSettings>,
+    /// Alias name -> the deployments it routes to, in fallback order (indices into `deployments`).
+    pub aliases: BTreeMap<String, Vec<usize>>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
+    pub listen: SocketAddr,
+    pub max_body_bytes: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct StoreSettings {
+    /// SQLite database file.
+    pub path: PathBuf,
+    /// Capacity of the request-record queue; records beyond it are shed and counted.
+    pub record_queue: usize,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct UpstreamSettings {
+    pub connect_timeout: Duration,
+    /// Until the response headers (and, for streams, the first event) arrive.
+    pub first_byte_timeout: Duration,
+    /// Longest silence between two stream events.
+    pub idle_timeout: Duration,
+    /// Whole request, non-streaming.
+    pub total_timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct DeploymentSettings {
+    pub name: String,
+    pub provider: String,
+    pub provider_type: ProviderType,
+    /// Base URL including the API version prefix, without a trailing slash
+    /// (`https://api.openai.com/v1`).
+    pub base_url: String,
+    /// The exact model the provider is asked for.
+    pub model: String,
+    pub api_key: Option<SecretString>,
+    /// `max_tokens` sent to providers that require one when the client gave none.
+    pub default_max_tokens: u32,
+}
+
+impl Settings {
+    /// Reads and validates a file, taking secrets from the process environment.
+    pub fn load(path: &Path) -> Result<Settings, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        Self::from_toml(&text, path, |name| std::env::var(name).ok())
+    }
+
+    /// Parses and validates TOML text. `env` looks up environment variables; `origin` names the
+    /// source in errors and anchors relative paths.
+    pub fn from_toml(
+        text: &str,
+        origin: &Path,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Settings, ConfigError> {
+        let file: file::ConfigFile = toml::from_str(text)
+            .map_err(|e| ConfigError::Parse { path: origin.to_owned(), message: e.to_string() })?;
+        let base_dir = origin.parent().unwrap_or(Path::new("."));
+        file.validate(base_dir, &env).map_err(ConfigError::Invalid)
+    }
+
+    /// Settings with every default and no providers: what `sluice serve` runs with when there
+    /// is no configuration file.
+    pub fn defaults() -> Result<Settings, ConfigError> {
+        Self::from_toml("", Path::new("sluice.toml"), |_| None)
+    }
+
+    pub fn deployment(&self, name: &str) -> Option<&DeploymentSettings> {
+        self.deployments.iter().find(|d| d.name == name)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,162 @@
+//! Sluice storage: virtual keys and request records, in an embedded SQLite database.
+//!
+//! - [`Store`] opens (and migrates) the database and owns the connection pool.
+//! - [`keys`]: virtual keys, stored as SHA-256 hashes; the plaintext is shown once at creation.
+//! - [`records`]: one [`RequestRecord`] per request, written off the request path by a
+//!   [`RecordQueue`] that sheds (and counts) rather than grows, and drains on shutdown.
+//!
+//! Store code never sees HTTP types. Schema changes go into `MIGRATIONS` as new entries.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::SqlitePool;
+
+pub mod keys;
+pub mod records;
+
+pub use keys::{CreatedKey, KeyInfo, NewKey};
+pub use records::{AttemptRecord, RecordQueue, RecordSender, RequestRecord};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot create the data folder {path}: {source}")]
+    CreateDir { path: String, source: std::io::Error },
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("no key matches `{0}`")]
+    KeyNotFound(String),
+    #[error("`{0}` matches more than one key; give more of its id")]
+    KeyAmbiguous(String),
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+}
+
+impl sluice_types::Classify for StoreError {
+    fn kind(&self) -> sluice_types::ErrorKind {
+        sluice_types::ErrorKind::Internal
+    }
+    fn origin(&self) -> sluice_types::Origin {
+        sluice_types::Origin::Gateway
+    }
+    fn retryable(&self) -> bool {
+        false
+    }
+}
+
+/// Each entry moves the schema one version forward; `PRAGMA user_version` says how far a
+/// database has come. Never edit an entry that has shipped: add one.
+const MIGRATIONS: &[&str] = &[
+    "CREATE TABLE keys (
+        id TEXT PRIMARY KEY,
+        hash TEXT NOT NULL UNIQUE,
+        prefix TEXT NOT NULL,
+        name TEXT NOT NULL,
+        team TEXT,
+        user TEXT,
+        aliases TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        expires_at INTEGER,
+        revoked_at INTEGER
+    );
+    CREATE TABLE requests (
+        id TEXT PRIMARY KEY,
+        started_at INTEGER NOT NULL,
+        endpoint TEXT NOT NULL,
+        dialect TEXT NOT NULL,
+        key_id TEXT,
+        team TEXT,
+        user TEXT,
+        alias TEXT,
+        served_model TEXT,
+        provider TEXT,
+        deployment TEXT,
+        stream INTEGER NOT NULL,
+        status INTEGER NOT NULL,
+        error_code TEXT,
+        input_tokens INTEGER,
+        output_tokens INTEGER,
+        cached_tokens INTEGER,
+        usage_estimated INTEGER NOT NULL DEFAULT 0,
+        ttft_us INTEGER,
+        latency_us INTEGER NOT NULL,
+        attempts TEXT NOT NULL
+    );
+    CREATE INDEX requests_started_at ON requests (started_at);
+    CREATE INDEX requests_key ON requests (key_id, started_at);",
+];
+
+/// The embedded SQLite store.
+#[derive(Clone, Debug)]
+pub struct Store {
+    pool: SqlitePool,
+}
+
+impl Store {
+    /// Opens the database file (creating it and its folder if needed) and migrates it.
+    pub async fn open(path: &Path) -> Result<Store, StoreError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .map_err(|source| StoreError::CreateDir { path: dir.display().to_string(), source })?;
+        }
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(std::time::Duration::from_secs(5));
+        Self::connect(options, 4).await
+    }
+
+    /// A private in-memory database, for tests.
+    pub async fn open_in_memory() -> Result<Store, StoreError> {
+        let options = SqliteConnectOptions::from_str("sqlite::memory:")?;
+        // One connection: every connection to `:memory:` is a separate database.
+        Self::connect(options, 1).await
+    }
+
+    async fn connect(options: SqliteConnectOptions, connections: u32) -> Result<Store, StoreError> {
+        let pool = SqlitePoolOptions::new()
+            .max_connections(connections)
+            .min_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .connect_with(options)
+            .await?;
+        let store = Store { pool };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    async fn migrate(&self) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let version: i64 = sqlx::query_scalar("PRAGMA user_version").fetch_one(&mut *tx).await?;
+        let applied = usize::try_from(version).unwrap_or(0);
+        for (index, migration) in MIGRATIONS.iter().enumerate().skip(applied) {
+            sqlx::raw_sql(*migration).execute(&mut *tx).await?;
+            // PRAGMA takes no bind parameters; the value is our own integer.
+            sqlx::raw_sql(sqlx::AssertSqlSafe(format!("PRAGMA user_version = {}", index + 1))).execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub(crate) fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
+    /// Closes the pool, waiting for connections to be returned.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
