@@ -38,7 +38,10 @@ struct ServerSection {
 
 impl Default for ServerSection {
     fn default() -> Self {
-        ServerSection { listen: "127.0.0.1:4000".into(), max_body_bytes: 4 * 1024 * 1024 }
+        ServerSection {
+            listen: "127.0.0.1:4000".into(),
+            max_body_bytes: 4 * 1024 * 1024,
+        }
     }
 }
 
@@ -51,7 +54,10 @@ struct StoreSection {
 
 impl Default for StoreSection {
     fn default() -> Self {
-        StoreSection { path: "sluice-data/sluice.db".into(), record_queue: 16_384 }
+        StoreSection {
+            path: "sluice-data/sluice.db".into(),
+            record_queue: 16_384,
+        }
     }
 }
 
@@ -140,14 +146,25 @@ impl ConfigFile {
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Settings, Vec<FieldProblem>> {
         let mut problems = Vec::new();
-        let mut problem = |field: String, message: String| problems.push(FieldProblem { field, message });
+        let mut problem =
+            |field: String, message: String| problems.push(FieldProblem { field, message });
 
-        let listen = self.server.listen.parse::<SocketAddr>().unwrap_or_else(|e| {
-            problem("server.listen".into(), format!("`{}` is not an address:port ({e})", self.server.listen));
-            SocketAddr::from(([127, 0, 0, 1], 4000))
-        });
+        let listen = self
+            .server
+            .listen
+            .parse::<SocketAddr>()
+            .unwrap_or_else(|e| {
+                problem(
+                    "server.listen".into(),
+                    format!("`{}` is not an address:port ({e})", self.server.listen),
+                );
+                SocketAddr::from(([127, 0, 0, 1], 4000))
+            });
         if self.server.max_body_bytes == 0 {
-            problem("server.max_body_bytes".into(), "must be greater than 0".into());
+            problem(
+                "server.max_body_bytes".into(),
+                "must be greater than 0".into(),
+            );
         }
         if self.store.record_queue == 0 {
             problem("store.record_queue".into(), "must be greater than 0".into());
@@ -168,7 +185,10 @@ impl ConfigFile {
             if let Some(url) = &provider.base_url
                 && !(url.starts_with("http://") || url.starts_with("https://"))
             {
-                problem(format!("providers.{name}.base_url"), format!("`{url}` must start with http:// or https://"));
+                problem(
+                    format!("providers.{name}.base_url"),
+                    format!("`{url}` must start with http:// or https://"),
+                );
             }
             if provider.base_url.is_none() && provider.provider_type.default_base_url().is_none() {
                 problem(
@@ -188,18 +208,29 @@ impl ConfigFile {
                 continue;
             };
             if deployment.model.trim().is_empty() {
-                problem(format!("deployments.{name}.model"), "must not be empty".into());
+                problem(
+                    format!("deployments.{name}.model"),
+                    "must not be empty".into(),
+                );
             }
             let (key_field, key_env) = match (&deployment.api_key_env, &provider.api_key_env) {
                 (Some(var), _) => (format!("deployments.{name}.api_key_env"), Some(var)),
-                (None, Some(var)) => (format!("providers.{}.api_key_env", deployment.provider), Some(var)),
+                (None, Some(var)) => (
+                    format!("providers.{}.api_key_env", deployment.provider),
+                    Some(var),
+                ),
                 (None, None) => (String::new(), None),
             };
             let api_key = match key_env {
                 Some(var) => match env(var) {
                     Some(value) if !value.is_empty() => Some(SecretString::from(value)),
                     _ => {
-                        problem(key_field, format!("environment variable `{var}` is not set (needed by deployment `{name}`)"));
+                        problem(
+                            key_field,
+                            format!(
+                                "environment variable `{var}` is not set (needed by deployment `{name}`)"
+                            ),
+                        );
                         None
                     }
                 },
@@ -233,7 +264,10 @@ impl ConfigFile {
         let mut aliases = BTreeMap::new();
         for (alias, section) in &self.aliases {
             if section.deployments.is_empty() {
-                problem(format!("aliases.{alias}.deployments"), "must name at least one deployment".into());
+                problem(
+                    format!("aliases.{alias}.deployments"),
+                    "must name at least one deployment".into(),
+                );
             }
             let mut targets = Vec::new();
             for (i, target) in section.deployments.iter().enumerate() {
@@ -253,7 +287,10 @@ impl ConfigFile {
             return Err(problems);
         }
         Ok(Settings {
-            server: ServerSettings { listen, max_body_bytes: self.server.max_body_bytes },
+            server: ServerSettings {
+                listen,
+                max_body_bytes: self.server.max_body_bytes,
+            },
             store: StoreSettings {
                 path: base_dir.join(&self.store.path),
                 record_queue: self.store.record_queue,

@@ -21,7 +21,10 @@ fn problems(text: &str) -> Vec<String> {
 fn empty_file_gives_defaults() {
     let settings = load("").unwrap();
     assert_eq!(settings.server.listen.to_string(), "127.0.0.1:4000");
-    assert_eq!(settings.store.path, Path::new("/etc/sluice/sluice-data/sluice.db"));
+    assert_eq!(
+        settings.store.path,
+        Path::new("/etc/sluice/sluice-data/sluice.db")
+    );
     assert!(settings.deployments.is_empty());
 }
 
@@ -57,8 +60,10 @@ fn resolves_aliases_keys_and_default_base_urls() {
     assert_eq!(llama.base_url, "http://127.0.0.1:8000/v1");
     assert_eq!(llama.provider_type, ProviderType::OpenaiCompatible);
     assert!(llama.api_key.is_none());
-    let targets: Vec<&str> =
-        settings.aliases["fast"].iter().map(|&i| settings.deployments[i].name.as_str()).collect();
+    let targets: Vec<&str> = settings.aliases["fast"]
+        .iter()
+        .map(|&i| settings.deployments[i].name.as_str())
+        .collect();
     assert_eq!(targets, ["gpt", "llama"]);
 }
 
@@ -96,18 +101,27 @@ fn names_the_field_of_every_problem() {
         "aliases.main.deployments[1]: no deployment named `absent`",
     ];
     for needle in expect {
-        assert!(found.iter().any(|p| p.starts_with(needle)), "missing `{needle}` in {found:#?}");
+        assert!(
+            found.iter().any(|p| p.starts_with(needle)),
+            "missing `{needle}` in {found:#?}"
+        );
     }
     assert_eq!(found.len(), expect.len(), "{found:#?}");
 }
 
 #[test]
 fn unknown_fields_and_wrong_types_are_parse_errors_with_position() {
-    let err = load("[server]\nlisten = \"127.0.0.1:1\"\nmax_body = 3\n").unwrap_err().to_string();
+    let err = load("[server]\nlisten = \"127.0.0.1:1\"\nmax_body = 3\n")
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("max_body"), "{err}");
     assert!(err.contains("line 3"), "{err}");
-    let err = load("[server]\nmax_body_bytes = \"big\"\n").unwrap_err().to_string();
+    let err = load("[server]\nmax_body_bytes = \"big\"\n")
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("max_body_bytes"), "{err}");
-    let err = load("[providers.x]\ntype = \"gemini-ish\"\n").unwrap_err().to_string();
+    let err = load("[providers.x]\ntype = \"gemini-ish\"\n")
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("unknown variant"), "{err}");
 }

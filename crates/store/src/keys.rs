@@ -102,34 +102,50 @@ impl Store {
 
     /// Every key, newest first, revoked ones included.
     pub async fn list_keys(&self) -> Result<Vec<KeyInfo>, StoreError> {
-        let rows = sqlx::query(concat!("SELECT ", key_columns!(), " FROM keys ORDER BY created_at DESC, id DESC"))
-            .fetch_all(self.pool())
-            .await?;
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            key_columns!(),
+            " FROM keys ORDER BY created_at DESC, id DESC"
+        ))
+        .fetch_all(self.pool())
+        .await?;
         rows.iter().map(key_from_row).collect()
     }
 
     /// Looks a presented secret up by its hash. Revoked and expired keys are returned too;
     /// the caller decides what they mean.
     pub async fn find_key(&self, secret: &str) -> Result<Option<KeyInfo>, StoreError> {
-        let row = sqlx::query(concat!("SELECT ", key_columns!(), " FROM keys WHERE hash = ?"))
-            .bind(hash_secret(secret))
-            .fetch_optional(self.pool())
-            .await?;
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            key_columns!(),
+            " FROM keys WHERE hash = ?"
+        ))
+        .bind(hash_secret(secret))
+        .fetch_optional(self.pool())
+        .await?;
         row.as_ref().map(key_from_row).transpose()
     }
 
     /// Revokes the key whose id is `id_or_prefix` or starts with it (it must match one key).
     pub async fn revoke_key(&self, id_or_prefix: &str) -> Result<KeyInfo, StoreError> {
         let pattern = format!("{}%", id_or_prefix.replace(['%', '_'], ""));
-        let rows = sqlx::query(concat!("SELECT ", key_columns!(), " FROM keys WHERE id = ? OR id LIKE ?"))
-            .bind(id_or_prefix)
-            .bind(&pattern)
-            .fetch_all(self.pool())
-            .await?;
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            key_columns!(),
+            " FROM keys WHERE id = ? OR id LIKE ?"
+        ))
+        .bind(id_or_prefix)
+        .bind(&pattern)
+        .fetch_all(self.pool())
+        .await?;
         let mut info = match rows.as_slice() {
             [] => return Err(StoreError::KeyNotFound(id_or_prefix.to_owned())),
             [row] => key_from_row(row)?,
-            many => match many.iter().map(key_from_row).find(|k| matches!(k, Ok(k) if k.id == id_or_prefix)) {
+            many => match many
+                .iter()
+                .map(key_from_row)
+                .find(|k| matches!(k, Ok(k) if k.id == id_or_prefix))
+            {
                 Some(exact) => exact?,
                 None => return Err(StoreError::KeyAmbiguous(id_or_prefix.to_owned())),
             },
@@ -146,7 +162,6 @@ impl Store {
         Ok(info)
     }
 }
-
 
 fn key_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<KeyInfo, StoreError> {
     let aliases: String = row.try_get("aliases")?;
@@ -193,7 +208,10 @@ mod tests {
         assert!(found.allows("fast") && !found.allows("slow"));
         assert!(store.find_key("sk-sluice-0000").await.unwrap().is_none());
 
-        let stored: String = sqlx::query_scalar("SELECT hash FROM keys").fetch_one(store.pool()).await.unwrap();
+        let stored: String = sqlx::query_scalar("SELECT hash FROM keys")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
         assert_eq!(stored, hash_secret(&created.secret));
         assert!(!stored.contains(&created.secret[KEY_PREFIX.len()..]));
     }
@@ -201,14 +219,32 @@ mod tests {
     #[tokio::test]
     async fn revoke_by_id_prefix_marks_the_key() {
         let store = Store::open_in_memory().await.unwrap();
-        let a = store.create_key(NewKey { name: "a".into(), ..Default::default() }).await.unwrap();
+        let a = store
+            .create_key(NewKey {
+                name: "a".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
         let revoked = store.revoke_key(&a.info.id).await.unwrap();
         assert!(revoked.revoked_at.is_some());
         let found = store.find_key(&a.secret).await.unwrap().unwrap();
         assert_eq!(found.revoked_at, revoked.revoked_at);
-        assert!(matches!(store.revoke_key("key_nope").await, Err(StoreError::KeyNotFound(_))));
-        let _b = store.create_key(NewKey { name: "b".into(), ..Default::default() }).await.unwrap();
-        assert!(matches!(store.revoke_key("key_").await, Err(StoreError::KeyAmbiguous(_))));
+        assert!(matches!(
+            store.revoke_key("key_nope").await,
+            Err(StoreError::KeyNotFound(_))
+        ));
+        let _b = store
+            .create_key(NewKey {
+                name: "b".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert!(matches!(
+            store.revoke_key("key_").await,
+            Err(StoreError::KeyAmbiguous(_))
+        ));
         assert_eq!(store.list_keys().await.unwrap().len(), 2);
     }
 }

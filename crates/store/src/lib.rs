@@ -11,8 +11,8 @@ use std::path::Path;
 use std::str::FromStr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::SqlitePool;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
 pub mod keys;
 pub mod records;
@@ -23,7 +23,10 @@ pub use records::{AttemptRecord, RecordQueue, RecordSender, RequestRecord};
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("cannot create the data folder {path}: {source}")]
-    CreateDir { path: String, source: std::io::Error },
+    CreateDir {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
     #[error("no key matches `{0}`")]
@@ -48,8 +51,7 @@ impl sluice_types::Classify for StoreError {
 
 /// Each entry moves the schema one version forward; `PRAGMA user_version` says how far a
 /// database has come. Never edit an entry that has shipped: add one.
-const MIGRATIONS: &[&str] = &[
-    "CREATE TABLE keys (
+const MIGRATIONS: &[&str] = &["CREATE TABLE keys (
         id TEXT PRIMARY KEY,
         hash TEXT NOT NULL UNIQUE,
         prefix TEXT NOT NULL,
@@ -85,8 +87,7 @@ const MIGRATIONS: &[&str] = &[
         attempts TEXT NOT NULL
     );
     CREATE INDEX requests_started_at ON requests (started_at);
-    CREATE INDEX requests_key ON requests (key_id, started_at);",
-];
+    CREATE INDEX requests_key ON requests (key_id, started_at);"];
 
 /// The embedded SQLite store.
 #[derive(Clone, Debug)]
@@ -98,8 +99,10 @@ impl Store {
     /// Opens the database file (creating it and its folder if needed) and migrates it.
     pub async fn open(path: &Path) -> Result<Store, StoreError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)
-                .map_err(|source| StoreError::CreateDir { path: dir.display().to_string(), source })?;
+            std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
+                path: dir.display().to_string(),
+                source,
+            })?;
         }
         let options = SqliteConnectOptions::new()
             .filename(path)
@@ -132,12 +135,19 @@ impl Store {
 
     async fn migrate(&self) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
-        let version: i64 = sqlx::query_scalar("PRAGMA user_version").fetch_one(&mut *tx).await?;
+        let version: i64 = sqlx::query_scalar("PRAGMA user_version")
+            .fetch_one(&mut *tx)
+            .await?;
         let applied = usize::try_from(version).unwrap_or(0);
         for (index, migration) in MIGRATIONS.iter().enumerate().skip(applied) {
             sqlx::raw_sql(*migration).execute(&mut *tx).await?;
             // PRAGMA takes no bind parameters; the value is our own integer.
-            sqlx::raw_sql(sqlx::AssertSqlSafe(format!("PRAGMA user_version = {}", index + 1))).execute(&mut *tx).await?;
+            sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                "PRAGMA user_version = {}",
+                index + 1
+            )))
+            .execute(&mut *tx)
+            .await?;
         }
         tx.commit().await?;
         Ok(())

@@ -125,7 +125,14 @@ impl RecordQueue {
             }
             written
         });
-        RecordQueue { sender: RecordSender { tx, shed: Arc::default() }, close, writer }
+        RecordQueue {
+            sender: RecordSender {
+                tx,
+                shed: Arc::default(),
+            },
+            close,
+            writer,
+        }
     }
 
     pub fn sender(&self) -> RecordSender {
@@ -212,7 +219,10 @@ impl Store {
 
     /// One record by id.
     pub async fn record(&self, id: &str) -> Result<Option<RequestRecord>, StoreError> {
-        let row = sqlx::query("SELECT * FROM requests WHERE id = ?").bind(id).fetch_optional(self.pool()).await?;
+        let row = sqlx::query("SELECT * FROM requests WHERE id = ?")
+            .bind(id)
+            .fetch_optional(self.pool())
+            .await?;
         row.as_ref().map(record_from_row).transpose()
     }
 }
@@ -278,9 +288,15 @@ mod tests {
     #[tokio::test]
     async fn records_round_trip_newest_first() {
         let store = Store::open_in_memory().await.unwrap();
-        store.insert_records(&[record("a", 1), record("b", 2)]).await.unwrap();
+        store
+            .insert_records(&[record("a", 1), record("b", 2)])
+            .await
+            .unwrap();
         let latest = store.latest_records(10).await.unwrap();
-        assert_eq!(latest.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), ["b", "a"]);
+        assert_eq!(
+            latest.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
+            ["b", "a"]
+        );
         assert_eq!(latest[1], record("a", 1));
         assert_eq!(store.record("a").await.unwrap(), Some(record("a", 1)));
     }

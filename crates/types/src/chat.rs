@@ -54,7 +54,10 @@ pub enum Part {
 
 impl Part {
     pub fn text(text: impl Into<String>) -> Self {
-        Part::Text { text: text.into(), cache_control: None }
+        Part::Text {
+            text: text.into(),
+            cache_control: None,
+        }
     }
 }
 
@@ -216,15 +219,28 @@ pub struct ChatResponse {
 #[derive(Debug, Clone, PartialEq)]
 pub enum StreamEvent {
     /// The response began. Always first.
-    Start { id: String, model: String, created: i64 },
+    Start {
+        id: String,
+        model: String,
+        created: i64,
+    },
     /// Text for a choice.
     TextDelta { choice: u32, text: String },
     /// Refusal text for a choice (OpenAI).
     RefusalDelta { choice: u32, text: String },
     /// A tool call began. `index` numbers the tool calls of one choice from 0.
-    ToolCallStart { choice: u32, index: u32, id: String, name: String },
+    ToolCallStart {
+        choice: u32,
+        index: u32,
+        id: String,
+        name: String,
+    },
     /// A fragment of a tool call's JSON arguments.
-    ToolCallDelta { choice: u32, index: u32, arguments: String },
+    ToolCallDelta {
+        choice: u32,
+        index: u32,
+        arguments: String,
+    },
     /// A choice ended.
     Finish { choice: u32, reason: FinishReason },
     /// Usage so far; the last one wins. Anthropic sends input usage first and output usage last.

@@ -21,8 +21,10 @@ pub enum ErrorKind {
     Unauthenticated,
     /// The key exists but may not do this (alias outside its scope, revoked, expired).
     PermissionDenied,
-    /// Unknown model alias or path.
+    /// Unknown model alias.
     NotFound,
+    /// No such endpoint.
+    UnknownPath,
     /// Body over the configured limit.
     PayloadTooLarge,
     /// Rate limited (by the gateway or by the upstream).
@@ -50,6 +52,7 @@ impl ErrorKind {
             ErrorKind::Unauthenticated => "invalid_api_key",
             ErrorKind::PermissionDenied => "permission_denied",
             ErrorKind::NotFound => "model_not_found",
+            ErrorKind::UnknownPath => "unknown_url",
             ErrorKind::PayloadTooLarge => "request_too_large",
             ErrorKind::RateLimited => "rate_limit_exceeded",
             ErrorKind::UpstreamRejected => "upstream_rejected",

@@ -1,0 +1,92 @@
+//! The `sluice` binary. Parses the command line and hands off: `serve` and `demo` to
+//! [`serve`], key and log commands to [`admin`].
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+mod admin;
+mod serve;
+
+#[derive(Parser)]
+#[command(
+    name = "sluice",
+    version,
+    about = "The one egress point for every LLM call"
+)]
+struct Cli {
+    /// Configuration file [default: ./sluice.toml when it exists, else built-in defaults]
+    #[arg(long, global = true, env = "SLUICE_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway.
+    Serve {
+        /// Address to listen on, overriding `server.listen` (port 0 picks a free port).
+        #[arg(long)]
+        listen: Option<String>,
+    },
+    /// Run the gateway against a built-in mock provider, with a fresh demo key: no provider key needed.
+    Demo {
+        #[arg(long, default_value = "127.0.0.1:4000")]
+        listen: String,
+        /// Print the base URL and key as one JSON line (for scripts).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Validate the configuration file and print what it declares.
+    CheckConfig,
+    /// Manage virtual keys.
+    #[command(subcommand)]
+    Keys(admin::KeysCommand),
+    /// Print the latest request records.
+    Logs {
+        /// How many records.
+        #[arg(short = 'n', long, default_value_t = 20)]
+        limit: u32,
+        /// One JSON object per line instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run only the mock provider (OpenAI and Anthropic dialects), for tests and benchmarks.
+    Mock {
+        #[arg(long, default_value = "127.0.0.1:9900")]
+        listen: String,
+    },
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        let config = cli.config;
+        match cli.command {
+            Command::Serve { listen } => serve::serve(config, listen).await,
+            Command::Demo { listen, json } => serve::demo(config, listen, json).await,
+            Command::CheckConfig => admin::check_config(config),
+            Command::Keys(command) => admin::keys(config, command).await,
+            Command::Logs { limit, json } => admin::logs(config, limit, json).await,
+            Command::Mock { listen } => serve::mock(listen).await,
+        }
+    });
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

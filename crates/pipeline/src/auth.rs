@@ -1,0 +1,98 @@
+//! Authentication: a presented virtual key becomes a [`Caller`].
+//!
+//! Key lookups are cached in memory for [`KEY_CACHE_TTL`] so the hot path does not touch
+//! SQLite; a revocation therefore takes effect within that time. Unknown keys are not cached.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use sluice_store::KeyInfo;
+
+use crate::{Gateway, PipelineError};
+
+/// How long a looked-up key is trusted before it is read again.
+pub const KEY_CACHE_TTL: Duration = Duration::from_secs(5);
+
+/// Entries kept at most; past it the cache is cleared (a bound, not an eviction policy: the
+/// working set of live keys is far smaller).
+const KEY_CACHE_CAPACITY: usize = 100_000;
+
+/// Who is calling: the key and what it is bound to.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub key: Arc<KeyInfo>,
+}
+
+impl Caller {
+    pub fn may_use(&self, alias: &str) -> bool {
+        self.key.allows(alias)
+    }
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct KeyCache {
+    entries: RwLock<HashMap<String, (Arc<KeyInfo>, Instant)>>,
+}
+
+impl KeyCache {
+    fn get(&self, secret: &str) -> Option<Arc<KeyInfo>> {
+        let entries = self.entries.read().unwrap_or_else(|e| e.into_inner());
+        entries
+            .get(secret)
+            .filter(|(_, at)| at.elapsed() < KEY_CACHE_TTL)
+            .map(|(key, _)| key.clone())
+    }
+
+    fn put(&self, secret: &str, key: Arc<KeyInfo>) {
+        let mut entries = self.entries.write().unwrap_or_else(|e| e.into_inner());
+        if entries.len() >= KEY_CACHE_CAPACITY {
+            entries.clear();
+        }
+        entries.insert(secret.to_owned(), (key, Instant::now()));
+    }
+}
+
+impl Gateway {
+    /// Checks a presented key. `None` means the client sent no key at all.
+    pub async fn authenticate(&self, secret: Option<&str>) -> Result<Caller, PipelineError> {
+        let secret = secret
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .ok_or(PipelineError::MissingKey)?;
+        let key = match self.inner.keys.get(secret) {
+            Some(key) => key,
+            None => {
+                let key = self
+                    .inner
+                    .store
+                    .find_key(secret)
+                    .await?
+                    .ok_or(PipelineError::InvalidKey)?;
+                let key = Arc::new(key);
+                self.inner.keys.put(secret, key.clone());
+                key
+            }
+        };
+        if key.revoked_at.is_some() {
+            return Err(PipelineError::RevokedKey);
+        }
+        if key
+            .expires_at
+            .is_some_and(|at| at <= sluice_store::now_ms())
+        {
+            return Err(PipelineError::ExpiredKey);
+        }
+        Ok(Caller { key })
+    }
+
+    /// The aliases a caller may use, sorted.
+    pub fn models_for(&self, caller: &Caller) -> Vec<String> {
+        self.inner
+            .router
+            .aliases()
+            .filter(|a| caller.may_use(a))
+            .map(str::to_owned)
+            .collect()
+    }
+}

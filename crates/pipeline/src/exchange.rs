@@ -1,0 +1,197 @@
+//! [`Exchange`]: one request's record, from the first byte received to the last byte sent.
+//!
+//! It is created before anything can fail and submits its record exactly once: explicitly
+//! through [`Exchange::finish`], or on drop (a client that disconnects mid-request still leaves
+//! a record, with status 499 and `client_disconnected`).
+
+use std::time::Instant;
+
+use sluice_providers::{Deployment, ProviderError};
+use sluice_store::{AttemptRecord, RecordSender, RequestRecord};
+use sluice_types::{Classify, Dialect, ErrorKind, RequestId, Usage};
+
+use crate::{Caller, Gateway};
+
+/// Which API a request came in on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    ChatCompletions,
+    Messages,
+    CountTokens,
+    Embeddings,
+    Models,
+}
+
+impl Endpoint {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Endpoint::ChatCompletions => "chat.completions",
+            Endpoint::Messages => "messages",
+            Endpoint::CountTokens => "messages.count_tokens",
+            Endpoint::Embeddings => "embeddings",
+            Endpoint::Models => "models",
+        }
+    }
+}
+
+/// Status recorded for a request whose client went away before the answer was complete
+/// (nginx's convention).
+const CLIENT_CLOSED: u16 = 499;
+
+#[derive(Debug)]
+pub struct Exchange {
+    pub id: RequestId,
+    started: Instant,
+    record: RequestRecord,
+    sender: RecordSender,
+    submitted: bool,
+}
+
+impl Gateway {
+    /// Starts the record of a new request.
+    pub fn begin(&self, endpoint: Endpoint, dialect: Dialect) -> Exchange {
+        let id = RequestId::new();
+        Exchange {
+            id,
+            started: Instant::now(),
+            record: RequestRecord {
+                id: id.to_string(),
+                started_at: sluice_store::now_ms(),
+                endpoint: endpoint.as_str().to_owned(),
+                dialect: dialect.as_str().to_owned(),
+                status: CLIENT_CLOSED,
+                error_code: Some("client_disconnected".to_owned()),
+                ..RequestRecord::default()
+            },
+            sender: self.inner.records.clone(),
+            submitted: false,
+        }
+    }
+}
+
+impl Exchange {
+    pub fn set_caller(&mut self, caller: &Caller) {
+        self.record.key_id = Some(caller.key.id.clone());
+        self.record.team = caller.key.team.clone();
+        if self.record.user.is_none() {
+            self.record.user = caller.key.user.clone();
+        }
+    }
+
+    /// The end user named by the request itself (`user`, `metadata.user_id`); it wins over the
+    /// key's bound user.
+    pub fn set_end_user(&mut self, user: Option<&str>) {
+        if let Some(user) = user {
+            self.record.user = Some(user.to_owned());
+        }
+    }
+
+    pub fn set_alias(&mut self, alias: &str, stream: bool) {
+        self.record.alias = Some(alias.to_owned());
+        self.record.stream = stream;
+    }
+
+    pub(crate) fn elapsed_us(&self) -> u64 {
+        u64::try_from(self.started.elapsed().as_micros()).unwrap_or(u64::MAX)
+    }
+
+    pub(crate) fn attempt(
+        &mut self,
+        deployment: &Deployment,
+        started: Instant,
+        outcome: Result<(), &ProviderError>,
+    ) {
+        self.record.attempts.push(AttemptRecord {
+            deployment: deployment.name.clone(),
+            provider: deployment.provider.clone(),
+            outcome: match outcome {
+                Ok(()) => "ok".to_owned(),
+                Err(e) => e.kind().code().to_owned(),
+            },
+            status: match outcome {
+                Ok(()) => Some(200),
+                Err(e) => e.status(),
+            },
+            latency_us: u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+        });
+    }
+
+    pub(crate) fn served_by(&mut self, deployment: &Deployment, served_model: &str) {
+        self.record.deployment = Some(deployment.name.clone());
+        self.record.provider = Some(deployment.provider.clone());
+        if !served_model.is_empty() {
+            self.record.served_model = Some(served_model.to_owned());
+        }
+    }
+
+    pub(crate) fn first_token(&mut self) {
+        if self.record.ttft_us.is_none() {
+            self.record.ttft_us = Some(self.elapsed_us());
+        }
+    }
+
+    pub(crate) fn usage(&mut self, usage: &Usage) {
+        self.record.input_tokens = Some(usage.input_tokens);
+        self.record.output_tokens = Some(usage.output_tokens);
+        self.record.cached_tokens = Some(usage.cached_input_tokens);
+        self.record.usage_estimated = usage.estimated;
+    }
+
+    pub fn attempts(&self) -> usize {
+        self.record.attempts.len()
+    }
+
+    /// Ends the exchange successfully with the status sent to the client.
+    pub fn finish(mut self, status: u16) {
+        self.record.status = status;
+        self.record.error_code = None;
+        self.submit();
+    }
+
+    /// Ends the exchange with a failure of `kind`, answered with `status`.
+    pub fn fail(mut self, status: u16, kind: ErrorKind) {
+        self.record.status = status;
+        self.record.error_code = Some(kind.code().to_owned());
+        self.submit();
+    }
+
+    /// A stream that began (status 200 sent) and then failed.
+    pub(crate) fn fail_in_stream(&mut self, kind: ErrorKind) {
+        self.record.status = 200;
+        self.record.error_code = Some(kind.code().to_owned());
+        self.submit();
+    }
+
+    pub(crate) fn finish_stream(&mut self) {
+        self.record.status = 200;
+        self.record.error_code = None;
+        self.submit();
+    }
+
+    fn submit(&mut self) {
+        if self.submitted {
+            return;
+        }
+        self.submitted = true;
+        self.record.latency_us = self.elapsed_us();
+        let record = std::mem::take(&mut self.record);
+        tracing::debug!(
+            request_id = %record.id,
+            endpoint = %record.endpoint,
+            alias = record.alias.as_deref().unwrap_or(""),
+            deployment = record.deployment.as_deref().unwrap_or(""),
+            status = record.status,
+            error = record.error_code.as_deref().unwrap_or(""),
+            latency_us = record.latency_us,
+            "request"
+        );
+        self.sender.submit(record);
+    }
+}
+
+impl Drop for Exchange {
+    fn drop(&mut self) {
+        // Still holding the defaults set in `begin`: the client went away mid-request.
+        self.submit();
+    }
+}

@@ -1,0 +1,116 @@
+//! Token estimates, for when a provider reports no usage (some OpenAI-compatible servers omit
+//! it from streams). Figures from here are always marked `estimated` in the record.
+//!
+//! The estimate is one token per four bytes of text, the rule of thumb OpenAI documents for
+//! English with its BPE tokenizers; it is off by tens of percent for code and other languages,
+//! which is why it is labelled, never passed off as the provider's count.
+
+use sluice_types::{ChatRequest, Part};
+
+use crate::{Caller, Exchange, Gateway, PipelineError, Provenance};
+
+/// A prompt's token count, and whether the gateway estimated it.
+#[derive(Debug, Clone, Copy)]
+pub struct TokenCount {
+    pub input_tokens: u32,
+    pub estimated: bool,
+}
+
+impl Gateway {
+    /// Counts a request's input tokens for the first deployment of its route: with the
+    /// provider's own counter where it has one, otherwise estimated.
+    pub async fn count_tokens(
+        &self,
+        mut exchange: Exchange,
+        caller: &Caller,
+        req: ChatRequest,
+    ) -> Result<(TokenCount, Provenance), (Exchange, PipelineError)> {
+        exchange.set_alias(&req.model, false);
+        let plan = match self.plan(caller, &req.model) {
+            Ok(plan) => plan,
+            Err(e) => return Err((exchange, e)),
+        };
+        let Some(deployment) = plan.deployments.first() else {
+            return Err((
+                exchange,
+                PipelineError::Routing(sluice_routing::RoutingError::UnknownAlias(req.model)),
+            ));
+        };
+        let started = std::time::Instant::now();
+        let count = match self.inner.upstream.count_tokens(deployment, &req).await {
+            Ok(Some(n)) => TokenCount {
+                input_tokens: n,
+                estimated: false,
+            },
+            Ok(None) => TokenCount {
+                input_tokens: estimate_input(&req),
+                estimated: true,
+            },
+            Err(e) => {
+                exchange.attempt(deployment, started, Err(&e));
+                return Err((exchange, e.into()));
+            }
+        };
+        exchange.attempt(deployment, started, Ok(()));
+        exchange.served_by(deployment, &deployment.model);
+        exchange.usage(&sluice_types::Usage {
+            input_tokens: count.input_tokens,
+            estimated: count.estimated,
+            ..Default::default()
+        });
+        let provenance = Provenance::of(&exchange, &plan, deployment, &deployment.model);
+        exchange.finish(200);
+        Ok((count, provenance))
+    }
+}
+
+/// Bytes of text per token in the estimate.
+const BYTES_PER_TOKEN: usize = 4;
+
+pub fn estimate_text(text: &str) -> u32 {
+    u32::try_from(text.len().div_ceil(BYTES_PER_TOKEN)).unwrap_or(u32::MAX)
+}
+
+/// Estimated prompt tokens of a request: every text, tool definition and tool argument.
+pub fn estimate_input(req: &ChatRequest) -> u32 {
+    let mut bytes = 0usize;
+    let mut add_parts = |parts: &[Part]| {
+        for part in parts {
+            bytes += part_bytes(part);
+        }
+    };
+    add_parts(&req.system);
+    for message in &req.messages {
+        add_parts(&message.parts);
+    }
+    for tool in &req.tools {
+        bytes += tool.name.len()
+            + tool.description.as_ref().map_or(0, String::len)
+            + tool.parameters.to_string().len();
+    }
+    u32::try_from(bytes.div_ceil(BYTES_PER_TOKEN)).unwrap_or(u32::MAX)
+}
+
+fn part_bytes(part: &Part) -> usize {
+    match part {
+        Part::Text { text, .. } => text.len(),
+        Part::ToolCall(call) => call.name.len() + call.arguments.len(),
+        Part::ToolResult { content, .. } => content.iter().map(part_bytes).sum(),
+        // Images are priced by the provider from their pixels; without a reported count the
+        // gateway cannot know it, so they add nothing to the estimate.
+        Part::Image { .. } => 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn estimates_four_bytes_per_token_rounding_up() {
+        assert_eq!(estimate_text(""), 0);
+        assert_eq!(estimate_text("abc"), 1);
+        assert_eq!(estimate_text("abcdefgh"), 2);
+        assert_eq!(estimate_text("abcdefghi"), 3);
+    }
+}

@@ -1,0 +1,172 @@
+//! [`ProviderError`]: everything that can go wrong talking to an upstream, classified once
+//! here so routing and rendering never guess.
+
+use sluice_types::{Classify, ErrorKind, Origin};
+use sluice_wire::WireError;
+
+/// Which timeout fired.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimeoutPhase {
+    /// No response headers (or, for streams, no first event) in time.
+    FirstByte,
+    /// A stream went quiet for too long between events.
+    Idle,
+    /// The whole non-streaming exchange took too long.
+    Total,
+}
+
+impl TimeoutPhase {
+    fn as_str(self) -> &'static str {
+        match self {
+            TimeoutPhase::FirstByte => "first byte",
+            TimeoutPhase::Idle => "inter-chunk idle",
+            TimeoutPhase::Total => "total",
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProviderError {
+    /// The request cannot be expressed for this provider (unsupported parameter, bad input).
+    #[error(transparent)]
+    Encode(WireError),
+    /// The provider type does not offer this endpoint.
+    #[error("provider `{provider}` ({kind}) does not support {endpoint}")]
+    EndpointUnsupported {
+        provider: String,
+        kind: &'static str,
+        endpoint: &'static str,
+    },
+    #[error("could not reach provider `{provider}`: {source}")]
+    Connect {
+        provider: String,
+        source: reqwest::Error,
+    },
+    #[error("provider `{provider}` did not answer within the {} timeout", .phase.as_str())]
+    Timeout {
+        provider: String,
+        phase: TimeoutPhase,
+    },
+    /// The provider answered an error status.
+    #[error("provider `{provider}` answered {status}: {message}")]
+    Status {
+        provider: String,
+        status: u16,
+        kind: ErrorKind,
+        message: String,
+        retry_after: Option<u64>,
+    },
+    /// The provider's answer could not be decoded.
+    #[error("provider `{provider}` sent a malformed response: {detail}")]
+    Malformed { provider: String, detail: String },
+    /// The stream ended before its terminal event.
+    #[error("provider `{provider}` ended the stream before it was complete")]
+    Truncated { provider: String },
+}
+
+impl Classify for ProviderError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            ProviderError::Encode(e) => e.kind(),
+            ProviderError::EndpointUnsupported { .. } => ErrorKind::UnsupportedParameter,
+            ProviderError::Connect { .. } | ProviderError::Truncated { .. } => {
+                ErrorKind::UpstreamUnavailable
+            }
+            ProviderError::Timeout { .. } => ErrorKind::UpstreamTimeout,
+            ProviderError::Status { kind, .. } => *kind,
+            ProviderError::Malformed { .. } => ErrorKind::UpstreamMalformed,
+        }
+    }
+
+    fn origin(&self) -> Origin {
+        match self {
+            ProviderError::Encode(e) => e.origin(),
+            ProviderError::EndpointUnsupported { .. } => Origin::Client,
+            _ => Origin::Upstream,
+        }
+    }
+
+    fn retryable(&self) -> bool {
+        match self {
+            ProviderError::Encode(_) | ProviderError::EndpointUnsupported { .. } => false,
+            ProviderError::Status { kind, .. } => *kind != ErrorKind::UpstreamRejected,
+            ProviderError::Connect { .. }
+            | ProviderError::Timeout { .. }
+            | ProviderError::Malformed { .. }
+            | ProviderError::Truncated { .. } => true,
+        }
+    }
+
+    fn retry_after_secs(&self) -> Option<u64> {
+        match self {
+            ProviderError::Status { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+}
+
+impl ProviderError {
+    /// The upstream HTTP status, when the provider answered one.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            ProviderError::Status { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+
+    /// What the client may be told. Upstream error bodies are never passed on; for a request the
+    /// provider rejected as invalid, its message is, since only it explains what to fix.
+    pub fn client_message(&self) -> String {
+        match self {
+            ProviderError::Status {
+                kind: ErrorKind::UpstreamRejected,
+                message,
+                ..
+            } => message.clone(),
+            ProviderError::Status {
+                provider,
+                status,
+                kind,
+                ..
+            } => match kind {
+                ErrorKind::RateLimited => {
+                    format!("provider `{provider}` is rate limiting requests")
+                }
+                ErrorKind::UpstreamOverloaded => format!("provider `{provider}` is overloaded"),
+                _ => format!("provider `{provider}` failed with status {status}"),
+            },
+            other => other.to_string(),
+        }
+    }
+}
+
+/// Maps an upstream error status onto a kind. A 401/403 means the gateway's own provider
+/// credentials were refused: the client's request was fine, so it is an upstream failure
+/// (one another deployment may not share).
+pub(crate) fn kind_for_status(status: u16) -> ErrorKind {
+    match status {
+        429 => ErrorKind::RateLimited,
+        503 | 529 => ErrorKind::UpstreamOverloaded,
+        408 | 504 => ErrorKind::UpstreamTimeout,
+        401 | 403 => ErrorKind::UpstreamUnavailable,
+        400..=499 => ErrorKind::UpstreamRejected,
+        _ => ErrorKind::UpstreamUnavailable,
+    }
+}
+
+/// Reads `Retry-After` as whole seconds (the HTTP-date form is rare from LLM APIs and is
+/// ignored), falling back to OpenAI's `retry-after-ms`.
+pub(crate) fn retry_after(headers: &http::HeaderMap) -> Option<u64> {
+    let text = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+    };
+    if let Some(secs) = text("retry-after").and_then(|v| v.parse::<f64>().ok()) {
+        return Some(secs.max(0.0).ceil() as u64);
+    }
+    text("retry-after-ms")
+        .and_then(|v| v.parse::<f64>().ok())
+        .map(|ms| (ms.max(0.0) / 1000.0).ceil() as u64)
+}

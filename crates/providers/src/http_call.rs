@@ -1,0 +1,198 @@
+//! The HTTP exchange every provider shares: send with timeouts, classify error statuses, read
+//! bounded bodies, and turn an SSE body into a [`CompletionStream`].
+
+use std::collections::VecDeque;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use sluice_types::StreamEvent;
+use sluice_wire::WireError;
+use sluice_wire::sse::{SseEvent, SseParser};
+
+use crate::error::{kind_for_status, retry_after};
+use crate::{CompletionStream, Deployment, ProviderError, StreamChunk, TimeoutPhase, Upstream};
+
+/// Largest non-streamed upstream body accepted (a 64 MiB answer is far beyond any model's
+/// output; it guards the gateway's memory against a broken upstream).
+const MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
+
+/// Reads the message out of a provider's error body.
+pub(crate) type ErrorDecoder = fn(&[u8]) -> Option<sluice_wire::UpstreamError>;
+
+/// Sends a request and waits for the response headers. Error statuses become
+/// [`ProviderError::Status`] with the provider's message.
+pub(crate) async fn send(
+    upstream: &Upstream,
+    deployment: &Deployment,
+    request: reqwest::RequestBuilder,
+    decode_error: ErrorDecoder,
+) -> Result<reqwest::Response, ProviderError> {
+    let provider = || deployment.provider.clone();
+    let response = tokio::time::timeout(upstream.timeouts.first_byte, request.send())
+        .await
+        .map_err(|_| ProviderError::Timeout {
+            provider: provider(),
+            phase: TimeoutPhase::FirstByte,
+        })?
+        .map_err(|source| {
+            if source.is_timeout() {
+                ProviderError::Timeout {
+                    provider: provider(),
+                    phase: TimeoutPhase::FirstByte,
+                }
+            } else {
+                ProviderError::Connect {
+                    provider: provider(),
+                    source,
+                }
+            }
+        })?;
+    let status = response.status().as_u16();
+    if (200..300).contains(&status) {
+        return Ok(response);
+    }
+    let retry_after = retry_after(response.headers());
+    // The error body is read only to find its message; a broken one still yields the status.
+    let body = read_body(upstream, deployment, response)
+        .await
+        .unwrap_or_default();
+    let message = decode_error(&body)
+        .map(|e| e.message)
+        .filter(|m| !m.is_empty())
+        .unwrap_or_else(|| format!("the provider rejected the request with status {status}"));
+    Err(ProviderError::Status {
+        provider: provider(),
+        status,
+        kind: kind_for_status(status),
+        message,
+        retry_after,
+    })
+}
+
+/// Reads a whole body, bounded in size and by the total timeout.
+pub(crate) async fn read_body(
+    upstream: &Upstream,
+    deployment: &Deployment,
+    response: reqwest::Response,
+) -> Result<Bytes, ProviderError> {
+    let provider = || deployment.provider.clone();
+    let read = async {
+        let mut body = Vec::new();
+        let mut chunks = response.bytes_stream();
+        while let Some(chunk) = chunks.next().await {
+            let chunk = chunk.map_err(|e| ProviderError::Malformed {
+                provider: provider(),
+                detail: e.to_string(),
+            })?;
+            if body.len() + chunk.len() > MAX_BODY_BYTES {
+                return Err(ProviderError::Malformed {
+                    provider: provider(),
+                    detail: format!("body larger than {MAX_BODY_BYTES} bytes"),
+                });
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(Bytes::from(body))
+    };
+    tokio::time::timeout(upstream.timeouts.total, read)
+        .await
+        .map_err(|_| ProviderError::Timeout {
+            provider: provider(),
+            phase: TimeoutPhase::Total,
+        })?
+}
+
+/// A dialect's stream decoder, as the shared SSE loop drives it.
+pub(crate) trait EventDecoder: Send + 'static {
+    fn decode(&mut self, event: &SseEvent) -> Result<Vec<StreamEvent>, WireError>;
+    /// The dialect's terminal event was seen.
+    fn is_done(&self) -> bool;
+}
+
+/// Turns an SSE response into canonical chunks, one per upstream event, forwarding each as it
+/// arrives. Ends with an error on idle timeout, malformed events, or a stream that stops
+/// before its terminal event.
+pub(crate) fn sse_stream(
+    upstream: &Upstream,
+    deployment: &Deployment,
+    response: reqwest::Response,
+    decoder: impl EventDecoder,
+) -> CompletionStream {
+    struct State<D> {
+        body: futures_util::stream::BoxStream<'static, reqwest::Result<Bytes>>,
+        parser: SseParser,
+        decoder: D,
+        ready: VecDeque<StreamChunk>,
+        /// Delivered after the chunks already decoded, then the stream ends.
+        failure: Option<ProviderError>,
+        ended: bool,
+        provider: String,
+        idle: std::time::Duration,
+    }
+    let state = State {
+        body: response.bytes_stream().boxed(),
+        parser: SseParser::default(),
+        decoder,
+        ready: VecDeque::new(),
+        failure: None,
+        ended: false,
+        provider: deployment.provider.clone(),
+        idle: upstream.timeouts.idle,
+    };
+    let stream = futures_util::stream::unfold(state, |mut st| async move {
+        loop {
+            if let Some(chunk) = st.ready.pop_front() {
+                return Some((Ok(chunk), st));
+            }
+            if let Some(err) = st.failure.take() {
+                st.ended = true;
+                return Some((Err(err), st));
+            }
+            if st.ended {
+                return None;
+            }
+            let provider = st.provider.clone();
+            match tokio::time::timeout(st.idle, st.body.next()).await {
+                Err(_) => {
+                    st.failure = Some(ProviderError::Timeout {
+                        provider,
+                        phase: TimeoutPhase::Idle,
+                    })
+                }
+                Ok(Some(Ok(bytes))) => match st.parser.push(&bytes) {
+                    Err(e) => {
+                        st.failure = Some(ProviderError::Malformed {
+                            provider,
+                            detail: e.to_string(),
+                        })
+                    }
+                    Ok(events) => {
+                        for (event, raw) in events {
+                            match st.decoder.decode(&event) {
+                                Ok(decoded) => st.ready.push_back(StreamChunk {
+                                    raw,
+                                    events: decoded,
+                                }),
+                                Err(e) => {
+                                    let detail = e.to_string();
+                                    st.failure =
+                                        Some(ProviderError::Malformed { provider, detail });
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                },
+                // A transport error after the terminal event loses nothing.
+                Ok(Some(Err(_))) if st.decoder.is_done() => st.ended = true,
+                Ok(Some(Err(e))) => {
+                    tracing::debug!(error = %e, provider, "upstream stream broke");
+                    st.failure = Some(ProviderError::Truncated { provider });
+                }
+                Ok(None) if st.decoder.is_done() && st.parser.pending() == 0 => st.ended = true,
+                Ok(None) => st.failure = Some(ProviderError::Truncated { provider }),
+            }
+        }
+    });
+    CompletionStream::new(stream)
+}

@@ -1,0 +1,209 @@
+//! Upstream adapters. [`Upstream`] owns the one shared HTTP pool (rustls, timeouts) and sends
+//! canonical requests to a [`Deployment`]; each provider module knows its URL paths,
+//! credentials, encoding and error shapes:
+//!
+//! - [`openai`]: OpenAI and any OpenAI-compatible server (vLLM, Ollama, Groq, ...).
+//! - [`anthropic`]: the Anthropic Messages API.
+//!
+//! Responses come back both decoded (canonical, for records and translation) and raw (the
+//! exact upstream bytes, so a client of the same dialect gets them unchanged). Providers never
+//! see the store or HTTP types of the ingress side.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::Stream;
+use secrecy::SecretString;
+use sluice_types::{ChatRequest, ChatResponse, Dialect, EmbeddingsRequest, StreamEvent, Usage};
+
+pub mod anthropic;
+mod error;
+mod http_call;
+pub mod openai;
+
+pub use error::{ProviderError, TimeoutPhase};
+
+/// The kinds of upstream. Names match the config `type` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProviderKind {
+    OpenAi,
+    /// A server speaking the OpenAI dialect with its own quirks.
+    OpenAiCompatible,
+    Anthropic,
+}
+
+impl ProviderKind {
+    pub fn dialect(self) -> Dialect {
+        match self {
+            ProviderKind::OpenAi | ProviderKind::OpenAiCompatible => Dialect::OpenAi,
+            ProviderKind::Anthropic => Dialect::Anthropic,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProviderKind::OpenAi => "openai",
+            ProviderKind::OpenAiCompatible => "openai_compatible",
+            ProviderKind::Anthropic => "anthropic",
+        }
+    }
+}
+
+/// A provider + exact model + credentials.
+#[derive(Debug, Clone)]
+pub struct Deployment {
+    pub name: String,
+    /// The provider's name in the configuration.
+    pub provider: String,
+    pub kind: ProviderKind,
+    /// Base URL including the version prefix (`https://api.openai.com/v1`).
+    pub base_url: String,
+    pub model: String,
+    pub api_key: Option<SecretString>,
+    /// `max_tokens` for providers that require one when the client sent none.
+    pub default_max_tokens: u32,
+}
+
+/// Timeouts applied to every upstream call.
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    pub connect: Duration,
+    pub first_byte: Duration,
+    pub idle: Duration,
+    pub total: Duration,
+}
+
+/// A complete upstream answer.
+#[derive(Debug, Clone)]
+pub struct Completion {
+    pub response: ChatResponse,
+    /// The upstream body, byte for byte.
+    pub raw: Bytes,
+}
+
+/// One upstream SSE event: its exact bytes and what it means.
+#[derive(Debug, Clone)]
+pub struct StreamChunk {
+    pub raw: Bytes,
+    pub events: Vec<StreamEvent>,
+}
+
+/// A streamed upstream answer. Ends with `Err` when the upstream fails, goes quiet past the
+/// idle timeout, or stops before its terminal event; dropping it closes the upstream connection.
+pub struct CompletionStream {
+    inner: Pin<Box<dyn Stream<Item = Result<StreamChunk, ProviderError>> + Send>>,
+}
+
+impl CompletionStream {
+    pub(crate) fn new(
+        inner: impl Stream<Item = Result<StreamChunk, ProviderError>> + Send + 'static,
+    ) -> Self {
+        CompletionStream {
+            inner: Box::pin(inner),
+        }
+    }
+}
+
+impl Stream for CompletionStream {
+    type Item = Result<StreamChunk, ProviderError>;
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.inner.as_mut().poll_next(cx)
+    }
+}
+
+impl std::fmt::Debug for CompletionStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CompletionStream")
+    }
+}
+
+/// What a chat call returns: whole, or as a stream (when the request asked to stream).
+#[derive(Debug)]
+pub enum Reply {
+    Complete(Completion),
+    Stream(CompletionStream),
+}
+
+/// An embeddings answer: raw OpenAI-shaped body plus the usage read from it.
+#[derive(Debug, Clone)]
+pub struct Embeddings {
+    pub raw: Bytes,
+    pub model: Option<String>,
+    pub usage: Option<Usage>,
+}
+
+/// The shared upstream client. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Upstream {
+    client: reqwest::Client,
+    timeouts: Timeouts,
+}
+
+impl Upstream {
+    /// Builds the one HTTP client (rustls with the ring provider, warm pooled connections).
+    pub fn new(timeouts: Timeouts) -> Result<Upstream, reqwest::Error> {
+        // Installing twice is harmless: the second call reports the first provider.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let client = reqwest::Client::builder()
+            .connect_timeout(timeouts.connect)
+            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_max_idle_per_host(256)
+            .tcp_nodelay(true)
+            .user_agent(concat!("sluice/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        Ok(Upstream { client, timeouts })
+    }
+
+    pub fn timeouts(&self) -> Timeouts {
+        self.timeouts
+    }
+
+    /// Sends a chat request to a deployment. Streams when `req.stream` is set.
+    pub async fn chat(
+        &self,
+        deployment: &Deployment,
+        req: &ChatRequest,
+    ) -> Result<Reply, ProviderError> {
+        match deployment.kind {
+            ProviderKind::OpenAi | ProviderKind::OpenAiCompatible => {
+                openai::chat(self, deployment, req).await
+            }
+            ProviderKind::Anthropic => anthropic::chat(self, deployment, req).await,
+        }
+    }
+
+    /// Sends an embeddings request (OpenAI dialect providers only).
+    pub async fn embeddings(
+        &self,
+        deployment: &Deployment,
+        req: &EmbeddingsRequest,
+    ) -> Result<Embeddings, ProviderError> {
+        match deployment.kind {
+            ProviderKind::OpenAi | ProviderKind::OpenAiCompatible => {
+                openai::embeddings(self, deployment, req).await
+            }
+            ProviderKind::Anthropic => Err(ProviderError::EndpointUnsupported {
+                provider: deployment.provider.clone(),
+                kind: deployment.kind.as_str(),
+                endpoint: "embeddings",
+            }),
+        }
+    }
+
+    /// Counts the input tokens of a request with the provider's own counter, where it has one.
+    /// Returns `None` when the provider offers no counting endpoint.
+    pub async fn count_tokens(
+        &self,
+        deployment: &Deployment,
+        req: &ChatRequest,
+    ) -> Result<Option<u32>, ProviderError> {
+        match deployment.kind {
+            ProviderKind::Anthropic => anthropic::count_tokens(self, deployment, req)
+                .await
+                .map(Some),
+            ProviderKind::OpenAi | ProviderKind::OpenAiCompatible => Ok(None),
+        }
+    }
+}

@@ -1,0 +1,72 @@
+//! Anthropic routes: messages and token counting.
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::response::Response;
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue};
+use sluice_pipeline::Endpoint;
+use sluice_types::Dialect;
+
+use crate::{ApiError, AppState, body, chat, json_response, provenance};
+
+pub(crate) async fn messages(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    request: Body,
+) -> Response {
+    chat::handle(state, headers, request, Dialect::Anthropic).await
+}
+
+/// `POST /v1/messages/count_tokens`: the provider's own count when it has an endpoint for it,
+/// otherwise the gateway's estimate, flagged by `x-sluice-token-count: estimated`.
+pub(crate) async fn count_tokens(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    request: Body,
+) -> Response {
+    let dialect = Dialect::Anthropic;
+    let gateway = &state.gateway;
+    let mut exchange = gateway.begin(Endpoint::CountTokens, dialect);
+    let caller = match gateway
+        .authenticate(body::presented_key(&headers, dialect))
+        .await
+    {
+        Ok(caller) => caller,
+        Err(e) => {
+            return body::fail(
+                exchange,
+                dialect,
+                ApiError::from_classified(&e, e.client_message()),
+            );
+        }
+    };
+    exchange.set_caller(&caller);
+    let bytes = match body::read(request, &headers, state.max_body_bytes).await {
+        Ok(bytes) => bytes,
+        Err(e) => return body::fail(exchange, dialect, e),
+    };
+    let request = match sluice_wire::anthropic::decode_count_tokens_request(&bytes) {
+        Ok(request) => request,
+        Err(e) => return body::fail(exchange, dialect, e.into()),
+    };
+    match gateway.count_tokens(exchange, &caller, request).await {
+        Ok((count, provenance)) => {
+            let body = serde_json::json!({ "input_tokens": count.input_tokens }).to_string();
+            let mut response = json_response(Bytes::from(body));
+            provenance::insert_all(response.headers_mut(), &provenance);
+            if count.estimated {
+                response.headers_mut().insert(
+                    "x-sluice-token-count",
+                    HeaderValue::from_static("estimated"),
+                );
+            }
+            response
+        }
+        Err((exchange, e)) => body::fail(
+            exchange,
+            dialect,
+            ApiError::from_classified(&e, e.client_message()),
+        ),
+    }
+}

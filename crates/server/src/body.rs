@@ -1,0 +1,72 @@
+//! Reading what the client sent: its key and a size-capped body, with failures answered in
+//! the caller's dialect and recorded.
+
+use axum::body::Body;
+use axum::response::Response;
+use bytes::Bytes;
+use http::{HeaderMap, header};
+use sluice_pipeline::Exchange;
+use sluice_types::{Dialect, ErrorKind};
+
+use crate::ApiError;
+use crate::provenance;
+
+/// The key as each official SDK sends it: `Authorization: Bearer` on both APIs, and
+/// `x-api-key` on the Anthropic ones (older Anthropic SDKs and raw clients).
+pub(crate) fn presented_key(headers: &HeaderMap, dialect: Dialect) -> Option<&str> {
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        });
+    match dialect {
+        Dialect::OpenAi => bearer,
+        Dialect::Anthropic => {
+            bearer.or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()))
+        }
+    }
+}
+
+/// Reads the whole body, refusing anything over `limit` bytes.
+pub(crate) async fn read(body: Body, headers: &HeaderMap, limit: usize) -> Result<Bytes, ApiError> {
+    let too_large = || {
+        ApiError::new(
+            ErrorKind::PayloadTooLarge,
+            format!("request body is larger than the {limit} byte limit"),
+        )
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|len| len > limit) {
+        return Err(too_large());
+    }
+    match axum::body::to_bytes(body, limit).await {
+        Ok(bytes) => Ok(bytes),
+        Err(e) => {
+            let over_limit = std::error::Error::source(&e).is_some_and(|s| {
+                s.downcast_ref::<http_body_util::LengthLimitError>()
+                    .is_some()
+            });
+            if over_limit {
+                Err(too_large())
+            } else {
+                Err(ApiError::new(
+                    ErrorKind::InvalidRequest,
+                    format!("could not read the request body: {e}"),
+                ))
+            }
+        }
+    }
+}
+
+/// Answers an error in the caller's dialect and settles the record with it.
+pub(crate) fn fail(exchange: Exchange, dialect: Dialect, error: ApiError) -> Response {
+    let mut response = error.render(dialect);
+    provenance::request_id(response.headers_mut(), &exchange.id.to_string());
+    exchange.fail(response.status().as_u16(), error.kind);
+    response
+}

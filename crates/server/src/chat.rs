@@ -1,0 +1,81 @@
+//! The chat flow shared by `/v1/chat/completions` and `/v1/messages`: authenticate, decode the
+//! caller's dialect, run the pipeline, answer in the caller's dialect.
+
+use axum::response::Response;
+use http::HeaderMap;
+use sluice_pipeline::{ChatOutcome, Endpoint};
+use sluice_types::Dialect;
+
+use crate::{ApiError, AppState, body, json_response, provenance, stream};
+
+pub(crate) async fn handle(
+    state: AppState,
+    headers: HeaderMap,
+    request_body: axum::body::Body,
+    dialect: Dialect,
+) -> Response {
+    let endpoint = match dialect {
+        Dialect::OpenAi => Endpoint::ChatCompletions,
+        Dialect::Anthropic => Endpoint::Messages,
+    };
+    let gateway = &state.gateway;
+    let mut exchange = gateway.begin(endpoint, dialect);
+    let caller = match gateway
+        .authenticate(body::presented_key(&headers, dialect))
+        .await
+    {
+        Ok(caller) => caller,
+        Err(e) => {
+            return body::fail(
+                exchange,
+                dialect,
+                ApiError::from_classified(&e, e.client_message()),
+            );
+        }
+    };
+    exchange.set_caller(&caller);
+    let bytes = match body::read(request_body, &headers, state.max_body_bytes).await {
+        Ok(bytes) => bytes,
+        Err(e) => return body::fail(exchange, dialect, e),
+    };
+    let decoded = match dialect {
+        Dialect::OpenAi => sluice_wire::openai::decode_chat_request(&bytes),
+        Dialect::Anthropic => sluice_wire::anthropic::decode_chat_request(&bytes),
+    };
+    let request = match decoded {
+        Ok(request) => request,
+        Err(e) => return body::fail(exchange, dialect, e.into()),
+    };
+    let include_usage = request.include_usage;
+    match gateway.chat(exchange, &caller, request).await {
+        Err((exchange, e)) => body::fail(
+            exchange,
+            dialect,
+            ApiError::from_classified(&e, e.client_message()),
+        ),
+        Ok(ChatOutcome::Complete {
+            completion,
+            provenance,
+        }) => {
+            let body = if provenance.provider_dialect == dialect {
+                completion.raw
+            } else {
+                match dialect {
+                    Dialect::OpenAi => {
+                        sluice_wire::openai::encode_chat_response(&completion.response)
+                    }
+                    Dialect::Anthropic => {
+                        sluice_wire::anthropic::encode_chat_response(&completion.response)
+                    }
+                }
+                .into()
+            };
+            let mut response = json_response(body);
+            provenance::insert_all(response.headers_mut(), &provenance);
+            response
+        }
+        Ok(ChatOutcome::Stream { stream, provenance }) => {
+            stream::respond(stream, &provenance, dialect, include_usage)
+        }
+    }
+}

@@ -1,0 +1,129 @@
+//! The only table from failure kind to HTTP status, and error bodies in the caller's dialect.
+//!
+//! The match below has no `_` arm on purpose: a new [`ErrorKind`] does not compile until it is
+//! mapped here. 429 and 503 always carry `Retry-After`.
+
+use axum::response::{IntoResponse, Response};
+use http::{HeaderValue, StatusCode, header};
+use sluice_types::{Classify, Dialect, ErrorKind};
+
+/// Seconds suggested to a client told to come back later when nobody said how long.
+const DEFAULT_RETRY_AFTER_SECS: u64 = 1;
+
+pub fn status_for(kind: ErrorKind) -> StatusCode {
+    match kind {
+        ErrorKind::InvalidRequest
+        | ErrorKind::UnsupportedParameter
+        | ErrorKind::UpstreamRejected => StatusCode::BAD_REQUEST,
+        ErrorKind::Unauthenticated => StatusCode::UNAUTHORIZED,
+        ErrorKind::PermissionDenied => StatusCode::FORBIDDEN,
+        ErrorKind::NotFound | ErrorKind::UnknownPath => StatusCode::NOT_FOUND,
+        ErrorKind::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        ErrorKind::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+        ErrorKind::UpstreamMalformed | ErrorKind::UpstreamUnavailable => StatusCode::BAD_GATEWAY,
+        ErrorKind::UpstreamOverloaded => StatusCode::SERVICE_UNAVAILABLE,
+        ErrorKind::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+        ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+/// An error on its way to the client.
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    pub kind: ErrorKind,
+    pub message: String,
+    /// The request field at fault, when known (`messages[0].content`).
+    pub param: Option<String>,
+    pub retry_after: Option<u64>,
+}
+
+impl ApiError {
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        ApiError {
+            kind,
+            message: message.into(),
+            param: None,
+            retry_after: None,
+        }
+    }
+
+    pub fn from_classified(error: &(impl Classify + std::fmt::Display), message: String) -> Self {
+        ApiError {
+            kind: error.kind(),
+            message,
+            param: None,
+            retry_after: error.retry_after_secs(),
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        status_for(self.kind)
+    }
+
+    /// Renders the error in the dialect the client called.
+    pub fn render(&self, dialect: Dialect) -> Response {
+        let body = match dialect {
+            Dialect::OpenAi => {
+                sluice_wire::openai::encode_error(self.kind, &self.message, self.param.as_deref())
+            }
+            Dialect::Anthropic => sluice_wire::anthropic::encode_error(self.kind, &self.message),
+        };
+        let status = self.status();
+        let mut response =
+            (status, [(header::CONTENT_TYPE, "application/json")], body).into_response();
+        if matches!(
+            status,
+            StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE
+        ) {
+            let secs = self.retry_after.unwrap_or(DEFAULT_RETRY_AFTER_SECS);
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        response
+    }
+}
+
+impl From<sluice_wire::WireError> for ApiError {
+    fn from(error: sluice_wire::WireError) -> Self {
+        ApiError {
+            kind: error.kind(),
+            message: error.to_string(),
+            param: error.param(),
+            retry_after: None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upstream_failures_map_to_gateway_statuses() {
+        assert_eq!(
+            status_for(ErrorKind::UpstreamTimeout),
+            StatusCode::GATEWAY_TIMEOUT
+        );
+        assert_eq!(
+            status_for(ErrorKind::UpstreamOverloaded),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        assert_eq!(
+            status_for(ErrorKind::UpstreamMalformed),
+            StatusCode::BAD_GATEWAY
+        );
+        assert_eq!(
+            status_for(ErrorKind::UnsupportedParameter),
+            StatusCode::BAD_REQUEST
+        );
+    }
+
+    #[test]
+    fn rate_limits_always_say_when_to_retry() {
+        let response =
+            ApiError::new(ErrorKind::RateLimited, "slow down").render(Dialect::Anthropic);
+        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "1");
+    }
+}

@@ -1,0 +1,133 @@
+//! The HTTP surface of Sluice: OpenAI routes (`/v1/chat/completions`, `/v1/embeddings`,
+//! `/v1/models`), Anthropic routes (`/v1/messages`, `/v1/messages/count_tokens`), health.
+//!
+//! Handlers stay thin: read the body, decode the dialect (`sluice-wire`), call the pipeline,
+//! encode the answer (raw bytes when the provider spoke the client's dialect, translated
+//! otherwise), add provenance headers. [`error`] holds the only kind -> status table.
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use bytes::Bytes;
+use http::{HeaderMap, StatusCode, header};
+use sluice_pipeline::Gateway;
+use sluice_types::{Dialect, ErrorKind};
+
+mod anthropic;
+mod body;
+mod chat;
+pub mod error;
+mod openai;
+mod provenance;
+mod stream;
+
+pub use error::ApiError;
+
+#[derive(Clone, Debug)]
+pub struct AppState {
+    pub gateway: Gateway,
+    /// Largest request body accepted.
+    pub max_body_bytes: usize,
+}
+
+/// Builds the router serving every route.
+pub fn app(state: AppState) -> Router {
+    Router::new()
+        .route("/v1/chat/completions", post(openai::chat_completions))
+        .route("/v1/embeddings", post(openai::embeddings))
+        .route("/v1/models", get(models))
+        .route("/v1/messages", post(anthropic::messages))
+        .route("/v1/messages/count_tokens", post(anthropic::count_tokens))
+        .route("/health", get(health))
+        .route("/ready", get(health))
+        .fallback(not_found)
+        .with_state(state)
+}
+
+async fn health() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        r#"{"status":"ok"}"#,
+    )
+}
+
+/// The dialect of a request that reached no route: Anthropic SDKs always send
+/// `anthropic-version`, OpenAI ones never do.
+fn dialect_of(headers: &HeaderMap) -> Dialect {
+    if headers.contains_key("anthropic-version") {
+        Dialect::Anthropic
+    } else {
+        Dialect::OpenAi
+    }
+}
+
+async fn not_found(request: Request) -> Response {
+    let dialect = dialect_of(request.headers());
+    let message = format!("no route for {} {}", request.method(), request.uri().path());
+    let mut response = ApiError::new(ErrorKind::UnknownPath, message).render(dialect);
+    provenance::request_id(
+        response.headers_mut(),
+        &sluice_types::RequestId::new().to_string(),
+    );
+    if request.method() != http::Method::GET && request.method() != http::Method::POST {
+        *response.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
+    }
+    response
+}
+
+/// `GET /v1/models`: the aliases the caller's key may use, in the shape of the SDK asking.
+async fn models(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let dialect = dialect_of(&headers);
+    let exchange = state
+        .gateway
+        .begin(sluice_pipeline::Endpoint::Models, dialect);
+    let caller = match state
+        .gateway
+        .authenticate(body::presented_key(&headers, dialect))
+        .await
+    {
+        Ok(caller) => caller,
+        Err(e) => {
+            return body::fail(
+                exchange,
+                dialect,
+                ApiError::from_classified(&e, e.client_message()),
+            );
+        }
+    };
+    let models = state.gateway.models_for(&caller);
+    let json = match dialect {
+        Dialect::OpenAi => serde_json::json!({
+            "object": "list",
+            "data": models.iter().map(|id| serde_json::json!({
+                "id": id, "object": "model", "created": 0, "owned_by": "sluice",
+            })).collect::<Vec<_>>(),
+        }),
+        Dialect::Anthropic => serde_json::json!({
+            "data": models.iter().map(|id| serde_json::json!({
+                "type": "model", "id": id, "display_name": id, "created_at": "1970-01-01T00:00:00Z",
+            })).collect::<Vec<_>>(),
+            "has_more": false,
+            "first_id": models.first(),
+            "last_id": models.last(),
+        }),
+    };
+    let request_id = exchange.id.to_string();
+    let mut exchange = exchange;
+    exchange.set_caller(&caller);
+    exchange.finish(200);
+    let mut response = json_response(Bytes::from(json.to_string()));
+    provenance::request_id(response.headers_mut(), &request_id);
+    response
+}
+
+pub(crate) fn json_response(body: Bytes) -> Response {
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json")],
+        Body::from(body),
+    )
+        .into_response()
+}

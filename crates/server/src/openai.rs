@@ -1,0 +1,62 @@
+//! OpenAI routes: chat completions and embeddings.
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::response::Response;
+use http::HeaderMap;
+use sluice_pipeline::Endpoint;
+use sluice_types::Dialect;
+
+use crate::{ApiError, AppState, body, chat, json_response, provenance};
+
+pub(crate) async fn chat_completions(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    request: Body,
+) -> Response {
+    chat::handle(state, headers, request, Dialect::OpenAi).await
+}
+
+pub(crate) async fn embeddings(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    request: Body,
+) -> Response {
+    let dialect = Dialect::OpenAi;
+    let gateway = &state.gateway;
+    let mut exchange = gateway.begin(Endpoint::Embeddings, dialect);
+    let caller = match gateway
+        .authenticate(body::presented_key(&headers, dialect))
+        .await
+    {
+        Ok(caller) => caller,
+        Err(e) => {
+            return body::fail(
+                exchange,
+                dialect,
+                ApiError::from_classified(&e, e.client_message()),
+            );
+        }
+    };
+    exchange.set_caller(&caller);
+    let bytes = match body::read(request, &headers, state.max_body_bytes).await {
+        Ok(bytes) => bytes,
+        Err(e) => return body::fail(exchange, dialect, e),
+    };
+    let request = match sluice_wire::openai::decode_embeddings_request(&bytes) {
+        Ok(request) => request,
+        Err(e) => return body::fail(exchange, dialect, e.into()),
+    };
+    match gateway.embeddings(exchange, &caller, request).await {
+        Ok((embeddings, provenance)) => {
+            let mut response = json_response(embeddings.raw);
+            provenance::insert_all(response.headers_mut(), &provenance);
+            response
+        }
+        Err((exchange, e)) => body::fail(
+            exchange,
+            dialect,
+            ApiError::from_classified(&e, e.client_message()),
+        ),
+    }
+}

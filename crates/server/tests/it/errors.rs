@@ -1,0 +1,467 @@
+//! Bad input and failing upstreams: a clear error in the caller's dialect, the right status,
+//! and a record for every request.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use sluice_providers::{ProviderKind, Timeouts};
+use sluice_testkit::{Fault, MockUpstream, Reply};
+
+use crate::support::{TestGateway, on, sse_data, sse_event_names};
+
+async fn error_of(res: reqwest::Response) -> (u16, Value) {
+    let status = res.status().as_u16();
+    assert_eq!(res.headers()["content-type"], "application/json");
+    assert!(
+        res.headers()["x-request-id"]
+            .to_str()
+            .unwrap()
+            .starts_with("req_")
+    );
+    (status, res.json().await.unwrap())
+}
+
+fn openai_code(body: &Value) -> &str {
+    body["error"]["code"]
+        .as_str()
+        .unwrap_or_else(|| panic!("not an OpenAI error: {body}"))
+}
+
+fn anthropic_type(body: &Value) -> &str {
+    assert_eq!(body["type"], "error", "not an Anthropic error: {body}");
+    body["error"]["type"].as_str().unwrap()
+}
+
+#[tokio::test]
+async fn authentication_failures_answer_in_each_dialect() {
+    let mock = MockUpstream::both().start().await;
+    let gw = TestGateway::builder()
+        .route("m", [on(&mock, ProviderKind::OpenAi, "gpt")])
+        .start()
+        .await;
+    let chat = json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]});
+    let msg =
+        json!({"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]});
+
+    let (status, body) = error_of(
+        gw.client
+            .post(gw.url("/v1/chat/completions"))
+            .json(&chat)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!((status, openai_code(&body)), (401, "invalid_api_key"));
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("Authorization: Bearer")
+    );
+
+    let (status, body) = error_of(
+        gw.client
+            .post(gw.url("/v1/messages"))
+            .header("x-api-key", "sk-sluice-wrong")
+            .json(&msg)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (status, anthropic_type(&body)),
+        (401, "authentication_error")
+    );
+
+    let revoked = gw
+        .store
+        .create_key(sluice_store::NewKey {
+            name: "old".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    gw.store.revoke_key(&revoked.info.id).await.unwrap();
+    let (status, body) = error_of(
+        gw.client
+            .post(gw.url("/v1/chat/completions"))
+            .bearer_auth(&revoked.secret)
+            .json(&chat)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 401);
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("revoked")
+    );
+
+    let scoped = gw
+        .store
+        .create_key(sluice_store::NewKey {
+            name: "s".into(),
+            aliases: vec!["other".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let (status, body) = error_of(
+        gw.client
+            .post(gw.url("/v1/messages"))
+            .bearer_auth(&scoped.secret)
+            .json(&msg)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!((status, anthropic_type(&body)), (403, "permission_error"));
+    assert_eq!(mock.hits(), 0);
+
+    let records = gw.finish().await;
+    assert_eq!(records.len(), 4, "every refused request leaves a record");
+    assert_eq!(
+        records.iter().map(|r| r.status).collect::<Vec<_>>(),
+        [401, 401, 401, 403]
+    );
+    assert_eq!(records[3].error_code.as_deref(), Some("permission_denied"));
+}
+
+#[tokio::test]
+async fn malformed_requests_get_400s_that_name_the_problem() {
+    let mock = MockUpstream::both().start().await;
+    let gw = TestGateway::builder()
+        .route("m", [on(&mock, ProviderKind::Anthropic, "claude")])
+        .max_body_bytes(4096)
+        .start()
+        .await;
+    let post = |path: &'static str, body: Vec<u8>| {
+        gw.client
+            .post(gw.url(path))
+            .bearer_auth(&gw.key)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+
+    let (status, body) = error_of(
+        post("/v1/chat/completions", b"{\"model\": \"m\", ".to_vec())
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"]["type"].as_str().unwrap()),
+        (400, "invalid_request_error")
+    );
+
+    let (status, body) = error_of(
+        post(
+            "/v1/chat/completions",
+            br#"{"model": "m", "messages": "hello"}"#.to_vec(),
+        )
+        .await
+        .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("messages"),
+        "{body}"
+    );
+
+    let (status, body) = error_of(
+        post(
+            "/v1/messages",
+            br#"{"model": "m", "messages": [{"role": "user", "content": "x"}]}"#.to_vec(),
+        )
+        .await
+        .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (status, anthropic_type(&body)),
+        (400, "invalid_request_error")
+    );
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("max_tokens"),
+        "{body}"
+    );
+
+    let mut invalid_utf8 =
+        br#"{"model": "m", "messages": [{"role": "user", "content": "caf"#.to_vec();
+    invalid_utf8.extend_from_slice(&[0xff, 0xfe]);
+    invalid_utf8.extend_from_slice(br#""}]}"#);
+    let (status, _) = error_of(post("/v1/chat/completions", invalid_utf8).await.unwrap()).await;
+    assert_eq!(status, 400);
+
+    let big = format!(
+        r#"{{"model": "m", "messages": [{{"role": "user", "content": "{}"}}]}}"#,
+        "x".repeat(5000)
+    );
+    let (status, body) = error_of(post("/v1/messages", big.into_bytes()).await.unwrap()).await;
+    assert_eq!((status, anthropic_type(&body)), (413, "request_too_large"));
+
+    let (status, body) = error_of(
+        post(
+            "/v1/chat/completions",
+            br#"{"model": "nope", "messages": [{"role": "user", "content": "x"}]}"#.to_vec(),
+        )
+        .await
+        .unwrap(),
+    )
+    .await;
+    assert_eq!((status, openai_code(&body)), (404, "model_not_found"));
+    assert!(body["error"]["message"].as_str().unwrap().contains("nope"));
+
+    // A parameter the target cannot honour is refused, not dropped.
+    let (status, body) = error_of(
+        post(
+            "/v1/chat/completions",
+            br#"{"model": "m", "n": 3, "messages": [{"role": "user", "content": "x"}]}"#.to_vec(),
+        )
+        .await
+        .unwrap(),
+    )
+    .await;
+    assert_eq!((status, openai_code(&body)), (400, "unsupported_parameter"));
+    assert!(
+        body["error"]["message"].as_str().unwrap().contains('n'),
+        "{body}"
+    );
+    assert_eq!(mock.hits(), 0, "nothing bad reached the upstream");
+
+    let records = gw.finish().await;
+    assert_eq!(records.len(), 7);
+    assert!(
+        records
+            .iter()
+            .all(|r| r.status >= 400 && r.error_code.is_some())
+    );
+}
+
+#[tokio::test]
+async fn upstream_failures_map_to_gateway_statuses_in_the_callers_dialect() {
+    let mock = MockUpstream::openai().start().await;
+    let gw = TestGateway::builder()
+        .route("m", [on(&mock, ProviderKind::OpenAi, "gpt")])
+        .timeouts(Timeouts {
+            connect: Duration::from_secs(1),
+            first_byte: Duration::from_millis(300),
+            idle: Duration::from_secs(5),
+            total: Duration::from_secs(5),
+        })
+        .start()
+        .await;
+    let msg =
+        json!({"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]});
+
+    let cases: [(Reply, u16, &str, Option<&str>); 5] = [
+        (
+            Reply::Status {
+                status: 500,
+                body: None,
+                retry_after: None,
+            },
+            502,
+            "api_error",
+            None,
+        ),
+        (
+            Reply::Status {
+                status: 503,
+                body: None,
+                retry_after: Some(4),
+            },
+            503,
+            "overloaded_error",
+            Some("4"),
+        ),
+        (
+            Reply::Status {
+                status: 429,
+                body: None,
+                retry_after: Some(7),
+            },
+            429,
+            "rate_limit_error",
+            Some("7"),
+        ),
+        (Reply::Malformed, 502, "api_error", None),
+        (
+            Reply::WithFault(
+                Box::new(Reply::Text("late".into())),
+                Fault {
+                    delay_ms: 2_000,
+                    ..Fault::default()
+                },
+            ),
+            504,
+            "timeout_error",
+            None,
+        ),
+    ];
+    for (reply, status, kind, retry_after) in cases {
+        mock.push_reply(reply);
+        let res = gw.anthropic("/v1/messages", msg.clone()).await;
+        let got_retry_after = res
+            .headers()
+            .get("retry-after")
+            .map(|v| v.to_str().unwrap().to_owned());
+        let (got, body) = error_of(res).await;
+        assert_eq!((got, anthropic_type(&body)), (status, kind), "{body}");
+        assert_eq!(got_retry_after.as_deref(), retry_after);
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(
+            !message.contains("upstream-secret") && !message.contains('{'),
+            "no upstream body or secret leaks: {message}"
+        );
+    }
+    let records = gw.finish().await;
+    assert_eq!(
+        records.iter().map(|r| r.status).collect::<Vec<_>>(),
+        [502, 503, 429, 502, 504]
+    );
+    assert_eq!(records[4].error_code.as_deref(), Some("upstream_timeout"));
+    assert_eq!(records[1].attempts[0].status, Some(503));
+}
+
+#[tokio::test]
+async fn falls_back_to_the_next_deployment_before_the_first_byte() {
+    let primary = MockUpstream::openai()
+        .always(Reply::Status {
+            status: 503,
+            body: None,
+            retry_after: None,
+        })
+        .start()
+        .await;
+    let backup = MockUpstream::anthropic().start().await;
+    let gw = TestGateway::builder()
+        .route(
+            "m",
+            [
+                on(&primary, ProviderKind::OpenAi, "gpt"),
+                on(&backup, ProviderKind::Anthropic, "claude"),
+            ],
+        )
+        .start()
+        .await;
+
+    for stream in [false, true] {
+        let res = gw.openai("/v1/chat/completions", json!({"model": "m", "stream": stream, "messages": [{"role": "user", "content": "hi"}]})).await;
+        assert_eq!(res.status(), 200);
+        assert_eq!(res.headers()["x-sluice-attempts"], "2");
+        assert_eq!(res.headers()["x-sluice-provider"], "anthropic");
+        let text = res.text().await.unwrap();
+        let content: String = if stream {
+            sse_data(&text)
+                .iter()
+                .filter_map(|c| {
+                    c["choices"]
+                        .get(0)
+                        .and_then(|ch| ch["delta"]["content"].as_str())
+                })
+                .collect()
+        } else {
+            text
+        };
+        assert!(content.contains("You said: hi"), "{content}");
+    }
+    assert_eq!((primary.hits(), backup.hits()), (2, 2));
+    let records = gw.finish().await;
+    let outcomes: Vec<(&str, &str)> = records[0]
+        .attempts
+        .iter()
+        .map(|a| (a.provider.as_str(), a.outcome.as_str()))
+        .collect();
+    assert_eq!(
+        outcomes,
+        [("openai", "upstream_overloaded"), ("anthropic", "ok")]
+    );
+}
+
+#[tokio::test]
+async fn a_stream_cut_mid_way_ends_with_an_error_event_in_each_dialect() {
+    let cut = || {
+        Reply::WithFault(
+            Box::new(Reply::Text("a long answer that will never finish".into())),
+            Fault {
+                cut_after_events: Some(3),
+                ..Fault::default()
+            },
+        )
+    };
+    let openai = MockUpstream::openai().always(cut()).start().await;
+    let anthropic = MockUpstream::anthropic().always(cut()).start().await;
+    let gw = TestGateway::builder()
+        .route("o", [on(&openai, ProviderKind::OpenAi, "gpt")])
+        .route("a", [on(&anthropic, ProviderKind::Anthropic, "claude")])
+        .start()
+        .await;
+
+    for alias in ["o", "a"] {
+        let text = gw.openai("/v1/chat/completions", json!({"model": alias, "stream": true, "messages": [{"role": "user", "content": "hi"}]})).await.text().await.unwrap();
+        let data = sse_data(&text);
+        assert!(
+            !data.contains(&Value::String("[DONE]".into())),
+            "never a clean end: {text}"
+        );
+        assert_eq!(
+            data.last().unwrap()["error"]["code"],
+            "upstream_unavailable",
+            "{text}"
+        );
+
+        let text = gw.anthropic("/v1/messages", json!({"model": alias, "max_tokens": 50, "stream": true, "messages": [{"role": "user", "content": "hi"}]})).await.text().await.unwrap();
+        let names = sse_event_names(&text);
+        assert_eq!(names.last().map(String::as_str), Some("error"), "{text}");
+        assert!(!names.contains(&"message_stop".to_owned()));
+        assert_eq!(
+            sse_data(&text).last().unwrap()["error"]["type"],
+            "api_error"
+        );
+    }
+    let records = gw.finish().await;
+    assert_eq!(records.len(), 4);
+    assert!(
+        records
+            .iter()
+            .all(|r| r.status == 200 && r.error_code.as_deref() == Some("upstream_unavailable"))
+    );
+}
+
+#[tokio::test]
+async fn unknown_routes_answer_404_in_the_dialect_of_the_client() {
+    let gw = TestGateway::builder().start().await;
+    let res = gw.client.get(gw.url("/v1/nothing")).send().await.unwrap();
+    let (status, body) = error_of(res).await;
+    assert_eq!((status, openai_code(&body)), (404, "unknown_url"));
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("/v1/nothing")
+    );
+    let res = gw
+        .client
+        .post(gw.url("/v1/nothing"))
+        .header("anthropic-version", "2023-06-01")
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = error_of(res).await;
+    assert_eq!((status, anthropic_type(&body)), (404, "not_found_error"));
+}

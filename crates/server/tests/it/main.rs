@@ -1,0 +1,9 @@
+//! Integration tests: the real router on an ephemeral port, real HTTP, mock providers.
+//! Each test asserts on what the client got, what the upstream received, and the records.
+
+#![expect(clippy::unwrap_used, reason = "tests and their helpers may unwrap")]
+
+mod anthropic_ingress;
+mod errors;
+mod openai_ingress;
+mod support;

@@ -1,0 +1,173 @@
+//! The test harness: the real router on `127.0.0.1:0`, in front of [`MockUpstream`]s, with an
+//! in-memory store and a key that may use every alias.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+use sluice_pipeline::Gateway;
+use sluice_providers::{Deployment, ProviderKind, Timeouts, Upstream};
+use sluice_routing::Router;
+use sluice_server::AppState;
+use sluice_store::{NewKey, RecordQueue, RequestRecord, Store};
+use sluice_testkit::MockUpstream;
+use tokio_util::sync::CancellationToken;
+
+/// A deployment on a mock: what kind of provider it pretends to be, and the model asked for.
+pub fn on(mock: &MockUpstream, kind: ProviderKind, model: &str) -> Deployment {
+    Deployment {
+        name: format!("{}-{}", kind.as_str(), mock.addr().port()),
+        provider: kind.as_str().to_owned(),
+        kind,
+        base_url: format!("{}/v1", mock.base_url()),
+        model: model.to_owned(),
+        api_key: Some("upstream-secret".to_owned().into()),
+        default_max_tokens: 1024,
+    }
+}
+
+#[derive(Default)]
+pub struct Builder {
+    routes: Vec<(String, Vec<Deployment>)>,
+    max_body_bytes: Option<usize>,
+    timeouts: Option<Timeouts>,
+}
+
+impl Builder {
+    pub fn route(mut self, alias: &str, deployments: impl IntoIterator<Item = Deployment>) -> Self {
+        self.routes
+            .push((alias.to_owned(), deployments.into_iter().collect()));
+        self
+    }
+
+    pub fn max_body_bytes(mut self, limit: usize) -> Self {
+        self.max_body_bytes = Some(limit);
+        self
+    }
+
+    pub fn timeouts(mut self, timeouts: Timeouts) -> Self {
+        self.timeouts = Some(timeouts);
+        self
+    }
+
+    pub async fn start(self) -> TestGateway {
+        let store = Store::open_in_memory().await.unwrap();
+        let key = store
+            .create_key(NewKey {
+                name: "test".into(),
+                team: Some("qa".into()),
+                user: Some("tess".into()),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let router = Router::new(
+            self.routes
+                .into_iter()
+                .map(|(alias, ds)| (alias, ds.into_iter().map(Arc::new).collect())),
+        );
+        let upstream = Upstream::new(self.timeouts.unwrap_or(Timeouts {
+            connect: Duration::from_secs(2),
+            first_byte: Duration::from_secs(10),
+            idle: Duration::from_secs(10),
+            total: Duration::from_secs(30),
+        }))
+        .unwrap();
+        let queue = RecordQueue::start(store.clone(), 1024);
+        let gateway = Gateway::new(router, upstream, store.clone(), queue.sender());
+        let app = sluice_server::app(AppState {
+            gateway,
+            max_body_bytes: self.max_body_bytes.unwrap_or(1 << 20),
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stop = CancellationToken::new();
+        let stopping = stop.clone();
+        let server = tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(stopping.cancelled_owned())
+                .await
+                .unwrap();
+        });
+        TestGateway {
+            addr,
+            key: key.secret,
+            store,
+            queue,
+            stop,
+            server,
+            client: reqwest::Client::builder().build().unwrap(),
+        }
+    }
+}
+
+pub struct TestGateway {
+    pub addr: SocketAddr,
+    /// A key that may use every alias.
+    pub key: String,
+    pub store: Store,
+    queue: RecordQueue,
+    stop: CancellationToken,
+    server: tokio::task::JoinHandle<()>,
+    pub client: reqwest::Client,
+}
+
+impl TestGateway {
+    pub fn builder() -> Builder {
+        Builder::default()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// POSTs JSON to an OpenAI route with the bearer key.
+    pub async fn openai(&self, path: &str, body: Value) -> reqwest::Response {
+        self.client
+            .post(self.url(path))
+            .bearer_auth(&self.key)
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// POSTs JSON to an Anthropic route the way the Anthropic SDK does.
+    pub async fn anthropic(&self, path: &str, body: Value) -> reqwest::Response {
+        self.client
+            .post(self.url(path))
+            .header("x-api-key", &self.key)
+            .header("anthropic-version", "2023-06-01")
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Stops the server, drains the record queue, and returns every record, oldest first.
+    pub async fn finish(self) -> Vec<RequestRecord> {
+        self.stop.cancel();
+        self.server.await.unwrap();
+        self.queue.shutdown().await;
+        let mut records = self.store.latest_records(10_000).await.unwrap();
+        records.reverse();
+        records
+    }
+}
+
+/// The SSE `data:` payloads of a body, parsed as JSON (`[DONE]` kept as a string).
+pub fn sse_data(body: &str) -> Vec<Value> {
+    body.split("\n\n")
+        .filter_map(|event| event.lines().find_map(|l| l.strip_prefix("data: ")))
+        .map(|data| serde_json::from_str(data).unwrap_or_else(|_| Value::String(data.to_owned())))
+        .collect()
+}
+
+/// The SSE `event:` names of a body, in order.
+pub fn sse_event_names(body: &str) -> Vec<String> {
+    body.split("\n\n")
+        .filter_map(|event| event.lines().find_map(|l| l.strip_prefix("event: ")))
+        .map(str::to_owned)
+        .collect()
+}

@@ -1,0 +1,17 @@
+//! Test and demo support for Sluice.
+//!
+//! The centrepiece is [`MockUpstream`], a real HTTP server on loopback that
+//! speaks the OpenAI Chat Completions / Embeddings and Anthropic Messages wire
+//! formats. It builds every payload itself with `serde_json` and depends on no
+//! other Sluice crate, so tests that route through the gateway check the
+//! gateway's translation against an independent implementation.
+//!
+//! It is a normal library (not dev-only) because `sluice demo` and
+//! `sluice mock --listen ADDR` run it too; see [`serve_forever`].
+//!
+//! Start with [`mock`] for routes, reply scripting, `#mock` directives and
+//! faults.
+
+pub mod mock;
+
+pub use mock::{Fault, MockBuilder, MockDialect, MockUpstream, Recorded, Reply, serve_forever};

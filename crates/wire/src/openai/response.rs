@@ -1,0 +1,344 @@
+//! `chat.completion` bodies: upstream body -> [`ChatResponse`] and [`ChatResponse`] -> client
+//! body.
+//!
+//! Decoding is tolerant of compatible servers: a missing `id`, `model` or `created` defaults to
+//! empty / 0, a missing `usage` is `None`, a missing choice `index` is the position, and
+//! `content` may also be an array of text parts. Only `choices` and each choice's `message` are
+//! required; anything else that does not fit is [`WireError::UpstreamMalformed`].
+//!
+//! Encoding follows `CreateChatCompletionResponse`: `object` is `chat.completion`, every
+//! message has `role: assistant`, `content` (the text parts concatenated; `null` when the
+//! choice only calls tools or only refuses) and `refusal` (`null` unless refused), every choice
+//! has `logprobs` (`null` unless the upstream sent some) and a `finish_reason` from the spec's
+//! enum: a reason OpenAI does not know (`pause_turn`, ...) or a missing one becomes `stop`.
+//! `usage` carries `total_tokens` and `prompt_tokens_details.cached_tokens`; a canonical
+//! `created` of 0 (Anthropic has none) is sent as is, so callers stamp it first.
+
+use serde::Serialize;
+use serde_json::Value;
+use sluice_types::{ChatResponse, Choice, FinishReason, Part, ToolCall, Usage};
+
+use super::request::WireToolCall;
+use crate::WireError;
+use crate::json::{self, Obj, index};
+
+/// Decodes an upstream `chat.completion` body.
+///
+/// Errors: [`WireError::UpstreamMalformed`] wrapping the field-level cause.
+pub fn decode_chat_response(body: &[u8]) -> Result<ChatResponse, WireError> {
+    decode(body).map_err(WireError::upstream)
+}
+
+fn decode(body: &[u8]) -> Result<ChatResponse, WireError> {
+    let root = json::parse_body(body)?;
+    let obj = Obj::root(&root)?;
+    let choices = obj
+        .req_array("choices")?
+        .iter()
+        .enumerate()
+        .map(|(i, c)| decode_choice(c, i))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(ChatResponse {
+        id: obj.str("id")?.unwrap_or_default().to_owned(),
+        model: obj.str("model")?.unwrap_or_default().to_owned(),
+        created: obj.i64("created")?.unwrap_or(0),
+        choices,
+        usage: obj.obj("usage")?.map(|u| decode_usage(&u)).transpose()?,
+        system_fingerprint: obj.str("system_fingerprint")?.map(str::to_owned),
+    })
+}
+
+fn decode_choice(v: &Value, position: usize) -> Result<Choice, WireError> {
+    let o = Obj::at(v, index("choices", position))?;
+    let message = o.req_obj("message")?;
+    let mut parts = Vec::new();
+    match message.get("content") {
+        None => {}
+        Some(Value::String(s)) => parts.push(Part::text(s.as_str())),
+        Some(Value::Array(items)) => {
+            let path = message.path("content");
+            for (j, item) in items.iter().enumerate() {
+                let part = Obj::at(item, index(&path, j))?;
+                if let Some(text) = part.str("text")? {
+                    parts.push(Part::text(text));
+                }
+            }
+        }
+        Some(other) => {
+            return Err(WireError::InvalidType {
+                path: message.path("content"),
+                expected: "string, array or null",
+                found: json::type_name(other),
+            });
+        }
+    }
+    if let Some(calls) = message.array("tool_calls")? {
+        let path = message.path("tool_calls");
+        for (j, call) in calls.iter().enumerate() {
+            let c = Obj::at(call, index(&path, j))?;
+            let f = c.req_obj("function")?;
+            parts.push(Part::ToolCall(ToolCall {
+                id: c.str("id")?.unwrap_or_default().to_owned(),
+                name: f.req_str("name")?.to_owned(),
+                arguments: f.str("arguments")?.unwrap_or_default().to_owned(),
+            }));
+        }
+    }
+    let fallback_index = u32::try_from(position).unwrap_or(u32::MAX);
+    Ok(Choice {
+        index: o.u32("index")?.unwrap_or(fallback_index),
+        parts,
+        refusal: message.str("refusal")?.map(str::to_owned),
+        finish_reason: o.str("finish_reason")?.map(decode_finish_reason),
+        logprobs: o.get("logprobs").cloned(),
+    })
+}
+
+/// Reads an OpenAI `usage` object (shared with the stream decoder). Missing counts are 0.
+pub(super) fn decode_usage(u: &Obj<'_>) -> Result<Usage, WireError> {
+    let details = u.obj("prompt_tokens_details")?;
+    let detail = |key: &str| -> Result<u32, WireError> {
+        Ok(match &details {
+            Some(d) => d.u32(key)?.unwrap_or(0),
+            None => 0,
+        })
+    };
+    Ok(Usage {
+        input_tokens: u.u32("prompt_tokens")?.unwrap_or(0),
+        output_tokens: u.u32("completion_tokens")?.unwrap_or(0),
+        cached_input_tokens: detail("cached_tokens")?,
+        cache_write_tokens: detail("cache_write_tokens")?,
+        estimated: false,
+    })
+}
+
+pub(super) fn decode_finish_reason(reason: &str) -> FinishReason {
+    match reason {
+        "stop" => FinishReason::EndTurn,
+        "length" => FinishReason::MaxTokens,
+        "tool_calls" => FinishReason::ToolUse,
+        "content_filter" => FinishReason::ContentFilter,
+        other => FinishReason::Other(other.to_owned()),
+    }
+}
+
+/// The spec's `finish_reason` enum value for a canonical reason.
+pub(super) fn finish_reason_str(reason: &FinishReason) -> &'static str {
+    match reason {
+        FinishReason::EndTurn | FinishReason::StopSequence(_) => "stop",
+        FinishReason::MaxTokens => "length",
+        FinishReason::ToolUse => "tool_calls",
+        FinishReason::ContentFilter => "content_filter",
+        FinishReason::Other(other) => match other.as_str() {
+            "length" => "length",
+            "tool_calls" => "tool_calls",
+            "content_filter" => "content_filter",
+            "function_call" => "function_call",
+            _ => "stop",
+        },
+    }
+}
+
+#[derive(Serialize)]
+struct WireResponse<'a> {
+    id: &'a str,
+    object: &'static str,
+    created: i64,
+    model: &'a str,
+    choices: Vec<WireChoice<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    usage: Option<WireUsage>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    system_fingerprint: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct WireChoice<'a> {
+    index: u32,
+    message: WireMessage<'a>,
+    logprobs: Option<&'a Value>,
+    finish_reason: &'static str,
+}
+
+#[derive(Serialize)]
+struct WireMessage<'a> {
+    role: &'static str,
+    content: Option<String>,
+    refusal: Option<&'a str>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    tool_calls: Vec<WireToolCall<'a>>,
+}
+
+/// OpenAI `usage` (shared with the stream encoder).
+#[derive(Serialize)]
+pub(super) struct WireUsage {
+    prompt_tokens: u32,
+    completion_tokens: u32,
+    total_tokens: u32,
+    prompt_tokens_details: WirePromptDetails,
+}
+
+#[derive(Serialize)]
+struct WirePromptDetails {
+    cached_tokens: u32,
+    #[serde(skip_serializing_if = "is_zero")]
+    cache_write_tokens: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+impl From<&Usage> for WireUsage {
+    fn from(u: &Usage) -> Self {
+        WireUsage {
+            prompt_tokens: u.input_tokens,
+            completion_tokens: u.output_tokens,
+            total_tokens: u.total_tokens(),
+            prompt_tokens_details: WirePromptDetails {
+                cached_tokens: u.cached_input_tokens,
+                cache_write_tokens: u.cache_write_tokens,
+            },
+        }
+    }
+}
+
+/// Encodes a canonical response as a client `chat.completion` body.
+pub fn encode_chat_response(resp: &ChatResponse) -> Vec<u8> {
+    let wire = WireResponse {
+        id: &resp.id,
+        object: "chat.completion",
+        created: resp.created,
+        model: &resp.model,
+        choices: resp.choices.iter().map(encode_choice).collect(),
+        usage: resp.usage.as_ref().map(WireUsage::from),
+        system_fingerprint: resp.system_fingerprint.as_deref(),
+    };
+    json::to_vec(&wire)
+}
+
+fn encode_choice(choice: &Choice) -> WireChoice<'_> {
+    let mut text: Option<String> = None;
+    let mut tool_calls = Vec::new();
+    for part in &choice.parts {
+        match part {
+            Part::Text { text: t, .. } => text.get_or_insert_with(String::new).push_str(t),
+            Part::ToolCall(call) => tool_calls.push(WireToolCall::new(call)),
+            // Images and tool results never occur in model output.
+            Part::Image { .. } | Part::ToolResult { .. } => {}
+        }
+    }
+    if text.is_none() && tool_calls.is_empty() && choice.refusal.is_none() {
+        text = Some(String::new());
+    }
+    WireChoice {
+        index: choice.index,
+        message: WireMessage {
+            role: "assistant",
+            content: text,
+            refusal: choice.refusal.as_deref(),
+            tool_calls,
+        },
+        logprobs: choice.logprobs.as_ref(),
+        finish_reason: choice
+            .finish_reason
+            .as_ref()
+            .map_or("stop", finish_reason_str),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+    use sluice_types::Classify;
+
+    const BODY: &str = r#"{
+      "id": "chatcmpl-1", "object": "chat.completion", "created": 1741570283, "model": "gpt-4o-2024-08-06",
+      "choices": [{"index": 0, "message": {"role": "assistant", "content": null, "refusal": null,
+        "tool_calls": [{"id": "call_1", "type": "function", "function": {"name": "f", "arguments": "{\"a\":1}"}}]},
+        "logprobs": null, "finish_reason": "tool_calls"}],
+      "usage": {"prompt_tokens": 100, "completion_tokens": 20, "total_tokens": 120,
+        "prompt_tokens_details": {"cached_tokens": 64, "audio_tokens": 0}},
+      "system_fingerprint": "fp_1"
+    }"#;
+
+    #[test]
+    fn decodes_tool_call_response() {
+        let resp = decode_chat_response(BODY.as_bytes()).unwrap();
+        assert_eq!(resp.id, "chatcmpl-1");
+        assert_eq!(resp.created, 1741570283);
+        assert_eq!(resp.system_fingerprint.as_deref(), Some("fp_1"));
+        let choice = &resp.choices[0];
+        assert_eq!(choice.finish_reason, Some(FinishReason::ToolUse));
+        assert!(matches!(&choice.parts[..], [Part::ToolCall(c)] if c.name == "f"));
+        let usage = resp.usage.unwrap();
+        assert_eq!(
+            (
+                usage.input_tokens,
+                usage.output_tokens,
+                usage.cached_input_tokens
+            ),
+            (100, 20, 64)
+        );
+    }
+
+    #[test]
+    fn encode_round_trips_and_fills_spec_fields() {
+        let resp = decode_chat_response(BODY.as_bytes()).unwrap();
+        let out: Value = serde_json::from_slice(&encode_chat_response(&resp)).unwrap();
+        let expected: Value = serde_json::from_str(BODY).unwrap();
+        let mut expected = expected;
+        // We do not echo audio token details.
+        expected["usage"]["prompt_tokens_details"] = json!({"cached_tokens": 64});
+        assert_eq!(out, expected);
+    }
+
+    #[test]
+    fn text_parts_are_concatenated_and_unknown_reasons_become_stop() {
+        let resp = ChatResponse {
+            id: "msg_1".into(),
+            model: "claude".into(),
+            created: 0,
+            choices: vec![Choice {
+                index: 0,
+                parts: vec![Part::text("a"), Part::text("b")],
+                refusal: None,
+                finish_reason: Some(FinishReason::Other("pause_turn".into())),
+                logprobs: None,
+            }],
+            usage: None,
+            system_fingerprint: None,
+        };
+        let out: Value = serde_json::from_slice(&encode_chat_response(&resp)).unwrap();
+        assert_eq!(
+            out["choices"][0],
+            json!({"index": 0, "message": {"role": "assistant", "content": "ab", "refusal": null},
+                   "logprobs": null, "finish_reason": "stop"})
+        );
+        assert!(out.get("usage").is_none() && out.get("system_fingerprint").is_none());
+    }
+
+    #[test]
+    fn malformed_upstream_body_is_upstream_error() {
+        let err = decode_chat_response(br#"{"id":"x"}"#).unwrap_err();
+        assert_eq!(err.kind(), sluice_types::ErrorKind::UpstreamMalformed);
+        let WireError::UpstreamMalformed(inner) = err else {
+            panic!()
+        };
+        assert_eq!(inner.to_string(), "`choices` is required");
+        assert!(decode_chat_response(b"<html>").is_err());
+    }
+
+    #[test]
+    fn tolerates_compatible_server_quirks() {
+        let body = br#"{"choices":[{"message":{"content":[{"type":"text","text":"hi"}]},"finish_reason":"eos"}]}"#;
+        let resp = decode_chat_response(body).unwrap();
+        assert_eq!(resp.choices[0].parts, vec![Part::text("hi")]);
+        assert_eq!(
+            resp.choices[0].finish_reason,
+            Some(FinishReason::Other("eos".into()))
+        );
+        assert_eq!(resp.usage, None);
+    }
+}

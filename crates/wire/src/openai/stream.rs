@@ -1,0 +1,429 @@
+//! `chat.completion.chunk` streams: upstream SSE events -> [`StreamEvent`]s and
+//! [`StreamEvent`]s -> client SSE bytes.
+//!
+//! # Decoding
+//!
+//! `Start` is emitted once, from the first chunk. Per choice: `delta.content` ->
+//! `TextDelta`, `delta.refusal` -> `RefusalDelta`, a tool call index seen for the first time ->
+//! `ToolCallStart` (its `id` and `function.name`, empty when a server omits them), any
+//! non-empty `function.arguments` -> `ToolCallDelta` (a server that sends a whole call in one
+//! delta yields both), `finish_reason` -> `Finish`. A `usage` object (the `choices: []` chunk
+//! of `include_usage`, or a compatible server's last chunk) -> `Usage`. `data: [DONE]` sets
+//! [`StreamDecoder::is_done`]; a chunk carrying an `error` (or vLLM's `"object":"error"`) ->
+//! `StreamEvent::Error`. Streamed `logprobs` have no canonical slot and are not carried.
+//!
+//! # Encoding
+//!
+//! Every chunk is `data: {"id","object":"chat.completion.chunk","created","model","choices":
+//! [{"index","delta","logprobs":null,"finish_reason"}]}`. The first chunk of a choice is
+//! `delta: {"role":"assistant","content":""}` (for choice 0 it is sent on `Start`). Tool calls
+//! open with `{index,id,type:"function",function:{name,arguments:""}}` and continue with
+//! argument fragments. Usage is held until [`StreamEncoder::finish`], which sends the usage
+//! chunk (`"choices":[]`) when the client asked for it, then `data: [DONE]`.
+//!
+//! A `StreamEvent::Error` is sent as `data: {"error":{...}}` and ends the stream **without**
+//! `[DONE]`: OpenAI's SDKs raise on a chunk with an `error` key, and a missing `[DONE]` keeps
+//! any client from mistaking the stream for a clean success.
+
+use serde::Serialize;
+use serde_json::Value;
+use sluice_types::{ErrorKind, StreamError, StreamEvent, Usage};
+
+use super::error::{encode_error, parse_error_value};
+use super::response::{WireUsage, decode_finish_reason, decode_usage, finish_reason_str};
+use crate::WireError;
+use crate::json::{self, Obj, index};
+use crate::sse::{SseEvent, write_event};
+
+/// Turns upstream chunks into canonical events. One per upstream stream.
+#[derive(Debug, Default)]
+pub struct StreamDecoder {
+    started: bool,
+    done: bool,
+    /// `(choice, tool index)` pairs whose `ToolCallStart` was emitted.
+    tools_started: Vec<(u32, u32)>,
+}
+
+impl StreamDecoder {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Decodes one SSE event. Errors: a chunk that is not JSON or not a chunk
+    /// ([`WireError::UpstreamMalformed`]).
+    pub fn decode(&mut self, ev: &SseEvent) -> Result<Vec<StreamEvent>, WireError> {
+        let data = ev.data.trim();
+        if data == "[DONE]" {
+            self.done = true;
+            return Ok(Vec::new());
+        }
+        if data.is_empty() {
+            // An empty `data:` line is a keep-alive for some compatible servers.
+            return Ok(Vec::new());
+        }
+        let root = json::parse_body(data.as_bytes()).map_err(WireError::upstream)?;
+        self.decode_chunk(&root).map_err(WireError::upstream)
+    }
+
+    /// Whether `data: [DONE]` was seen: the stream ended cleanly.
+    pub fn is_done(&self) -> bool {
+        self.done
+    }
+
+    fn decode_chunk(&mut self, root: &Value) -> Result<Vec<StreamEvent>, WireError> {
+        let obj = Obj::root(root)?;
+        if obj.get("error").is_some() || obj.str("object")? == Some("error") {
+            let err = parse_error_value(root);
+            return Ok(vec![StreamEvent::Error(stream_error(err))]);
+        }
+        let mut out = Vec::new();
+        if !self.started {
+            self.started = true;
+            out.push(StreamEvent::Start {
+                id: obj.str("id")?.unwrap_or_default().to_owned(),
+                model: obj.str("model")?.unwrap_or_default().to_owned(),
+                created: obj.i64("created")?.unwrap_or(0),
+            });
+        }
+        if let Some(choices) = obj.array("choices")? {
+            for (i, c) in choices.iter().enumerate() {
+                self.decode_choice(&Obj::at(c, index("choices", i))?, i, &mut out)?;
+            }
+        }
+        if let Some(usage) = obj.obj("usage")? {
+            out.push(StreamEvent::Usage(decode_usage(&usage)?));
+        }
+        Ok(out)
+    }
+
+    fn decode_choice(
+        &mut self,
+        o: &Obj<'_>,
+        position: usize,
+        out: &mut Vec<StreamEvent>,
+    ) -> Result<(), WireError> {
+        let choice = o.u32("index")?.unwrap_or_else(|| to_u32(position));
+        if let Some(delta) = o.obj("delta")? {
+            if let Some(text) = delta.str("content")?
+                && !text.is_empty()
+            {
+                out.push(StreamEvent::TextDelta {
+                    choice,
+                    text: text.to_owned(),
+                });
+            }
+            if let Some(text) = delta.str("refusal")?
+                && !text.is_empty()
+            {
+                out.push(StreamEvent::RefusalDelta {
+                    choice,
+                    text: text.to_owned(),
+                });
+            }
+            if let Some(calls) = delta.array("tool_calls")? {
+                let path = delta.path("tool_calls");
+                for (j, call) in calls.iter().enumerate() {
+                    let c = Obj::at(call, index(&path, j))?;
+                    let tool = c.u32("index")?.unwrap_or_else(|| to_u32(j));
+                    let function = c.obj("function")?;
+                    if !self.tools_started.contains(&(choice, tool)) {
+                        self.tools_started.push((choice, tool));
+                        out.push(StreamEvent::ToolCallStart {
+                            choice,
+                            index: tool,
+                            id: c.str("id")?.unwrap_or_default().to_owned(),
+                            name: opt_str(&function, "name")?.unwrap_or_default().to_owned(),
+                        });
+                    }
+                    if let Some(arguments) = opt_str(&function, "arguments")?
+                        && !arguments.is_empty()
+                    {
+                        out.push(StreamEvent::ToolCallDelta {
+                            choice,
+                            index: tool,
+                            arguments: arguments.to_owned(),
+                        });
+                    }
+                }
+            }
+        }
+        if let Some(reason) = o.str("finish_reason")? {
+            out.push(StreamEvent::Finish {
+                choice,
+                reason: decode_finish_reason(reason),
+            });
+        }
+        Ok(())
+    }
+}
+
+fn opt_str<'a>(o: &Option<Obj<'a>>, key: &str) -> Result<Option<&'a str>, WireError> {
+    match o {
+        Some(o) => o.str(key),
+        None => Ok(None),
+    }
+}
+
+fn to_u32(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
+/// Classifies an error chunk by its `type` / `code`.
+fn stream_error(err: Option<crate::UpstreamError>) -> StreamError {
+    let Some(err) = err else {
+        return StreamError {
+            kind: ErrorKind::UpstreamUnavailable,
+            message: "upstream stream failed".into(),
+        };
+    };
+    let is = |v: &Option<String>, names: &[&str]| v.as_deref().is_some_and(|s| names.contains(&s));
+    let kind = if is(&err.code, &["rate_limit_exceeded"])
+        || is(
+            &err.error_type,
+            &[
+                "requests",
+                "tokens",
+                "rate_limit_error",
+                "rate_limit_exceeded",
+            ],
+        ) {
+        ErrorKind::RateLimited
+    } else if is(&err.error_type, &["invalid_request_error"]) {
+        ErrorKind::UpstreamRejected
+    } else {
+        ErrorKind::UpstreamUnavailable
+    };
+    StreamError {
+        kind,
+        message: err.message,
+    }
+}
+
+#[derive(Serialize)]
+struct WireChunk<'a> {
+    id: &'a str,
+    object: &'static str,
+    created: i64,
+    model: &'a str,
+    choices: Vec<WireChunkChoice<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    usage: Option<WireUsage>,
+}
+
+#[derive(Serialize)]
+struct WireChunkChoice<'a> {
+    index: u32,
+    delta: WireDelta<'a>,
+    logprobs: Option<&'a Value>,
+    finish_reason: Option<&'static str>,
+}
+
+#[derive(Serialize, Default)]
+struct WireDelta<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    role: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    content: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    refusal: Option<&'a str>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    tool_calls: Vec<WireToolCallChunk<'a>>,
+}
+
+#[derive(Serialize)]
+struct WireToolCallChunk<'a> {
+    index: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<&'a str>,
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    kind: Option<&'static str>,
+    function: WireFunctionChunk<'a>,
+}
+
+#[derive(Serialize)]
+struct WireFunctionChunk<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<&'a str>,
+    arguments: &'a str,
+}
+
+/// Renders canonical events as a client `chat.completion.chunk` stream. One per client stream.
+#[derive(Debug)]
+pub struct StreamEncoder {
+    include_usage: bool,
+    id: String,
+    model: String,
+    created: i64,
+    /// Choices whose opening role chunk was sent.
+    opened: Vec<u32>,
+    usage: Option<Usage>,
+    /// An error was sent or `finish` ran: nothing more goes out.
+    ended: bool,
+}
+
+impl StreamEncoder {
+    /// `include_usage`: the client's `stream_options.include_usage`.
+    pub fn new(include_usage: bool) -> Self {
+        StreamEncoder {
+            include_usage,
+            id: String::new(),
+            model: String::new(),
+            created: 0,
+            opened: Vec::new(),
+            usage: None,
+            ended: false,
+        }
+    }
+
+    /// Zero or more complete SSE events for one canonical event.
+    pub fn encode(&mut self, ev: &StreamEvent) -> Vec<u8> {
+        let mut out = Vec::new();
+        if self.ended {
+            return out;
+        }
+        match ev {
+            StreamEvent::Start { id, model, created } => {
+                self.id.clone_from(id);
+                self.model.clone_from(model);
+                self.created = *created;
+                self.open(0, &mut out);
+            }
+            StreamEvent::TextDelta { choice, text } => {
+                let delta = WireDelta {
+                    content: Some(text),
+                    ..WireDelta::default()
+                };
+                self.delta(*choice, delta, &mut out);
+            }
+            StreamEvent::RefusalDelta { choice, text } => {
+                let delta = WireDelta {
+                    refusal: Some(text),
+                    ..WireDelta::default()
+                };
+                self.delta(*choice, delta, &mut out);
+            }
+            StreamEvent::ToolCallStart {
+                choice,
+                index,
+                id,
+                name,
+            } => {
+                let call = WireToolCallChunk {
+                    index: *index,
+                    id: Some(id),
+                    kind: Some("function"),
+                    function: WireFunctionChunk {
+                        name: Some(name),
+                        arguments: "",
+                    },
+                };
+                let delta = WireDelta {
+                    tool_calls: vec![call],
+                    ..WireDelta::default()
+                };
+                self.delta(*choice, delta, &mut out);
+            }
+            StreamEvent::ToolCallDelta {
+                choice,
+                index,
+                arguments,
+            } => {
+                let call = WireToolCallChunk {
+                    index: *index,
+                    id: None,
+                    kind: None,
+                    function: WireFunctionChunk {
+                        name: None,
+                        arguments,
+                    },
+                };
+                let delta = WireDelta {
+                    tool_calls: vec![call],
+                    ..WireDelta::default()
+                };
+                self.delta(*choice, delta, &mut out);
+            }
+            StreamEvent::Finish { choice, reason } => {
+                self.open(*choice, &mut out);
+                let finish = Some(finish_reason_str(reason));
+                self.chunk(*choice, WireDelta::default(), finish, &mut out);
+            }
+            StreamEvent::Usage(usage) => self.usage = Some(*usage),
+            StreamEvent::Error(err) => {
+                self.ended = true;
+                write_event(&mut out, None, &encode_error(err.kind, &err.message, None));
+            }
+        }
+        out
+    }
+
+    /// Ends the stream: the usage chunk (when the client asked for usage and some was seen),
+    /// then `data: [DONE]`. Empty after an error or a previous `finish`.
+    pub fn finish(&mut self) -> Vec<u8> {
+        let mut out = Vec::new();
+        if self.ended {
+            return out;
+        }
+        self.ended = true;
+        if self.include_usage
+            && let Some(usage) = &self.usage
+        {
+            let chunk = WireChunk {
+                id: &self.id,
+                object: "chat.completion.chunk",
+                created: self.created,
+                model: &self.model,
+                choices: Vec::new(),
+                usage: Some(WireUsage::from(usage)),
+            };
+            write_event(&mut out, None, &json::to_vec(&chunk));
+        }
+        write_event(&mut out, None, b"[DONE]");
+        out
+    }
+
+    fn open(&mut self, choice: u32, out: &mut Vec<u8>) {
+        if self.opened.contains(&choice) {
+            return;
+        }
+        self.opened.push(choice);
+        let delta = WireDelta {
+            role: Some("assistant"),
+            content: Some(""),
+            ..WireDelta::default()
+        };
+        self.chunk(choice, delta, None, out);
+    }
+
+    fn delta(&mut self, choice: u32, delta: WireDelta<'_>, out: &mut Vec<u8>) {
+        self.open(choice, out);
+        self.chunk(choice, delta, None, out);
+    }
+
+    fn chunk(
+        &self,
+        choice: u32,
+        delta: WireDelta<'_>,
+        finish_reason: Option<&'static str>,
+        out: &mut Vec<u8>,
+    ) {
+        let chunk = WireChunk {
+            id: &self.id,
+            object: "chat.completion.chunk",
+            created: self.created,
+            model: &self.model,
+            choices: vec![WireChunkChoice {
+                index: choice,
+                delta,
+                logprobs: None,
+                finish_reason,
+            }],
+            usage: None,
+        };
+        write_event(out, None, &json::to_vec(&chunk));
+    }
+}
+
+#[cfg(test)]
+#[path = "stream_tests.rs"]
+mod tests;
