@@ -30,9 +30,17 @@ impl Caller {
     }
 }
 
-#[derive(Debug, Default)]
+/// Presented secret -> key. Its `Debug` shows only the size, never a secret.
+#[derive(Default)]
 pub(crate) struct KeyCache {
     entries: RwLock<HashMap<String, (Arc<KeyInfo>, Instant)>>,
+}
+
+impl std::fmt::Debug for KeyCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let len = self.entries.read().map_or(0, |e| e.len());
+        f.debug_struct("KeyCache").field("entries", &len).finish()
+    }
 }
 
 impl KeyCache {

@@ -465,3 +465,72 @@ async fn unknown_routes_answer_404_in_the_dialect_of_the_client() {
     let (status, body) = error_of(res).await;
     assert_eq!((status, anthropic_type(&body)), (404, "not_found_error"));
 }
+
+#[tokio::test]
+async fn a_client_that_leaves_still_leaves_a_record_and_the_upstream_stream_is_cancelled() {
+    let slow = Fault {
+        chunk_delay_ms: 200,
+        ..Fault::default()
+    };
+    let mock = MockUpstream::openai()
+        .always(Reply::WithFault(
+            Box::new(Reply::Text("one two three four five six".into())),
+            slow,
+        ))
+        .start()
+        .await;
+    let gw = TestGateway::builder()
+        .route("m", [on(&mock, ProviderKind::OpenAi, "gpt")])
+        .start()
+        .await;
+
+    // A stream read up to its first bytes, then abandoned.
+    let mut res = gw
+        .openai(
+            "/v1/chat/completions",
+            json!({"model": "m", "stream": true, "messages": [{"role": "user", "content": "hi"}]}),
+        )
+        .await;
+    assert!(res.chunk().await.unwrap().is_some());
+    drop(res);
+    tokio::time::timeout(Duration::from_secs(5), mock.wait_cancelled(1))
+        .await
+        .expect("the upstream stream is closed when the client leaves");
+
+    // A non-streamed request whose client gives up before the answer.
+    let impatient = reqwest::Client::builder()
+        .timeout(Duration::from_millis(100))
+        .build()
+        .unwrap();
+    mock.push_reply(Reply::WithFault(
+        Box::new(Reply::Text("late".into())),
+        Fault {
+            delay_ms: 1_000,
+            ..Fault::default()
+        },
+    ));
+    let gave_up = impatient
+        .post(gw.url("/v1/chat/completions"))
+        .bearer_auth(&gw.key)
+        .json(&json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await;
+    assert!(gave_up.is_err());
+    tokio::time::timeout(Duration::from_secs(5), mock.wait_hits(2))
+        .await
+        .unwrap();
+
+    let records = gw.finish().await;
+    assert_eq!(records.len(), 2);
+    for r in &records {
+        assert_eq!(
+            (r.status, r.error_code.as_deref()),
+            (499, Some("client_disconnected")),
+            "{r:?}"
+        );
+    }
+    assert!(
+        records[0].stream && records[0].output_tokens.is_some(),
+        "usage so far is settled"
+    );
+}
