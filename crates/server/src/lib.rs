@@ -41,16 +41,20 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/messages", post(anthropic::messages))
         .route("/v1/messages/count_tokens", post(anthropic::count_tokens))
         .route("/health", get(health))
-        .route("/ready", get(health))
+        .route("/ready", get(ready))
         .fallback(not_found)
         .with_state(state)
 }
 
-async fn health() -> impl IntoResponse {
-    (
-        [(header::CONTENT_TYPE, "application/json")],
-        r#"{"status":"ok"}"#,
-    )
+/// Liveness, with the counters an operator checks first.
+async fn health(State(state): State<AppState>) -> Response {
+    let body = serde_json::json!({ "status": "ok", "records_shed": state.gateway.records_shed() });
+    json_response(Bytes::from(body.to_string()))
+}
+
+/// Readiness: the router exists only once the store is open and the configuration loaded.
+async fn ready() -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "application/json")], r#"{"status":"ready"}"#)
 }
 
 /// The dialect of a request that reached no route: Anthropic SDKs always send
