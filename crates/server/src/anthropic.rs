@@ -8,7 +8,7 @@ use http::{HeaderMap, HeaderValue};
 use sluice_pipeline::Endpoint;
 use sluice_types::Dialect;
 
-use crate::{ApiError, AppState, body, chat, json_response, provenance};
+use crate::{AppState, body, chat, json_response, provenance};
 
 pub(crate) async fn messages(
     State(state): State<AppState>,
@@ -27,24 +27,17 @@ pub(crate) async fn count_tokens(
 ) -> Response {
     let dialect = Dialect::Anthropic;
     let gateway = &state.gateway;
-    let mut exchange = gateway.begin(Endpoint::CountTokens, dialect);
-    let caller = match gateway
-        .authenticate(body::presented_key(&headers, dialect))
-        .await
+    let (exchange, caller, bytes) = match body::admit_with_body(
+        &state,
+        &headers,
+        request,
+        Endpoint::CountTokens,
+        dialect,
+    )
+    .await
     {
-        Ok(caller) => caller,
-        Err(e) => {
-            return body::fail(
-                exchange,
-                dialect,
-                ApiError::from_classified(&e, e.client_message()),
-            );
-        }
-    };
-    exchange.set_caller(&caller);
-    let bytes = match body::read(request, &headers, state.max_body_bytes).await {
-        Ok(bytes) => bytes,
-        Err(e) => return body::fail(exchange, dialect, e),
+        Ok(admitted) => admitted,
+        Err(response) => return response,
     };
     let request = match sluice_wire::anthropic::decode_count_tokens_request(&bytes) {
         Ok(request) => request,
@@ -63,10 +56,6 @@ pub(crate) async fn count_tokens(
             }
             response
         }
-        Err((exchange, e)) => body::fail(
-            exchange,
-            dialect,
-            ApiError::from_classified(&e, e.client_message()),
-        ),
+        Err((exchange, e)) => body::fail(exchange, dialect, e.into()),
     }
 }

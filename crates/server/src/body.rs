@@ -5,11 +5,11 @@ use axum::body::Body;
 use axum::response::Response;
 use bytes::Bytes;
 use http::{HeaderMap, header};
-use sluice_pipeline::Exchange;
+use sluice_pipeline::{Caller, Endpoint, Exchange};
 use sluice_types::{Dialect, ErrorKind};
 
-use crate::ApiError;
 use crate::provenance;
+use crate::{ApiError, AppState};
 
 /// The key as each official SDK sends it: `Authorization: Bearer` on both APIs, and
 /// `x-api-key` on the Anthropic ones (older Anthropic SDKs and raw clients).
@@ -69,4 +69,41 @@ pub(crate) fn fail(exchange: Exchange, dialect: Dialect, error: ApiError) -> Res
     provenance::request_id(response.headers_mut(), &exchange.id.to_string());
     exchange.fail(response.status().as_u16(), error.kind);
     response
+}
+
+/// What every API handler starts with: the request's record and its authenticated caller.
+/// On failure the error response is ready and the record settled.
+pub(crate) async fn admit(
+    state: &AppState,
+    headers: &HeaderMap,
+    endpoint: Endpoint,
+    dialect: Dialect,
+) -> Result<(Exchange, Caller), Response> {
+    let mut exchange = state.gateway.begin(endpoint, dialect);
+    match state
+        .gateway
+        .authenticate(presented_key(headers, dialect))
+        .await
+    {
+        Ok(caller) => {
+            exchange.set_caller(&caller);
+            Ok((exchange, caller))
+        }
+        Err(e) => Err(fail(exchange, dialect, e.into())),
+    }
+}
+
+/// [`admit`], then the size-capped body.
+pub(crate) async fn admit_with_body(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+    endpoint: Endpoint,
+    dialect: Dialect,
+) -> Result<(Exchange, Caller, Bytes), Response> {
+    let (exchange, caller) = admit(state, headers, endpoint, dialect).await?;
+    match read(body, headers, state.max_body_bytes).await {
+        Ok(bytes) => Ok((exchange, caller, bytes)),
+        Err(e) => Err(fail(exchange, dialect, e)),
+    }
 }

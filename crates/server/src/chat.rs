@@ -6,7 +6,7 @@ use http::HeaderMap;
 use sluice_pipeline::{ChatOutcome, Endpoint};
 use sluice_types::Dialect;
 
-use crate::{ApiError, AppState, body, json_response, provenance, stream};
+use crate::{AppState, body, json_response, provenance, stream};
 
 pub(crate) async fn handle(
     state: AppState,
@@ -19,25 +19,11 @@ pub(crate) async fn handle(
         Dialect::Anthropic => Endpoint::Messages,
     };
     let gateway = &state.gateway;
-    let mut exchange = gateway.begin(endpoint, dialect);
-    let caller = match gateway
-        .authenticate(body::presented_key(&headers, dialect))
-        .await
-    {
-        Ok(caller) => caller,
-        Err(e) => {
-            return body::fail(
-                exchange,
-                dialect,
-                ApiError::from_classified(&e, e.client_message()),
-            );
-        }
-    };
-    exchange.set_caller(&caller);
-    let bytes = match body::read(request_body, &headers, state.max_body_bytes).await {
-        Ok(bytes) => bytes,
-        Err(e) => return body::fail(exchange, dialect, e),
-    };
+    let (exchange, caller, bytes) =
+        match body::admit_with_body(&state, &headers, request_body, endpoint, dialect).await {
+            Ok(admitted) => admitted,
+            Err(response) => return response,
+        };
     let decoded = match dialect {
         Dialect::OpenAi => sluice_wire::openai::decode_chat_request(&bytes),
         Dialect::Anthropic => sluice_wire::anthropic::decode_chat_request(&bytes),
@@ -48,11 +34,7 @@ pub(crate) async fn handle(
     };
     let include_usage = request.include_usage;
     match gateway.chat(exchange, &caller, request).await {
-        Err((exchange, e)) => body::fail(
-            exchange,
-            dialect,
-            ApiError::from_classified(&e, e.client_message()),
-        ),
+        Err((exchange, e)) => body::fail(exchange, dialect, e.into()),
         Ok(ChatOutcome::Complete {
             completion,
             provenance,

@@ -84,6 +84,13 @@ impl ApiError {
     }
 }
 
+impl From<sluice_pipeline::PipelineError> for ApiError {
+    fn from(error: sluice_pipeline::PipelineError) -> Self {
+        let message = error.client_message();
+        ApiError::from_classified(&error, message)
+    }
+}
+
 impl From<sluice_wire::WireError> for ApiError {
     fn from(error: sluice_wire::WireError) -> Self {
         ApiError {

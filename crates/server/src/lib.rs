@@ -54,7 +54,10 @@ async fn health(State(state): State<AppState>) -> Response {
 
 /// Readiness: the router exists only once the store is open and the configuration loaded.
 async fn ready() -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "application/json")], r#"{"status":"ready"}"#)
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        r#"{"status":"ready"}"#,
+    )
 }
 
 /// The dialect of a request that reached no route: Anthropic SDKs always send
@@ -84,23 +87,11 @@ async fn not_found(request: Request) -> Response {
 /// `GET /v1/models`: the aliases the caller's key may use, in the shape of the SDK asking.
 async fn models(State(state): State<AppState>, headers: HeaderMap) -> Response {
     let dialect = dialect_of(&headers);
-    let exchange = state
-        .gateway
-        .begin(sluice_pipeline::Endpoint::Models, dialect);
-    let caller = match state
-        .gateway
-        .authenticate(body::presented_key(&headers, dialect))
-        .await
-    {
-        Ok(caller) => caller,
-        Err(e) => {
-            return body::fail(
-                exchange,
-                dialect,
-                ApiError::from_classified(&e, e.client_message()),
-            );
-        }
-    };
+    let (exchange, caller) =
+        match body::admit(&state, &headers, sluice_pipeline::Endpoint::Models, dialect).await {
+            Ok(admitted) => admitted,
+            Err(response) => return response,
+        };
     let models = state.gateway.models_for(&caller);
     let json = match dialect {
         Dialect::OpenAi => serde_json::json!({
@@ -119,8 +110,6 @@ async fn models(State(state): State<AppState>, headers: HeaderMap) -> Response {
         }),
     };
     let request_id = exchange.id.to_string();
-    let mut exchange = exchange;
-    exchange.set_caller(&caller);
     exchange.finish(200);
     let mut response = json_response(Bytes::from(json.to_string()));
     provenance::request_id(response.headers_mut(), &request_id);

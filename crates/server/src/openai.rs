@@ -7,7 +7,7 @@ use http::HeaderMap;
 use sluice_pipeline::Endpoint;
 use sluice_types::Dialect;
 
-use crate::{ApiError, AppState, body, chat, json_response, provenance};
+use crate::{AppState, body, chat, json_response, provenance};
 
 pub(crate) async fn chat_completions(
     State(state): State<AppState>,
@@ -24,25 +24,12 @@ pub(crate) async fn embeddings(
 ) -> Response {
     let dialect = Dialect::OpenAi;
     let gateway = &state.gateway;
-    let mut exchange = gateway.begin(Endpoint::Embeddings, dialect);
-    let caller = match gateway
-        .authenticate(body::presented_key(&headers, dialect))
-        .await
-    {
-        Ok(caller) => caller,
-        Err(e) => {
-            return body::fail(
-                exchange,
-                dialect,
-                ApiError::from_classified(&e, e.client_message()),
-            );
-        }
-    };
-    exchange.set_caller(&caller);
-    let bytes = match body::read(request, &headers, state.max_body_bytes).await {
-        Ok(bytes) => bytes,
-        Err(e) => return body::fail(exchange, dialect, e),
-    };
+    let (exchange, caller, bytes) =
+        match body::admit_with_body(&state, &headers, request, Endpoint::Embeddings, dialect).await
+        {
+            Ok(admitted) => admitted,
+            Err(response) => return response,
+        };
     let request = match sluice_wire::openai::decode_embeddings_request(&bytes) {
         Ok(request) => request,
         Err(e) => return body::fail(exchange, dialect, e.into()),
@@ -53,10 +40,6 @@ pub(crate) async fn embeddings(
             provenance::insert_all(response.headers_mut(), &provenance);
             response
         }
-        Err((exchange, e)) => body::fail(
-            exchange,
-            dialect,
-            ApiError::from_classified(&e, e.client_message()),
-        ),
+        Err((exchange, e)) => body::fail(exchange, dialect, e.into()),
     }
 }

@@ -538,7 +538,15 @@ async fn a_client_that_leaves_still_leaves_a_record_and_the_upstream_stream_is_c
 #[tokio::test]
 async fn health_and_readiness_answer_without_a_key() {
     let gw = TestGateway::builder().start().await;
-    let health: Value = gw.client.get(gw.url("/health")).send().await.unwrap().json().await.unwrap();
+    let health: Value = gw
+        .client
+        .get(gw.url("/health"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(health, json!({"status": "ok", "records_shed": 0}));
     let ready = gw.client.get(gw.url("/ready")).send().await.unwrap();
     assert_eq!(ready.status(), 200);
