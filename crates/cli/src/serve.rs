@@ -243,7 +243,16 @@ pub(crate) async fn mock(listen: String) -> anyhow::Result<()> {
     let addr: SocketAddr = listen
         .parse()
         .with_context(|| format!("--listen `{listen}` is not an address:port"))?;
-    println!("mock provider listening on http://{addr} (OpenAI and Anthropic dialects under /v1)");
-    sluice_testkit::mock::serve_forever(MockUpstream::both(), addr).await?;
+    // Bind first, then announce the bound address: with port 0 the requested one says nothing.
+    let mock = MockUpstream::both()
+        .start_on(addr)
+        .await
+        .with_context(|| format!("binding {addr}"))?;
+    println!(
+        "mock provider listening on {} (OpenAI and Anthropic dialects under /v1)",
+        mock.base_url()
+    );
+    shutdown_signal().await;
+    mock.shutdown();
     Ok(())
 }

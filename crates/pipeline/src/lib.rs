@@ -89,6 +89,15 @@ impl PipelineError {
             other => other.to_string(),
         }
     }
+
+    /// The request parameter at fault, for the OpenAI error body's `param`: set when a
+    /// parameter was refused while encoding for the upstream's dialect (`n` for Anthropic...).
+    pub fn param(&self) -> Option<String> {
+        match self {
+            PipelineError::Provider(ProviderError::Encode(wire)) => wire.param(),
+            _ => None,
+        }
+    }
 }
 
 /// Everything a request needs, shared by all requests. Cheap to clone.

@@ -87,7 +87,10 @@ impl ApiError {
 impl From<sluice_pipeline::PipelineError> for ApiError {
     fn from(error: sluice_pipeline::PipelineError) -> Self {
         let message = error.client_message();
-        ApiError::from_classified(&error, message)
+        let mut api = ApiError::from_classified(&error, message);
+        // A parameter refused while encoding for the upstream is named, as in a decoding error.
+        api.param = error.param();
+        api
     }
 }
 

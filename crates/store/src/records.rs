@@ -33,7 +33,7 @@ pub struct RequestRecord {
     pub id: String,
     /// Unix milliseconds.
     pub started_at: i64,
-    /// `chat.completions`, `messages`, `embeddings`, `count_tokens`, `models`.
+    /// `chat.completions`, `messages`, `embeddings`, `messages.count_tokens`, `models`.
     pub endpoint: String,
     /// The dialect the client spoke.
     pub dialect: String,
