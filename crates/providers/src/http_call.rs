@@ -80,9 +80,12 @@ pub(crate) async fn read_body(
         let mut body = Vec::new();
         let mut chunks = response.bytes_stream();
         while let Some(chunk) = chunks.next().await {
-            let chunk = chunk.map_err(|e| ProviderError::Malformed {
-                provider: provider(),
-                detail: e.to_string(),
+            // The connection broke mid-body: the answer is incomplete, not malformed.
+            let chunk = chunk.map_err(|e| {
+                tracing::debug!(error = %e, "upstream body broke");
+                ProviderError::Truncated {
+                    provider: provider(),
+                }
             })?;
             if body.len() + chunk.len() > MAX_BODY_BYTES {
                 return Err(ProviderError::Malformed {

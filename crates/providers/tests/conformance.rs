@@ -81,6 +81,8 @@ scenarios! {
     MalformedStream => malformed_sse_event_ends_the_stream_with_malformed,
     /// The connection drops after three events, with no terminal event.
     MidStreamDrop => mid_stream_drop_yields_chunks_then_truncated,
+    /// A non-streamed body whose connection drops half way.
+    BodyDrop => body_cut_half_way_is_truncated_not_malformed,
     /// The stream goes quiet for longer than the idle timeout.
     IdleTimeout => quiet_stream_ends_with_idle_timeout,
     /// No response headers within the first-byte timeout.
@@ -286,7 +288,11 @@ async fn run(kind: ProviderKind, scenario: Scenario) {
         S::Rejected400 => {
             let err = failure(case, result);
             assert_status(case, &err, 400, ErrorKind::UpstreamRejected, false);
-            assert_eq!(err.client_message(), REJECTION, "{case}: provider message kept");
+            assert_eq!(
+                err.client_message(),
+                REJECTION,
+                "{case}: provider message kept"
+            );
             assert!(err.to_string().contains(REJECTION), "{case}: {err}");
         }
         S::Unauthorized401 => {
@@ -331,7 +337,7 @@ async fn run(kind: ProviderKind, scenario: Scenario) {
             // The first event (OpenAI role chunk / Anthropic message_start) is fine.
             assert_eq!(out.chunks, 1, "{case}: chunks before the bad event");
             assert_starts(case, &out.events, &served);
-            let err = out.end.unwrap_or_else(|| panic!("{case}: stream ended cleanly"));
+            let err = out.error(case);
             assert!(
                 matches!(err, ProviderError::Malformed { .. }),
                 "{case}: {err:?}"
@@ -345,7 +351,16 @@ async fn run(kind: ProviderKind, scenario: Scenario) {
             assert!(echo().starts_with(&out.text()), "{case}: {:?}", out.text());
             assert_ne!(out.text(), echo(), "{case}: the answer was cut");
             assert_eq!(out.finishes(), [], "{case}: no finish after a cut");
-            let err = out.end.unwrap_or_else(|| panic!("{case}: stream ended cleanly"));
+            let err = out.error(case);
+            assert!(
+                matches!(err, ProviderError::Truncated { .. }),
+                "{case}: {err:?}"
+            );
+            assert_eq!(err.kind(), ErrorKind::UpstreamUnavailable, "{case}");
+            assert!(err.retryable(), "{case}");
+        }
+        S::BodyDrop => {
+            let err = failure(case, result);
             assert!(
                 matches!(err, ProviderError::Truncated { .. }),
                 "{case}: {err:?}"
@@ -355,9 +370,12 @@ async fn run(kind: ProviderKind, scenario: Scenario) {
         }
         S::IdleTimeout => {
             let out = collect(stream(case, result)).await;
-            assert_eq!(out.chunks, 1, "{case}: the first event arrives before the stall");
+            assert_eq!(
+                out.chunks, 1,
+                "{case}: the first event arrives before the stall"
+            );
             assert_starts(case, &out.events, &served);
-            let err = out.end.unwrap_or_else(|| panic!("{case}: stream ended cleanly"));
+            let err = out.error(case);
             assert!(
                 matches!(
                     err,
@@ -406,10 +424,7 @@ async fn unsupported_scenarios_are_refused_before_any_io() {
                 .chat(&deployment(kind, &mock, KEY), &canonical_request(scenario))
                 .await;
             let err = failure(case, result);
-            assert!(
-                matches!(err, ProviderError::Encode(_)),
-                "{case}: {err:?}"
-            );
+            assert!(matches!(err, ProviderError::Encode(_)), "{case}: {err:?}");
             assert_eq!(err.kind(), ErrorKind::UnsupportedParameter, "{case}");
             assert!(!err.retryable(), "{case}");
             assert_eq!(mock.hits(), 0, "{case}: nothing sent upstream");
@@ -497,11 +512,15 @@ fn scripted_reply(kind: ProviderKind, scenario: Scenario) -> Option<MockReply> {
         S::Overloaded503 => Some(status(503, None)),
         S::Overloaded529 => Some(status(529, None)),
         S::MalformedBody | S::MalformedStream => Some(MockReply::Malformed),
-        S::MidStreamDrop => stall(Fault {
+        S::MidStreamDrop | S::BodyDrop => stall(Fault {
             cut_after_events: Some(3),
             ..Fault::default()
         }),
+        // Stalls after the first event in both dialects: the OpenAI role chunk is followed by
+        // the first content chunk (`first_token_ms`), Anthropic's `message_start` by
+        // `content_block_start` (`chunk_delay_ms`).
         S::IdleTimeout => stall(Fault {
+            first_token_ms: STALL_MS,
             chunk_delay_ms: STALL_MS,
             ..Fault::default()
         }),
@@ -649,6 +668,12 @@ impl Collected {
             .collect()
     }
 
+    /// The error that ended the stream.
+    fn error(self, case: Case) -> ProviderError {
+        self.end
+            .unwrap_or_else(|| panic!("{case}: the stream ended cleanly"))
+    }
+
     fn last_usage(&self) -> Option<Usage> {
         self.events.iter().rev().find_map(|e| match e {
             StreamEvent::Usage(usage) => Some(*usage),
@@ -793,7 +818,11 @@ async fn assert_upstream_received(
         .await
         .unwrap_or_else(|_| panic!("{case}: the upstream was never called"));
     let requests = mock.requests();
-    assert_eq!(requests.len(), 1, "{case}: one call, no retry inside the adapter");
+    assert_eq!(
+        requests.len(),
+        1,
+        "{case}: one call, no retry inside the adapter"
+    );
     let got: &Recorded = &requests[0];
     let body = &got.body;
     assert_eq!(got.method, "POST", "{case}");
@@ -802,7 +831,11 @@ async fn assert_upstream_received(
         Some("application/json"),
         "{case}"
     );
-    assert_eq!(body["model"], json!(deployment.model), "{case}: model rewritten");
+    assert_eq!(
+        body["model"],
+        json!(deployment.model),
+        "{case}: model rewritten"
+    );
     let messages = body["messages"].as_array().unwrap();
     assert_eq!(messages.len(), 1, "{case}: {body}");
     assert_eq!(messages[0]["role"], json!("user"), "{case}");
@@ -839,7 +872,11 @@ async fn assert_upstream_received(
         ProviderKind::Anthropic => {
             assert_eq!(got.path, "/v1/messages", "{case}");
             assert_eq!(got.header("x-api-key"), Some(key), "{case}");
-            assert_eq!(got.header("anthropic-version"), Some("2023-06-01"), "{case}");
+            assert_eq!(
+                got.header("anthropic-version"),
+                Some("2023-06-01"),
+                "{case}"
+            );
             assert_eq!(got.header("authorization"), None, "{case}");
             let expected = request.max_tokens.unwrap_or(DEFAULT_MAX_TOKENS);
             assert_eq!(field("max_tokens"), Some(json!(expected)), "{case}");
@@ -855,7 +892,11 @@ async fn assert_upstream_received(
                 .unwrap()
                 .iter()
                 .map(|t| {
-                    let name = if anthropic { &t["name"] } else { &t["function"]["name"] };
+                    let name = if anthropic {
+                        &t["name"]
+                    } else {
+                        &t["function"]["name"]
+                    };
                     name.as_str().unwrap()
                 })
                 .collect();
@@ -863,7 +904,10 @@ async fn assert_upstream_received(
             let (schema, choice) = if anthropic {
                 (&body["tools"][0]["input_schema"], json!({"type": "any"}))
             } else {
-                (&body["tools"][0]["function"]["parameters"], json!("required"))
+                (
+                    &body["tools"][0]["function"]["parameters"],
+                    json!("required"),
+                )
             };
             assert_eq!(schema, &weather_tool_schema(), "{case}");
             assert_eq!(body["tool_choice"], choice, "{case}");
@@ -871,7 +915,11 @@ async fn assert_upstream_received(
         Scenario::JsonSchema | Scenario::StreamingJsonSchema if anthropic => {
             // Sent as a forced tool; the decoders turn its call back into text.
             assert_eq!(body["tools"][0]["name"], json!("weather_report"), "{case}");
-            assert_eq!(body["tools"][0]["input_schema"], weather_report_schema(), "{case}");
+            assert_eq!(
+                body["tools"][0]["input_schema"],
+                weather_report_schema(),
+                "{case}"
+            );
             assert_eq!(
                 body["tool_choice"],
                 json!({"type": "tool", "name": "weather_report"}),

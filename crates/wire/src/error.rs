@@ -53,6 +53,15 @@ pub enum WireError {
     #[error("`{param}` is not supported when sending to {}", .target.as_str())]
     Unsupported { param: String, target: Dialect },
 
+    /// A request the target dialect cannot express at all, with the reason. Raised while
+    /// encoding, like [`WireError::Unsupported`].
+    #[error("`{param}` cannot be sent to {}: {reason}", .target.as_str())]
+    Untranslatable {
+        param: String,
+        target: Dialect,
+        reason: &'static str,
+    },
+
     /// The upstream event stream broke the SSE framing (invalid UTF-8, oversized event).
     #[error("malformed event stream: {reason}")]
     MalformedStream { reason: &'static str },
@@ -72,7 +81,9 @@ impl WireError {
             | WireError::UnknownValue { path, .. }
             | WireError::InvalidValue { path, .. }
             | WireError::UnsupportedInput { path, .. } => Some(path.clone()),
-            WireError::Unsupported { param, .. } => Some(param.clone()),
+            WireError::Unsupported { param, .. } | WireError::Untranslatable { param, .. } => {
+                Some(param.clone())
+            }
             WireError::InvalidUtf8 { .. }
             | WireError::MalformedJson(_)
             | WireError::MalformedStream { .. }
@@ -98,9 +109,9 @@ impl Classify for WireError {
             | WireError::InvalidType { .. }
             | WireError::UnknownValue { .. }
             | WireError::InvalidValue { .. } => ErrorKind::InvalidRequest,
-            WireError::UnsupportedInput { .. } | WireError::Unsupported { .. } => {
-                ErrorKind::UnsupportedParameter
-            }
+            WireError::UnsupportedInput { .. }
+            | WireError::Unsupported { .. }
+            | WireError::Untranslatable { .. } => ErrorKind::UnsupportedParameter,
             WireError::MalformedStream { .. } | WireError::UpstreamMalformed(_) => {
                 ErrorKind::UpstreamMalformed
             }
@@ -118,7 +129,10 @@ impl Classify for WireError {
         // Only a target-specific refusal may succeed elsewhere: the next deployment can speak
         // another dialect. It is raised before any I/O, so trying costs nothing. A malformed
         // upstream answer was already paid for and is most likely deterministic.
-        matches!(self, WireError::Unsupported { .. })
+        matches!(
+            self,
+            WireError::Unsupported { .. } | WireError::Untranslatable { .. }
+        )
     }
 }
 

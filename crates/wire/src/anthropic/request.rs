@@ -477,6 +477,15 @@ pub fn encode_chat_request(req: &ChatRequest, opts: &EncodeOptions) -> Result<En
         }
     };
     let (system, messages) = encode_messages(req)?;
+    if messages.is_empty() {
+        // Everything was system instructions, hoisted into `system`: Anthropic answers an empty
+        // conversation with a 400, so refuse before any network call.
+        return Err(WireError::Untranslatable {
+            param: "messages".into(),
+            target: Dialect::Anthropic,
+            reason: "Anthropic needs at least one user or assistant message besides system instructions",
+        });
+    }
     let wire = WireRequest {
         model: opts.model,
         max_tokens: Some(req.max_tokens.unwrap_or(opts.default_max_tokens)),

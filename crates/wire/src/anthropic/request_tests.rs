@@ -415,3 +415,16 @@ fn anthropic_round_trip_is_lossless() {
     assert_eq!(body, original);
     assert_eq!(decode(body).unwrap(), req);
 }
+
+#[test]
+fn refuses_a_conversation_of_only_system_instructions() {
+    let req = openai_like(vec![msg(Role::System, vec![Part::text("Be brief.")])]);
+    let err = encode_err(&req);
+    assert_eq!(err.param().as_deref(), Some("messages"));
+    assert!(
+        err.to_string()
+            .contains("at least one user or assistant message"),
+        "{err}"
+    );
+    assert_eq!(err.kind(), sluice_types::ErrorKind::UnsupportedParameter);
+}
