@@ -8,6 +8,12 @@ use clap::{Parser, Subcommand};
 mod admin;
 mod serve;
 
+/// mimalloc instead of the system allocator: the request path allocates many small short-lived
+/// buffers on two threads, where glibc malloc spent ~12% of the gateway's CPU, much of it in
+/// lock contention (measured with `perf record` under load; see BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "sluice",

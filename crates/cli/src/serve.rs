@@ -80,9 +80,7 @@ async fn run(
     let addr = listener.local_addr()?;
     tracing::info!(%addr, deployments = settings.deployments.len(), aliases = settings.aliases.len(), "ready");
     on_ready(addr);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
+    sluice_server::serve(listener, app, shutdown_signal()).await?;
     let written = queue.shutdown().await;
     tracing::info!(records_written = written, "stopped");
     store.close().await;

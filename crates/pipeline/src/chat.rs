@@ -81,7 +81,6 @@ impl Gateway {
             Ok(plan) => plan,
             Err(e) => return Err((exchange, e)),
         };
-        let mut last_error = None;
         for (index, deployment) in plan.deployments.iter().enumerate() {
             let started = Instant::now();
             let result = self.inner.upstream.chat(deployment, &req).await;
@@ -104,17 +103,12 @@ impl Gateway {
                     if !(more && e.retryable()) {
                         return Err((exchange, e.into()));
                     }
-                    last_error = Some(e);
                 }
             }
         }
         // Only reached when a route has no deployments, which configuration rejects.
-        let error = last_error.map(PipelineError::from).unwrap_or_else(|| {
-            PipelineError::Routing(sluice_routing::RoutingError::UnknownAlias(
-                req.model.clone(),
-            ))
-        });
-        Err((exchange, error))
+        let error = sluice_routing::RoutingError::UnknownAlias(req.model.clone());
+        Err((exchange, error.into()))
     }
 
     pub(crate) fn plan(&self, caller: &Caller, model: &str) -> Result<RoutePlan, PipelineError> {

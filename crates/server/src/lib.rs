@@ -47,6 +47,25 @@ pub fn app(state: AppState) -> Router {
 }
 
 /// Liveness, with the counters an operator checks first.
+/// Serves `app` on `listener` until `shutdown` resolves, then lets in-flight requests (streams
+/// included) finish. Accepted sockets get `TCP_NODELAY`: stream events are small writes that
+/// Nagle's algorithm would otherwise hold back until the client's delayed ACK (~40 ms).
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    use axum::serve::ListenerExt;
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "could not set TCP_NODELAY");
+        }
+    });
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
 async fn health(State(state): State<AppState>) -> Response {
     let body = serde_json::json!({ "status": "ok", "records_shed": state.gateway.records_shed() });
     json_response(Bytes::from(body.to_string()))

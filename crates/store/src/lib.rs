@@ -86,13 +86,18 @@ const MIGRATIONS: &[&str] = &["CREATE TABLE keys (
         latency_us INTEGER NOT NULL,
         attempts TEXT NOT NULL
     );
-    CREATE INDEX requests_started_at ON requests (started_at);
-    CREATE INDEX requests_key ON requests (key_id, started_at);"];
+    -- No secondary index: every index is written on behalf of the request path, and the
+    -- latest records are found by rowid (insertion order). Reports add the ones they need.
+    "];
 
 /// The embedded SQLite store.
 #[derive(Clone, Debug)]
 pub struct Store {
     pool: SqlitePool,
+    /// One connection kept for the request-record writer: a connection that only this writer
+    /// uses keeps its page cache valid between batches (SQLite drops a connection's cache when
+    /// another connection has written).
+    records: SqlitePool,
 }
 
 impl Store {
@@ -110,7 +115,15 @@ impl Store {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(std::time::Duration::from_secs(5));
-        Self::connect(options, 4).await
+        let store = Self::connect(options.clone(), 4).await?;
+        let records = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .connect_with(options)
+            .await?;
+        Ok(Store { records, ..store })
     }
 
     /// A private in-memory database, for tests.
@@ -128,7 +141,10 @@ impl Store {
             .max_lifetime(None)
             .connect_with(options)
             .await?;
-        let store = Store { pool };
+        let store = Store {
+            records: pool.clone(),
+            pool,
+        };
         store.migrate().await?;
         Ok(store)
     }
@@ -157,8 +173,13 @@ impl Store {
         &self.pool
     }
 
-    /// Closes the pool, waiting for connections to be returned.
+    pub(crate) fn records_pool(&self) -> &SqlitePool {
+        &self.records
+    }
+
+    /// Closes the pools, waiting for connections to be returned.
     pub async fn close(&self) {
+        self.records.close().await;
         self.pool.close().await;
     }
 }

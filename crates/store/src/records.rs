@@ -98,6 +98,9 @@ pub struct RecordQueue {
 /// Records written in one transaction at most.
 const BATCH: usize = 256;
 
+/// Rows per INSERT statement: 21 bound columns each, far below SQLite's 32,766 parameters.
+const ROWS_PER_INSERT: usize = 64;
+
 impl RecordQueue {
     pub fn start(store: Store, capacity: usize) -> RecordQueue {
         let (tx, mut rx) = mpsc::channel(capacity.max(1));
@@ -169,48 +172,56 @@ async fn write_batch(store: &Store, batch: &mut Vec<RequestRecord>) -> u64 {
 }
 
 impl Store {
+    /// Writes records in one transaction, many rows per statement (one round trip to the
+    /// SQLite worker per [`ROWS_PER_INSERT`] records instead of one per record).
     pub async fn insert_records(&self, records: &[RequestRecord]) -> Result<(), StoreError> {
-        let mut tx = self.pool().begin().await?;
-        for r in records {
-            let attempts = serde_json::to_string(&r.attempts)
-                .map_err(|e| StoreError::Corrupt(format!("attempts of {}: {e}", r.id)))?;
-            sqlx::query(
+        let mut tx = self.records_pool().begin().await?;
+        for chunk in records.chunks(ROWS_PER_INSERT) {
+            let mut attempts = Vec::with_capacity(chunk.len());
+            for r in chunk {
+                attempts.push(
+                    serde_json::to_string(&r.attempts)
+                        .map_err(|e| StoreError::Corrupt(format!("attempts of {}: {e}", r.id)))?,
+                );
+            }
+            let mut insert = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
                 "INSERT INTO requests (id, started_at, endpoint, dialect, key_id, team, user, alias,
                     served_model, provider, deployment, stream, status, error_code, input_tokens,
-                    output_tokens, cached_tokens, usage_estimated, ttft_us, latency_us, attempts)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            )
-            .bind(&r.id)
-            .bind(r.started_at)
-            .bind(&r.endpoint)
-            .bind(&r.dialect)
-            .bind(&r.key_id)
-            .bind(&r.team)
-            .bind(&r.user)
-            .bind(&r.alias)
-            .bind(&r.served_model)
-            .bind(&r.provider)
-            .bind(&r.deployment)
-            .bind(r.stream)
-            .bind(r.status)
-            .bind(&r.error_code)
-            .bind(r.input_tokens)
-            .bind(r.output_tokens)
-            .bind(r.cached_tokens)
-            .bind(r.usage_estimated)
-            .bind(r.ttft_us.map(clamp_i64))
-            .bind(clamp_i64(r.latency_us))
-            .bind(attempts)
-            .execute(&mut *tx)
-            .await?;
+                    output_tokens, cached_tokens, usage_estimated, ttft_us, latency_us, attempts) ",
+            );
+            insert.push_values(chunk.iter().zip(attempts), |mut row, (r, attempts)| {
+                row.push_bind(&r.id)
+                    .push_bind(r.started_at)
+                    .push_bind(&r.endpoint)
+                    .push_bind(&r.dialect)
+                    .push_bind(&r.key_id)
+                    .push_bind(&r.team)
+                    .push_bind(&r.user)
+                    .push_bind(&r.alias)
+                    .push_bind(&r.served_model)
+                    .push_bind(&r.provider)
+                    .push_bind(&r.deployment)
+                    .push_bind(r.stream)
+                    .push_bind(r.status)
+                    .push_bind(&r.error_code)
+                    .push_bind(r.input_tokens)
+                    .push_bind(r.output_tokens)
+                    .push_bind(r.cached_tokens)
+                    .push_bind(r.usage_estimated)
+                    .push_bind(r.ttft_us.map(clamp_i64))
+                    .push_bind(clamp_i64(r.latency_us))
+                    .push_bind(attempts);
+            });
+            insert.build().execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(())
     }
 
-    /// The latest `limit` records, newest first.
+    /// The latest `limit` records, the most recently ended first.
     pub async fn latest_records(&self, limit: u32) -> Result<Vec<RequestRecord>, StoreError> {
-        let rows = sqlx::query("SELECT * FROM requests ORDER BY started_at DESC, id DESC LIMIT ?")
+        // Rowid order is the order records were written, i.e. when requests ended.
+        let rows = sqlx::query("SELECT * FROM requests ORDER BY rowid DESC LIMIT ?")
             .bind(limit)
             .fetch_all(self.pool())
             .await?;

@@ -7,11 +7,11 @@
 //! gateway's translation against an independent implementation.
 //!
 //! It is a normal library (not dev-only) because `sluice demo` and
-//! `sluice mock --listen ADDR` run it too; see [`serve_forever`].
+//! `sluice mock --listen ADDR` run it too (through [`MockBuilder::start_on`]).
 //!
 //! Start with [`mock`] for routes, reply scripting, `#mock` directives and
 //! faults.
 
 pub mod mock;
 
-pub use mock::{Fault, MockBuilder, MockDialect, MockUpstream, Recorded, Reply, serve_forever};
+pub use mock::{Fault, MockBuilder, MockDialect, MockUpstream, Recorded, Reply};

@@ -85,8 +85,7 @@ impl Builder {
         let stop = CancellationToken::new();
         let stopping = stop.clone();
         let server = tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(stopping.cancelled_owned())
+            sluice_server::serve(listener, app, stopping.cancelled_owned())
                 .await
                 .unwrap();
         });

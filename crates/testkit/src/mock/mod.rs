@@ -304,6 +304,12 @@ impl MockBuilder {
         let shared = self.into_shared();
         let app = routes::router(Arc::clone(&shared));
         let server = tokio::spawn(async move {
+            // Stream events are small writes: without TCP_NODELAY, Nagle's algorithm holds them
+            // until the client's delayed ACK and timing faults stop meaning anything.
+            use axum::serve::ListenerExt;
+            let listener = listener.tap_io(|tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
             if let Err(err) = axum::serve(listener, app).await {
                 tracing::warn!(error = %err, "mock upstream stopped");
             }
@@ -326,20 +332,6 @@ impl MockBuilder {
             cancelled: watch::Sender::new(0),
         })
     }
-}
-
-/// Serves `builder` on `addr` until the returned future is dropped, for
-/// `sluice mock --listen ADDR`. Logs the address at info level.
-///
-/// # Errors
-///
-/// When `addr` cannot be bound or the accept loop fails.
-pub async fn serve_forever(builder: MockBuilder, addr: SocketAddr) -> io::Result<()> {
-    let listener = TcpListener::bind(addr).await?;
-    let local = listener.local_addr()?;
-    tracing::info!(addr = %local, "mock upstream listening");
-    let app = routes::router(builder.into_shared());
-    axum::serve(listener, app).await
 }
 
 /// A running mock provider. Dropping it (or [`MockUpstream::shutdown`])
