@@ -11,8 +11,8 @@ use std::path::Path;
 use std::str::FromStr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use sqlx::SqlitePool;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Connection, SqliteConnection, SqlitePool};
 
 pub mod keys;
 pub mod records;
@@ -115,58 +115,28 @@ impl Store {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(std::time::Duration::from_secs(5));
-        let store = Self::connect(options.clone(), 4).await?;
-        let records = SqlitePoolOptions::new()
-            .max_connections(1)
-            .min_connections(1)
-            .idle_timeout(None)
-            .max_lifetime(None)
-            .connect_with(options)
-            .await?;
-        Ok(Store { records, ..store })
+        // One connection alone first: it switches a new file to WAL (an exclusive lock that
+        // several first connections would fight over, failing at once with "database is
+        // locked") and migrates; the pools then find both done.
+        let mut first = connect_first(&options).await?;
+        migrate(&mut first).await?;
+        first.close().await?;
+        Ok(Store {
+            pool: pool(options.clone(), 4).await?,
+            records: pool(options, 1).await?,
+        })
     }
 
     /// A private in-memory database, for tests.
     pub async fn open_in_memory() -> Result<Store, StoreError> {
         let options = SqliteConnectOptions::from_str("sqlite::memory:")?;
         // One connection: every connection to `:memory:` is a separate database.
-        Self::connect(options, 1).await
-    }
-
-    async fn connect(options: SqliteConnectOptions, connections: u32) -> Result<Store, StoreError> {
-        let pool = SqlitePoolOptions::new()
-            .max_connections(connections)
-            .min_connections(1)
-            .idle_timeout(None)
-            .max_lifetime(None)
-            .connect_with(options)
-            .await?;
-        let store = Store {
+        let pool = pool(options, 1).await?;
+        migrate(&mut *pool.acquire().await?).await?;
+        Ok(Store {
             records: pool.clone(),
             pool,
-        };
-        store.migrate().await?;
-        Ok(store)
-    }
-
-    async fn migrate(&self) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
-        let version: i64 = sqlx::query_scalar("PRAGMA user_version")
-            .fetch_one(&mut *tx)
-            .await?;
-        let applied = usize::try_from(version).unwrap_or(0);
-        for (index, migration) in MIGRATIONS.iter().enumerate().skip(applied) {
-            sqlx::raw_sql(*migration).execute(&mut *tx).await?;
-            // PRAGMA takes no bind parameters; the value is our own integer.
-            sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-                "PRAGMA user_version = {}",
-                index + 1
-            )))
-            .execute(&mut *tx)
-            .await?;
-        }
-        tx.commit().await?;
-        Ok(())
+        })
     }
 
     pub(crate) fn pool(&self) -> &SqlitePool {
@@ -184,10 +154,92 @@ impl Store {
     }
 }
 
+/// Opens a connection to a file another process may be creating at the same moment: the switch
+/// to WAL does not wait on the busy timeout, so "database is locked" is retried briefly.
+async fn connect_first(options: &SqliteConnectOptions) -> Result<SqliteConnection, StoreError> {
+    const ATTEMPTS: u32 = 50;
+    let mut attempt = 1;
+    loop {
+        match SqliteConnection::connect_with(options).await {
+            Err(sqlx::Error::Database(e))
+                if e.code().as_deref() == Some("5") && attempt < ATTEMPTS =>
+            {
+                attempt += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            other => return Ok(other?),
+        }
+    }
+}
+
+/// A pool that keeps its connections (opening SQLite connections is cheap but not free).
+async fn pool(options: SqliteConnectOptions, connections: u32) -> Result<SqlitePool, StoreError> {
+    Ok(SqlitePoolOptions::new()
+        .max_connections(connections)
+        .min_connections(1)
+        .idle_timeout(None)
+        .max_lifetime(None)
+        .connect_with(options)
+        .await?)
+}
+
+/// Brings the schema up to date. `BEGIN IMMEDIATE` takes the write lock before reading the
+/// version, so two processes migrating at once wait for each other (busy timeout) instead of
+/// failing on a read-to-write upgrade.
+async fn migrate(conn: &mut SqliteConnection) -> Result<(), StoreError> {
+    let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
+    let version: i64 = sqlx::query_scalar("PRAGMA user_version")
+        .fetch_one(&mut *tx)
+        .await?;
+    let applied = usize::try_from(version).unwrap_or(0);
+    for (index, migration) in MIGRATIONS.iter().enumerate().skip(applied) {
+        sqlx::raw_sql(*migration).execute(&mut *tx).await?;
+        // PRAGMA takes no bind parameters; the value is our own integer.
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "PRAGMA user_version = {}",
+            index + 1
+        )))
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_new_file_opened_by_several_at_once_is_created_and_migrated_once() {
+        let dir = std::env::temp_dir().join(format!("sluice-store-open-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let path = dir.join("data").join("sluice.db");
+        let opens = (0..4).map(|_| {
+            let path = path.clone();
+            tokio::spawn(async move { Store::open(&path).await })
+        });
+        for open in opens.collect::<Vec<_>>() {
+            let store = open.await.unwrap().unwrap();
+            let version: i64 = sqlx::query_scalar("PRAGMA user_version")
+                .fetch_one(store.pool())
+                .await
+                .unwrap();
+            assert_eq!(version, MIGRATIONS.len() as i64);
+            let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+                .fetch_one(store.pool())
+                .await
+                .unwrap();
+            assert_eq!(mode, "wal");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
