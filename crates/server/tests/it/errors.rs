@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 use sluice_providers::{ProviderKind, Timeouts};
 use sluice_testkit::{Fault, MockUpstream, Reply};
 
-use crate::support::{TestGateway, on, sse_data, sse_event_names};
+use crate::support::{TestGateway, on, openai_stream_text, sse_data, sse_event_names};
 
 async fn error_of(res: reqwest::Response) -> (u16, Value) {
     let status = res.status().as_u16();
@@ -367,14 +367,7 @@ async fn falls_back_to_the_next_deployment_before_the_first_byte() {
         assert_eq!(res.headers()["x-sluice-provider"], "anthropic");
         let text = res.text().await.unwrap();
         let content: String = if stream {
-            sse_data(&text)
-                .iter()
-                .filter_map(|c| {
-                    c["choices"]
-                        .get(0)
-                        .and_then(|ch| ch["delta"]["content"].as_str())
-                })
-                .collect()
+            openai_stream_text(&sse_data(&text))
         } else {
             text
         };

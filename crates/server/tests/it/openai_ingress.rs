@@ -5,7 +5,7 @@ use serde_json::{Value, json};
 use sluice_providers::ProviderKind;
 use sluice_testkit::{MockUpstream, Reply};
 
-use crate::support::{TestGateway, on, sse_data};
+use crate::support::{TestGateway, on, openai_stream_text, sse_data};
 
 #[tokio::test]
 async fn passes_openai_answers_through_with_provenance_and_a_record() {
@@ -168,14 +168,7 @@ async fn streams_a_translated_anthropic_answer_as_openai_chunks() {
             .iter()
             .all(|c| c["object"] == "chat.completion.chunk")
     );
-    let content: String = chunks
-        .iter()
-        .filter_map(|c| {
-            c["choices"]
-                .get(0)
-                .and_then(|ch| ch["delta"]["content"].as_str())
-        })
-        .collect();
+    let content: String = openai_stream_text(chunks);
     assert!(content.contains("You said: stream me"), "{content}");
     let finish: Vec<&Value> = chunks
         .iter()
@@ -296,14 +289,7 @@ async fn json_schema_output_reaches_anthropic_as_a_forced_tool_and_returns_as_te
         let (content, finish) = if stream {
             let text = res.text().await.unwrap();
             let events = sse_data(&text);
-            let content: String = events
-                .iter()
-                .filter_map(|c| {
-                    c["choices"]
-                        .get(0)
-                        .and_then(|ch| ch["delta"]["content"].as_str())
-                })
-                .collect();
+            let content: String = openai_stream_text(&events);
             let finish = events
                 .iter()
                 .filter_map(|c| c["choices"].get(0))

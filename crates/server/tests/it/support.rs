@@ -170,3 +170,15 @@ pub fn sse_event_names(body: &str) -> Vec<String> {
         .map(str::to_owned)
         .collect()
 }
+
+/// The text content of an OpenAI stream's chunks, concatenated.
+pub fn openai_stream_text(chunks: &[Value]) -> String {
+    chunks
+        .iter()
+        .filter_map(|c| {
+            c["choices"]
+                .get(0)
+                .and_then(|ch| ch["delta"]["content"].as_str())
+        })
+        .collect()
+}
