@@ -1,0 +1,314 @@
+//! The families fed by finished requests: their names, help texts, buckets, and which field
+//! of a [`RequestRecord`] goes where.
+//!
+//! Names follow Prometheus conventions (base unit in the name, `_total` on counters, added by
+//! the encoder) and, for `gen_ai_*`, the OpenTelemetry GenAI semantic conventions translated the
+//! way the OpenTelemetry Prometheus exporter does: dots become underscores, the unit `s`
+//! becomes `_seconds`, and an annotation unit such as `{token}` is dropped. `docs/metrics.md`
+//! lists every series; keep it in step with this file.
+
+use std::sync::Arc;
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::{Family, MetricConstructor};
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::{Registry, Unit};
+use sluice_store::RequestRecord;
+
+use crate::labels::{
+    AttemptLabels, DeploymentLabels, EstimatedLabels, GenAiLabels, GenAiOutcomeLabels,
+    GenAiTokenLabels, Labels, RequestLabels, TokenLabels,
+};
+
+/// `gen_ai.client.operation.duration` boundaries from the semantic conventions, plus three more
+/// doublings up to 655.36 s, so that a request running into the default 600 s total upstream
+/// timeout still lands in a finite bucket. Also used for attempts, so the two compare bucket
+/// for bucket.
+const DURATION_BUCKETS: [f64; 17] = [
+    0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92, 163.84,
+    327.68, 655.36,
+];
+
+/// `gen_ai.server.time_to_first_token` boundaries from the semantic conventions, plus 20, 40
+/// and 80 s: reasoning models often think for longer than the conventions' last 10 s bucket.
+const TTFT_BUCKETS: [f64; 19] = [
+    0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
+    20.0, 40.0, 80.0,
+];
+
+/// `gen_ai.server.time_per_output_token` boundaries from the semantic conventions, with 1, 2.5
+/// and 5 ms below them: hosted models stream a token every few milliseconds.
+const TPOT_BUCKETS: [f64; 16] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5,
+];
+
+/// `gen_ai.client.token.usage` boundaries from the semantic conventions: powers of 4 from 1 to
+/// 64 Mi tokens.
+const TOKEN_BUCKETS: [f64; 14] = [
+    1.0,
+    4.0,
+    16.0,
+    64.0,
+    256.0,
+    1024.0,
+    4096.0,
+    16384.0,
+    65536.0,
+    262_144.0,
+    1_048_576.0,
+    4_194_304.0,
+    16_777_216.0,
+    67_108_864.0,
+];
+
+/// Builds a histogram with fixed boundaries; a named type because `Family` needs one.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Buckets(&'static [f64]);
+
+impl MetricConstructor<Histogram> for Buckets {
+    fn new_metric(&self) -> Histogram {
+        Histogram::new(self.0.iter().copied())
+    }
+}
+
+type HistogramFamily<L> = Family<L, Histogram, Buckets>;
+
+fn histograms<L: Clone + std::hash::Hash + Eq>(buckets: &'static [f64]) -> HistogramFamily<L> {
+    Family::new_with_constructor(Buckets(buckets))
+}
+
+/// Every family fed by [`RequestRecord`]s. Cloning a family clones a handle to the same series.
+#[derive(Debug)]
+pub(crate) struct Series {
+    requests: Family<RequestLabels, Counter>,
+    operation_duration: HistogramFamily<GenAiOutcomeLabels>,
+    token_usage: HistogramFamily<GenAiTokenLabels>,
+    time_to_first_token: HistogramFamily<GenAiLabels>,
+    time_per_output_token: HistogramFamily<GenAiLabels>,
+    attempts: Family<AttemptLabels, Counter>,
+    attempt_duration: HistogramFamily<DeploymentLabels>,
+    tokens: Family<TokenLabels, Counter>,
+    usage_estimated: Family<EstimatedLabels, Counter>,
+}
+
+impl Series {
+    /// New, empty families, registered in `registry`.
+    pub(crate) fn register(registry: &mut Registry) -> Series {
+        let series = Series {
+            requests: Family::default(),
+            operation_duration: histograms(&DURATION_BUCKETS),
+            token_usage: histograms(&TOKEN_BUCKETS),
+            time_to_first_token: histograms(&TTFT_BUCKETS),
+            time_per_output_token: histograms(&TPOT_BUCKETS),
+            attempts: Family::default(),
+            attempt_duration: histograms(&DURATION_BUCKETS),
+            tokens: Family::default(),
+            usage_estimated: Family::default(),
+        };
+        registry.register(
+            "sluice_requests",
+            "Requests that ended, by endpoint, alias, the deployment that answered (or was tried \
+             last), HTTP status and error code",
+            series.requests.clone(),
+        );
+        registry.register_with_unit(
+            "gen_ai_client_operation_duration",
+            "GenAI operation duration: the whole request, as the gateway measured it",
+            Unit::Seconds,
+            series.operation_duration.clone(),
+        );
+        registry.register(
+            "gen_ai_client_token_usage",
+            "Number of input and output tokens used per request",
+            series.token_usage.clone(),
+        );
+        registry.register_with_unit(
+            "gen_ai_server_time_to_first_token",
+            "Time to the first token of a successful stream, from the request's arrival",
+            Unit::Seconds,
+            series.time_to_first_token.clone(),
+        );
+        registry.register_with_unit(
+            "gen_ai_server_time_per_output_token",
+            "Time per output token after the first one, for successful streams",
+            Unit::Seconds,
+            series.time_per_output_token.clone(),
+        );
+        registry.register(
+            "sluice_upstream_attempts",
+            "Upstream attempts, by deployment and outcome (ok, or the error code)",
+            series.attempts.clone(),
+        );
+        registry.register_with_unit(
+            "sluice_upstream_attempt_duration",
+            "Duration of one upstream attempt",
+            Unit::Seconds,
+            series.attempt_duration.clone(),
+        );
+        registry.register(
+            "sluice_tokens",
+            "Tokens by alias, deployment and type (input, output, cached; cached is part of input)",
+            series.tokens.clone(),
+        );
+        registry.register(
+            "sluice_usage_estimated",
+            "Requests whose token counts the gateway estimated because the provider reported none",
+            series.usage_estimated.clone(),
+        );
+        series
+    }
+
+    /// Counts one finished request. A few interned label lookups and one series lookup per
+    /// family; nothing here allocates once a label set has been seen.
+    pub(crate) fn observe(&self, labels: &Labels, record: &RequestRecord) {
+        let last_attempt = record.attempts.last();
+        let routed = record.deployment.is_some() || last_attempt.is_some();
+        // The deployment that answered; for a request that failed upstream, the last one tried.
+        let deployment = record
+            .deployment
+            .as_deref()
+            .or(last_attempt.map(|a| a.deployment.as_str()));
+        let provider = record
+            .provider
+            .as_deref()
+            .or(last_attempt.map(|a| a.provider.as_str()));
+
+        let deployment = labels.of(&labels.deployments, deployment);
+        let provider = labels.of(&labels.providers, provider);
+        // An alias is whatever the client asked for; only one that routed somewhere (so one the
+        // configuration knows) may add a value, or a client could mint series at will.
+        let alias = match record.alias.as_deref() {
+            Some(a) if !a.is_empty() && !routed => labels.aliases.get_known(a),
+            other => labels.of(&labels.aliases, other),
+        };
+        let error = labels.of(&labels.error_codes, record.error_code.as_deref());
+
+        self.requests
+            .get_or_create(&RequestLabels {
+                endpoint: labels.of(&labels.endpoints, Some(&record.endpoint)),
+                alias: alias.clone(),
+                deployment: deployment.clone(),
+                provider: provider.clone(),
+                status: record.status,
+                error: error.clone(),
+            })
+            .inc();
+
+        for attempt in &record.attempts {
+            let at = DeploymentLabels {
+                deployment: labels.deployments.get(&attempt.deployment),
+                provider: labels.providers.get(&attempt.provider),
+            };
+            self.attempt_duration
+                .get_or_create(&at)
+                .observe(seconds(attempt.latency_us));
+            self.attempts
+                .get_or_create(&AttemptLabels {
+                    deployment: at.deployment,
+                    provider: at.provider,
+                    outcome: labels.error_codes.get(&attempt.outcome),
+                })
+                .inc();
+        }
+
+        self.observe_tokens(&alias, &deployment, record);
+        // Cost and energy go here, beside tokens, once the record carries them: counters by
+        // alias and deployment, in integer micro-units like `Money`.
+
+        // GenAI series describe calls to a model: nothing to say about a request that never
+        // reached a provider (rejected at admission) or isn't an inference call.
+        let Some(operation) = operation_name(&record.endpoint) else {
+            return;
+        };
+        if !routed {
+            return;
+        }
+        let gen_ai = GenAiLabels {
+            gen_ai_operation_name: operation,
+            gen_ai_provider_name: provider,
+            gen_ai_request_model: alias,
+            gen_ai_response_model: labels.of(&labels.served_models, record.served_model.as_deref()),
+        };
+        self.observe_gen_ai(gen_ai, error, record);
+    }
+
+    fn observe_tokens(&self, alias: &Arc<str>, deployment: &Arc<str>, record: &RequestRecord) {
+        let counts = [
+            ("input", record.input_tokens),
+            ("output", record.output_tokens),
+            ("cached", record.cached_tokens),
+        ];
+        for (kind, count) in counts {
+            if let Some(count) = count {
+                self.tokens
+                    .get_or_create(&TokenLabels {
+                        alias: alias.clone(),
+                        deployment: deployment.clone(),
+                        r#type: kind,
+                    })
+                    .inc_by(u64::from(count));
+            }
+        }
+        if record.usage_estimated {
+            self.usage_estimated
+                .get_or_create(&EstimatedLabels {
+                    deployment: deployment.clone(),
+                })
+                .inc();
+        }
+    }
+
+    fn observe_gen_ai(&self, gen_ai: GenAiLabels, error: Arc<str>, record: &RequestRecord) {
+        let succeeded = record.error_code.is_none();
+        if succeeded && let Some(ttft_us) = record.ttft_us {
+            self.time_to_first_token
+                .get_or_create(&gen_ai)
+                .observe(seconds(ttft_us));
+            // Decode speed: the time after the first token, spread over the tokens after it.
+            if let Some(output) = record.output_tokens
+                && output > 1
+                && record.latency_us > ttft_us
+            {
+                let per_token = seconds(record.latency_us - ttft_us) / f64::from(output - 1);
+                self.time_per_output_token
+                    .get_or_create(&gen_ai)
+                    .observe(per_token);
+            }
+        }
+        let tokens = [
+            ("input", record.input_tokens),
+            ("output", record.output_tokens),
+        ];
+        for (kind, count) in tokens {
+            if let Some(count) = count {
+                self.token_usage
+                    .get_or_create(&GenAiTokenLabels {
+                        gen_ai: gen_ai.clone(),
+                        gen_ai_token_type: kind,
+                    })
+                    .observe(f64::from(count));
+            }
+        }
+        self.operation_duration
+            .get_or_create(&GenAiOutcomeLabels {
+                gen_ai,
+                error_type: error,
+            })
+            .observe(seconds(record.latency_us));
+    }
+}
+
+/// `gen_ai.operation.name` for an endpoint, or `None` for one that calls no model.
+fn operation_name(endpoint: &str) -> Option<&'static str> {
+    match endpoint {
+        "chat.completions" | "messages" => Some("chat"),
+        "embeddings" => Some("embeddings"),
+        "completions" => Some("text_completion"),
+        _ => None,
+    }
+}
+
+/// Microseconds as the seconds Prometheus expects; the `as` is exact below 2^53 µs (285 years).
+fn seconds(us: u64) -> f64 {
+    us as f64 / 1_000_000.0
+}

@@ -1,0 +1,726 @@
+use std::collections::{BTreeMap, HashMap};
+
+use sluice_store::{AttemptRecord, RequestRecord};
+
+use super::*;
+
+/// One sample's full label set and its value.
+type Sample = (BTreeMap<String, String>, f64);
+
+/// One scrape, parsed line by line: samples keyed by name.
+struct Scrape {
+    samples: HashMap<String, Vec<Sample>>,
+    types: HashMap<String, String>,
+}
+
+impl Scrape {
+    fn of(metrics: &Metrics) -> Scrape {
+        Scrape::parse(&metrics.render(&[], 0))
+    }
+
+    fn parse(text: &str) -> Scrape {
+        let mut samples: HashMap<_, Vec<_>> = HashMap::new();
+        let mut types = HashMap::new();
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("# TYPE ") {
+                let (name, kind) = rest.split_once(' ').unwrap();
+                assert!(
+                    types.insert(name.to_owned(), kind.to_owned()).is_none(),
+                    "{name} typed twice"
+                );
+                continue;
+            }
+            if line.starts_with('#') || line.is_empty() {
+                continue;
+            }
+            let (series, value) = line.rsplit_once(' ').unwrap();
+            let (name, labels) = match series.split_once('{') {
+                Some((name, rest)) => (name, parse_labels(rest.strip_suffix('}').unwrap())),
+                None => (series, BTreeMap::new()),
+            };
+            let value = match value {
+                "+Inf" => f64::INFINITY,
+                v => v.parse().unwrap(),
+            };
+            samples
+                .entry(name.to_owned())
+                .or_default()
+                .push((labels, value));
+        }
+        Scrape { samples, types }
+    }
+
+    /// The value of the sample with exactly these labels (an empty value may be left out).
+    fn get(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        let want: BTreeMap<String, String> = labels
+            .iter()
+            .filter(|(_, v)| !v.is_empty())
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        let found: Vec<f64> = self
+            .samples
+            .get(name)?
+            .iter()
+            .filter(|(have, _)| {
+                let have: BTreeMap<_, _> = have
+                    .iter()
+                    .filter(|(_, v)| !v.is_empty())
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect();
+                have == want
+            })
+            .map(|(_, v)| *v)
+            .collect();
+        assert!(
+            found.len() <= 1,
+            "{name}{labels:?} appears {} times",
+            found.len()
+        );
+        found.first().copied()
+    }
+
+    fn value(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        self.get(name, labels).unwrap_or_else(|| {
+            panic!(
+                "no sample {name}{labels:?}; have {:?}",
+                self.samples.get(name)
+            )
+        })
+    }
+
+    fn series(&self, name: &str) -> usize {
+        self.samples.get(name).map_or(0, Vec::len)
+    }
+
+    /// Every value a label takes across a family's samples.
+    fn label_values(&self, name: &str, label: &str) -> Vec<String> {
+        let mut values: Vec<String> = self
+            .samples
+            .get(name)
+            .into_iter()
+            .flatten()
+            .filter_map(|(labels, _)| labels.get(label).cloned())
+            .collect();
+        values.sort();
+        values.dedup();
+        values
+    }
+}
+
+fn parse_labels(text: &str) -> BTreeMap<String, String> {
+    let mut labels = BTreeMap::new();
+    let mut rest = text;
+    while !rest.is_empty() {
+        let (key, after) = rest.split_once("=\"").unwrap();
+        let end = after.find('"').unwrap();
+        labels.insert(key.to_owned(), after[..end].to_owned());
+        rest = after[end + 1..].trim_start_matches(',');
+    }
+    labels
+}
+
+/// An attempt built from JSON, so that fields added to `AttemptRecord` later (optional or
+/// defaulted, as stored rows require) don't break these tests.
+fn attempt(
+    deployment: &str,
+    provider: &str,
+    outcome: &str,
+    status: u16,
+    latency_us: u64,
+) -> AttemptRecord {
+    serde_json::from_value(serde_json::json!({
+        "deployment": deployment,
+        "provider": provider,
+        "outcome": outcome,
+        "status": status,
+        "latency_us": latency_us,
+    }))
+    .unwrap()
+}
+
+/// A non-streamed chat completion answered by `primary` on the first try.
+fn success() -> RequestRecord {
+    RequestRecord {
+        id: "req-1".into(),
+        endpoint: "chat.completions".into(),
+        dialect: "openai".into(),
+        key_id: Some("key-1".into()),
+        user: Some("alice".into()),
+        alias: Some("fast".into()),
+        served_model: Some("gpt-4o-mini-2024-07-18".into()),
+        provider: Some("openai".into()),
+        deployment: Some("primary".into()),
+        status: 200,
+        input_tokens: Some(12),
+        output_tokens: Some(30),
+        cached_tokens: Some(4),
+        latency_us: 850_000,
+        attempts: vec![attempt("primary", "openai", "ok", 200, 800_000)],
+        ..Default::default()
+    }
+}
+
+/// Both deployments failed: a 503 from `primary`, then a timeout on `backup`.
+fn upstream_failure() -> RequestRecord {
+    RequestRecord {
+        id: "req-2".into(),
+        endpoint: "messages".into(),
+        dialect: "anthropic".into(),
+        alias: Some("fast".into()),
+        status: 504,
+        error_code: Some("upstream_timeout".into()),
+        latency_us: 3_500_000,
+        attempts: vec![
+            attempt("primary", "openai", "upstream_unavailable", 503, 500_000),
+            attempt("backup", "anthropic", "upstream_timeout", 0, 3_000_000),
+        ],
+        ..Default::default()
+    }
+}
+
+/// A stream: first token after 250 ms, 101 output tokens by 2.25 s.
+fn stream() -> RequestRecord {
+    RequestRecord {
+        id: "req-3".into(),
+        stream: true,
+        ttft_us: Some(250_000),
+        output_tokens: Some(101),
+        latency_us: 2_250_000,
+        attempts: vec![attempt("primary", "openai", "ok", 200, 2_200_000)],
+        ..success()
+    }
+}
+
+/// A provider that reported no usage: the gateway counted the tokens itself.
+fn estimated() -> RequestRecord {
+    RequestRecord {
+        id: "req-4".into(),
+        usage_estimated: true,
+        input_tokens: Some(100),
+        output_tokens: Some(50),
+        cached_tokens: None,
+        ..success()
+    }
+}
+
+const CHAT_FAST_PRIMARY: [(&str, &str); 4] = [
+    ("gen_ai_operation_name", "chat"),
+    ("gen_ai_provider_name", "openai"),
+    ("gen_ai_request_model", "fast"),
+    ("gen_ai_response_model", "gpt-4o-mini-2024-07-18"),
+];
+
+fn with<'a>(base: &[(&'a str, &'a str)], extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
+    base.iter().chain(extra).copied().collect()
+}
+
+fn assert_close(actual: f64, expected: f64) {
+    assert!((actual - expected).abs() < 1e-9, "{actual} != {expected}");
+}
+
+#[test]
+fn success_counts_request_attempt_tokens_and_duration() {
+    let metrics = Metrics::new();
+    metrics.observe(&success());
+    let s = Scrape::of(&metrics);
+
+    let request = [
+        ("endpoint", "chat.completions"),
+        ("alias", "fast"),
+        ("deployment", "primary"),
+        ("provider", "openai"),
+        ("status", "200"),
+        ("error", ""),
+    ];
+    assert_eq!(s.value("sluice_requests_total", &request), 1.0);
+    assert_eq!(s.series("sluice_requests_total"), 1);
+
+    let at = [("deployment", "primary"), ("provider", "openai")];
+    assert_eq!(
+        s.value(
+            "sluice_upstream_attempts_total",
+            &with(&at, &[("outcome", "ok")])
+        ),
+        1.0
+    );
+    assert_eq!(
+        s.value("sluice_upstream_attempt_duration_seconds_count", &at),
+        1.0
+    );
+    assert_close(
+        s.value("sluice_upstream_attempt_duration_seconds_sum", &at),
+        0.8,
+    );
+    // 0.8 s lands in the 1.28 s bucket, not the 0.64 s one.
+    let bucket = |le| with(&at, &[("le", le)]);
+    assert_eq!(
+        s.value(
+            "sluice_upstream_attempt_duration_seconds_bucket",
+            &bucket("0.64")
+        ),
+        0.0
+    );
+    assert_eq!(
+        s.value(
+            "sluice_upstream_attempt_duration_seconds_bucket",
+            &bucket("1.28")
+        ),
+        1.0
+    );
+    assert_eq!(
+        s.value(
+            "sluice_upstream_attempt_duration_seconds_bucket",
+            &bucket("+Inf")
+        ),
+        1.0
+    );
+
+    let tokens = |kind| [("alias", "fast"), ("deployment", "primary"), ("type", kind)];
+    assert_eq!(s.value("sluice_tokens_total", &tokens("input")), 12.0);
+    assert_eq!(s.value("sluice_tokens_total", &tokens("output")), 30.0);
+    assert_eq!(s.value("sluice_tokens_total", &tokens("cached")), 4.0);
+
+    let duration = with(&CHAT_FAST_PRIMARY, &[("error_type", "")]);
+    assert_eq!(
+        s.value("gen_ai_client_operation_duration_seconds_count", &duration),
+        1.0
+    );
+    assert_close(
+        s.value("gen_ai_client_operation_duration_seconds_sum", &duration),
+        0.85,
+    );
+    let usage = |kind| with(&CHAT_FAST_PRIMARY, &[("gen_ai_token_type", kind)]);
+    assert_eq!(
+        s.value("gen_ai_client_token_usage_count", &usage("input")),
+        1.0
+    );
+    assert_eq!(
+        s.value("gen_ai_client_token_usage_sum", &usage("input")),
+        12.0
+    );
+    assert_eq!(
+        s.value("gen_ai_client_token_usage_sum", &usage("output")),
+        30.0
+    );
+    // 12 tokens: above the 4 bucket, within the 16 one.
+    let usage_bucket = |le| with(&usage("input"), &[("le", le)]);
+    assert_eq!(
+        s.value("gen_ai_client_token_usage_bucket", &usage_bucket("4")),
+        0.0
+    );
+    assert_eq!(
+        s.value("gen_ai_client_token_usage_bucket", &usage_bucket("16")),
+        1.0
+    );
+
+    // Not a stream: no time to first token, and nothing estimated.
+    assert_eq!(
+        s.series("gen_ai_server_time_to_first_token_seconds_count"),
+        0
+    );
+    assert_eq!(s.series("sluice_usage_estimated_total"), 0);
+}
+
+#[test]
+fn upstream_failure_counts_both_attempts_and_the_error() {
+    let metrics = Metrics::new();
+    metrics.observe(&upstream_failure());
+    let s = Scrape::of(&metrics);
+
+    // Nothing answered, so the request is put on the last deployment tried.
+    let request = [
+        ("endpoint", "messages"),
+        ("alias", "fast"),
+        ("deployment", "backup"),
+        ("provider", "anthropic"),
+        ("status", "504"),
+        ("error", "upstream_timeout"),
+    ];
+    assert_eq!(s.value("sluice_requests_total", &request), 1.0);
+
+    let primary = [("deployment", "primary"), ("provider", "openai")];
+    let backup = [("deployment", "backup"), ("provider", "anthropic")];
+    assert_eq!(
+        s.value(
+            "sluice_upstream_attempts_total",
+            &with(&primary, &[("outcome", "upstream_unavailable")])
+        ),
+        1.0
+    );
+    assert_eq!(
+        s.value(
+            "sluice_upstream_attempts_total",
+            &with(&backup, &[("outcome", "upstream_timeout")])
+        ),
+        1.0
+    );
+    assert_eq!(s.series("sluice_upstream_attempts_total"), 2);
+    assert_close(
+        s.value("sluice_upstream_attempt_duration_seconds_sum", &primary),
+        0.5,
+    );
+    assert_close(
+        s.value("sluice_upstream_attempt_duration_seconds_sum", &backup),
+        3.0,
+    );
+
+    let duration = [
+        ("gen_ai_operation_name", "chat"),
+        ("gen_ai_provider_name", "anthropic"),
+        ("gen_ai_request_model", "fast"),
+        ("gen_ai_response_model", ""),
+        ("error_type", "upstream_timeout"),
+    ];
+    assert_eq!(
+        s.value("gen_ai_client_operation_duration_seconds_count", &duration),
+        1.0
+    );
+    assert_close(
+        s.value("gen_ai_client_operation_duration_seconds_sum", &duration),
+        3.5,
+    );
+    // No usage was reported, so no token series.
+    assert_eq!(s.series("gen_ai_client_token_usage_count"), 0);
+    assert_eq!(s.series("sluice_tokens_total"), 0);
+}
+
+#[test]
+fn stream_records_time_to_first_token_and_per_output_token() {
+    let metrics = Metrics::new();
+    metrics.observe(&stream());
+    let s = Scrape::of(&metrics);
+
+    assert_eq!(
+        s.value(
+            "gen_ai_server_time_to_first_token_seconds_count",
+            &CHAT_FAST_PRIMARY
+        ),
+        1.0
+    );
+    assert_close(
+        s.value(
+            "gen_ai_server_time_to_first_token_seconds_sum",
+            &CHAT_FAST_PRIMARY,
+        ),
+        0.25,
+    );
+    let bucket = |le| with(&CHAT_FAST_PRIMARY, &[("le", le)]);
+    assert_eq!(
+        s.value(
+            "gen_ai_server_time_to_first_token_seconds_bucket",
+            &bucket("0.1")
+        ),
+        0.0
+    );
+    assert_eq!(
+        s.value(
+            "gen_ai_server_time_to_first_token_seconds_bucket",
+            &bucket("0.25")
+        ),
+        1.0
+    );
+    // (2.25 s - 0.25 s) over the 100 tokens after the first.
+    assert_close(
+        s.value(
+            "gen_ai_server_time_per_output_token_seconds_sum",
+            &CHAT_FAST_PRIMARY,
+        ),
+        0.02,
+    );
+    assert_eq!(
+        s.value(
+            "gen_ai_server_time_per_output_token_seconds_count",
+            &CHAT_FAST_PRIMARY
+        ),
+        1.0
+    );
+}
+
+#[test]
+fn failed_stream_has_no_time_to_first_token() {
+    let metrics = Metrics::new();
+    metrics.observe(&RequestRecord {
+        error_code: Some("upstream_unavailable".into()),
+        ..stream()
+    });
+    let s = Scrape::of(&metrics);
+    assert_eq!(
+        s.series("gen_ai_server_time_to_first_token_seconds_count"),
+        0
+    );
+    let duration = with(
+        &CHAT_FAST_PRIMARY,
+        &[("error_type", "upstream_unavailable")],
+    );
+    assert_eq!(
+        s.value("gen_ai_client_operation_duration_seconds_count", &duration),
+        1.0
+    );
+}
+
+#[test]
+fn estimated_usage_is_counted_by_deployment() {
+    let metrics = Metrics::new();
+    metrics.observe(&estimated());
+    metrics.observe(&success());
+    let s = Scrape::of(&metrics);
+
+    assert_eq!(
+        s.value("sluice_usage_estimated_total", &[("deployment", "primary")]),
+        1.0
+    );
+    // Estimated counts still add up with reported ones.
+    let tokens = |kind| [("alias", "fast"), ("deployment", "primary"), ("type", kind)];
+    assert_eq!(s.value("sluice_tokens_total", &tokens("input")), 112.0);
+    assert_eq!(s.value("sluice_tokens_total", &tokens("output")), 80.0);
+    assert_eq!(s.value("sluice_tokens_total", &tokens("cached")), 4.0);
+    let request = [
+        ("endpoint", "chat.completions"),
+        ("alias", "fast"),
+        ("deployment", "primary"),
+        ("provider", "openai"),
+        ("status", "200"),
+    ];
+    assert_eq!(s.value("sluice_requests_total", &request), 2.0);
+}
+
+#[test]
+fn deployment_gauges_and_shed_records_render() {
+    let metrics = Metrics::new();
+    let gauges = [
+        DeploymentGauge {
+            deployment: "primary".into(),
+            provider: "openai".into(),
+            breaker: BreakerGauge::Open,
+            in_flight: 3,
+            queued: 7,
+            retry_budget_available: 2.5,
+        },
+        DeploymentGauge {
+            deployment: "backup".into(),
+            provider: "anthropic".into(),
+            breaker: BreakerGauge::HalfOpen,
+            ..Default::default()
+        },
+        DeploymentGauge {
+            deployment: "local".into(),
+            provider: "vllm".into(),
+            ..Default::default()
+        },
+    ];
+    let s = Scrape::parse(&metrics.render(&gauges, 42));
+
+    let primary = [("deployment", "primary"), ("provider", "openai")];
+    let backup = [("deployment", "backup"), ("provider", "anthropic")];
+    let local = [("deployment", "local"), ("provider", "vllm")];
+    assert_eq!(s.value("sluice_deployment_breaker_state", &primary), 2.0);
+    assert_eq!(s.value("sluice_deployment_breaker_state", &backup), 1.0);
+    assert_eq!(s.value("sluice_deployment_breaker_state", &local), 0.0);
+    assert_eq!(s.value("sluice_deployment_in_flight", &primary), 3.0);
+    assert_eq!(s.value("sluice_deployment_in_flight", &backup), 0.0);
+    assert_eq!(s.value("sluice_deployment_queue_depth", &primary), 7.0);
+    assert_eq!(s.value("sluice_retry_budget_available", &primary), 2.5);
+    assert_eq!(s.value("sluice_records_shed_total", &[]), 42.0);
+
+    // The next scrape shows only the deployments it is given.
+    let s = Scrape::parse(&metrics.render(&gauges[..1], 42));
+    assert_eq!(s.series("sluice_deployment_breaker_state"), 1);
+}
+
+#[test]
+fn every_family_has_its_prometheus_type() {
+    let metrics = Metrics::new();
+    metrics.observe(&stream());
+    metrics.observe(&estimated());
+    let gauge = DeploymentGauge {
+        deployment: "primary".into(),
+        provider: "openai".into(),
+        ..Default::default()
+    };
+    let s = Scrape::parse(&metrics.render(&[gauge], 0));
+    let expected = [
+        ("sluice_requests_total", "counter"),
+        ("sluice_upstream_attempts_total", "counter"),
+        ("sluice_upstream_attempt_duration_seconds", "histogram"),
+        ("sluice_tokens_total", "counter"),
+        ("sluice_usage_estimated_total", "counter"),
+        ("gen_ai_client_operation_duration_seconds", "histogram"),
+        ("gen_ai_client_token_usage", "histogram"),
+        ("gen_ai_server_time_to_first_token_seconds", "histogram"),
+        ("gen_ai_server_time_per_output_token_seconds", "histogram"),
+        ("sluice_deployment_breaker_state", "gauge"),
+        ("sluice_deployment_in_flight", "gauge"),
+        ("sluice_deployment_queue_depth", "gauge"),
+        ("sluice_retry_budget_available", "gauge"),
+        ("sluice_records_shed_total", "counter"),
+    ];
+    for (name, kind) in expected {
+        assert_eq!(s.types.get(name).map(String::as_str), Some(kind), "{name}");
+    }
+    assert_eq!(s.types.len(), expected.len());
+    assert_eq!(CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8");
+}
+
+#[test]
+fn never_labels_by_key_user_or_request_id() {
+    let metrics = Metrics::new();
+    for record in [success(), upstream_failure(), stream(), estimated()] {
+        metrics.observe(&record);
+    }
+    let text = metrics.render(&[], 0);
+    for secret in ["key-1", "alice", "req-1", "req-2", "key_id", "user"] {
+        assert!(!text.contains(secret), "{secret} in the exposition");
+    }
+}
+
+#[test]
+fn served_models_past_the_cap_are_reported_as_other() {
+    let metrics = Metrics::with_limits(Limits {
+        served_models: 2,
+        ..Limits::default()
+    });
+    for model in ["m-1", "m-2", "m-3", "m-4"] {
+        metrics.observe(&RequestRecord {
+            served_model: Some(model.into()),
+            ..success()
+        });
+    }
+    let s = Scrape::of(&metrics);
+    let name = "gen_ai_client_operation_duration_seconds_count";
+    assert_eq!(
+        s.label_values(name, "gen_ai_response_model"),
+        ["m-1", "m-2", OVERFLOW]
+    );
+    let other = [
+        ("gen_ai_operation_name", "chat"),
+        ("gen_ai_provider_name", "openai"),
+        ("gen_ai_request_model", "fast"),
+        ("gen_ai_response_model", OVERFLOW),
+        ("error_type", ""),
+    ];
+    assert_eq!(s.value(name, &other), 2.0);
+}
+
+#[test]
+fn unrouted_request_adds_no_new_alias() {
+    let metrics = Metrics::new();
+    // Rejected before routing (an unknown model): the alias is the client's free text.
+    let unknown = RequestRecord {
+        endpoint: "chat.completions".into(),
+        alias: Some("made-up-model-1234".into()),
+        status: 404,
+        error_code: Some("model_not_found".into()),
+        ..Default::default()
+    };
+    metrics.observe(&unknown);
+    // Rejected before routing, but for an alias that has routed before.
+    metrics.observe(&success());
+    metrics.observe(&RequestRecord {
+        alias: Some("fast".into()),
+        status: 401,
+        error_code: Some("invalid_api_key".into()),
+        ..unknown.clone()
+    });
+    let s = Scrape::of(&metrics);
+
+    let rejected = |alias, status, error| {
+        [
+            ("endpoint", "chat.completions"),
+            ("alias", alias),
+            ("status", status),
+            ("error", error),
+        ]
+    };
+    assert_eq!(
+        s.value(
+            "sluice_requests_total",
+            &rejected(OVERFLOW, "404", "model_not_found")
+        ),
+        1.0
+    );
+    assert_eq!(
+        s.value(
+            "sluice_requests_total",
+            &rejected("fast", "401", "invalid_api_key")
+        ),
+        1.0
+    );
+    // A request that reached no provider says nothing about GenAI operations.
+    assert_eq!(
+        s.series("gen_ai_client_operation_duration_seconds_count"),
+        1
+    );
+}
+
+#[test]
+fn endpoints_without_a_model_call_have_no_gen_ai_series() {
+    let metrics = Metrics::new();
+    metrics.observe(&RequestRecord {
+        endpoint: "models".into(),
+        status: 200,
+        latency_us: 100,
+        ..Default::default()
+    });
+    let s = Scrape::of(&metrics);
+    assert_eq!(
+        s.value(
+            "sluice_requests_total",
+            &[("endpoint", "models"), ("status", "200")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        s.series("gen_ai_client_operation_duration_seconds_count"),
+        0
+    );
+}
+
+#[test]
+fn clones_share_series_and_gateways_do_not() {
+    let one = Metrics::new();
+    let same = one.clone();
+    let other = Metrics::new();
+    one.observe(&success());
+    same.observe(&success());
+    let request = [
+        ("endpoint", "chat.completions"),
+        ("alias", "fast"),
+        ("deployment", "primary"),
+        ("provider", "openai"),
+        ("status", "200"),
+    ];
+    assert_eq!(
+        Scrape::of(&one).value("sluice_requests_total", &request),
+        2.0
+    );
+    assert_eq!(
+        Scrape::of(&other).get("sluice_requests_total", &request),
+        None
+    );
+}
+
+/// Not a test of behaviour: prints the cost of one `observe`. Run with
+/// `cargo test -p sluice-telemetry --release -- --ignored --nocapture observe_cost`.
+#[test]
+#[ignore = "measurement, not an assertion"]
+fn observe_cost() {
+    let metrics = Metrics::new();
+    let records = [success(), upstream_failure(), stream(), estimated()];
+    for record in &records {
+        metrics.observe(record);
+    }
+    let rounds = 250_000;
+    for record in &records {
+        let started = std::time::Instant::now();
+        for _ in 0..rounds {
+            metrics.observe(std::hint::black_box(record));
+        }
+        let ns = started.elapsed().as_nanos() / rounds;
+        println!(
+            "observe {} ({} attempts, stream {}): {ns} ns",
+            record.id,
+            record.attempts.len(),
+            record.stream
+        );
+    }
+}
