@@ -9,10 +9,12 @@
 pub mod chat;
 pub mod error;
 pub mod ids;
+pub mod money;
 
 pub use chat::*;
 pub use error::{Classify, ErrorKind, Origin};
 pub use ids::RequestId;
+pub use money::Money;
 
 /// The two wire formats Sluice speaks, at ingress and towards providers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]

@@ -1,0 +1,524 @@
+//! Budgets and rate limits as values: who is limited ([`Scope`]), in what unit ([`Metric`]),
+//! by how much, over which [`Period`], and the window arithmetic behind them.
+//!
+//! Owns: the organisation → team → project → key → end-user hierarchy, calendar (UTC) and
+//! rolling windows, counter keys, turning a request's demand into one [`Charge`] per applicable
+//! limit ([`plan_charges`]), allocation validation ([`validate_allocations`]) and the human
+//! sentence of a refusal. Leaves to others: counting ([`crate::counters`]), where limits are
+//! configured (`sluice-config`), which limits apply to a caller (`sluice-pipeline`, from the
+//! authenticated key), and rendering the 429 (`sluice-server`).
+//!
+//! Time is always an argument. A rate limit is a limit with a short rolling period and the
+//! [`Metric::Requests`] or [`Metric::Tokens`] metric: [`Limit::requests_per_minute`].
+
+mod allocation;
+#[cfg(test)]
+mod tests;
+
+use std::fmt;
+use std::time::Duration;
+
+use sluice_types::Money;
+
+use crate::calendar::{
+    MS_PER_DAY, UnixMs, civil_from_days, days_from_civil, duration_ms, weekday_from_monday,
+};
+use crate::counters::{Charge, MAX_COUNTER_AMOUNT, Slot};
+use crate::error::{LimitProblem, PolicyError};
+use crate::model_id;
+
+pub use allocation::{AllocationProblem, BudgetNode, validate_allocations};
+
+/// One level of the hierarchy and its id. Ids must be unique within their level across the
+/// deployment (the store issues them); counters of `Team("search")` are shared by every caller
+/// whose chain names that team.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Scope {
+    Organisation(String),
+    Team(String),
+    Project(String),
+    Key(String),
+    EndUser(String),
+}
+
+/// The depth of a [`Scope`] in the hierarchy; `Organisation` is the top.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Level {
+    Organisation,
+    Team,
+    Project,
+    Key,
+    EndUser,
+}
+
+impl Scope {
+    pub fn level(&self) -> Level {
+        match self {
+            Scope::Organisation(_) => Level::Organisation,
+            Scope::Team(_) => Level::Team,
+            Scope::Project(_) => Level::Project,
+            Scope::Key(_) => Level::Key,
+            Scope::EndUser(_) => Level::EndUser,
+        }
+    }
+
+    pub fn id(&self) -> &str {
+        match self {
+            Scope::Organisation(id)
+            | Scope::Team(id)
+            | Scope::Project(id)
+            | Scope::Key(id)
+            | Scope::EndUser(id) => id,
+        }
+    }
+}
+
+impl Level {
+    /// The word used in messages.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Level::Organisation => "organisation",
+            Level::Team => "team",
+            Level::Project => "project",
+            Level::Key => "key",
+            Level::EndUser => "end user",
+        }
+    }
+
+    fn key_part(self) -> &'static str {
+        match self {
+            Level::Organisation => "org",
+            Level::Team => "team",
+            Level::Project => "project",
+            Level::Key => "key",
+            Level::EndUser => "user",
+        }
+    }
+}
+
+/// `team `search``: the level and the id, as a message names it.
+impl fmt::Display for Scope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} `{}`", self.level().as_str(), self.id())
+    }
+}
+
+/// The unit a limit counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Metric {
+    /// Spend, counted in micro-USD.
+    Usd,
+    /// Input plus output tokens.
+    Tokens,
+    /// Requests admitted.
+    Requests,
+}
+
+impl Metric {
+    fn key_part(self) -> &'static str {
+        match self {
+            Metric::Usd => "usd",
+            Metric::Tokens => "tokens",
+            Metric::Requests => "requests",
+        }
+    }
+
+    /// An amount of this metric as a message shows it: `$4.98`, `99,000`.
+    pub fn format_amount(self, amount: u64) -> String {
+        match self {
+            Metric::Usd => format_usd(amount),
+            Metric::Tokens | Metric::Requests => group_thousands(amount),
+        }
+    }
+}
+
+/// Number of buckets a rolling window is counted in. The window sums the current bucket and the
+/// eleven before it, so the counted span is between 11/12 and 12/12 of the period, and usage
+/// leaves the window one bucket (1/12 of the period) at a time.
+pub const ROLLING_BUCKETS: i64 = 12;
+/// The shortest rolling period accepted.
+pub const MIN_ROLLING: Duration = Duration::from_secs(1);
+/// The longest rolling period accepted.
+pub const MAX_ROLLING: Duration = Duration::from_secs(366 * 86_400);
+
+/// How long a counter outlives its window: covers clock skew between replicas and settlements
+/// that land just after a boundary.
+pub(crate) const EXPIRY_SLACK: Duration = Duration::from_secs(300);
+
+/// The period a limit applies to. Calendar periods are UTC and reset at their boundary; weeks
+/// start on Monday (ISO 8601).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Period {
+    Day,
+    Week,
+    Month,
+    /// The last `Duration`, counted in [`ROLLING_BUCKETS`] buckets.
+    Rolling(Duration),
+}
+
+/// A half-open span of time `[start, end)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Window {
+    pub start: UnixMs,
+    pub end: UnixMs,
+}
+
+impl Period {
+    /// The window `now` falls in. For a calendar period, the whole day, week or month; for a
+    /// rolling period, the buckets counted at `now` (from the oldest bucket's start to the end
+    /// of the current one).
+    pub fn window(&self, now: UnixMs) -> Window {
+        match *self {
+            Period::Day => {
+                let start = now.day_number() * MS_PER_DAY;
+                Window {
+                    start: UnixMs(start),
+                    end: UnixMs(start.saturating_add(MS_PER_DAY)),
+                }
+            }
+            Period::Week => {
+                let day = now.day_number();
+                let monday = day - weekday_from_monday(day);
+                let start = monday * MS_PER_DAY;
+                Window {
+                    start: UnixMs(start),
+                    end: UnixMs(start.saturating_add(7 * MS_PER_DAY)),
+                }
+            }
+            Period::Month => {
+                let (year, month, _) = civil_from_days(now.day_number());
+                let (next_year, next_month) = if month == 12 {
+                    (year + 1, 1)
+                } else {
+                    (year, month + 1)
+                };
+                Window {
+                    start: UnixMs(days_from_civil(year, month, 1) * MS_PER_DAY),
+                    end: UnixMs(
+                        days_from_civil(next_year, next_month, 1).saturating_mul(MS_PER_DAY),
+                    ),
+                }
+            }
+            Period::Rolling(length) => {
+                let bucket = rolling_bucket_ms(length);
+                let current = now.0.div_euclid(bucket);
+                Window {
+                    start: UnixMs((current - (ROLLING_BUCKETS - 1)).saturating_mul(bucket)),
+                    end: UnixMs((current + 1).saturating_mul(bucket)),
+                }
+            }
+        }
+    }
+
+    /// When a calendar window resets (its end). For a rolling period: the end of the current
+    /// bucket, when the oldest bucket next leaves the window; the counters report the exact
+    /// moment capacity frees, from which buckets are non-empty.
+    pub fn resets_at(&self, now: UnixMs) -> UnixMs {
+        self.window(now).end
+    }
+
+    /// The counters that make up the window at `now`, oldest first; the last is the one a new
+    /// charge is added to. Each slot says when it leaves the window.
+    pub(crate) fn slots(&self, now: UnixMs) -> Vec<(UnixMs, UnixMs)> {
+        match *self {
+            Period::Day | Period::Week | Period::Month => {
+                let window = self.window(now);
+                vec![(window.start, window.end)]
+            }
+            Period::Rolling(length) => {
+                let bucket = rolling_bucket_ms(length);
+                let span = bucket.saturating_mul(ROLLING_BUCKETS);
+                let current = now.0.div_euclid(bucket);
+                ((current - (ROLLING_BUCKETS - 1))..=current)
+                    .map(|index| {
+                        let start = index.saturating_mul(bucket);
+                        (UnixMs(start), UnixMs(start.saturating_add(span)))
+                    })
+                    .collect()
+            }
+        }
+    }
+
+    fn key_part(&self) -> String {
+        match self {
+            Period::Day => "day".to_owned(),
+            Period::Week => "week".to_owned(),
+            Period::Month => "month".to_owned(),
+            Period::Rolling(length) => format!("roll{}", duration_ms(*length)),
+        }
+    }
+
+    /// `daily`, `weekly`, `monthly`, `rolling 1-minute`.
+    pub fn adjective(&self) -> String {
+        match self {
+            Period::Day => "daily".to_owned(),
+            Period::Week => "weekly".to_owned(),
+            Period::Month => "monthly".to_owned(),
+            Period::Rolling(length) => format!("rolling {}", describe_duration(*length)),
+        }
+    }
+}
+
+fn rolling_bucket_ms(length: Duration) -> i64 {
+    (duration_ms(length) / ROLLING_BUCKETS).max(1)
+}
+
+fn describe_duration(length: Duration) -> String {
+    let seconds = length.as_secs();
+    let (count, unit) = if length.subsec_millis() != 0 {
+        (
+            u64::try_from(length.as_millis()).unwrap_or(u64::MAX),
+            "millisecond",
+        )
+    } else if seconds >= 86_400 && seconds.is_multiple_of(86_400) {
+        (seconds / 86_400, "day")
+    } else if seconds >= 3_600 && seconds.is_multiple_of(3_600) {
+        (seconds / 3_600, "hour")
+    } else if seconds >= 60 && seconds.is_multiple_of(60) {
+        (seconds / 60, "minute")
+    } else {
+        (seconds, "second")
+    };
+    format!("{count}-{unit}")
+}
+
+/// A limit on one scope: at most `amount` of `metric` per `period`, optionally only for
+/// requests to one model.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Limit {
+    pub scope: Scope,
+    pub metric: Metric,
+    /// In the metric's unit: micro-USD, tokens or requests.
+    pub amount: u64,
+    pub period: Period,
+    /// Only requests to this model (or its dated versions) count; `None`: every model.
+    pub model: Option<String>,
+}
+
+impl Limit {
+    /// A spend budget. Errors if `budget` is negative.
+    pub fn usd(scope: Scope, budget: Money, period: Period) -> Result<Limit, PolicyError> {
+        let amount = u64::try_from(budget.micros()).map_err(|_| PolicyError::InvalidLimit {
+            scope: scope.clone(),
+            problem: LimitProblem::NegativeAmount,
+        })?;
+        Limit::new(scope, Metric::Usd, amount, period)
+    }
+
+    pub fn tokens(scope: Scope, tokens: u64, period: Period) -> Result<Limit, PolicyError> {
+        Limit::new(scope, Metric::Tokens, tokens, period)
+    }
+
+    pub fn requests(scope: Scope, requests: u64, period: Period) -> Result<Limit, PolicyError> {
+        Limit::new(scope, Metric::Requests, requests, period)
+    }
+
+    /// Requests per rolling minute: a rate limit.
+    pub fn requests_per_minute(scope: Scope, requests: u64) -> Result<Limit, PolicyError> {
+        Limit::requests(scope, requests, Period::Rolling(Duration::from_secs(60)))
+    }
+
+    /// Tokens per rolling minute: a rate limit.
+    pub fn tokens_per_minute(scope: Scope, tokens: u64) -> Result<Limit, PolicyError> {
+        Limit::tokens(scope, tokens, Period::Rolling(Duration::from_secs(60)))
+    }
+
+    /// Any limit, validated.
+    pub fn new(
+        scope: Scope,
+        metric: Metric,
+        amount: u64,
+        period: Period,
+    ) -> Result<Limit, PolicyError> {
+        let limit = Limit {
+            scope,
+            metric,
+            amount,
+            period,
+            model: None,
+        };
+        limit.validate()?;
+        Ok(limit)
+    }
+
+    /// The same limit, counting only requests to `model`.
+    pub fn for_model(mut self, model: impl Into<String>) -> Limit {
+        self.model = Some(model.into().to_ascii_lowercase());
+        self
+    }
+
+    /// Checks what [`Limit::new`] checks, for limits built as struct literals.
+    pub fn validate(&self) -> Result<(), PolicyError> {
+        let problem = if self.amount > MAX_COUNTER_AMOUNT {
+            Some(LimitProblem::AmountTooLarge)
+        } else {
+            match self.period {
+                Period::Rolling(length) if length < MIN_ROLLING => {
+                    Some(LimitProblem::RollingWindowTooShort)
+                }
+                Period::Rolling(length) if length > MAX_ROLLING => {
+                    Some(LimitProblem::RollingWindowTooLong)
+                }
+                _ => None,
+            }
+        };
+        match problem {
+            Some(problem) => Err(PolicyError::InvalidLimit {
+                scope: self.scope.clone(),
+                problem,
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Whether a request to `model` counts against this limit.
+    pub fn applies_to(&self, model: &str) -> bool {
+        match &self.model {
+            None => true,
+            Some(limited) => model_id::candidates(model).any(|candidate| candidate == *limited),
+        }
+    }
+
+    /// The counter that holds this limit's usage for the slot starting at `slot_start`.
+    /// Distinct limits never share a counter; the amount is not part of the key, so raising a
+    /// budget mid-period keeps what was already spent.
+    pub(crate) fn counter_key(&self, slot_start: UnixMs) -> String {
+        format!(
+            "{}={}:{}:{}:{}:{}",
+            self.scope.level().key_part(),
+            escape_key_part(self.scope.id()),
+            self.metric.key_part(),
+            self.period.key_part(),
+            self.model.as_deref().map_or("*".into(), escape_key_part),
+            slot_start.0
+        )
+    }
+
+    /// A charge of `amount` against this limit at `now`, for [`crate::counters::Counters`].
+    pub fn charge(&self, amount: u64, now: UnixMs) -> Result<Charge, PolicyError> {
+        self.validate()?;
+        let slots: Vec<Slot> = self
+            .period
+            .slots(now)
+            .into_iter()
+            .map(|(start, leaves_at)| Slot {
+                key: self.counter_key(start),
+                leaves_at,
+            })
+            .collect();
+        let write_leaves_at = slots.last().map_or(now, |slot| slot.leaves_at);
+        Ok(Charge {
+            limit: self.clone(),
+            amount,
+            slots,
+            expires_at: write_leaves_at.saturating_add(EXPIRY_SLACK),
+            as_of: now,
+        })
+    }
+
+    /// The noun of a message: `budget`, `token limit`, `request limit`, for a model if filtered.
+    fn noun(&self) -> String {
+        let noun = match self.metric {
+            Metric::Usd => "budget",
+            Metric::Tokens => "token limit",
+            Metric::Requests => "request limit",
+        };
+        match &self.model {
+            Some(model) => format!("{noun} for `{model}`"),
+            None => noun.to_owned(),
+        }
+    }
+
+    /// The sentence a person reads in a 429: which limit, used, limit, and when it resets.
+    pub(crate) fn refusal_message(&self, used: u64, requested: u64, resets_at: UnixMs) -> String {
+        let limit = self.metric.format_amount(self.amount);
+        let period = self.period.adjective();
+        if requested > self.amount {
+            return format!(
+                "{}'s {period} {} is {limit}; this request needs up to {}, more than the whole limit",
+                self.scope,
+                self.noun(),
+                self.metric.format_amount(requested),
+            );
+        }
+        let when = match self.period {
+            Period::Rolling(_) => "capacity frees up from",
+            _ => "resets at",
+        };
+        format!(
+            "{} has used {} of its {limit} {period} {}; {when} {resets_at}",
+            self.scope,
+            self.metric.format_amount(used),
+            self.noun(),
+        )
+    }
+}
+
+/// Counter keys separate fields with `:`, so ids are escaped to keep distinct limits distinct.
+fn escape_key_part(part: &str) -> String {
+    part.replace('%', "%25").replace(':', "%3A")
+}
+
+/// `$5.00`, `$4.98`, `$0.0012`: at least two decimals, no trailing zeros beyond them, exact.
+fn format_usd(micros: u64) -> String {
+    let whole = micros / 1_000_000;
+    let fraction = format!("{:06}", micros % 1_000_000);
+    let trimmed = fraction.trim_end_matches('0');
+    let decimals = if trimmed.len() < 2 {
+        &fraction[..2]
+    } else {
+        trimmed
+    };
+    format!("${}.{decimals}", group_thousands(whole))
+}
+
+fn group_thousands(value: u64) -> String {
+    let digits = value.to_string();
+    let mut grouped = String::with_capacity(digits.len() + digits.len() / 3);
+    for (index, digit) in digits.chars().enumerate() {
+        if index > 0 && (digits.len() - index).is_multiple_of(3) {
+            grouped.push(',');
+        }
+        grouped.push(digit);
+    }
+    grouped
+}
+
+/// What a request uses of each metric: its worst case before dispatch, its actual usage after.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Consumption {
+    pub cost: Money,
+    /// Input plus output tokens.
+    pub tokens: u64,
+}
+
+impl Consumption {
+    /// The amount counted for `metric`: micro-USD (never negative), tokens, or one request.
+    pub fn amount_for(&self, metric: Metric) -> u64 {
+        match metric {
+            Metric::Usd => u64::try_from(self.cost.micros()).unwrap_or(0),
+            Metric::Tokens => self.tokens,
+            Metric::Requests => 1,
+        }
+    }
+}
+
+/// One charge per limit that applies to a request to `model`, for its `demand` (worst case),
+/// in the order given. Pass every limit of the caller's chain, organisation first, so each
+/// level's allocation is drawn down together with its parents'. A limit listed twice is
+/// charged once.
+pub fn plan_charges<'a>(
+    limits: impl IntoIterator<Item = &'a Limit>,
+    model: &str,
+    demand: &Consumption,
+    now: UnixMs,
+) -> Result<Vec<Charge>, PolicyError> {
+    let mut charges: Vec<Charge> = Vec::new();
+    for limit in limits {
+        if !limit.applies_to(model) || charges.iter().any(|charge| charge.limit == *limit) {
+            continue;
+        }
+        charges.push(limit.charge(demand.amount_for(limit.metric), now)?);
+    }
+    Ok(charges)
+}

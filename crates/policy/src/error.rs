@@ -1,0 +1,134 @@
+//! The one error type of `sluice-policy` and its classification.
+//!
+//! A budget or rate-limit refusal is an expected outcome, not a fault: it is carried as
+//! [`PolicyError::Refused`] so the pipeline can render a 429 from the [`Refusal`]'s typed data.
+//! Everything else is a configuration problem (caught when settings are validated) or a counter
+//! store failure, for which the pipeline chooses to fail open or closed.
+
+use sluice_types::{Classify, ErrorKind, Origin};
+
+use crate::budget::{AllocationProblem, Scope};
+use crate::counters::Refusal;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    /// A limit would be exceeded; nothing was reserved.
+    #[error("{0}")]
+    Refused(Box<Refusal>),
+
+    /// A limit that cannot be enforced as written.
+    #[error("invalid limit for {scope}: {problem}")]
+    InvalidLimit { scope: Scope, problem: LimitProblem },
+
+    /// Allocations that do not fit their parents, or a hierarchy that does not hold.
+    #[error("invalid budget allocations: {}", list(.0))]
+    InvalidAllocations(Vec<AllocationProblem>),
+
+    /// A price entry (usually a config override) that cannot be charged.
+    #[error("invalid price for model `{model}`: {problem}")]
+    InvalidPrice {
+        model: String,
+        problem: PriceProblem,
+    },
+
+    /// Two charges of one reservation target the same counter.
+    #[error("two charges of one reservation use the counter `{key}`")]
+    DuplicateCounter { key: String },
+
+    /// The shared counter store failed or timed out.
+    #[cfg(feature = "redis")]
+    #[error("counter store: {0}")]
+    CounterStore(#[from] redis::RedisError),
+
+    /// The counter store answered something the scripts never return.
+    #[error("counter store returned an unexpected reply to {operation}")]
+    UnexpectedReply { operation: &'static str },
+}
+
+/// What is wrong with a [`crate::budget::Limit`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LimitProblem {
+    /// A budget in dollars below zero.
+    NegativeAmount,
+    /// Above [`crate::counters::MAX_COUNTER_AMOUNT`], which counters can add exactly.
+    AmountTooLarge,
+    /// A rolling window shorter than [`crate::budget::MIN_ROLLING`].
+    RollingWindowTooShort,
+    /// A rolling window longer than [`crate::budget::MAX_ROLLING`].
+    RollingWindowTooLong,
+}
+
+impl std::fmt::Display for LimitProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            LimitProblem::NegativeAmount => "the amount is negative",
+            LimitProblem::AmountTooLarge => "the amount is too large to count exactly",
+            LimitProblem::RollingWindowTooShort => "a rolling window must be at least 1 second",
+            LimitProblem::RollingWindowTooLong => "a rolling window must be at most 366 days",
+        })
+    }
+}
+
+/// What is wrong with a [`crate::pricing::ModelPrice`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PriceProblem {
+    NegativeRate,
+    /// A batch discount above 100 %.
+    DiscountAbove100,
+    /// Long-context rates that start at zero input tokens.
+    ZeroLongContextThreshold,
+}
+
+impl std::fmt::Display for PriceProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            PriceProblem::NegativeRate => "a rate is negative",
+            PriceProblem::DiscountAbove100 => "the batch discount is above 100%",
+            PriceProblem::ZeroLongContextThreshold => "the long-context threshold is zero",
+        })
+    }
+}
+
+fn list(problems: &[AllocationProblem]) -> String {
+    problems
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+impl Classify for PolicyError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            // No budget-specific kind exists; a refusal is answered like a rate limit (429).
+            PolicyError::Refused(_) => ErrorKind::RateLimited,
+            PolicyError::InvalidLimit { .. }
+            | PolicyError::InvalidAllocations(_)
+            | PolicyError::InvalidPrice { .. }
+            | PolicyError::DuplicateCounter { .. }
+            | PolicyError::UnexpectedReply { .. } => ErrorKind::Internal,
+            #[cfg(feature = "redis")]
+            PolicyError::CounterStore(_) => ErrorKind::Internal,
+        }
+    }
+
+    fn origin(&self) -> Origin {
+        match self {
+            PolicyError::Refused(_) => Origin::Client,
+            _ => Origin::Gateway,
+        }
+    }
+
+    /// Never: another deployment draws on the same budget, and a store failure is not the
+    /// upstream's fault.
+    fn retryable(&self) -> bool {
+        false
+    }
+
+    fn retry_after_secs(&self) -> Option<u64> {
+        match self {
+            PolicyError::Refused(refusal) => Some(refusal.retry_after_secs()),
+            _ => None,
+        }
+    }
+}
