@@ -64,12 +64,22 @@ pub(crate) fn check_config(config: Option<PathBuf>) -> anyhow::Result<()> {
             d.base_url
         );
     }
-    for (alias, targets) in &settings.aliases {
-        let names: Vec<&str> = targets
-            .iter()
-            .map(|&i| settings.deployments[i].name.as_str())
-            .collect();
-        println!("  alias        {alias} -> {}", names.join(", "));
+    for (alias, route) in &settings.aliases {
+        let name = |i: usize| settings.deployments[i].name.as_str();
+        let pool: Vec<&str> = route.pool.iter().map(|&(i, _)| name(i)).collect();
+        let fallbacks: Vec<&str> = route.fallbacks.iter().map(|&i| name(i)).collect();
+        let mut line = format!(
+            "  alias        {alias} -> {} ({})",
+            pool.join(", "),
+            route.policy.strategy.as_str()
+        );
+        if !fallbacks.is_empty() {
+            line.push_str(&format!(", then {}", fallbacks.join(", ")));
+        }
+        if let Some(hedge) = route.policy.hedge {
+            line.push_str(&format!("; hedge after {} ms", hedge.after.as_millis()));
+        }
+        println!("{line}");
     }
     Ok(())
 }

@@ -8,7 +8,7 @@ use anyhow::Context;
 use sluice_config::{ProviderType, Settings};
 use sluice_pipeline::Gateway;
 use sluice_providers::{Deployment, ProviderKind, Timeouts, Upstream};
-use sluice_routing::Router;
+use sluice_routing::{DeploymentHealth, RouteSpec, Router};
 use sluice_server::AppState;
 use sluice_store::{NewKey, RecordQueue, Store};
 use sluice_testkit::MockUpstream;
@@ -70,6 +70,7 @@ async fn run(
         store.clone(),
         queue.sender(),
     );
+    let drills = gateway.clone();
     let app = sluice_server::app(AppState {
         gateway,
         max_body_bytes: settings.server.max_body_bytes,
@@ -81,19 +82,21 @@ async fn run(
     tracing::info!(%addr, deployments = settings.deployments.len(), aliases = settings.aliases.len(), "ready");
     on_ready(addr);
     sluice_server::serve(listener, app, shutdown_signal()).await?;
+    drills.drain_drills().await;
     let written = queue.shutdown().await;
     tracing::info!(records_written = written, "stopped");
     store.close().await;
     Ok(())
 }
 
-/// Turns settings into the router and upstream client.
-fn build(settings: &Settings) -> anyhow::Result<(Router, Upstream)> {
-    let deployments: Vec<Arc<Deployment>> = settings
+/// Turns settings into the router (with every deployment's live health) and the upstream
+/// client.
+pub(crate) fn build(settings: &Settings) -> anyhow::Result<(Router, Upstream)> {
+    let deployments: Vec<Arc<DeploymentHealth>> = settings
         .deployments
         .iter()
         .map(|d| {
-            Arc::new(Deployment {
+            let deployment = Arc::new(Deployment {
                 name: d.name.clone(),
                 provider: d.provider.clone(),
                 kind: match d.provider_type {
@@ -105,19 +108,29 @@ fn build(settings: &Settings) -> anyhow::Result<(Router, Upstream)> {
                 model: d.model.clone(),
                 api_key: d.api_key.clone(),
                 default_max_tokens: d.default_max_tokens,
-            })
+            });
+            Arc::new(DeploymentHealth::new(deployment, d.breaker, d.capacity))
         })
         .collect();
-    let router = Router::new(settings.aliases.iter().map(|(alias, targets)| {
-        (
-            alias.clone(),
-            targets.iter().map(|&i| deployments[i].clone()).collect(),
-        )
-    }));
+    let routes = settings.aliases.iter().map(|(alias, route)| RouteSpec {
+        alias: alias.clone(),
+        pool: route
+            .pool
+            .iter()
+            .map(|&(i, weight)| (deployments[i].clone(), weight))
+            .collect(),
+        fallbacks: route
+            .fallbacks
+            .iter()
+            .map(|&i| deployments[i].clone())
+            .collect(),
+        policy: route.policy.clone(),
+    });
+    let router = Router::new(routes, deployments.clone());
     let up = &settings.upstream;
     let upstream = Upstream::new(Timeouts {
         connect: up.connect_timeout,
-        first_byte: up.first_byte_timeout,
+        first_token: up.first_token_timeout,
         idle: up.idle_timeout,
         total: up.total_timeout,
     })

@@ -8,8 +8,14 @@ use std::time::Duration;
 use secrecy::SecretString;
 use serde::Deserialize;
 
+use sluice_routing::{
+    BreakerPolicy, BudgetPolicy, CapacityPolicy, Condition, Conditions, HedgePolicy, RetryPolicy,
+    RoutePolicy, RouteTimeouts, Strategy,
+};
+
 use crate::{
-    DeploymentSettings, FieldProblem, ServerSettings, Settings, StoreSettings, UpstreamSettings,
+    AliasSettings, DeploymentSettings, FieldProblem, ServerSettings, Settings, StoreSettings,
+    UpstreamSettings,
 };
 
 #[derive(Debug, Default, Deserialize)]
@@ -21,6 +27,8 @@ pub(crate) struct ConfigFile {
     store: StoreSection,
     #[serde(default)]
     upstream: UpstreamSection,
+    #[serde(default)]
+    breaker: BreakerSection,
     #[serde(default)]
     providers: BTreeMap<String, ProviderSection>,
     #[serde(default)]
@@ -65,7 +73,8 @@ impl Default for StoreSection {
 #[serde(deny_unknown_fields, default)]
 struct UpstreamSection {
     connect_timeout_ms: u64,
-    first_byte_timeout_ms: u64,
+    #[serde(alias = "first_byte_timeout_ms")]
+    first_token_timeout_ms: u64,
     idle_timeout_ms: u64,
     total_timeout_ms: u64,
 }
@@ -74,7 +83,7 @@ impl Default for UpstreamSection {
     fn default() -> Self {
         UpstreamSection {
             connect_timeout_ms: 5_000,
-            first_byte_timeout_ms: 120_000,
+            first_token_timeout_ms: 120_000,
             idle_timeout_ms: 60_000,
             total_timeout_ms: 600_000,
         }
@@ -118,6 +127,62 @@ struct ProviderSection {
     api_key_env: Option<String>,
 }
 
+/// Circuit breaker settings: the `[breaker]` defaults, each field overridable per deployment.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct BreakerSection {
+    enabled: bool,
+    consecutive_failures: u32,
+    failure_ratio: f64,
+    min_requests: u32,
+    window_ms: u64,
+    open_ms: u64,
+    half_open_probes: u32,
+}
+
+impl Default for BreakerSection {
+    fn default() -> Self {
+        BreakerSection {
+            enabled: true,
+            consecutive_failures: 5,
+            failure_ratio: 0.5,
+            min_requests: 20,
+            window_ms: 10_000,
+            open_ms: 10_000,
+            half_open_probes: 1,
+        }
+    }
+}
+
+/// A deployment's `breaker` table: only the fields it sets replace the `[breaker]` defaults.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BreakerOverride {
+    enabled: Option<bool>,
+    consecutive_failures: Option<u32>,
+    failure_ratio: Option<f64>,
+    min_requests: Option<u32>,
+    window_ms: Option<u64>,
+    open_ms: Option<u64>,
+    half_open_probes: Option<u32>,
+}
+
+impl BreakerOverride {
+    fn over(&self, base: BreakerSection) -> BreakerSection {
+        BreakerSection {
+            enabled: self.enabled.unwrap_or(base.enabled),
+            consecutive_failures: self
+                .consecutive_failures
+                .unwrap_or(base.consecutive_failures),
+            failure_ratio: self.failure_ratio.unwrap_or(base.failure_ratio),
+            min_requests: self.min_requests.unwrap_or(base.min_requests),
+            window_ms: self.window_ms.unwrap_or(base.window_ms),
+            open_ms: self.open_ms.unwrap_or(base.open_ms),
+            half_open_probes: self.half_open_probes.unwrap_or(base.half_open_probes),
+        }
+    }
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct DeploymentSection {
@@ -127,16 +192,300 @@ struct DeploymentSection {
     api_key_env: Option<String>,
     #[serde(default = "default_max_tokens")]
     default_max_tokens: u32,
+    /// Requests in flight at most; unlimited when absent.
+    max_concurrency: Option<u32>,
+    /// Requests waiting for a slot at most (default: as many as `max_concurrency`).
+    max_queue: Option<u32>,
+    #[serde(default = "default_queue_timeout_ms")]
+    queue_timeout_ms: u64,
+    #[serde(default)]
+    breaker: BreakerOverride,
 }
 
 fn default_max_tokens() -> u32 {
     4096
 }
 
+fn default_queue_timeout_ms() -> u64 {
+    10_000
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct AliasSection {
+    /// The pool: the strategy picks among these per request.
     deployments: Vec<String>,
+    #[serde(default = "default_strategy")]
+    strategy: String,
+    /// `weighted` only: one weight per pool deployment.
+    weights: Option<Vec<u32>>,
+    /// Tried in order after the pool.
+    #[serde(default)]
+    fallbacks: Vec<String>,
+    /// The failures that move a request on to its next attempt.
+    fallback_on: Option<Vec<String>>,
+    #[serde(default)]
+    retry: RetrySection,
+    #[serde(default)]
+    timeouts: TimeoutsSection,
+    hedge: Option<HedgeSection>,
+    #[serde(default)]
+    drill: DrillSection,
+}
+
+fn default_strategy() -> String {
+    "ordered".into()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RetrySection {
+    max_attempts: Option<u32>,
+    backoff_initial_ms: u64,
+    backoff_max_ms: u64,
+    retry_after_max_ms: u64,
+    budget_ratio: f64,
+    budget_window_ms: u64,
+    budget_min_retries: u32,
+}
+
+impl Default for RetrySection {
+    fn default() -> Self {
+        let d = RetryPolicy::default();
+        RetrySection {
+            max_attempts: d.max_attempts,
+            backoff_initial_ms: d.backoff_initial.as_millis() as u64,
+            backoff_max_ms: d.backoff_max.as_millis() as u64,
+            retry_after_max_ms: d.retry_after_max.as_millis() as u64,
+            budget_ratio: d.budget.ratio,
+            budget_window_ms: d.budget.window.as_millis() as u64,
+            budget_min_retries: d.budget.min_retries,
+        }
+    }
+}
+
+/// A route's timeouts; each defaults to the `[upstream]` one.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TimeoutsSection {
+    connect_ms: Option<u64>,
+    first_token_ms: Option<u64>,
+    idle_ms: Option<u64>,
+    total_ms: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HedgeSection {
+    after_ms: u64,
+    percentile: Option<f64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DrillSection {
+    #[serde(default)]
+    share: f64,
+}
+
+fn push(problems: &mut Vec<FieldProblem>, field: String, message: String) {
+    problems.push(FieldProblem { field, message });
+}
+
+/// Reports a problem unless `ok`.
+fn check(problems: &mut Vec<FieldProblem>, ok: bool, field: String, message: &str) {
+    if !ok {
+        problems.push(FieldProblem {
+            field,
+            message: message.to_owned(),
+        });
+    }
+}
+
+fn breaker_policy(
+    section: BreakerSection,
+    field: &str,
+    problems: &mut Vec<FieldProblem>,
+) -> BreakerPolicy {
+    check(
+        problems,
+        (0.0..=1.0).contains(&section.failure_ratio) && section.failure_ratio > 0.0,
+        format!("{field}.failure_ratio"),
+        "must be in (0, 1]",
+    );
+    check(
+        problems,
+        section.window_ms > 0,
+        format!("{field}.window_ms"),
+        "must be greater than 0",
+    );
+    check(
+        problems,
+        section.open_ms > 0,
+        format!("{field}.open_ms"),
+        "must be greater than 0",
+    );
+    check(
+        problems,
+        section.half_open_probes > 0,
+        format!("{field}.half_open_probes"),
+        "must be greater than 0",
+    );
+    BreakerPolicy {
+        enabled: section.enabled,
+        consecutive_failures: section.consecutive_failures,
+        failure_ratio: section.failure_ratio,
+        min_requests: section.min_requests,
+        window: Duration::from_millis(section.window_ms),
+        open_for: Duration::from_millis(section.open_ms),
+        half_open_probes: section.half_open_probes,
+    }
+}
+
+impl AliasSection {
+    /// The route's policy; problems are reported under `aliases.<alias>`.
+    fn policy(
+        &self,
+        alias: &str,
+        upstream: &UpstreamSection,
+        problems: &mut Vec<FieldProblem>,
+    ) -> RoutePolicy {
+        let at = |field: &str| format!("aliases.{alias}.{field}");
+        let strategy = Strategy::parse(&self.strategy).unwrap_or_else(|| {
+            problems.push(FieldProblem {
+                field: at("strategy"),
+                message: format!(
+                    "`{}` is not a strategy (ordered, weighted, least_latency, power_of_two)",
+                    self.strategy
+                ),
+            });
+            Strategy::Ordered
+        });
+        match (&self.weights, strategy) {
+            (Some(weights), Strategy::Weighted) => {
+                check(
+                    problems,
+                    weights.len() == self.deployments.len(),
+                    at("weights"),
+                    "needs one weight per deployment of the pool",
+                );
+                check(
+                    problems,
+                    weights.iter().any(|w| *w > 0),
+                    at("weights"),
+                    "at least one weight must be greater than 0",
+                );
+            }
+            (Some(_), _) => problems.push(FieldProblem {
+                field: at("weights"),
+                message: "only used with strategy = \"weighted\"".into(),
+            }),
+            (None, _) => {}
+        }
+        let fallback_on = match &self.fallback_on {
+            None => Conditions::default(),
+            Some(names) => Conditions::new(names.iter().enumerate().filter_map(|(i, name)| {
+                let condition = Condition::parse(name);
+                if condition.is_none() {
+                    let known: Vec<&str> = Condition::ALL.iter().map(|c| c.as_str()).collect();
+                    problems.push(FieldProblem {
+                        field: at(&format!("fallback_on[{i}]")),
+                        message: format!("`{name}` is not a condition ({})", known.join(", ")),
+                    });
+                }
+                condition
+            })),
+        };
+        let r = &self.retry;
+        check(
+            problems,
+            r.max_attempts != Some(0),
+            at("retry.max_attempts"),
+            "must be at least 1",
+        );
+        check(
+            problems,
+            (0.0..=10.0).contains(&r.budget_ratio),
+            at("retry.budget_ratio"),
+            "must be between 0 and 10 (retries per request)",
+        );
+        check(
+            problems,
+            r.budget_window_ms > 0,
+            at("retry.budget_window_ms"),
+            "must be greater than 0",
+        );
+        check(
+            problems,
+            r.backoff_initial_ms <= r.backoff_max_ms,
+            at("retry.backoff_initial_ms"),
+            "must not exceed retry.backoff_max_ms",
+        );
+        let t = &self.timeouts;
+        for (field, value) in [
+            ("timeouts.connect_ms", t.connect_ms),
+            ("timeouts.first_token_ms", t.first_token_ms),
+            ("timeouts.idle_ms", t.idle_ms),
+            ("timeouts.total_ms", t.total_ms),
+        ] {
+            check(
+                problems,
+                value != Some(0),
+                at(field),
+                "must be greater than 0",
+            );
+        }
+        let hedge = self.hedge.as_ref().map(|h| {
+            check(
+                problems,
+                h.after_ms > 0,
+                at("hedge.after_ms"),
+                "must be greater than 0",
+            );
+            if let Some(p) = h.percentile {
+                check(
+                    problems,
+                    p > 0.0 && p < 100.0,
+                    at("hedge.percentile"),
+                    "must be between 0 and 100 (e.g. 95)",
+                );
+            }
+            HedgePolicy {
+                after: Duration::from_millis(h.after_ms),
+                percentile: h.percentile,
+            }
+        });
+        check(
+            problems,
+            (0.0..=1.0).contains(&self.drill.share),
+            at("drill.share"),
+            "must be between 0 and 1",
+        );
+        let ms = Duration::from_millis;
+        RoutePolicy {
+            strategy,
+            fallback_on,
+            retry: RetryPolicy {
+                max_attempts: r.max_attempts,
+                backoff_initial: ms(r.backoff_initial_ms),
+                backoff_max: ms(r.backoff_max_ms),
+                retry_after_max: ms(r.retry_after_max_ms),
+                budget: BudgetPolicy {
+                    ratio: r.budget_ratio,
+                    window: ms(r.budget_window_ms),
+                    min_retries: r.budget_min_retries,
+                },
+            },
+            timeouts: RouteTimeouts {
+                connect: ms(t.connect_ms.unwrap_or(upstream.connect_timeout_ms)),
+                first_token: ms(t.first_token_ms.unwrap_or(upstream.first_token_timeout_ms)),
+                idle: ms(t.idle_ms.unwrap_or(upstream.idle_timeout_ms)),
+                total: ms(t.total_ms.unwrap_or(upstream.total_timeout_ms)),
+            },
+            hedge,
+            drill_share: self.drill.share,
+        }
+    }
 }
 
 impl ConfigFile {
@@ -146,38 +495,42 @@ impl ConfigFile {
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Settings, Vec<FieldProblem>> {
         let mut problems = Vec::new();
-        let mut problem =
-            |field: String, message: String| problems.push(FieldProblem { field, message });
 
         let listen = self
             .server
             .listen
             .parse::<SocketAddr>()
             .unwrap_or_else(|e| {
-                problem(
+                push(
+                    &mut problems,
                     "server.listen".into(),
                     format!("`{}` is not an address:port ({e})", self.server.listen),
                 );
                 SocketAddr::from(([127, 0, 0, 1], 4000))
             });
         if self.server.max_body_bytes == 0 {
-            problem(
+            push(
+                &mut problems,
                 "server.max_body_bytes".into(),
                 "must be greater than 0".into(),
             );
         }
         if self.store.record_queue == 0 {
-            problem("store.record_queue".into(), "must be greater than 0".into());
+            push(
+                &mut problems,
+                "store.record_queue".into(),
+                "must be greater than 0".into(),
+            );
         }
         let up = &self.upstream;
         for (field, value) in [
             ("upstream.connect_timeout_ms", up.connect_timeout_ms),
-            ("upstream.first_byte_timeout_ms", up.first_byte_timeout_ms),
+            ("upstream.first_token_timeout_ms", up.first_token_timeout_ms),
             ("upstream.idle_timeout_ms", up.idle_timeout_ms),
             ("upstream.total_timeout_ms", up.total_timeout_ms),
         ] {
             if value == 0 {
-                problem(field.into(), "must be greater than 0".into());
+                push(&mut problems, field.into(), "must be greater than 0".into());
             }
         }
 
@@ -185,13 +538,15 @@ impl ConfigFile {
             if let Some(url) = &provider.base_url
                 && !(url.starts_with("http://") || url.starts_with("https://"))
             {
-                problem(
+                push(
+                    &mut problems,
                     format!("providers.{name}.base_url"),
                     format!("`{url}` must start with http:// or https://"),
                 );
             }
             if provider.base_url.is_none() && provider.provider_type.default_base_url().is_none() {
-                problem(
+                push(
+                    &mut problems,
                     format!("providers.{name}.base_url"),
                     format!("required for type `{}`", provider.provider_type.as_str()),
                 );
@@ -201,14 +556,16 @@ impl ConfigFile {
         let mut deployments = Vec::with_capacity(self.deployments.len());
         for (name, deployment) in &self.deployments {
             let Some(provider) = self.providers.get(&deployment.provider) else {
-                problem(
+                push(
+                    &mut problems,
                     format!("deployments.{name}.provider"),
                     format!("no provider named `{}` in [providers]", deployment.provider),
                 );
                 continue;
             };
             if deployment.model.trim().is_empty() {
-                problem(
+                push(
+                    &mut problems,
                     format!("deployments.{name}.model"),
                     "must not be empty".into(),
                 );
@@ -225,7 +582,8 @@ impl ConfigFile {
                 Some(var) => match env(var) {
                     Some(value) if !value.is_empty() => Some(SecretString::from(value)),
                     _ => {
-                        problem(
+                        push(
+                            &mut problems,
                             key_field,
                             format!(
                                 "environment variable `{var}` is not set (needed by deployment `{name}`)"
@@ -236,7 +594,8 @@ impl ConfigFile {
                 },
                 None if provider.provider_type == ProviderType::OpenaiCompatible => None,
                 None => {
-                    problem(
+                    push(
+                        &mut problems,
                         format!("providers.{}.api_key_env", deployment.provider),
                         format!("required for type `{}`", provider.provider_type.as_str()),
                     );
@@ -250,6 +609,17 @@ impl ConfigFile {
                 .unwrap_or_default()
                 .trim_end_matches('/')
                 .to_owned();
+            check(
+                &mut problems,
+                deployment.max_concurrency != Some(0),
+                format!("deployments.{name}.max_concurrency"),
+                "must be greater than 0 (leave it out for no limit)",
+            );
+            let breaker = breaker_policy(
+                deployment.breaker.over(self.breaker),
+                &format!("deployments.{name}.breaker"),
+                &mut problems,
+            );
             deployments.push(DeploymentSettings {
                 name: name.clone(),
                 provider: deployment.provider.clone(),
@@ -258,29 +628,74 @@ impl ConfigFile {
                 model: deployment.model.clone(),
                 api_key,
                 default_max_tokens: deployment.default_max_tokens,
+                capacity: CapacityPolicy {
+                    max_concurrency: deployment.max_concurrency,
+                    max_queue: deployment
+                        .max_queue
+                        .or(deployment.max_concurrency)
+                        .unwrap_or(0),
+                    queue_timeout: Duration::from_millis(deployment.queue_timeout_ms),
+                },
+                breaker,
             });
         }
+
+        // The global breaker is checked once, as the base of every deployment's.
+        breaker_policy(self.breaker, "breaker", &mut problems);
 
         let mut aliases = BTreeMap::new();
         for (alias, section) in &self.aliases {
             if section.deployments.is_empty() {
-                problem(
-                    format!("aliases.{alias}.deployments"),
-                    "must name at least one deployment".into(),
-                );
+                problems.push(FieldProblem {
+                    field: format!("aliases.{alias}.deployments"),
+                    message: "must name at least one deployment".into(),
+                });
             }
-            let mut targets = Vec::new();
-            for (i, target) in section.deployments.iter().enumerate() {
-                match deployments.iter().position(|d| &d.name == target) {
-                    Some(index) => targets.push(index),
-                    None if self.deployments.contains_key(target) => {} // already reported above
-                    None => problem(
-                        format!("aliases.{alias}.deployments[{i}]"),
-                        format!("no deployment named `{target}` in [deployments]"),
-                    ),
+            let mut resolve = |list: &[String], field: &str| -> Vec<usize> {
+                let mut targets = Vec::new();
+                for (i, target) in list.iter().enumerate() {
+                    match deployments.iter().position(|d| &d.name == target) {
+                        Some(index) if targets.contains(&index) => problems.push(FieldProblem {
+                            field: format!("aliases.{alias}.{field}[{i}]"),
+                            message: format!("`{target}` is listed twice"),
+                        }),
+                        Some(index) => targets.push(index),
+                        None if self.deployments.contains_key(target) => {} // reported above
+                        None => problems.push(FieldProblem {
+                            field: format!("aliases.{alias}.{field}[{i}]"),
+                            message: format!("no deployment named `{target}` in [deployments]"),
+                        }),
+                    }
+                }
+                targets
+            };
+            let pool = resolve(&section.deployments, "deployments");
+            let fallbacks = resolve(&section.fallbacks, "fallbacks");
+            for (i, index) in fallbacks.iter().enumerate() {
+                if pool.contains(index) {
+                    problems.push(FieldProblem {
+                        field: format!("aliases.{alias}.fallbacks[{i}]"),
+                        message: format!(
+                            "`{}` is already in the pool (deployments)",
+                            deployments[*index].name
+                        ),
+                    });
                 }
             }
-            aliases.insert(alias.clone(), targets);
+            let policy = section.policy(alias, &self.upstream, &mut problems);
+            let weights = section.weights.clone().unwrap_or_default();
+            aliases.insert(
+                alias.clone(),
+                AliasSettings {
+                    pool: pool
+                        .iter()
+                        .enumerate()
+                        .map(|(i, &d)| (d, weights.get(i).copied().unwrap_or(1)))
+                        .collect(),
+                    fallbacks,
+                    policy,
+                },
+            );
         }
 
         if !problems.is_empty() {
@@ -297,7 +712,7 @@ impl ConfigFile {
             },
             upstream: UpstreamSettings {
                 connect_timeout: Duration::from_millis(up.connect_timeout_ms),
-                first_byte_timeout: Duration::from_millis(up.first_byte_timeout_ms),
+                first_token_timeout: Duration::from_millis(up.first_token_timeout_ms),
                 idle_timeout: Duration::from_millis(up.idle_timeout_ms),
                 total_timeout: Duration::from_millis(up.total_timeout_ms),
             },

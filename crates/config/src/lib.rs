@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use secrecy::SecretString;
+use sluice_routing::{BreakerPolicy, CapacityPolicy, RoutePolicy};
 
 mod file;
 
@@ -54,8 +55,28 @@ pub struct Settings {
     pub upstream: UpstreamSettings,
     /// Deployments in file order.
     pub deployments: Vec<DeploymentSettings>,
-    /// Alias name -> the deployments it routes to, in fallback order (indices into `deployments`).
-    pub aliases: BTreeMap<String, Vec<usize>>,
+    /// Alias name -> its route.
+    pub aliases: BTreeMap<String, AliasSettings>,
+}
+
+/// One alias's route. Deployments are indices into [`Settings::deployments`].
+#[derive(Debug, Clone)]
+pub struct AliasSettings {
+    /// The pool, with each deployment's weight (1 unless `weights` says otherwise).
+    pub pool: Vec<(usize, u32)>,
+    /// Tried in order after the pool.
+    pub fallbacks: Vec<usize>,
+    pub policy: RoutePolicy,
+}
+
+impl AliasSettings {
+    /// Every deployment of the route, pool first.
+    pub fn deployments(&self) -> impl Iterator<Item = usize> + '_ {
+        self.pool
+            .iter()
+            .map(|(d, _)| *d)
+            .chain(self.fallbacks.iter().copied())
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -76,7 +97,7 @@ pub struct StoreSettings {
 pub struct UpstreamSettings {
     pub connect_timeout: Duration,
     /// Until the response headers (and, for streams, the first event) arrive.
-    pub first_byte_timeout: Duration,
+    pub first_token_timeout: Duration,
     /// Longest silence between two stream events.
     pub idle_timeout: Duration,
     /// Whole request, non-streaming.
@@ -96,6 +117,8 @@ pub struct DeploymentSettings {
     pub api_key: Option<SecretString>,
     /// `max_tokens` sent to providers that require one when the client gave none.
     pub default_max_tokens: u32,
+    pub capacity: CapacityPolicy,
+    pub breaker: BreakerPolicy,
 }
 
 impl Settings {

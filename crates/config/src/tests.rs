@@ -1,6 +1,8 @@
 use std::path::Path;
+use std::time::Duration;
 
 use secrecy::ExposeSecret;
+use sluice_routing::{Condition, Conditions, Strategy};
 
 use crate::{ConfigError, ProviderType, Settings};
 
@@ -61,8 +63,8 @@ fn resolves_aliases_keys_and_default_base_urls() {
     assert_eq!(llama.provider_type, ProviderType::OpenaiCompatible);
     assert!(llama.api_key.is_none());
     let targets: Vec<&str> = settings.aliases["fast"]
-        .iter()
-        .map(|&i| settings.deployments[i].name.as_str())
+        .deployments()
+        .map(|i| settings.deployments[i].name.as_str())
         .collect();
     assert_eq!(targets, ["gpt", "llama"]);
 }
@@ -124,4 +126,142 @@ fn unknown_fields_and_wrong_types_are_parse_errors_with_position() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("unknown variant"), "{err}");
+}
+
+#[test]
+fn reads_routing_strategies_retries_breakers_and_timeouts() {
+    let settings = Settings::from_toml(
+        r#"
+        [upstream]
+        first_token_timeout_ms = 30000
+
+        [breaker]
+        consecutive_failures = 3
+        open_ms = 2000
+
+        [providers.local]
+        type = "openai_compatible"
+        base_url = "http://127.0.0.1:8000/v1"
+
+        [deployments.a]
+        provider = "local"
+        model = "m"
+        max_concurrency = 8
+        breaker = { open_ms = 500 }
+
+        [deployments.b]
+        provider = "local"
+        model = "m"
+
+        [deployments.c]
+        provider = "local"
+        model = "m"
+
+        [aliases.chat]
+        deployments = ["a", "b"]
+        strategy = "weighted"
+        weights = [3, 1]
+        fallbacks = ["c"]
+        fallback_on = ["server_error", "context_length_exceeded"]
+        retry = { max_attempts = 4, budget_ratio = 0.1 }
+        timeouts = { first_token_ms = 1500, total_ms = 20000 }
+        hedge = { after_ms = 300, percentile = 95 }
+        drill = { share = 0.01 }
+
+        [aliases.plain]
+        deployments = ["c"]
+        "#,
+        Path::new("sluice.toml"),
+        |_| None,
+    )
+    .unwrap();
+    let a = settings.deployment("a").unwrap();
+    assert_eq!(a.capacity.max_concurrency, Some(8));
+    assert_eq!(
+        a.capacity.max_queue, 8,
+        "the queue defaults to the concurrency"
+    );
+    assert_eq!(a.breaker.open_for, Duration::from_millis(500));
+    assert_eq!(
+        a.breaker.consecutive_failures, 3,
+        "the rest comes from [breaker]"
+    );
+    let b = settings.deployment("b").unwrap();
+    assert_eq!(b.capacity.max_concurrency, None);
+    assert_eq!(b.breaker.open_for, Duration::from_millis(2000));
+
+    let chat = &settings.aliases["chat"];
+    assert_eq!(chat.pool, [(0, 3), (1, 1)]);
+    assert_eq!(chat.fallbacks, [2]);
+    let policy = &chat.policy;
+    assert_eq!(policy.strategy, Strategy::Weighted);
+    assert!(
+        policy
+            .fallback_on
+            .contains(Condition::ContextLengthExceeded)
+    );
+    assert!(!policy.fallback_on.contains(Condition::RateLimited));
+    assert_eq!(policy.retry.max_attempts, Some(4));
+    assert_eq!(policy.retry.budget.ratio, 0.1);
+    assert_eq!(policy.retry.budget.min_retries, 10, "default");
+    assert_eq!(policy.timeouts.first_token, Duration::from_millis(1500));
+    assert_eq!(policy.timeouts.total, Duration::from_secs(20));
+    assert_eq!(
+        policy.timeouts.connect,
+        Duration::from_secs(5),
+        "from [upstream]"
+    );
+    assert_eq!(policy.hedge.unwrap().percentile, Some(95.0));
+    assert_eq!(policy.drill_share, 0.01);
+
+    let plain = &settings.aliases["plain"].policy;
+    assert_eq!(plain.strategy, Strategy::Ordered);
+    assert_eq!(plain.fallback_on, Conditions::default());
+    assert_eq!(plain.timeouts.first_token, Duration::from_secs(30));
+    assert!(plain.hedge.is_none());
+}
+
+#[test]
+fn names_the_field_of_every_routing_problem() {
+    let found = problems(
+        r#"
+        [breaker]
+        failure_ratio = 2.0
+
+        [providers.local]
+        type = "openai_compatible"
+        base_url = "http://127.0.0.1:8000/v1"
+
+        [deployments.a]
+        provider = "local"
+        model = "m"
+        max_concurrency = 0
+
+        [aliases.chat]
+        deployments = ["a"]
+        strategy = "fastest"
+        weights = [1]
+        fallbacks = ["a"]
+        fallback_on = ["server_error", "bad_vibes"]
+        retry = { max_attempts = 0 }
+        hedge = { after_ms = 0 }
+        drill = { share = 1.5 }
+        "#,
+    );
+    for expected in [
+        "breaker.failure_ratio: must be in (0, 1]",
+        "deployments.a.max_concurrency: must be greater than 0 (leave it out for no limit)",
+        "aliases.chat.strategy: `fastest` is not a strategy (ordered, weighted, least_latency, power_of_two)",
+        "aliases.chat.weights: only used with strategy = \"weighted\"",
+        "aliases.chat.fallbacks[0]: `a` is already in the pool (deployments)",
+        "aliases.chat.fallback_on[1]: `bad_vibes` is not a condition",
+        "aliases.chat.retry.max_attempts: must be at least 1",
+        "aliases.chat.hedge.after_ms: must be greater than 0",
+        "aliases.chat.drill.share: must be between 0 and 1",
+    ] {
+        assert!(
+            found.iter().any(|p| p.starts_with(expected)),
+            "missing `{expected}` in {found:#?}"
+        );
+    }
 }

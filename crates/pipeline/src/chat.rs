@@ -1,24 +1,26 @@
-//! Chat dispatch: plan the route, try its deployments in order, settle the record.
+//! Chat: plan the route, run its attempts ([`crate::dispatch`]), settle the record.
 //!
-//! A deployment is abandoned for the next one only when its failure is retryable and nothing
-//! has reached the client yet: for streams, the first upstream event is awaited before the
-//! stream is handed back, so a failure before it still falls back. After that, a failure ends
-//! the stream with an error event and a record that says so.
+//! A request moves on to another attempt only while nothing has reached the client: for
+//! streams, the first upstream event is awaited before the stream is handed back, so a failure
+//! before it still falls back. After that, a failure (or the route's total timeout) ends the
+//! stream with an error event and a record that says so.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Instant;
 
 use futures_util::{Stream, StreamExt};
 use sluice_providers::{
-    Completion, CompletionStream, Deployment, ProviderError, Reply, StreamChunk,
+    Completion, CompletionStream, Deployment, ProviderError, StreamChunk, TimeoutPhase,
 };
-use sluice_routing::RoutePlan;
+use sluice_routing::{Role, RoutePlan, Slot, TimeoutOverrides};
 use sluice_types::{ChatRequest, Classify, Dialect, ErrorKind, StreamError, StreamEvent, Usage};
+use tokio::time::Instant;
 
+use crate::dispatch::{Attempted, Dispatch, Won, skipped};
 use crate::tokens::{estimate_input, estimate_text};
-use crate::{Caller, Exchange, Gateway, PipelineError};
+use crate::{Caller, Exchange, Gateway, PipelineError, schema};
 
 /// Where an answer came from; the server turns it into response headers.
 #[derive(Debug, Clone)]
@@ -37,13 +39,13 @@ pub struct Provenance {
 impl Provenance {
     pub(crate) fn of(
         exchange: &Exchange,
-        plan: &RoutePlan,
+        alias: &Arc<str>,
         deployment: &Deployment,
         served_model: &str,
     ) -> Self {
         Provenance {
             request_id: exchange.id.to_string(),
-            alias: plan.alias.clone(),
+            alias: alias.clone(),
             deployment: deployment.name.clone(),
             provider: deployment.provider.clone(),
             provider_dialect: deployment.kind.dialect(),
@@ -68,73 +70,84 @@ pub enum ChatOutcome {
 }
 
 impl Gateway {
-    /// Plans and dispatches a chat request. On error the exchange has been settled.
+    /// Plans and dispatches a chat request. `overrides` are the timeouts the request asked
+    /// for (never longer than the route's). On error the exchange is handed back to be settled.
     pub async fn chat(
         &self,
         mut exchange: Exchange,
         caller: &Caller,
         req: ChatRequest,
+        overrides: TimeoutOverrides,
     ) -> Result<ChatOutcome, (Exchange, PipelineError)> {
         exchange.set_alias(&req.model, req.stream);
         exchange.set_end_user(req.user.as_deref());
-        let plan = match self.plan(caller, &req.model) {
+        let plan = match self.plan(caller, &req.model, req.stream) {
             Ok(plan) => plan,
             Err(e) => return Err((exchange, e)),
         };
-        for (index, deployment) in plan.deployments.iter().enumerate() {
-            let started = Instant::now();
-            let result = self.inner.upstream.chat(deployment, &req).await;
-            let result = match result {
-                Ok(Reply::Stream(stream)) => first_event(deployment, stream)
-                    .await
-                    .map(|(f, r)| Attempted::Stream(f, r)),
-                Ok(Reply::Complete(completion)) => Ok(Attempted::Complete(completion)),
-                Err(e) => Err(e),
-            };
-            match result {
-                Ok(attempted) => {
-                    exchange.attempt(deployment, started, Ok(()));
-                    return Ok(self.settle(exchange, &plan, deployment, &req, attempted));
-                }
-                Err(e) => {
-                    exchange.attempt(deployment, started, Err(&e));
-                    let more = index + 1 < plan.deployments.len();
-                    tracing::debug!(deployment = %deployment.name, error = %e, fallback = more && e.retryable(), "attempt failed");
-                    if !(more && e.retryable()) {
-                        return Err((exchange, e.into()));
-                    }
-                }
-            }
+        for (health, why) in &plan.skipped {
+            let role = plan
+                .route
+                .members()
+                .find(|(h, _)| Arc::ptr_eq(h, health))
+                .map_or(Role::Pool, |(_, role)| role);
+            exchange.attempt(skipped(
+                health.name(),
+                &health.deployment.provider,
+                role,
+                *why,
+            ));
         }
-        // Only reached when a route has no deployments, which configuration rejects.
-        let error = sluice_routing::RoutingError::UnknownAlias(req.model.clone());
-        Err((exchange, error.into()))
+        if let Some(unavailable) = plan.unavailable() {
+            return Err((exchange, unavailable.into()));
+        }
+        let timeouts = plan.policy().timeouts.limited_by(&overrides);
+        let deadline = Instant::now() + timeouts.total;
+        self.drill(&exchange, &plan, &req);
+        let dispatch = Dispatch {
+            upstream: self.upstream_for(timeouts.connect),
+            plan: &plan,
+            req: &req,
+            timeouts,
+            deadline,
+        };
+        match dispatch.run(&mut exchange).await {
+            Ok(won) => Ok(self.settle(exchange, plan.alias(), &req, won, deadline)),
+            Err(e) => Err((exchange, e)),
+        }
     }
 
-    pub(crate) fn plan(&self, caller: &Caller, model: &str) -> Result<RoutePlan, PipelineError> {
-        let plan = self.inner.router.plan(model)?;
-        if !caller.may_use(&plan.alias) {
+    /// The route for a model, once the caller may use it.
+    pub(crate) fn plan(
+        &self,
+        caller: &Caller,
+        model: &str,
+        stream: bool,
+    ) -> Result<RoutePlan, PipelineError> {
+        let route = self.inner.router.route(model)?;
+        if !caller.may_use(&route.alias) {
             return Err(PipelineError::AliasNotAllowed(model.to_owned()));
         }
-        Ok(plan)
+        Ok(self.inner.router.plan(model, stream)?)
     }
 
     fn settle(
         &self,
         mut exchange: Exchange,
-        plan: &RoutePlan,
-        deployment: &Arc<Deployment>,
+        alias: &Arc<str>,
         req: &ChatRequest,
-        attempted: Attempted,
+        won: Won,
+        deadline: Instant,
     ) -> ChatOutcome {
-        match attempted {
+        let deployment = won.candidate.health.deployment.clone();
+        match won.attempted {
             Attempted::Complete(mut completion) => {
                 // Anthropic answers carry no timestamp; OpenAI clients expect one.
                 if completion.response.created == 0 {
                     completion.response.created = unix_now();
                 }
                 let response = &completion.response;
-                exchange.served_by(deployment, &response.model);
+                exchange.served_by(&deployment, &response.model);
                 exchange.first_token();
                 let usage = response.usage.unwrap_or_else(|| {
                     let output: String = response
@@ -151,37 +164,43 @@ impl Gateway {
                     }
                 });
                 exchange.usage(&usage);
-                let provenance = Provenance::of(&exchange, plan, deployment, &response.model);
+                exchange.attempt_usage(&deployment.name, &usage);
+                exchange.set_schema_valid(schema::check_response(req, response));
+                let provenance = Provenance::of(&exchange, alias, &deployment, &response.model);
                 exchange.finish(200);
                 ChatOutcome::Complete {
                     completion,
                     provenance,
                 }
             }
-            Attempted::Stream(mut first, rest) => {
-                let served_model = first
-                    .events
+            Attempted::Stream(mut held, rest) => {
+                let served_model = held
                     .iter()
+                    .flat_map(|chunk| chunk.events.iter())
                     .find_map(|e| match e {
                         StreamEvent::Start { model, .. } => Some(model.clone()),
                         _ => None,
                     })
                     .unwrap_or_else(|| deployment.model.clone());
-                exchange.served_by(deployment, &served_model);
+                exchange.served_by(&deployment, &served_model);
                 exchange.first_token();
-                let provenance = Provenance::of(&exchange, plan, deployment, &served_model);
+                let provenance = Provenance::of(&exchange, alias, &deployment, &served_model);
                 let mut stream = GuardedStream {
-                    first: None,
+                    held: std::collections::VecDeque::new(),
                     rest,
                     exchange,
+                    slot: won.slot,
+                    deadline: Box::pin(tokio::time::sleep_until(deadline)),
                     input_estimate: estimate_input(req),
                     output_chars: 0,
                     usage: None,
                     upstream_error: None,
                     ended: false,
                 };
-                stream.observe(&mut first);
-                stream.first = Some(first);
+                for chunk in &mut held {
+                    stream.observe(chunk);
+                }
+                stream.held = held.into();
                 ChatOutcome::Stream {
                     stream: Box::new(stream),
                     provenance,
@@ -203,32 +222,18 @@ fn text_of(part: &sluice_types::Part) -> Option<&str> {
     }
 }
 
-enum Attempted {
-    Complete(Completion),
-    Stream(StreamChunk, CompletionStream),
-}
-
-/// Waits for the first upstream event, so a failure before it can still fall back.
-async fn first_event(
-    deployment: &Deployment,
-    mut stream: CompletionStream,
-) -> Result<(StreamChunk, CompletionStream), ProviderError> {
-    match stream.next().await {
-        Some(Ok(chunk)) => Ok((chunk, stream)),
-        Some(Err(e)) => Err(e),
-        None => Err(ProviderError::Truncated {
-            provider: deployment.provider.clone(),
-        }),
-    }
-}
-
 /// A stream from the provider that settles the exchange exactly once: at its end, at its
 /// failure (which it turns into a final chunk carrying [`StreamEvent::Error`], with empty
 /// `raw`), or when dropped because the client went away.
 pub struct GuardedStream {
-    first: Option<StreamChunk>,
+    /// Chunks received before the stream was handed over, sent first.
+    held: std::collections::VecDeque<StreamChunk>,
     rest: CompletionStream,
     exchange: Exchange,
+    /// The deployment's slot, held to the end of the stream.
+    slot: Slot,
+    /// The route's total timeout.
+    deadline: Pin<Box<tokio::time::Sleep>>,
     input_estimate: u32,
     output_chars: usize,
     usage: Option<Usage>,
@@ -272,9 +277,28 @@ impl GuardedStream {
         self.ended = true;
         let usage = self.settled_usage();
         self.exchange.usage(&usage);
+        let deployment = self.slot.health().name().to_owned();
+        self.exchange.attempt_usage(&deployment, &usage);
         match failure {
             Some(kind) => self.exchange.fail_in_stream(kind),
             None => self.exchange.finish_stream(),
+        }
+    }
+}
+
+impl GuardedStream {
+    /// Ends the stream on a failure: the record says so, the client gets an error event.
+    fn fail(&mut self, error: ProviderError) -> StreamChunk {
+        let kind = error.kind();
+        tracing::warn!(request_id = %self.exchange.id, error = %error, "upstream failed mid-stream");
+        self.end(Some(kind));
+        let event = StreamEvent::Error(StreamError {
+            kind,
+            message: error.client_message(),
+        });
+        StreamChunk {
+            raw: bytes::Bytes::new(),
+            events: vec![event],
         }
     }
 }
@@ -283,11 +307,19 @@ impl Stream for GuardedStream {
     type Item = StreamChunk;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<StreamChunk>> {
-        if let Some(first) = self.first.take() {
-            return Poll::Ready(Some(first));
+        if let Some(chunk) = self.held.pop_front() {
+            return Poll::Ready(Some(chunk));
         }
         if self.ended {
             return Poll::Ready(None);
+        }
+        if self.deadline.as_mut().poll(cx).is_ready() {
+            let provider = self.slot.health().deployment.provider.clone();
+            let timeout = ProviderError::Timeout {
+                provider,
+                phase: TimeoutPhase::Total,
+            };
+            return Poll::Ready(Some(self.fail(timeout)));
         }
         match self.rest.poll_next_unpin(cx) {
             Poll::Pending => Poll::Pending,
@@ -296,17 +328,8 @@ impl Stream for GuardedStream {
                 Poll::Ready(Some(chunk))
             }
             Poll::Ready(Some(Err(e))) => {
-                let kind = e.kind();
-                tracing::warn!(request_id = %self.exchange.id, error = %e, "upstream failed mid-stream");
-                self.end(Some(kind));
-                let event = StreamEvent::Error(StreamError {
-                    kind,
-                    message: e.client_message(),
-                });
-                Poll::Ready(Some(StreamChunk {
-                    raw: bytes::Bytes::new(),
-                    events: vec![event],
-                }))
+                self.slot.health().record_late_failure();
+                Poll::Ready(Some(self.fail(e)))
             }
             Poll::Ready(None) => {
                 let failure = self.upstream_error;
@@ -324,6 +347,8 @@ impl Drop for GuardedStream {
             self.ended = true;
             let usage = self.settled_usage();
             self.exchange.usage(&usage);
+            let deployment = self.slot.health().name().to_owned();
+            self.exchange.attempt_usage(&deployment, &usage);
         }
     }
 }

@@ -1,10 +1,13 @@
-//! Embeddings dispatch: same planning and fallback rules as chat, no streaming.
-
-use std::time::Instant;
+//! Embeddings dispatch: the route's candidates in order, the same breakers, conditions and
+//! retry budget as chat; no hedging (an embedding has no first token to wait for).
 
 use sluice_providers::Embeddings;
+use sluice_routing::{Condition, Outcome, TimeoutOverrides};
+use sluice_store::AttemptRecord;
 use sluice_types::{Classify, EmbeddingsRequest};
+use tokio::time::Instant;
 
+use crate::dispatch::{micros, skipped};
 use crate::{Caller, Exchange, Gateway, PipelineError, Provenance};
 
 impl Gateway {
@@ -13,43 +16,127 @@ impl Gateway {
         mut exchange: Exchange,
         caller: &Caller,
         req: EmbeddingsRequest,
+        overrides: TimeoutOverrides,
     ) -> Result<(Embeddings, Provenance), (Exchange, PipelineError)> {
         exchange.set_alias(&req.model, false);
         exchange.set_end_user(req.body.get("user").and_then(|u| u.as_str()));
-        let plan = match self.plan(caller, &req.model) {
+        let plan = match self.plan(caller, &req.model, false) {
             Ok(plan) => plan,
             Err(e) => return Err((exchange, e)),
         };
-        for (index, deployment) in plan.deployments.iter().enumerate() {
+        for (health, why) in &plan.skipped {
+            exchange.attempt(skipped(
+                health.name(),
+                &health.deployment.provider,
+                sluice_routing::Role::Pool,
+                *why,
+            ));
+        }
+        if let Some(unavailable) = plan.unavailable() {
+            return Err((exchange, unavailable.into()));
+        }
+        let policy = plan.policy();
+        let timeouts = policy.timeouts.limited_by(&overrides);
+        let upstream =
+            self.upstream_for(timeouts.connect)
+                .with_timeouts(sluice_providers::Timeouts {
+                    connect: timeouts.connect,
+                    first_token: timeouts.first_token,
+                    idle: timeouts.idle,
+                    total: timeouts.total,
+                });
+        let mut last_error = None;
+        for (index, candidate) in plan.candidates.iter().enumerate() {
+            let health = &candidate.health;
+            let mut slot = match health.acquire().await {
+                Ok(slot) => slot,
+                Err(why) => {
+                    exchange.attempt(skipped(
+                        health.name(),
+                        &health.deployment.provider,
+                        candidate.role,
+                        why,
+                    ));
+                    continue;
+                }
+            };
+            if exchange.attempts() == 0 {
+                plan.route.count_request(health.name());
+            }
             let started = Instant::now();
-            match self.inner.upstream.embeddings(deployment, &req).await {
+            let result = upstream.embeddings(&health.deployment, &req).await;
+            let mut attempt = AttemptRecord {
+                deployment: health.name().to_owned(),
+                provider: health.deployment.provider.clone(),
+                latency_us: micros(started.elapsed()),
+                role: Some(candidate.role.as_str().to_owned()),
+                ..AttemptRecord::default()
+            };
+            match result {
                 Ok(embeddings) => {
-                    exchange.attempt(deployment, started, Ok(()));
+                    slot.record(
+                        Outcome::Success,
+                        Some(started.elapsed()),
+                        Some(started.elapsed()),
+                    );
+                    attempt.outcome = "ok".into();
+                    attempt.status = Some(200);
+                    exchange.attempt(attempt);
                     let served_model = embeddings
                         .model
                         .clone()
-                        .unwrap_or_else(|| deployment.model.clone());
-                    exchange.served_by(deployment, &served_model);
+                        .unwrap_or_else(|| health.deployment.model.clone());
+                    exchange.served_by(&health.deployment, &served_model);
                     if let Some(usage) = &embeddings.usage {
                         exchange.usage(usage);
                     }
-                    let provenance = Provenance::of(&exchange, &plan, deployment, &served_model);
+                    let provenance =
+                        Provenance::of(&exchange, plan.alias(), &health.deployment, &served_model);
                     exchange.finish(200);
                     return Ok((embeddings, provenance));
                 }
                 Err(e) => {
-                    exchange.attempt(deployment, started, Err(&e));
-                    if !(index + 1 < plan.deployments.len() && e.retryable()) {
+                    let condition = Condition::of(&e);
+                    let unhealthy = condition.is_some_and(Condition::is_deployment_fault);
+                    slot.record(
+                        if unhealthy {
+                            Outcome::Failure
+                        } else {
+                            Outcome::Neutral
+                        },
+                        None,
+                        None,
+                    );
+                    attempt.outcome = e.kind().code().to_owned();
+                    attempt.status = e.status();
+                    exchange.attempt(attempt);
+                    let more = index + 1 < plan.candidates.len();
+                    let next = match condition {
+                        None => Some("not_retryable"),
+                        Some(c) if !policy.fallback_on.contains(c) => Some("condition_not_enabled"),
+                        Some(_) if !more => Some("no_more_deployments"),
+                        Some(_) if !plan.route.spend_retry(health.name()) => {
+                            Some("retry_budget_exhausted")
+                        }
+                        Some(_) => None,
+                    };
+                    exchange.then(health.name(), next.unwrap_or("fallback"));
+                    if next.is_some() {
                         return Err((exchange, e.into()));
                     }
+                    last_error = Some(e);
                 }
             }
         }
-        Err((
-            exchange,
-            PipelineError::Routing(sluice_routing::RoutingError::UnknownAlias(
-                req.model.clone(),
-            )),
-        ))
+        let error = match last_error {
+            Some(e) => e.into(),
+            None => PipelineError::Routing(sluice_routing::RoutingError::Unavailable {
+                alias: plan.alias().to_string(),
+                reasons: "every deployment refused a slot".into(),
+                retry_in: std::time::Duration::from_secs(1),
+                rate_limited: false,
+            }),
+        };
+        Err((exchange, error))
     }
 }

@@ -6,9 +6,9 @@
 
 use std::time::Instant;
 
-use sluice_providers::{Deployment, ProviderError};
+use sluice_providers::Deployment;
 use sluice_store::{AttemptRecord, RecordSender, RequestRecord};
-use sluice_types::{Classify, Dialect, ErrorKind, RequestId, Usage};
+use sluice_types::{Dialect, ErrorKind, RequestId, Usage};
 
 use crate::{Caller, Gateway};
 
@@ -50,6 +50,12 @@ pub struct Exchange {
 impl Gateway {
     /// Starts the record of a new request.
     pub fn begin(&self, endpoint: Endpoint, dialect: Dialect) -> Exchange {
+        Exchange::new(self.inner.records.clone(), endpoint, dialect)
+    }
+}
+
+impl Exchange {
+    pub(crate) fn new(sender: RecordSender, endpoint: Endpoint, dialect: Dialect) -> Exchange {
         let id = RequestId::new();
         Exchange {
             id,
@@ -63,13 +69,32 @@ impl Gateway {
                 error_code: Some("client_disconnected".to_owned()),
                 ..RequestRecord::default()
             },
-            sender: self.inner.records.clone(),
+            sender,
             submitted: false,
         }
     }
-}
 
-impl Exchange {
+    /// A drill of a live request: its own record, owned by nobody (its cost is the drill's).
+    pub(crate) fn drill_of(&self, alias: &str) -> Exchange {
+        let endpoint = match self.record.endpoint.as_str() {
+            "messages" => Endpoint::Messages,
+            _ => Endpoint::ChatCompletions,
+        };
+        let dialect = match self.record.dialect.as_str() {
+            "anthropic" => Dialect::Anthropic,
+            _ => Dialect::OpenAi,
+        };
+        let mut drill = Exchange::new(self.sender.clone(), endpoint, dialect);
+        drill.record.drill_of = Some(self.record.id.clone());
+        drill.record.alias = Some(alias.to_owned());
+        drill.record.stream = self.record.stream;
+        drill
+    }
+
+    pub fn id(&self) -> &RequestId {
+        &self.id
+    }
+
     pub fn set_caller(&mut self, caller: &Caller) {
         self.record.key_id = Some(caller.key.id.clone());
         self.record.team = caller.key.team.clone();
@@ -95,28 +120,45 @@ impl Exchange {
         u64::try_from(self.started.elapsed().as_micros()).unwrap_or(u64::MAX)
     }
 
-    pub(crate) fn attempt(
-        &mut self,
-        deployment: &Deployment,
-        started: Instant,
-        outcome: Result<(), &ProviderError>,
-    ) {
-        self.record.attempts.push(AttemptRecord {
-            deployment: deployment.name.clone(),
-            provider: deployment.provider.clone(),
-            outcome: match outcome {
-                Ok(()) => "ok".to_owned(),
-                Err(e) => e.kind().code().to_owned(),
-            },
-            status: match outcome {
-                Ok(()) => Some(200),
-                Err(e) => e.status(),
-            },
-            latency_us: u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
-        });
+    /// Appends an attempt (or a skipped deployment) to the record.
+    pub(crate) fn attempt(&mut self, attempt: AttemptRecord) {
+        self.record.attempts.push(attempt);
+    }
+
+    /// Says what happened after the latest attempt of `deployment` (`retry`, `fallback`,
+    /// `hedge`, or why the request stopped there).
+    pub(crate) fn then(&mut self, deployment: &str, next: &str) {
+        if let Some(attempt) = self
+            .record
+            .attempts
+            .iter_mut()
+            .rev()
+            .find(|a| a.deployment == deployment && a.outcome != "skipped")
+        {
+            attempt.next = Some(next.to_owned());
+        }
+    }
+
+    /// Usage of the attempt that served the answer.
+    pub(crate) fn attempt_usage(&mut self, deployment: &str, usage: &Usage) {
+        if let Some(attempt) = self
+            .record
+            .attempts
+            .iter_mut()
+            .rev()
+            .find(|a| a.deployment == deployment && a.outcome == "ok")
+        {
+            attempt.input_tokens = Some(usage.input_tokens);
+            attempt.output_tokens = Some(usage.output_tokens);
+        }
+    }
+
+    pub(crate) fn set_schema_valid(&mut self, valid: Option<bool>) {
+        self.record.schema_valid = valid;
     }
 
     pub(crate) fn served_by(&mut self, deployment: &Deployment, served_model: &str) {
+        // (An empty model: the deployment answered nothing, as for a failed drill.)
         self.record.deployment = Some(deployment.name.clone());
         self.record.provider = Some(deployment.provider.clone());
         if !served_model.is_empty() {
@@ -137,8 +179,13 @@ impl Exchange {
         self.record.usage_estimated = usage.estimated;
     }
 
+    /// Attempts sent upstream (skipped deployments not counted).
     pub fn attempts(&self) -> usize {
-        self.record.attempts.len()
+        self.record
+            .attempts
+            .iter()
+            .filter(|a| a.outcome != "skipped")
+            .count()
     }
 
     /// Ends the exchange successfully with the status sent to the client.
@@ -151,6 +198,14 @@ impl Exchange {
     /// Ends the exchange with a failure of `kind`, answered with `status`.
     pub fn fail(mut self, status: u16, kind: ErrorKind) {
         self.record.status = status;
+        self.record.error_code = Some(kind.code().to_owned());
+        self.submit();
+    }
+
+    /// A drill that failed. Drills have no client: the status is the upstream's, 0 when it
+    /// never answered.
+    pub(crate) fn fail_drill(mut self, kind: ErrorKind, upstream_status: Option<u16>) {
+        self.record.status = upstream_status.unwrap_or(0);
         self.record.error_code = Some(kind.code().to_owned());
         self.submit();
     }

@@ -3,15 +3,19 @@
 //! ```text
 //! begin        -> Exchange     (the request's record, submitted exactly once, even on drop)
 //! authenticate -> Caller       (virtual key -> team, user, allowed aliases)
-//! plan         -> RoutePlan    (alias -> deployments; scope checked)
-//! dispatch     -> ChatOutcome  (first deployment that answers; fallback before the first byte)
-//! settle       -> record       (usage, served model, attempts, latency; streams settle on end or drop)
+//! plan         -> RoutePlan    (alias -> ordered candidates, open circuits skipped; scope checked)
+//! dispatch     -> Won          (attempts: retries, fallbacks, hedges, within budget and deadline)
+//! settle       -> ChatOutcome  (usage, served model, attempts, latency; streams settle on end or drop)
 //! ```
+//!
+//! Drills ([`drill`]) shadow a share of live requests to each fallback in the background.
 //!
 //! `sluice-server` decodes the client's dialect before and encodes it after; everything between
 //! is here. See `docs/architecture.md`.
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
 
 use sluice_providers::{ProviderError, Upstream};
 use sluice_routing::{Router, RoutingError};
@@ -20,13 +24,17 @@ use sluice_types::{Classify, ErrorKind, Origin};
 
 mod auth;
 mod chat;
+mod dispatch;
+pub mod drill;
 mod embeddings;
 mod exchange;
+mod schema;
 pub mod tokens;
 
 pub use auth::Caller;
 pub use chat::{ChatOutcome, GuardedStream, Provenance};
 pub use exchange::{Endpoint, Exchange};
+pub use sluice_routing::TimeoutOverrides;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
@@ -76,6 +84,7 @@ impl Classify for PipelineError {
     fn retry_after_secs(&self) -> Option<u64> {
         match self {
             PipelineError::Provider(e) => e.retry_after_secs(),
+            PipelineError::Routing(e) => e.retry_after_secs(),
             _ => None,
         }
     }
@@ -110,22 +119,65 @@ pub struct Gateway {
 struct Inner {
     router: Router,
     upstream: Upstream,
+    /// Clients for routes with a connect timeout of their own (reqwest fixes it per client).
+    upstreams_by_connect: Vec<(Duration, Upstream)>,
     store: Store,
     records: RecordSender,
     keys: auth::KeyCache,
+    drills: Drills,
+}
+
+/// The drills in flight: owned tasks, bounded.
+#[derive(Debug)]
+struct Drills {
+    tasks: tokio_util::task::TaskTracker,
+    slots: Arc<tokio::sync::Semaphore>,
+    shed: AtomicU64,
 }
 
 impl Gateway {
     pub fn new(router: Router, upstream: Upstream, store: Store, records: RecordSender) -> Gateway {
+        let mut upstreams_by_connect: Vec<(Duration, Upstream)> = Vec::new();
+        for route in router.routes() {
+            let connect = route.policy.timeouts.connect;
+            if connect == upstream.timeouts().connect
+                || upstreams_by_connect.iter().any(|(d, _)| *d == connect)
+            {
+                continue;
+            }
+            match upstream.with_connect_timeout(connect) {
+                Ok(client) => upstreams_by_connect.push((connect, client)),
+                // Only a TLS backend that cannot start fails here, and the default client
+                // started: keep it, and say so.
+                Err(e) => {
+                    tracing::warn!(alias = %route.alias, error = %e, "route connect timeout ignored")
+                }
+            }
+        }
         Gateway {
             inner: Arc::new(Inner {
                 router,
                 upstream,
+                upstreams_by_connect,
                 store,
                 records,
                 keys: auth::KeyCache::default(),
+                drills: Drills {
+                    tasks: tokio_util::task::TaskTracker::new(),
+                    slots: Arc::new(tokio::sync::Semaphore::new(drill::MAX_DRILLS_IN_FLIGHT)),
+                    shed: AtomicU64::new(0),
+                },
             }),
         }
+    }
+
+    /// The upstream client with this connect timeout (the default one when no route set it).
+    pub(crate) fn upstream_for(&self, connect: Duration) -> &Upstream {
+        self.inner
+            .upstreams_by_connect
+            .iter()
+            .find(|(d, _)| *d == connect)
+            .map_or(&self.inner.upstream, |(_, upstream)| upstream)
     }
 
     pub fn router(&self) -> &Router {

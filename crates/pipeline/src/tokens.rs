@@ -5,8 +5,10 @@
 //! English with its BPE tokenizers; it is off by tens of percent for code and other languages,
 //! which is why it is labelled, never passed off as the provider's count.
 
-use sluice_types::{ChatRequest, Part};
+use sluice_store::AttemptRecord;
+use sluice_types::{ChatRequest, Classify, Part};
 
+use crate::dispatch::micros;
 use crate::{Caller, Exchange, Gateway, PipelineError, Provenance};
 
 /// A prompt's token count, and whether the gateway estimated it.
@@ -26,17 +28,31 @@ impl Gateway {
         req: ChatRequest,
     ) -> Result<(TokenCount, Provenance), (Exchange, PipelineError)> {
         exchange.set_alias(&req.model, false);
-        let plan = match self.plan(caller, &req.model) {
+        let plan = match self.plan(caller, &req.model, false) {
             Ok(plan) => plan,
             Err(e) => return Err((exchange, e)),
         };
-        let Some(deployment) = plan.deployments.first() else {
-            return Err((
-                exchange,
+        let Some(candidate) = plan.candidates.first() else {
+            let unavailable = plan.unavailable().map_or(
                 PipelineError::Routing(sluice_routing::RoutingError::UnknownAlias(req.model)),
-            ));
+                PipelineError::Routing,
+            );
+            return Err((exchange, unavailable));
         };
+        let deployment = &candidate.health.deployment;
         let started = std::time::Instant::now();
+        let attempt = |outcome: Result<(), &sluice_providers::ProviderError>| AttemptRecord {
+            deployment: deployment.name.clone(),
+            provider: deployment.provider.clone(),
+            outcome: match outcome {
+                Ok(()) => "ok".to_owned(),
+                Err(e) => e.kind().code().to_owned(),
+            },
+            status: outcome.map_or_else(|e| e.status(), |()| Some(200)),
+            latency_us: micros(started.elapsed()),
+            role: Some(candidate.role.as_str().to_owned()),
+            ..AttemptRecord::default()
+        };
         let count = match self.inner.upstream.count_tokens(deployment, &req).await {
             Ok(Some(n)) => TokenCount {
                 input_tokens: n,
@@ -47,18 +63,18 @@ impl Gateway {
                 estimated: true,
             },
             Err(e) => {
-                exchange.attempt(deployment, started, Err(&e));
+                exchange.attempt(attempt(Err(&e)));
                 return Err((exchange, e.into()));
             }
         };
-        exchange.attempt(deployment, started, Ok(()));
+        exchange.attempt(attempt(Ok(())));
         exchange.served_by(deployment, &deployment.model);
         exchange.usage(&sluice_types::Usage {
             input_tokens: count.input_tokens,
             estimated: count.estimated,
             ..Default::default()
         });
-        let provenance = Provenance::of(&exchange, &plan, deployment, &deployment.model);
+        let provenance = Provenance::of(&exchange, plan.alias(), deployment, &deployment.model);
         exchange.finish(200);
         Ok((count, provenance))
     }

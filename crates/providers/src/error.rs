@@ -8,20 +8,51 @@ use sluice_wire::WireError;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TimeoutPhase {
     /// No response headers (or, for streams, no first event) in time.
-    FirstByte,
+    FirstToken,
     /// A stream went quiet for too long between events.
     Idle,
-    /// The whole non-streaming exchange took too long.
+    /// The request as a whole (all attempts, the stream included) took too long.
     Total,
 }
 
 impl TimeoutPhase {
     fn as_str(self) -> &'static str {
         match self {
-            TimeoutPhase::FirstByte => "first byte",
+            TimeoutPhase::FirstToken => "time to first token",
             TimeoutPhase::Idle => "inter-chunk idle",
             TimeoutPhase::Total => "total",
         }
+    }
+}
+
+/// A refusal another deployment may not share: a longer context window, another filter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RejectCause {
+    ContextLengthExceeded,
+    ContentFiltered,
+}
+
+impl RejectCause {
+    /// Reads the cause from a decoded error body: OpenAI's `code`, else the message wording
+    /// of OpenAI, Anthropic, Azure and the common compatible servers (vLLM, llama.cpp).
+    pub(crate) fn of(error: &sluice_wire::UpstreamError) -> Option<RejectCause> {
+        let code = error.code.as_deref().unwrap_or_default();
+        let message = error.message.to_ascii_lowercase();
+        if code == "context_length_exceeded"
+            || message.contains("maximum context length")
+            || message.contains("prompt is too long")
+            || message.contains("context window")
+            || message.contains("context length")
+        {
+            return Some(RejectCause::ContextLengthExceeded);
+        }
+        if matches!(code, "content_filter" | "content_policy_violation")
+            || message.contains("content management policy")
+            || message.contains("content filter")
+        {
+            return Some(RejectCause::ContentFiltered);
+        }
+        None
     }
 }
 
@@ -55,6 +86,8 @@ pub enum ProviderError {
         kind: ErrorKind,
         message: String,
         retry_after: Option<u64>,
+        /// Why the provider refused a request it could read, when its body says.
+        cause: Option<RejectCause>,
     },
     /// The provider's answer could not be decoded.
     #[error("provider `{provider}` sent a malformed response: {detail}")]
@@ -106,6 +139,14 @@ impl Classify for ProviderError {
 }
 
 impl ProviderError {
+    /// Why the provider refused the request, when it said.
+    pub fn cause(&self) -> Option<RejectCause> {
+        match self {
+            ProviderError::Status { cause, .. } => *cause,
+            _ => None,
+        }
+    }
+
     /// The upstream HTTP status, when the provider answered one.
     pub fn status(&self) -> Option<u16> {
         match self {

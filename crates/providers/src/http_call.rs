@@ -9,7 +9,7 @@ use sluice_types::StreamEvent;
 use sluice_wire::WireError;
 use sluice_wire::sse::{SseEvent, SseParser};
 
-use crate::error::{kind_for_status, retry_after};
+use crate::error::{RejectCause, kind_for_status, retry_after};
 use crate::{CompletionStream, Deployment, ProviderError, StreamChunk, TimeoutPhase, Upstream};
 
 /// Largest non-streamed upstream body accepted (a 64 MiB answer is far beyond any model's
@@ -28,17 +28,17 @@ pub(crate) async fn send(
     decode_error: ErrorDecoder,
 ) -> Result<reqwest::Response, ProviderError> {
     let provider = || deployment.provider.clone();
-    let response = tokio::time::timeout(upstream.timeouts.first_byte, request.send())
+    let response = tokio::time::timeout(upstream.timeouts.first_token, request.send())
         .await
         .map_err(|_| ProviderError::Timeout {
             provider: provider(),
-            phase: TimeoutPhase::FirstByte,
+            phase: TimeoutPhase::FirstToken,
         })?
         .map_err(|source| {
             if source.is_timeout() {
                 ProviderError::Timeout {
                     provider: provider(),
-                    phase: TimeoutPhase::FirstByte,
+                    phase: TimeoutPhase::FirstToken,
                 }
             } else {
                 ProviderError::Connect {
@@ -56,7 +56,9 @@ pub(crate) async fn send(
     let body = read_body(upstream, deployment, response)
         .await
         .unwrap_or_default();
-    let message = decode_error(&body)
+    let decoded = decode_error(&body);
+    let cause = decoded.as_ref().and_then(RejectCause::of);
+    let message = decoded
         .map(|e| e.message)
         .filter(|m| !m.is_empty())
         .unwrap_or_else(|| format!("the provider rejected the request with status {status}"));
@@ -66,6 +68,7 @@ pub(crate) async fn send(
         kind: kind_for_status(status),
         message,
         retry_after,
+        cause,
     })
 }
 

@@ -23,7 +23,7 @@ mod error;
 mod http_call;
 pub mod openai;
 
-pub use error::{ProviderError, TimeoutPhase};
+pub use error::{ProviderError, RejectCause, TimeoutPhase};
 
 /// The kinds of upstream. Names match the config `type` values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,12 +66,16 @@ pub struct Deployment {
     pub default_max_tokens: u32,
 }
 
-/// Timeouts applied to every upstream call.
-#[derive(Debug, Clone, Copy)]
+/// Timeouts applied to an upstream call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Timeouts {
+    /// TCP + TLS connect; fixed per HTTP client (see [`Upstream::with_connect_timeout`]).
     pub connect: Duration,
-    pub first_byte: Duration,
+    /// Until the response headers arrive (the first event is awaited by the caller).
+    pub first_token: Duration,
+    /// Longest silence between two stream events.
     pub idle: Duration,
+    /// Reading a whole non-streamed body.
     pub total: Duration,
 }
 
@@ -158,6 +162,27 @@ impl Upstream {
 
     pub fn timeouts(&self) -> Timeouts {
         self.timeouts
+    }
+
+    /// The same client and pool with other first-token, idle and total timeouts (cheap: the
+    /// client is shared). The connect timeout stays the client's.
+    pub fn with_timeouts(&self, timeouts: Timeouts) -> Upstream {
+        Upstream {
+            client: self.client.clone(),
+            timeouts: Timeouts {
+                connect: self.timeouts.connect,
+                ..timeouts
+            },
+        }
+    }
+
+    /// A client of its own with another connect timeout: reqwest fixes it per client, so a
+    /// route with its own connect timeout gets its own pool, built once at start.
+    pub fn with_connect_timeout(&self, connect: Duration) -> Result<Upstream, reqwest::Error> {
+        Upstream::new(Timeouts {
+            connect,
+            ..self.timeouts
+        })
     }
 
     /// Sends a chat request to a deployment. Streams when `req.stream` is set.

@@ -394,7 +394,7 @@ async fn run(kind: ProviderKind, scenario: Scenario) {
                 matches!(
                     err,
                     ProviderError::Timeout {
-                        phase: TimeoutPhase::FirstByte,
+                        phase: TimeoutPhase::FirstToken,
                         ..
                     }
                 ),
@@ -455,7 +455,7 @@ fn timeouts(scenario: Scenario) -> Timeouts {
     let generous = Duration::from_secs(10);
     Timeouts {
         connect: generous,
-        first_byte: if scenario == Scenario::FirstByteTimeout {
+        first_token: if scenario == Scenario::FirstByteTimeout {
             SHORT
         } else {
             generous

@@ -1,106 +1,342 @@
-//! Routing: which deployments may serve an alias, in the order they are tried.
+//! Routing: which deployments may serve an alias, in which order, and what the gateway knows
+//! about each of them right now.
 //!
-//! A [`Router`] is built once from configuration and swapped whole on reload. [`Router::plan`]
-//! turns the model a client asked for into a [`RoutePlan`]; the pipeline walks the plan,
-//! moving to the next deployment only on a retryable failure before the first byte reached the
-//! client. Selection strategies, retry budgets, breakers and hedging build on this type.
+//! - [`Router`] is built once from configuration; [`Router::plan`] turns the model a client
+//!   asked for into a [`RoutePlan`]: the route's pool ordered by its [`Strategy`], then its
+//!   fallbacks, leaving out deployments whose circuit is open or that asked to be left alone
+//!   (`Retry-After`), which the plan lists as skipped.
+//! - [`health`]: per deployment, the breaker, latency estimates and concurrency limit.
+//! - [`budget`]: per route and deployment, the retry budget.
+//! - [`policy`]: what a route promises (conditions, retries, timeouts, hedging, drills).
+//!
+//! The attempt loop itself — sending, waiting, hedging, retrying — is the pipeline's; this
+//! crate answers its questions (what next, may I retry, how long to wait) and keeps the state.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
-use sluice_providers::Deployment;
 use sluice_types::{Classify, ErrorKind, Origin};
+use tokio::time::Instant;
+
+pub mod breaker;
+pub mod budget;
+pub mod health;
+pub mod policy;
+mod select;
+mod window;
+
+pub use breaker::{Admission, BreakerPolicy, BreakerState, Outcome};
+pub use budget::{BudgetStatus, RetryBudget};
+pub use health::{CapacityPolicy, DeploymentHealth, DeploymentStatus, Slot, Unavailable};
+pub use policy::{
+    BudgetPolicy, Condition, Conditions, HedgePolicy, RetryPolicy, RoutePolicy, RouteTimeouts,
+    Strategy, TimeoutOverrides,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RoutingError {
     #[error("the model `{0}` does not exist or is not served by this gateway")]
     UnknownAlias(String),
+    /// Every deployment of the route is refusing requests for now. When each of them is
+    /// only waiting out a provider's `Retry-After`, that is a rate limit (429), not an outage.
+    #[error("no deployment of `{alias}` can take requests now ({reasons}); retry in {}s", .retry_in.as_secs_f64().ceil().max(1.0))]
+    Unavailable {
+        alias: String,
+        reasons: String,
+        retry_in: Duration,
+        rate_limited: bool,
+    },
 }
 
 impl Classify for RoutingError {
     fn kind(&self) -> ErrorKind {
-        ErrorKind::NotFound
+        match self {
+            RoutingError::UnknownAlias(_) => ErrorKind::NotFound,
+            RoutingError::Unavailable {
+                rate_limited: true, ..
+            } => ErrorKind::RateLimited,
+            RoutingError::Unavailable { .. } => ErrorKind::RouteUnavailable,
+        }
     }
     fn origin(&self) -> Origin {
-        Origin::Client
+        match self {
+            RoutingError::UnknownAlias(_) => Origin::Client,
+            RoutingError::Unavailable { .. } => Origin::Gateway,
+        }
     }
     fn retryable(&self) -> bool {
         false
     }
+    fn retry_after_secs(&self) -> Option<u64> {
+        match self {
+            RoutingError::Unavailable { retry_in, .. } => {
+                Some(retry_in.as_secs_f64().ceil().max(1.0) as u64)
+            }
+            RoutingError::UnknownAlias(_) => None,
+        }
+    }
 }
 
-/// The deployments of one alias, in fallback order.
+/// Whether a deployment is part of the pool or one of the fallbacks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    Pool,
+    Fallback,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Pool => "pool",
+            Role::Fallback => "fallback",
+        }
+    }
+}
+
+/// A route as configured: its pool (with weights), its fallbacks, its policy.
+#[derive(Debug, Clone)]
+pub struct RouteSpec {
+    pub alias: String,
+    pub pool: Vec<(Arc<DeploymentHealth>, u32)>,
+    pub fallbacks: Vec<Arc<DeploymentHealth>>,
+    pub policy: RoutePolicy,
+}
+
+/// A live route: its spec plus the retry budget of each of its deployments.
+#[derive(Debug)]
+pub struct Route {
+    pub alias: Arc<str>,
+    pool: Vec<Member>,
+    fallbacks: Vec<Arc<DeploymentHealth>>,
+    pub policy: RoutePolicy,
+    budgets: HashMap<String, Mutex<RetryBudget>>,
+}
+
+#[derive(Debug)]
+struct Member {
+    health: Arc<DeploymentHealth>,
+    weight: u32,
+}
+
+impl select::Ranked for Member {
+    fn weight(&self) -> u32 {
+        self.weight
+    }
+    fn health(&self) -> &DeploymentHealth {
+        &self.health
+    }
+}
+
+/// The state of a route's retry budget for one deployment.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RouteBudget {
+    pub deployment: String,
+    pub role: Role,
+    #[serde(flatten)]
+    pub budget: BudgetStatus,
+}
+
+impl Route {
+    fn new(spec: RouteSpec) -> Route {
+        let now = Instant::now();
+        let budgets = spec
+            .pool
+            .iter()
+            .map(|(h, _)| h)
+            .chain(&spec.fallbacks)
+            .map(|h| {
+                let budget = RetryBudget::new(spec.policy.retry.budget, now);
+                (h.name().to_owned(), Mutex::new(budget))
+            })
+            .collect();
+        Route {
+            alias: Arc::from(spec.alias.as_str()),
+            pool: spec
+                .pool
+                .into_iter()
+                .map(|(health, weight)| Member { health, weight })
+                .collect(),
+            fallbacks: spec.fallbacks,
+            policy: spec.policy,
+            budgets,
+        }
+    }
+
+    fn with_budget<T>(&self, deployment: &str, f: impl FnOnce(&mut RetryBudget) -> T) -> Option<T> {
+        let budget = self.budgets.get(deployment)?;
+        let mut budget = budget.lock().unwrap_or_else(PoisonError::into_inner);
+        Some(f(&mut budget))
+    }
+
+    /// A request reached `deployment` as its first attempt.
+    pub fn count_request(&self, deployment: &str) {
+        self.with_budget(deployment, |b| b.request(Instant::now()));
+    }
+
+    /// Spends one retry (or hedge) from the budget of the deployment whose failure (or
+    /// slowness) causes it. `false`: over budget, do not retry.
+    pub fn spend_retry(&self, caused_by: &str) -> bool {
+        self.with_budget(caused_by, |b| b.try_spend(Instant::now()))
+            .unwrap_or(false)
+    }
+
+    /// Every deployment of the route with its role, pool first.
+    pub fn members(&self) -> impl Iterator<Item = (&Arc<DeploymentHealth>, Role)> {
+        self.pool
+            .iter()
+            .map(|m| (&m.health, Role::Pool))
+            .chain(self.fallbacks.iter().map(|h| (h, Role::Fallback)))
+    }
+
+    pub fn fallbacks(&self) -> &[Arc<DeploymentHealth>] {
+        &self.fallbacks
+    }
+
+    pub fn budgets(&self) -> Vec<RouteBudget> {
+        let now = Instant::now();
+        self.members()
+            .filter_map(|(health, role)| {
+                self.with_budget(health.name(), |b| RouteBudget {
+                    deployment: health.name().to_owned(),
+                    role,
+                    budget: b.status(now),
+                })
+            })
+            .collect()
+    }
+}
+
+/// A deployment the plan will try, and in which role.
+#[derive(Debug, Clone)]
+pub struct Candidate {
+    pub health: Arc<DeploymentHealth>,
+    pub role: Role,
+}
+
+/// One request's route: the deployments to try, in order, and the ones left out.
 #[derive(Debug, Clone)]
 pub struct RoutePlan {
-    pub alias: Arc<str>,
-    pub deployments: Arc<[Arc<Deployment>]>,
+    pub route: Arc<Route>,
+    pub candidates: Vec<Candidate>,
+    /// Deployments of the route not tried, and why.
+    pub skipped: Vec<(Arc<DeploymentHealth>, Unavailable)>,
 }
 
-/// Alias name -> deployments.
+impl RoutePlan {
+    pub fn alias(&self) -> &Arc<str> {
+        &self.route.alias
+    }
+
+    pub fn policy(&self) -> &RoutePolicy {
+        &self.route.policy
+    }
+
+    /// The error for a plan without candidates: every deployment is refusing requests
+    /// (circuits open, or cooling down after a `Retry-After`), with the earliest time to try
+    /// again.
+    pub fn unavailable(&self) -> Option<RoutingError> {
+        if !self.candidates.is_empty() {
+            return None;
+        }
+        let retry_in = self
+            .skipped
+            .iter()
+            .map(|(_, why)| why.retry_in())
+            .min()
+            .unwrap_or(Duration::from_secs(1));
+        let reasons = self
+            .skipped
+            .iter()
+            .map(|(h, why)| format!("{}: {}", h.name(), why.as_str()))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let rate_limited = !self.skipped.is_empty()
+            && self
+                .skipped
+                .iter()
+                .all(|(_, why)| matches!(why, Unavailable::CoolingDown { .. }));
+        Some(RoutingError::Unavailable {
+            alias: self.route.alias.to_string(),
+            reasons,
+            retry_in,
+            rate_limited,
+        })
+    }
+}
+
+/// Alias name -> route, plus every deployment's health.
 #[derive(Debug, Clone, Default)]
 pub struct Router {
-    routes: BTreeMap<String, RoutePlan>,
+    routes: BTreeMap<String, Arc<Route>>,
+    deployments: Vec<Arc<DeploymentHealth>>,
 }
 
 impl Router {
-    /// `aliases` maps each alias to the deployments it routes to, in order.
-    pub fn new(aliases: impl IntoIterator<Item = (String, Vec<Arc<Deployment>>)>) -> Router {
-        let routes = aliases
+    /// `deployments` is every configured deployment (also those no route uses), for status.
+    pub fn new(
+        routes: impl IntoIterator<Item = RouteSpec>,
+        deployments: Vec<Arc<DeploymentHealth>>,
+    ) -> Router {
+        let routes = routes
             .into_iter()
-            .map(|(alias, deployments)| {
-                let plan = RoutePlan {
-                    alias: Arc::from(alias.as_str()),
-                    deployments: deployments.into(),
-                };
-                (alias, plan)
-            })
+            .map(|spec| (spec.alias.clone(), Arc::new(Route::new(spec))))
             .collect();
-        Router { routes }
+        Router {
+            routes,
+            deployments,
+        }
     }
 
-    pub fn plan(&self, model: &str) -> Result<RoutePlan, RoutingError> {
+    pub fn route(&self, model: &str) -> Result<&Arc<Route>, RoutingError> {
         self.routes
             .get(model)
-            .cloned()
             .ok_or_else(|| RoutingError::UnknownAlias(model.to_owned()))
+    }
+
+    /// The deployments to try for one request, in order, and the ones left out. When every
+    /// deployment is refusing requests, there are no candidates: see
+    /// [`RoutePlan::unavailable`].
+    pub fn plan(&self, model: &str, stream: bool) -> Result<RoutePlan, RoutingError> {
+        let route = self.route(model)?.clone();
+        let order = select::order(&route.pool, route.policy.strategy, stream, &mut rand::rng());
+        let now = Instant::now();
+        let mut candidates = Vec::with_capacity(route.pool.len() + route.fallbacks.len());
+        let mut skipped = Vec::new();
+        let ordered = order
+            .into_iter()
+            .map(|i| (&route.pool[i].health, Role::Pool))
+            .chain(route.fallbacks.iter().map(|h| (h, Role::Fallback)));
+        for (health, role) in ordered {
+            match health.available(now) {
+                Ok(()) => candidates.push(Candidate {
+                    health: health.clone(),
+                    role,
+                }),
+                Err(why) => skipped.push((health.clone(), why)),
+            }
+        }
+        Ok(RoutePlan {
+            route,
+            candidates,
+            skipped,
+        })
     }
 
     /// Every alias, sorted.
     pub fn aliases(&self) -> impl Iterator<Item = &str> {
         self.routes.keys().map(String::as_str)
     }
+
+    pub fn routes(&self) -> impl Iterator<Item = &Arc<Route>> {
+        self.routes.values()
+    }
+
+    pub fn deployments(&self) -> &[Arc<DeploymentHealth>] {
+        &self.deployments
+    }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use sluice_providers::ProviderKind;
-
-    fn deployment(name: &str) -> Arc<Deployment> {
-        Arc::new(Deployment {
-            name: name.into(),
-            provider: "p".into(),
-            kind: ProviderKind::OpenAiCompatible,
-            base_url: "http://127.0.0.1:1/v1".into(),
-            model: "m".into(),
-            api_key: None,
-            default_max_tokens: 16,
-        })
-    }
-
-    #[test]
-    fn plans_deployments_in_configured_order() {
-        let router = Router::new([("fast".to_owned(), vec![deployment("a"), deployment("b")])]);
-        let plan = router.plan("fast").unwrap();
-        assert_eq!(&*plan.alias, "fast");
-        assert_eq!(
-            plan.deployments
-                .iter()
-                .map(|d| d.name.as_str())
-                .collect::<Vec<_>>(),
-            ["a", "b"]
-        );
-        assert!(matches!(router.plan("slow"), Err(RoutingError::UnknownAlias(m)) if m == "slow"));
-        assert_eq!(router.aliases().collect::<Vec<_>>(), ["fast"]);
-    }
-}
+mod tests;

@@ -5,7 +5,7 @@ use axum::body::Body;
 use axum::response::Response;
 use bytes::Bytes;
 use http::{HeaderMap, header};
-use sluice_pipeline::{Caller, Endpoint, Exchange};
+use sluice_pipeline::{Caller, Endpoint, Exchange, TimeoutOverrides};
 use sluice_types::{Dialect, ErrorKind};
 
 use crate::provenance;
@@ -106,4 +106,31 @@ pub(crate) async fn admit_with_body(
         Ok(bytes) => Ok((exchange, caller, bytes)),
         Err(e) => Err(fail(exchange, dialect, e)),
     }
+}
+
+/// Timeouts a request asks for, each in milliseconds: `x-sluice-timeout-ms` (the whole
+/// request), `x-sluice-first-token-timeout-ms` and `x-sluice-idle-timeout-ms` (per attempt).
+/// They can only shorten the route's.
+pub(crate) fn timeout_overrides(headers: &HeaderMap) -> Result<TimeoutOverrides, ApiError> {
+    let read = |name: &str| -> Result<Option<std::time::Duration>, ApiError> {
+        let Some(value) = headers.get(name) else {
+            return Ok(None);
+        };
+        match value
+            .to_str()
+            .ok()
+            .and_then(|v| v.trim().parse::<u64>().ok())
+        {
+            Some(ms) if ms > 0 => Ok(Some(std::time::Duration::from_millis(ms))),
+            _ => Err(ApiError::new(
+                ErrorKind::InvalidRequest,
+                format!("header `{name}` must be a whole number of milliseconds greater than 0"),
+            )),
+        }
+    };
+    Ok(TimeoutOverrides {
+        total: read("x-sluice-timeout-ms")?,
+        first_token: read("x-sluice-first-token-timeout-ms")?,
+        idle: read("x-sluice-idle-timeout-ms")?,
+    })
 }

@@ -32,8 +32,12 @@ pub(crate) async fn handle(
         Ok(request) => request,
         Err(e) => return body::fail(exchange, dialect, e.into()),
     };
+    let overrides = match body::timeout_overrides(&headers) {
+        Ok(overrides) => overrides,
+        Err(e) => return body::fail(exchange, dialect, e),
+    };
     let include_usage = request.include_usage;
-    match gateway.chat(exchange, &caller, request).await {
+    match gateway.chat(exchange, &caller, request, overrides).await {
         Err((exchange, e)) => body::fail(exchange, dialect, e.into()),
         Ok(ChatOutcome::Complete {
             completion,

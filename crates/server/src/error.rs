@@ -21,7 +21,9 @@ pub fn status_for(kind: ErrorKind) -> StatusCode {
         ErrorKind::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         ErrorKind::RateLimited => StatusCode::TOO_MANY_REQUESTS,
         ErrorKind::UpstreamMalformed | ErrorKind::UpstreamUnavailable => StatusCode::BAD_GATEWAY,
-        ErrorKind::UpstreamOverloaded => StatusCode::SERVICE_UNAVAILABLE,
+        ErrorKind::UpstreamOverloaded | ErrorKind::RouteUnavailable => {
+            StatusCode::SERVICE_UNAVAILABLE
+        }
         ErrorKind::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
         ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
     }

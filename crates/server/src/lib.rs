@@ -66,8 +66,32 @@ pub async fn serve(
         .await
 }
 
+/// Liveness, with what an operator checks first: shed records and drills, and per
+/// deployment its circuit, load and latency, and per route its retry budgets. `status` is
+/// `degraded` while any circuit is open (the gateway still serves: fallbacks carry the traffic).
 async fn health(State(state): State<AppState>) -> Response {
-    let body = serde_json::json!({ "status": "ok", "records_shed": state.gateway.records_shed() });
+    let router = state.gateway.router();
+    let deployments: Vec<_> = router.deployments().iter().map(|d| d.status()).collect();
+    let degraded = deployments
+        .iter()
+        .any(|d| d.breaker != sluice_routing::BreakerState::Closed);
+    let routes: serde_json::Map<String, serde_json::Value> = router
+        .routes()
+        .map(|route| {
+            let detail = serde_json::json!({
+                "strategy": route.policy.strategy.as_str(),
+                "retry_budget": route.budgets(),
+            });
+            (route.alias.to_string(), detail)
+        })
+        .collect();
+    let body = serde_json::json!({
+        "status": if degraded { "degraded" } else { "ok" },
+        "records_shed": state.gateway.records_shed(),
+        "drills_shed": state.gateway.drills_shed(),
+        "deployments": deployments,
+        "routes": routes,
+    });
     json_response(Bytes::from(body.to_string()))
 }
 

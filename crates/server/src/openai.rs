@@ -34,7 +34,14 @@ pub(crate) async fn embeddings(
         Ok(request) => request,
         Err(e) => return body::fail(exchange, dialect, e.into()),
     };
-    match gateway.embeddings(exchange, &caller, request).await {
+    let overrides = match body::timeout_overrides(&headers) {
+        Ok(overrides) => overrides,
+        Err(e) => return body::fail(exchange, dialect, e),
+    };
+    match gateway
+        .embeddings(exchange, &caller, request, overrides)
+        .await
+    {
         Ok((embeddings, provenance)) => {
             let mut response = json_response(embeddings.raw);
             provenance::insert_all(response.headers_mut(), &provenance);

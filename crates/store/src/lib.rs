@@ -51,7 +51,8 @@ impl sluice_types::Classify for StoreError {
 
 /// Each entry moves the schema one version forward; `PRAGMA user_version` says how far a
 /// database has come. Never edit an entry that has shipped: add one.
-const MIGRATIONS: &[&str] = &["CREATE TABLE keys (
+const MIGRATIONS: &[&str] = &[
+    "CREATE TABLE keys (
         id TEXT PRIMARY KEY,
         hash TEXT NOT NULL UNIQUE,
         prefix TEXT NOT NULL,
@@ -88,7 +89,11 @@ const MIGRATIONS: &[&str] = &["CREATE TABLE keys (
     );
     -- No secondary index: every index is written on behalf of the request path, and the
     -- latest records are found by rowid (insertion order). Reports add the ones they need.
-    "];
+    ",
+    "ALTER TABLE requests ADD COLUMN drill_of TEXT;
+    ALTER TABLE requests ADD COLUMN schema_valid INTEGER;
+    ",
+];
 
 /// The embedded SQLite store.
 #[derive(Clone, Debug)]

@@ -16,16 +16,40 @@ use tokio::task::JoinHandle;
 
 use crate::{Store, StoreError};
 
-/// One upstream attempt of a request.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// One upstream attempt of a request, or a deployment of its route that was not tried.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct AttemptRecord {
     pub deployment: String,
     pub provider: String,
-    /// `ok`, or the error code of the failure.
+    /// `ok`; the error code of the failure; `cancelled` (lost a hedge, or the client left);
+    /// `skipped` (not sent: see `next`).
     pub outcome: String,
     /// Upstream HTTP status, when there was one.
     pub status: Option<u16>,
     pub latency_us: u64,
+    /// `pool` or `fallback`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+    /// Sent while an earlier attempt was still waiting for its first token.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub hedge: bool,
+    /// Time to the first event (streams) or the whole answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttft_us: Option<u64>,
+    /// Time spent waiting for a slot on the deployment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue_us: Option<u64>,
+    /// What happened next, and why: `retry` / `fallback` / `hedge` when the request moved on;
+    /// why it stopped (`not_retryable`, `condition_not_enabled`, `retry_budget_exhausted`,
+    /// `max_attempts`, `deadline`, `no_more_deployments`); why a deployment was skipped
+    /// (`circuit_open`, `cooling_down`, `queue_full`, `queue_timeout`); `lost_hedge`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
+    /// Tokens this attempt used (or, for a cancelled one, the prompt it sent), when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input_tokens: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_tokens: Option<u32>,
 }
 
 /// Everything known about one request once it ended.
@@ -60,6 +84,12 @@ pub struct RequestRecord {
     pub ttft_us: Option<u64>,
     pub latency_us: u64,
     pub attempts: Vec<AttemptRecord>,
+    /// Set on a drill: the live request it shadowed. Its cost belongs to the drill, not to
+    /// the caller (key, team and user are empty).
+    pub drill_of: Option<String>,
+    /// Whether the answer was valid JSON for the schema the request asked for (`None` when it
+    /// asked for none, or there was no answer).
+    pub schema_valid: Option<bool>,
 }
 
 /// Cheap to clone; handed to the request path.
@@ -102,7 +132,7 @@ const BATCH: usize = 256;
 /// How long a batch may wait for more records: the delay before a record is readable.
 const LINGER: std::time::Duration = std::time::Duration::from_millis(25);
 
-/// Rows per INSERT statement: 21 bound columns each, far below SQLite's 32,766 parameters.
+/// Rows per INSERT statement: 23 bound columns each, far below SQLite's 32,766 parameters.
 const ROWS_PER_INSERT: usize = 64;
 
 impl RecordQueue {
@@ -206,7 +236,8 @@ impl Store {
             let mut insert = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
                 "INSERT INTO requests (id, started_at, endpoint, dialect, key_id, team, user, alias,
                     served_model, provider, deployment, stream, status, error_code, input_tokens,
-                    output_tokens, cached_tokens, usage_estimated, ttft_us, latency_us, attempts) ",
+                    output_tokens, cached_tokens, usage_estimated, ttft_us, latency_us, attempts,
+                    drill_of, schema_valid) ",
             );
             insert.push_values(chunk.iter().zip(attempts), |mut row, (r, attempts)| {
                 row.push_bind(&r.id)
@@ -229,7 +260,9 @@ impl Store {
                     .push_bind(r.usage_estimated)
                     .push_bind(r.ttft_us.map(clamp_i64))
                     .push_bind(clamp_i64(r.latency_us))
-                    .push_bind(attempts);
+                    .push_bind(attempts)
+                    .push_bind(&r.drill_of)
+                    .push_bind(r.schema_valid);
             });
             insert.build().execute(&mut *tx).await?;
         }
@@ -288,6 +321,8 @@ fn record_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<RequestRecord, Store
         latency_us: u64::try_from(latency).unwrap_or(0),
         attempts: serde_json::from_str(&attempts)
             .map_err(|e| StoreError::Corrupt(format!("attempts of a request: {e}")))?,
+        drill_of: row.try_get("drill_of")?,
+        schema_valid: row.try_get("schema_valid")?,
     })
 }
 
@@ -303,13 +338,29 @@ mod tests {
             dialect: "openai".into(),
             status: 200,
             input_tokens: Some(12),
-            attempts: vec![AttemptRecord {
-                deployment: "primary".into(),
-                provider: "openai".into(),
-                outcome: "ok".into(),
-                status: Some(200),
-                latency_us: 1500,
-            }],
+            attempts: vec![
+                AttemptRecord {
+                    deployment: "primary".into(),
+                    provider: "openai".into(),
+                    outcome: "upstream_unavailable".into(),
+                    status: Some(500),
+                    latency_us: 900,
+                    role: Some("pool".into()),
+                    next: Some("fallback".into()),
+                    ..Default::default()
+                },
+                AttemptRecord {
+                    deployment: "backup".into(),
+                    provider: "openai".into(),
+                    outcome: "ok".into(),
+                    status: Some(200),
+                    latency_us: 1500,
+                    ttft_us: Some(1400),
+                    input_tokens: Some(12),
+                    ..Default::default()
+                },
+            ],
+            schema_valid: Some(true),
             latency_us: 2000,
             ..Default::default()
         }

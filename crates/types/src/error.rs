@@ -39,6 +39,9 @@ pub enum ErrorKind {
     UpstreamOverloaded,
     /// The upstream did not answer in time.
     UpstreamTimeout,
+    /// No deployment of the route can take the request now: every circuit is open or every
+    /// queue is full. Answered at once instead of queueing without bound.
+    RouteUnavailable,
     /// A bug or an unexpected state inside the gateway.
     Internal,
 }
@@ -60,6 +63,7 @@ impl ErrorKind {
             ErrorKind::UpstreamUnavailable => "upstream_unavailable",
             ErrorKind::UpstreamOverloaded => "upstream_overloaded",
             ErrorKind::UpstreamTimeout => "upstream_timeout",
+            ErrorKind::RouteUnavailable => "route_unavailable",
             ErrorKind::Internal => "internal_error",
         }
     }

@@ -4,10 +4,11 @@
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use sluice_providers::{ProviderKind, Timeouts};
+use sluice_providers::ProviderKind;
+use sluice_routing::{RoutePolicy, RouteTimeouts};
 use sluice_testkit::{Fault, MockUpstream, Reply};
 
-use crate::support::{TestGateway, on, openai_stream_text, sse_data, sse_event_names};
+use crate::support::{TestGateway, TestRoute, on, openai_stream_text, sse_data, sse_event_names};
 
 async fn error_of(res: reqwest::Response) -> (u16, Value) {
     let status = res.status().as_u16();
@@ -255,13 +256,20 @@ async fn malformed_requests_get_400s_that_name_the_problem() {
 #[tokio::test]
 async fn upstream_failures_map_to_gateway_statuses_in_the_callers_dialect() {
     let mock = MockUpstream::openai().start().await;
+    let mut policy = RoutePolicy::ordered(RouteTimeouts {
+        connect: Duration::from_secs(1),
+        first_token: Duration::from_millis(300),
+        idle: Duration::from_secs(5),
+        total: Duration::from_secs(5),
+    });
+    // Every case must reach the mock: no Retry-After is held against the next request.
+    policy.retry.retry_after_max = Duration::ZERO;
     let gw = TestGateway::builder()
-        .route("m", [on(&mock, ProviderKind::OpenAi, "gpt")])
-        .timeouts(Timeouts {
-            connect: Duration::from_secs(1),
-            first_byte: Duration::from_millis(300),
-            idle: Duration::from_secs(5),
-            total: Duration::from_secs(5),
+        .route_with(TestRoute {
+            alias: "m".into(),
+            pool: vec![on(&mock, ProviderKind::OpenAi, "gpt")],
+            fallbacks: vec![],
+            policy: Some(policy),
         })
         .start()
         .await;
@@ -392,7 +400,9 @@ async fn a_stream_cut_mid_way_ends_with_an_error_event_in_each_dialect() {
         Reply::WithFault(
             Box::new(Reply::Text("a long answer that will never finish".into())),
             Fault {
-                cut_after_events: Some(3),
+                // After the first content event: a cut before it is not mid-stream (nothing
+                // reached the client; the request fails or falls back cleanly).
+                cut_after_events: Some(6),
                 ..Fault::default()
             },
         )
@@ -540,7 +550,10 @@ async fn health_and_readiness_answer_without_a_key() {
         .json()
         .await
         .unwrap();
-    assert_eq!(health, json!({"status": "ok", "records_shed": 0}));
+    assert_eq!(
+        health,
+        json!({"status": "ok", "records_shed": 0, "drills_shed": 0, "deployments": [], "routes": {}})
+    );
     let ready = gw.client.get(gw.url("/ready")).send().await.unwrap();
     assert_eq!(ready.status(), 200);
     assert_eq!(ready.text().await.unwrap(), r#"{"status":"ready"}"#);

@@ -6,4 +6,5 @@
 mod anthropic_ingress;
 mod errors;
 mod openai_ingress;
+mod routing;
 mod support;

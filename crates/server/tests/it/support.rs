@@ -8,7 +8,9 @@ use std::time::Duration;
 use serde_json::Value;
 use sluice_pipeline::Gateway;
 use sluice_providers::{Deployment, ProviderKind, Timeouts, Upstream};
-use sluice_routing::Router;
+use sluice_routing::{
+    BreakerPolicy, CapacityPolicy, DeploymentHealth, RoutePolicy, RouteSpec, RouteTimeouts, Router,
+};
 use sluice_server::AppState;
 use sluice_store::{NewKey, RecordQueue, RequestRecord, Store};
 use sluice_testkit::MockUpstream;
@@ -27,27 +29,67 @@ pub fn on(mock: &MockUpstream, kind: ProviderKind, model: &str) -> Deployment {
     }
 }
 
+/// A route for the harness: pool, fallbacks, policy (`None`: the defaults with the harness's
+/// timeouts).
+pub struct TestRoute {
+    pub alias: String,
+    pub pool: Vec<Deployment>,
+    pub fallbacks: Vec<Deployment>,
+    pub policy: Option<RoutePolicy>,
+}
+
+/// The breaker of the harness's deployments unless a test sets one: off, so that tests of
+/// fallback are not changed by earlier failures.
+pub fn breaker_off() -> BreakerPolicy {
+    BreakerPolicy {
+        enabled: false,
+        consecutive_failures: 5,
+        failure_ratio: 0.5,
+        min_requests: 20,
+        window: Duration::from_secs(10),
+        open_for: Duration::from_secs(10),
+        half_open_probes: 1,
+    }
+}
+
 #[derive(Default)]
 pub struct Builder {
-    routes: Vec<(String, Vec<Deployment>)>,
+    routes: Vec<TestRoute>,
     max_body_bytes: Option<usize>,
-    timeouts: Option<Timeouts>,
+    breaker: Option<BreakerPolicy>,
+    capacity: Option<CapacityPolicy>,
 }
 
 impl Builder {
-    pub fn route(mut self, alias: &str, deployments: impl IntoIterator<Item = Deployment>) -> Self {
-        self.routes
-            .push((alias.to_owned(), deployments.into_iter().collect()));
+    /// A route whose deployments are tried in order.
+    pub fn route(self, alias: &str, deployments: impl IntoIterator<Item = Deployment>) -> Self {
+        self.route_with(TestRoute {
+            alias: alias.to_owned(),
+            pool: deployments.into_iter().collect(),
+            fallbacks: Vec::new(),
+            policy: None,
+        })
+    }
+
+    pub fn route_with(mut self, route: TestRoute) -> Self {
+        self.routes.push(route);
+        self
+    }
+
+    /// The breaker of every deployment.
+    pub fn breaker(mut self, breaker: BreakerPolicy) -> Self {
+        self.breaker = Some(breaker);
+        self
+    }
+
+    /// The concurrency limit of every deployment.
+    pub fn capacity(mut self, capacity: CapacityPolicy) -> Self {
+        self.capacity = Some(capacity);
         self
     }
 
     pub fn max_body_bytes(mut self, limit: usize) -> Self {
         self.max_body_bytes = Some(limit);
-        self
-    }
-
-    pub fn timeouts(mut self, timeouts: Timeouts) -> Self {
-        self.timeouts = Some(timeouts);
         self
     }
 
@@ -62,18 +104,47 @@ impl Builder {
             })
             .await
             .unwrap();
-        let router = Router::new(
-            self.routes
-                .into_iter()
-                .map(|(alias, ds)| (alias, ds.into_iter().map(Arc::new).collect())),
-        );
-        let upstream = Upstream::new(self.timeouts.unwrap_or(Timeouts {
+        let timeouts = Timeouts {
             connect: Duration::from_secs(2),
-            first_byte: Duration::from_secs(10),
+            first_token: Duration::from_secs(10),
             idle: Duration::from_secs(10),
             total: Duration::from_secs(30),
-        }))
-        .unwrap();
+        };
+        let breaker = self.breaker.unwrap_or_else(breaker_off);
+        let capacity = self.capacity.unwrap_or(CapacityPolicy {
+            max_concurrency: None,
+            max_queue: 0,
+            queue_timeout: Duration::from_secs(1),
+        });
+        // One health per deployment name, shared by the routes that use it.
+        let mut healths: Vec<Arc<DeploymentHealth>> = Vec::new();
+        let mut health_of = |d: Deployment| {
+            if let Some(h) = healths.iter().find(|h| h.name() == d.name) {
+                return h.clone();
+            }
+            let h = Arc::new(DeploymentHealth::new(Arc::new(d), breaker, capacity));
+            healths.push(h.clone());
+            h
+        };
+        let specs: Vec<RouteSpec> = self
+            .routes
+            .into_iter()
+            .map(|r| RouteSpec {
+                alias: r.alias,
+                pool: r.pool.into_iter().map(|d| (health_of(d), 1)).collect(),
+                fallbacks: r.fallbacks.into_iter().map(&mut health_of).collect(),
+                policy: r.policy.unwrap_or_else(|| {
+                    RoutePolicy::ordered(RouteTimeouts {
+                        connect: timeouts.connect,
+                        first_token: timeouts.first_token,
+                        idle: timeouts.idle,
+                        total: timeouts.total,
+                    })
+                }),
+            })
+            .collect();
+        let router = Router::new(specs, healths);
+        let upstream = Upstream::new(timeouts).unwrap();
         let queue = RecordQueue::start(store.clone(), 1024);
         let gateway = Gateway::new(router, upstream, store.clone(), queue.sender());
         let app = sluice_server::app(AppState {

@@ -25,7 +25,7 @@ pub(super) fn error_type(kind: ErrorKind) -> &'static str {
         ErrorKind::NotFound | ErrorKind::UnknownPath => "not_found_error",
         ErrorKind::PayloadTooLarge => "request_too_large",
         ErrorKind::RateLimited => "rate_limit_error",
-        ErrorKind::UpstreamOverloaded => "overloaded_error",
+        ErrorKind::UpstreamOverloaded | ErrorKind::RouteUnavailable => "overloaded_error",
         ErrorKind::UpstreamTimeout => "timeout_error",
         ErrorKind::UpstreamMalformed | ErrorKind::UpstreamUnavailable | ErrorKind::Internal => {
             "api_error"

@@ -35,6 +35,7 @@ pub(super) fn error_type(kind: ErrorKind) -> &'static str {
         | ErrorKind::UpstreamUnavailable
         | ErrorKind::UpstreamOverloaded
         | ErrorKind::UpstreamTimeout
+        | ErrorKind::RouteUnavailable
         | ErrorKind::Internal => "server_error",
     }
 }

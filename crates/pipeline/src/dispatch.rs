@@ -1,0 +1,570 @@
+//! The attempt loop of one chat request: send to the plan's candidates in order, hedge a slow
+//! first token, retry or fall back on the failures the route names, and stop at the first
+//! answer — before anything has reached the client.
+//!
+//! Every attempt, sent or skipped, lands in the record with what happened next and why.
+//! Bounds: `max_attempts`, the route's retry budget (retries and hedges are charged to the
+//! deployment whose failure or slowness caused them), and the request's deadline (the route's
+//! total timeout), which also bounds backoff and `Retry-After` waits.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use futures_util::future::{Either, select};
+use sluice_providers::{
+    Completion, CompletionStream, ProviderError, Reply, StreamChunk, TimeoutPhase, Timeouts,
+    Upstream,
+};
+use sluice_routing::{
+    Candidate, Condition, Outcome, Role, RoutePlan, RouteTimeouts, Slot, Unavailable,
+};
+use sluice_store::AttemptRecord;
+use sluice_types::{ChatRequest, Classify, FinishReason, StreamEvent};
+use tokio::time::Instant;
+
+use crate::tokens::estimate_input;
+use crate::{Exchange, PipelineError};
+
+/// What an attempt got back before anything reached the client.
+pub(crate) enum Attempted {
+    Complete(Completion),
+    /// The chunks up to the first content event, and the rest of the stream.
+    Stream(Vec<StreamChunk>, CompletionStream),
+}
+
+/// The attempt that answered, with its slot (held until a stream ends).
+pub(crate) struct Won {
+    pub candidate: Candidate,
+    pub slot: Slot,
+    pub attempted: Attempted,
+}
+
+enum AttemptError {
+    /// Not sent: the deployment could not take it (circuit opened, queue full).
+    Unavailable(Unavailable),
+    Provider(ProviderError),
+    /// An answer the provider's content filter cut, kept in case nothing better comes.
+    Filtered(Box<Won>),
+}
+
+struct Finished {
+    candidate: Candidate,
+    hedge: bool,
+    queued_for: Duration,
+    sent_at: Instant,
+    /// The slot comes back with the answer (it is held until a stream ends), and with a
+    /// failure when the attempt was sent.
+    result: Result<(Attempted, Slot), (AttemptError, Option<Slot>)>,
+}
+
+type Running<'a> = Pin<Box<dyn Future<Output = Finished> + Send + 'a>>;
+
+pub(crate) struct Dispatch<'a> {
+    pub upstream: &'a Upstream,
+    pub plan: &'a RoutePlan,
+    pub req: &'a ChatRequest,
+    pub timeouts: RouteTimeouts,
+    pub deadline: Instant,
+}
+
+/// Why a request stopped trying, in the words of the record's `next`.
+#[derive(Debug, Clone, Copy)]
+enum Stop {
+    NotRetryable,
+    ConditionNotEnabled,
+    RetryBudgetExhausted,
+    MaxAttempts,
+    Deadline,
+    NoMoreDeployments,
+}
+
+impl Stop {
+    fn as_str(self) -> &'static str {
+        match self {
+            Stop::NotRetryable => "not_retryable",
+            Stop::ConditionNotEnabled => "condition_not_enabled",
+            Stop::RetryBudgetExhausted => "retry_budget_exhausted",
+            Stop::MaxAttempts => "max_attempts",
+            Stop::Deadline => "deadline",
+            Stop::NoMoreDeployments => "no_more_deployments",
+        }
+    }
+}
+
+impl<'a> Dispatch<'a> {
+    /// Runs attempts until one answers. On failure the error is the last attempt's (or, when
+    /// nothing could be sent, the route's unavailability).
+    pub async fn run(self, exchange: &mut Exchange) -> Result<Won, PipelineError> {
+        let candidates = &self.plan.candidates;
+        let route = &self.plan.route;
+        let policy = route.policy.clone();
+        let max_attempts = policy
+            .retry
+            .max_attempts
+            .unwrap_or(candidates.len() as u32)
+            .max(1);
+        // Position in the endless sequence of candidates: `cursor % len` is the candidate,
+        // `cursor / len` how many times round (a second round retries the same deployments).
+        let mut cursor = 0usize;
+        let mut tries = vec![0u32; candidates.len()];
+        // Deployments not to be tried again by this request (Retry-After beyond the cap).
+        let mut barred = vec![false; candidates.len()];
+        let mut sent = 0u32;
+        let mut last_error: Option<ProviderError> = None;
+        let mut last_unavailable: Option<Unavailable> = None;
+        let mut filtered: Option<Box<Won>> = None;
+        let mut may_repeat = true;
+
+        loop {
+            let rounds = if may_repeat { max_attempts } else { 1 };
+            let Some(index) = self.next_index(&mut cursor, &barred, rounds) else {
+                break;
+            };
+            let candidate = &candidates[index];
+            // Back off before going back to a deployment this request already tried.
+            if tries[index] > 0 {
+                let backoff = policy.retry.backoff(tries[index], &mut rand::rng());
+                let wait_until = (Instant::now() + backoff).max(
+                    candidate
+                        .health
+                        .cooling_until()
+                        .unwrap_or_else(Instant::now),
+                );
+                if wait_until >= self.deadline {
+                    exchange.then(candidate.health.name(), Stop::Deadline.as_str());
+                    break;
+                }
+                tokio::time::sleep_until(wait_until).await;
+            }
+            let first_sent = sent == 0;
+            tries[index] += 1;
+            sent += 1;
+            let primary = self.attempt(candidate.clone(), false);
+            let outcome = match self.hedge_target(cursor, &barred, sent, max_attempts) {
+                None => self.finish(primary.await, exchange),
+                Some((hedge_index, cursor_after)) => {
+                    let hedge = Hedge {
+                        primary: index,
+                        index: hedge_index,
+                    };
+                    let launched = self.hedged(primary, hedge, exchange).await;
+                    if launched.sent_hedge {
+                        cursor = cursor_after;
+                        tries[hedge_index] += 1;
+                        sent += 1;
+                    }
+                    launched.outcome
+                }
+            };
+            let was_sent = !matches!(outcome, Err((_, AttemptError::Unavailable(_))));
+            if first_sent && was_sent {
+                // The retry budget counts requests the deployment received.
+                route.count_request(candidate.health.name());
+            }
+            let failed = match outcome {
+                Ok(won) => return Ok(won),
+                Err(failed) => failed,
+            };
+            // What the latest failure allows.
+            let (deployment, error) = failed;
+            let condition = match &error {
+                AttemptError::Unavailable(why) => {
+                    // Not sent: no attempt used, no budget spent; simply the next candidate.
+                    sent -= 1;
+                    last_unavailable = Some(*why);
+                    continue;
+                }
+                AttemptError::Filtered(_) => Some(Condition::ContentFilter),
+                AttemptError::Provider(e) => Condition::of(e),
+            };
+            if let AttemptError::Filtered(kept) = error {
+                filtered = Some(kept);
+            } else if let AttemptError::Provider(e) = error {
+                if let Some(secs) = e.retry_after_secs() {
+                    let wait = Duration::from_secs(secs);
+                    let capped = wait.min(policy.retry.retry_after_max);
+                    candidates[deployment]
+                        .health
+                        .cool_down(Instant::now() + capped);
+                    if wait > policy.retry.retry_after_max {
+                        barred[deployment] = true;
+                    }
+                }
+                last_error = Some(e);
+            }
+            let name = candidates[deployment].health.name();
+            let stop = match condition {
+                None => Some(Stop::NotRetryable),
+                Some(c) if !policy.fallback_on.contains(c) => Some(Stop::ConditionNotEnabled),
+                Some(_) if Instant::now() >= self.deadline => Some(Stop::Deadline),
+                Some(_) if sent >= max_attempts => Some(Stop::MaxAttempts),
+                Some(c) => {
+                    may_repeat = c.same_deployment_may_recover();
+                    let mut peek = cursor;
+                    let rounds = if may_repeat { max_attempts } else { 1 };
+                    match self.next_index(&mut peek, &barred, rounds) {
+                        None => Some(Stop::NoMoreDeployments),
+                        Some(_) if !route.spend_retry(name) => Some(Stop::RetryBudgetExhausted),
+                        Some(next) => {
+                            let step = if next == deployment {
+                                "retry"
+                            } else {
+                                "fallback"
+                            };
+                            exchange.then(name, step);
+                            None
+                        }
+                    }
+                }
+            };
+            if let Some(stop) = stop {
+                exchange.then(name, stop.as_str());
+                break;
+            }
+        }
+        if let Some(kept) = filtered {
+            // Nothing better came: the filtered answer is the answer, as the provider gave it.
+            return Ok(*kept);
+        }
+        match (last_error, last_unavailable) {
+            (Some(e), _) => Err(e.into()),
+            (None, why) => Err(PipelineError::Routing(
+                sluice_routing::RoutingError::Unavailable {
+                    alias: self.plan.alias().to_string(),
+                    reasons: why.map_or("no deployment left", |w| w.as_str()).to_owned(),
+                    retry_in: why.map_or(Duration::from_secs(1), |w| w.retry_in()),
+                    rate_limited: false,
+                },
+            )),
+        }
+    }
+
+    /// The next candidate to try from `cursor` on, advancing it; `None` when none is left.
+    /// `rounds` is how many times through the candidates the request may go (one: each once).
+    fn next_index(&self, cursor: &mut usize, barred: &[bool], rounds: u32) -> Option<usize> {
+        let len = self.plan.candidates.len();
+        let limit = len.saturating_mul(rounds.max(1) as usize);
+        while *cursor < limit {
+            let index = *cursor % len;
+            *cursor += 1;
+            if !barred[index] {
+                return Some(index);
+            }
+        }
+        None
+    }
+
+    /// The candidate a hedge would go to, and the cursor after it, when the route hedges and a
+    /// deployment not tried yet is left (hedging onto the same one would double its load).
+    fn hedge_target(
+        &self,
+        cursor: usize,
+        barred: &[bool],
+        sent: u32,
+        max: u32,
+    ) -> Option<(usize, usize)> {
+        self.plan.policy().hedge?;
+        if sent >= max {
+            return None;
+        }
+        let mut peek = cursor;
+        let index = self.next_index(&mut peek, barred, 1)?;
+        Some((index, peek))
+    }
+
+    /// Races the primary attempt against the hedge delay; past it, sends the hedge (if the
+    /// budget allows) and serves whichever answers first. The other is dropped, which cancels
+    /// its upstream request, and recorded as `cancelled`.
+    async fn hedged(&self, primary: Running<'a>, hedge: Hedge, exchange: &mut Exchange) -> Hedged {
+        let not_sent = |outcome| Hedged {
+            outcome,
+            sent_hedge: false,
+        };
+        let Some(policy) = self.plan.policy().hedge else {
+            return not_sent(self.finish(primary.await, exchange));
+        };
+        let first = &self.plan.candidates[hedge.primary];
+        let second = &self.plan.candidates[hedge.index];
+        let threshold = policy
+            .percentile
+            .and_then(|p| first.health.ttft_percentile(p))
+            .unwrap_or(policy.after);
+        let timer = Box::pin(tokio::time::sleep_until(
+            (Instant::now() + threshold).min(self.deadline),
+        ));
+        let primary = match select(primary, timer).await {
+            Either::Left((finished, _)) => return not_sent(self.finish(finished, exchange)),
+            Either::Right(((), primary)) => primary,
+        };
+        if Instant::now() >= self.deadline || !self.plan.route.spend_retry(first.health.name()) {
+            // Out of time or over budget: no hedge, keep waiting for the first.
+            return not_sent(self.finish(primary.await, exchange));
+        }
+        let racing = self.attempt(second.clone(), true);
+        let (done, other) = match select(primary, racing).await {
+            Either::Left((done, other)) | Either::Right((done, other)) => (done, other),
+        };
+        let loser = if done.hedge { first } else { second };
+        let loser_was_hedge = !done.hedge;
+        let outcome = match self.finish(done, exchange) {
+            Ok(won) => {
+                drop(other);
+                exchange.attempt(AttemptRecord {
+                    deployment: loser.health.name().to_owned(),
+                    provider: loser.health.deployment.provider.clone(),
+                    outcome: "cancelled".into(),
+                    role: Some(loser.role.as_str().to_owned()),
+                    hedge: loser_was_hedge,
+                    next: Some("lost_hedge".into()),
+                    // The prompt was sent, and may be billed: its size is the attempt's cost.
+                    input_tokens: Some(estimate_input(self.req)),
+                    ..AttemptRecord::default()
+                });
+                Ok(won)
+            }
+            Err((failed, _)) => {
+                exchange.then(self.plan.candidates[failed].health.name(), "hedge");
+                self.finish(other.await, exchange)
+            }
+        };
+        Hedged {
+            outcome,
+            sent_hedge: true,
+        }
+    }
+
+    /// Starts one attempt: a slot on the deployment, the call, and (streams) the first event,
+    /// all within the attempt's timeouts.
+    fn attempt(&self, candidate: Candidate, hedge: bool) -> Running<'a> {
+        let upstream = self.upstream;
+        let req = self.req;
+        let timeouts = self.timeouts;
+        let deadline = self.deadline;
+        Box::pin(async move {
+            let acquired = tokio::time::timeout_at(deadline, candidate.health.acquire()).await;
+            let slot = match acquired.unwrap_or(Err(Unavailable::QueueTimeout)) {
+                Ok(slot) => slot,
+                Err(why) => {
+                    return Finished {
+                        candidate,
+                        hedge,
+                        queued_for: Duration::ZERO,
+                        sent_at: Instant::now(),
+                        result: Err((AttemptError::Unavailable(why), None)),
+                    };
+                }
+            };
+            let sent_at = Instant::now();
+            let remaining = deadline.saturating_duration_since(sent_at);
+            let (first_token, phase) = if timeouts.first_token < remaining {
+                (timeouts.first_token, TimeoutPhase::FirstToken)
+            } else {
+                (remaining, TimeoutPhase::Total)
+            };
+            let upstream = upstream.with_timeouts(Timeouts {
+                connect: timeouts.connect,
+                first_token,
+                idle: timeouts.idle,
+                total: remaining,
+            });
+            let deployment = &candidate.health.deployment;
+            let call = async {
+                match upstream.chat(deployment, req).await? {
+                    Reply::Complete(completion) => Ok(Attempted::Complete(completion)),
+                    Reply::Stream(stream) => {
+                        let (first, rest) = first_event(&deployment.provider, stream).await?;
+                        Ok(Attempted::Stream(first, rest))
+                    }
+                }
+            };
+            let result = if req.stream {
+                match tokio::time::timeout(first_token, call).await {
+                    Ok(result) => result,
+                    Err(_) => Err(ProviderError::Timeout {
+                        provider: deployment.provider.clone(),
+                        phase,
+                    }),
+                }
+            } else {
+                call.await
+            };
+            let queued_for = slot.queued_for;
+            let result = match result {
+                Ok(attempted) => Ok((attempted, slot)),
+                Err(e) => Err((AttemptError::Provider(e), Some(slot))),
+            };
+            Finished {
+                candidate,
+                hedge,
+                queued_for,
+                sent_at,
+                result,
+            }
+        })
+    }
+
+    /// Records a finished attempt; the winner, or the failure with the candidate's index.
+    fn finish(
+        &self,
+        done: Finished,
+        exchange: &mut Exchange,
+    ) -> Result<Won, (usize, AttemptError)> {
+        let Finished {
+            candidate,
+            hedge,
+            queued_for,
+            sent_at,
+            result,
+        } = done;
+        let index = self
+            .plan
+            .candidates
+            .iter()
+            .position(|c| Arc::ptr_eq(&c.health, &candidate.health))
+            .unwrap_or(0);
+        let health = &candidate.health;
+        let elapsed = sent_at.elapsed();
+        let mut attempt = AttemptRecord {
+            deployment: health.name().to_owned(),
+            provider: health.deployment.provider.clone(),
+            latency_us: micros(elapsed),
+            role: Some(candidate.role.as_str().to_owned()),
+            hedge,
+            queue_us: (!queued_for.is_zero()).then(|| micros(queued_for)),
+            ..AttemptRecord::default()
+        };
+        let (error, slot) = match result {
+            Ok((Attempted::Complete(completion), mut slot)) if filtered(&completion) => {
+                // The deployment works; the content was refused.
+                slot.record(Outcome::Neutral, None, None);
+                attempt.outcome = "content_filtered".into();
+                attempt.status = Some(200);
+                exchange.attempt(attempt);
+                let kept = Won {
+                    candidate,
+                    slot,
+                    attempted: Attempted::Complete(completion),
+                };
+                return Err((index, AttemptError::Filtered(Box::new(kept))));
+            }
+            Ok((attempted, mut slot)) => {
+                let total = matches!(attempted, Attempted::Complete(_)).then_some(elapsed);
+                slot.record(Outcome::Success, Some(elapsed), total);
+                attempt.outcome = "ok".into();
+                attempt.status = Some(200);
+                attempt.ttft_us = Some(micros(elapsed));
+                exchange.attempt(attempt);
+                return Ok(Won {
+                    candidate,
+                    slot,
+                    attempted,
+                });
+            }
+            Err(failure) => failure,
+        };
+        let breaker_outcome = match &error {
+            AttemptError::Unavailable(why) => {
+                attempt.outcome = "skipped".into();
+                attempt.latency_us = 0;
+                attempt.next = Some(why.as_str().to_owned());
+                Outcome::Neutral
+            }
+            AttemptError::Filtered(_) => Outcome::Neutral,
+            AttemptError::Provider(e) => {
+                tracing::debug!(deployment = %health.name(), error = %e, "attempt failed");
+                attempt.outcome = e.kind().code().to_owned();
+                attempt.status = e.status();
+                if Condition::of(e).is_some_and(Condition::is_deployment_fault) {
+                    Outcome::Failure
+                } else {
+                    Outcome::Neutral
+                }
+            }
+        };
+        if let Some(mut slot) = slot {
+            slot.record(breaker_outcome, None, None);
+        }
+        exchange.attempt(attempt);
+        Err((index, error))
+    }
+}
+
+struct Hedge {
+    /// Candidate indices of the first attempt and of the hedge.
+    primary: usize,
+    index: usize,
+}
+
+struct Hedged {
+    outcome: Result<Won, (usize, AttemptError)>,
+    /// Whether the hedge was sent (it takes an attempt and a place in the sequence).
+    sent_hedge: bool,
+}
+
+/// Whether a whole answer was cut by the provider's content filter.
+fn filtered(completion: &Completion) -> bool {
+    completion
+        .response
+        .choices
+        .iter()
+        .any(|c| c.finish_reason == Some(FinishReason::ContentFilter))
+}
+
+/// Chunks held back at most while waiting for the first content event (pings and other
+/// empty events beyond it are passed on rather than buffered without bound).
+const MAX_HELD_CHUNKS: usize = 256;
+
+/// Waits for the first content event (text, a tool call, a finish — not the opening
+/// `Start`/usage or a ping, which providers send before the model has produced anything), so
+/// a failure or a stall before it can still fall back or be hedged. Returns the chunks up to
+/// and including it.
+pub(crate) async fn first_event(
+    provider: &str,
+    mut stream: CompletionStream,
+) -> Result<(Vec<StreamChunk>, CompletionStream), ProviderError> {
+    let mut held = Vec::new();
+    loop {
+        match stream.next().await {
+            Some(Ok(chunk)) => {
+                let content = chunk
+                    .events
+                    .iter()
+                    .any(|e| !matches!(e, StreamEvent::Start { .. } | StreamEvent::Usage(_)));
+                held.push(chunk);
+                if content || held.len() >= MAX_HELD_CHUNKS {
+                    return Ok((held, stream));
+                }
+            }
+            Some(Err(e)) => return Err(e),
+            None => {
+                return Err(ProviderError::Truncated {
+                    provider: provider.to_owned(),
+                });
+            }
+        }
+    }
+}
+
+pub(crate) fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}
+
+/// The record of a deployment the plan left out.
+pub(crate) fn skipped(
+    candidate_name: &str,
+    provider: &str,
+    role: Role,
+    why: Unavailable,
+) -> AttemptRecord {
+    AttemptRecord {
+        deployment: candidate_name.to_owned(),
+        provider: provider.to_owned(),
+        outcome: "skipped".into(),
+        role: Some(role.as_str().to_owned()),
+        next: Some(why.as_str().to_owned()),
+        ..AttemptRecord::default()
+    }
+}

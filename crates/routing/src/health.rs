@@ -1,0 +1,562 @@
+//! [`DeploymentHealth`]: what the gateway knows about one deployment right now — its circuit
+//! breaker, a cool-down asked for by `Retry-After`, its latency (EWMA of time to first token
+//! and of total time, and recent samples for percentiles), and its concurrency limit with a
+//! bounded queue. Shared by every route that uses the deployment; kept across requests,
+//! rebuilt on restart.
+//!
+//! Locks are `std` mutexes held for a few arithmetic operations, never across `.await`.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use sluice_providers::Deployment;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
+
+use crate::breaker::{Admission, Breaker, BreakerPolicy, BreakerState, Outcome};
+
+/// Weight of a new sample in the latency EWMAs (the last ~10 samples dominate).
+const EWMA_ALPHA: f64 = 0.2;
+
+/// Recent time-to-first-token samples kept for percentiles.
+const TTFT_SAMPLES: usize = 256;
+
+/// Samples needed before a percentile is trusted (below it, hedging uses its fixed delay).
+pub const MIN_PERCENTILE_SAMPLES: usize = 20;
+
+/// A deployment's concurrency limit: at most `max_concurrency` requests in flight, at most
+/// `max_queue` waiting for a slot, each for at most `queue_timeout`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CapacityPolicy {
+    pub max_concurrency: Option<u32>,
+    pub max_queue: u32,
+    pub queue_timeout: Duration,
+}
+
+/// Why a deployment could not take a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unavailable {
+    CircuitOpen { retry_in: Duration },
+    CoolingDown { retry_in: Duration },
+    QueueFull,
+    QueueTimeout,
+}
+
+impl Unavailable {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Unavailable::CircuitOpen { .. } => "circuit_open",
+            Unavailable::CoolingDown { .. } => "cooling_down",
+            Unavailable::QueueFull => "queue_full",
+            Unavailable::QueueTimeout => "queue_timeout",
+        }
+    }
+
+    /// When the caller may try again.
+    pub fn retry_in(self) -> Duration {
+        match self {
+            Unavailable::CircuitOpen { retry_in } | Unavailable::CoolingDown { retry_in } => {
+                retry_in
+            }
+            Unavailable::QueueFull | Unavailable::QueueTimeout => Duration::from_secs(1),
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct DeploymentHealth {
+    pub deployment: Arc<Deployment>,
+    breaker: Mutex<Breaker>,
+    latency: Mutex<Latency>,
+    cooldown_until: Mutex<Option<Instant>>,
+    capacity: CapacityPolicy,
+    slots: Option<Arc<Semaphore>>,
+    queued: AtomicUsize,
+    in_flight: AtomicUsize,
+    sent: AtomicU64,
+}
+
+#[derive(Debug, Default)]
+struct Latency {
+    ttft_ewma_us: Option<f64>,
+    total_ewma_us: Option<f64>,
+    ttft_samples: VecDeque<u64>,
+}
+
+fn ewma(current: Option<f64>, sample: f64) -> Option<f64> {
+    Some(current.map_or(sample, |c| c + EWMA_ALPHA * (sample - c)))
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// A slot on a deployment, held for as long as the attempt runs (a stream: to its end).
+/// Its outcome is given once with [`Slot::record`]; a slot dropped without one (the attempt
+/// was cancelled: a lost hedge, a client that left) counts as neutral, so a half-open probe is
+/// never lost. Dropping it frees the concurrency slot.
+#[derive(Debug)]
+pub struct Slot {
+    health: Arc<DeploymentHealth>,
+    _permit: Option<OwnedSemaphorePermit>,
+    admission: Admission,
+    recorded: bool,
+    /// Time spent waiting in the deployment's queue.
+    pub queued_for: Duration,
+}
+
+impl Slot {
+    pub fn health(&self) -> &Arc<DeploymentHealth> {
+        &self.health
+    }
+
+    pub fn admission(&self) -> Admission {
+        self.admission
+    }
+
+    /// How the attempt ended, for the breaker and the latency estimates (successes only).
+    /// `ttft` is the time to the first event (streams) or to the whole answer; `total` the
+    /// time to the whole answer. Only the first call counts.
+    pub fn record(&mut self, outcome: Outcome, ttft: Option<Duration>, total: Option<Duration>) {
+        if std::mem::replace(&mut self.recorded, true) {
+            return;
+        }
+        self.health.record(self.admission, outcome, ttft, total);
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.record(Outcome::Neutral, None, None);
+        self.health.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// The state of a deployment as `/health` and `sluice status` show it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DeploymentStatus {
+    pub deployment: String,
+    pub provider: String,
+    pub model: String,
+    pub breaker: BreakerState,
+    /// Milliseconds until an open breaker lets a probe through.
+    pub breaker_retry_in_ms: Option<u64>,
+    pub breaker_opened: u64,
+    /// Failures and requests in the breaker's current window.
+    pub window_failures: u64,
+    pub window_requests: u64,
+    pub cooling_down_ms: Option<u64>,
+    pub in_flight: usize,
+    pub queued: usize,
+    pub max_concurrency: Option<u32>,
+    pub attempts: u64,
+    pub ttft_ewma_ms: Option<f64>,
+    pub latency_ewma_ms: Option<f64>,
+    pub ttft_p50_ms: Option<f64>,
+    pub ttft_p99_ms: Option<f64>,
+}
+
+impl DeploymentHealth {
+    pub fn new(
+        deployment: Arc<Deployment>,
+        breaker: BreakerPolicy,
+        capacity: CapacityPolicy,
+    ) -> DeploymentHealth {
+        let now = Instant::now();
+        DeploymentHealth {
+            deployment,
+            breaker: Mutex::new(Breaker::new(breaker, now)),
+            latency: Mutex::default(),
+            cooldown_until: Mutex::new(None),
+            capacity,
+            slots: capacity
+                .max_concurrency
+                .map(|n| Arc::new(Semaphore::new(n as usize))),
+            queued: AtomicUsize::new(0),
+            in_flight: AtomicUsize::new(0),
+            sent: AtomicU64::new(0),
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.deployment.name
+    }
+
+    /// Whether the deployment would take a request now (breaker and cool-down; the queue is
+    /// only known when a slot is asked for). Takes nothing.
+    pub fn available(&self, now: Instant) -> Result<(), Unavailable> {
+        if let Some(until) = *lock(&self.cooldown_until)
+            && now < until
+        {
+            return Err(Unavailable::CoolingDown {
+                retry_in: until - now,
+            });
+        }
+        let breaker = lock(&self.breaker);
+        if breaker.would_admit(now) {
+            Ok(())
+        } else {
+            Err(Unavailable::CircuitOpen {
+                retry_in: breaker
+                    .open_until(now)
+                    .map_or(Duration::from_secs(1), |until| until - now),
+            })
+        }
+    }
+
+    /// Asks for a slot: through the breaker, then the concurrency limit, waiting in the
+    /// bounded queue when it is full. Cancel-safe: dropping the future leaves the queue.
+    pub async fn acquire(self: &Arc<Self>) -> Result<Slot, Unavailable> {
+        self.available(Instant::now())?;
+        let started = Instant::now();
+        let permit = match &self.slots {
+            None => None,
+            Some(slots) => match slots.clone().try_acquire_owned() {
+                Ok(permit) => Some(permit),
+                Err(_) => Some(self.wait_for_slot(slots).await?),
+            },
+        };
+        let admission = lock(&self.breaker).admit(Instant::now());
+        if let Admission::Refused { retry_in } = admission {
+            return Err(Unavailable::CircuitOpen { retry_in });
+        }
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        self.sent.fetch_add(1, Ordering::Relaxed);
+        Ok(Slot {
+            health: self.clone(),
+            _permit: permit,
+            admission,
+            recorded: false,
+            queued_for: started.elapsed(),
+        })
+    }
+
+    async fn wait_for_slot(
+        &self,
+        slots: &Arc<Semaphore>,
+    ) -> Result<OwnedSemaphorePermit, Unavailable> {
+        let max_queue = self.capacity.max_queue as usize;
+        let position = self.queued.fetch_add(1, Ordering::AcqRel);
+        let _leave = QueueGuard(&self.queued);
+        if position >= max_queue {
+            return Err(Unavailable::QueueFull);
+        }
+        match tokio::time::timeout(self.capacity.queue_timeout, slots.clone().acquire_owned()).await
+        {
+            Ok(Ok(permit)) => Ok(permit),
+            // The semaphore is never closed; a closed one means nothing can be served.
+            Ok(Err(_)) => Err(Unavailable::QueueFull),
+            Err(_) => Err(Unavailable::QueueTimeout),
+        }
+    }
+
+    fn record(
+        &self,
+        admission: Admission,
+        outcome: Outcome,
+        ttft: Option<Duration>,
+        total: Option<Duration>,
+    ) {
+        let now = Instant::now();
+        let changed = lock(&self.breaker).record(now, admission, outcome);
+        match changed {
+            Some(BreakerState::Open) => {
+                tracing::warn!(deployment = %self.deployment.name, "circuit opened")
+            }
+            Some(state) => {
+                tracing::info!(deployment = %self.deployment.name, state = state.as_str(), "circuit changed state")
+            }
+            None => {}
+        }
+        if outcome != Outcome::Success {
+            return;
+        }
+        let mut latency = lock(&self.latency);
+        if let Some(ttft) = ttft {
+            let us = ttft.as_micros() as u64;
+            latency.ttft_ewma_us = ewma(latency.ttft_ewma_us, us as f64);
+            if latency.ttft_samples.len() == TTFT_SAMPLES {
+                latency.ttft_samples.pop_front();
+            }
+            latency.ttft_samples.push_back(us);
+        }
+        if let Some(total) = total {
+            latency.total_ewma_us = ewma(latency.total_ewma_us, total.as_micros() as f64);
+        }
+    }
+
+    /// A stream that had started failed later: the breaker counts it like any failure.
+    pub fn record_late_failure(&self) {
+        let now = Instant::now();
+        let mut breaker = lock(&self.breaker);
+        if breaker.record(now, Admission::Allowed, Outcome::Failure) == Some(BreakerState::Open) {
+            tracing::warn!(deployment = %self.deployment.name, "circuit opened");
+        }
+    }
+
+    /// Until when a `Retry-After` keeps requests away, if it still does.
+    pub fn cooling_until(&self) -> Option<Instant> {
+        (*lock(&self.cooldown_until)).filter(|until| Instant::now() < *until)
+    }
+
+    /// Keeps requests away until `until` (the provider's `Retry-After`).
+    pub fn cool_down(&self, until: Instant) {
+        let mut cooldown = lock(&self.cooldown_until);
+        if cooldown.is_none_or(|current| current < until) {
+            *cooldown = Some(until);
+        }
+    }
+
+    /// Expected latency in µs for ranking: TTFT for streams, total otherwise; `None` before
+    /// the first measurement.
+    pub fn expected_latency_us(&self, stream: bool) -> Option<f64> {
+        let latency = lock(&self.latency);
+        if stream {
+            latency.ttft_ewma_us.or(latency.total_ewma_us)
+        } else {
+            latency.total_ewma_us.or(latency.ttft_ewma_us)
+        }
+    }
+
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// The `p`-th percentile (0–100) of recent time to first token, once there are enough
+    /// samples.
+    pub fn ttft_percentile(&self, p: f64) -> Option<Duration> {
+        let latency = lock(&self.latency);
+        percentile(&latency.ttft_samples, p).map(Duration::from_micros)
+    }
+
+    pub fn status(&self) -> DeploymentStatus {
+        let now = Instant::now();
+        let breaker = lock(&self.breaker);
+        let (window_failures, window_requests) = breaker.window_counts(now);
+        let latency = lock(&self.latency);
+        let ms = |us: Option<f64>| us.map(|us| (us / 10.0).round() / 100.0);
+        let cooling = (*lock(&self.cooldown_until))
+            .filter(|until| now < *until)
+            .map(|until| (until - now).as_millis() as u64);
+        DeploymentStatus {
+            deployment: self.deployment.name.clone(),
+            provider: self.deployment.provider.clone(),
+            model: self.deployment.model.clone(),
+            breaker: breaker.state(now),
+            breaker_retry_in_ms: breaker
+                .open_until(now)
+                .map(|until| (until - now).as_millis() as u64),
+            breaker_opened: breaker.times_opened(),
+            window_failures,
+            window_requests,
+            cooling_down_ms: cooling,
+            in_flight: self.in_flight(),
+            queued: self.queued.load(Ordering::Relaxed),
+            max_concurrency: self.capacity.max_concurrency,
+            attempts: self.sent.load(Ordering::Relaxed),
+            ttft_ewma_ms: ms(latency.ttft_ewma_us),
+            latency_ewma_ms: ms(latency.total_ewma_us),
+            ttft_p50_ms: ms(percentile(&latency.ttft_samples, 50.0).map(|v| v as f64)),
+            ttft_p99_ms: ms(percentile(&latency.ttft_samples, 99.0).map(|v| v as f64)),
+        }
+    }
+}
+
+struct QueueGuard<'a>(&'a AtomicUsize);
+
+impl Drop for QueueGuard<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Nearest-rank percentile of the samples, `None` below [`MIN_PERCENTILE_SAMPLES`].
+fn percentile(samples: &VecDeque<u64>, p: f64) -> Option<u64> {
+    if samples.len() < MIN_PERCENTILE_SAMPLES {
+        return None;
+    }
+    let mut sorted: Vec<u64> = samples.iter().copied().collect();
+    sorted.sort_unstable();
+    let rank = ((p.clamp(0.0, 100.0) / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted.get(rank.saturating_sub(1)).copied()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sluice_providers::ProviderKind;
+
+    pub(crate) fn deployment(name: &str) -> Arc<Deployment> {
+        Arc::new(Deployment {
+            name: name.into(),
+            provider: "p".into(),
+            kind: ProviderKind::OpenAiCompatible,
+            base_url: "http://127.0.0.1:1/v1".into(),
+            model: "m".into(),
+            api_key: None,
+            default_max_tokens: 16,
+        })
+    }
+
+    fn breaker() -> BreakerPolicy {
+        BreakerPolicy {
+            enabled: true,
+            consecutive_failures: 2,
+            failure_ratio: 1.0,
+            min_requests: 100,
+            window: Duration::from_secs(10),
+            open_for: Duration::from_secs(5),
+            half_open_probes: 1,
+        }
+    }
+
+    fn limited(max: u32, queue: u32) -> CapacityPolicy {
+        CapacityPolicy {
+            max_concurrency: Some(max),
+            max_queue: queue,
+            queue_timeout: Duration::from_secs(2),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_full_queue_refuses_at_once_and_a_waiting_request_times_out() {
+        let health = Arc::new(DeploymentHealth::new(
+            deployment("d"),
+            breaker(),
+            limited(1, 1),
+        ));
+        let first = health.acquire().await.unwrap();
+        assert_eq!(health.in_flight(), 1);
+        // One may wait; the next is refused without waiting.
+        let waiting = tokio::spawn({
+            let health = health.clone();
+            async move { health.acquire().await.map(|_| ()) }
+        });
+        tokio::task::yield_now().await;
+        assert_eq!(health.status().queued, 1);
+        assert_eq!(health.acquire().await.unwrap_err(), Unavailable::QueueFull);
+        // The waiting one gives up after the queue timeout.
+        assert_eq!(waiting.await.unwrap(), Err(Unavailable::QueueTimeout));
+        assert_eq!(health.status().queued, 0);
+        drop(first);
+        assert_eq!(health.in_flight(), 0);
+        let again = health.acquire().await.unwrap();
+        assert_eq!(again.queued_for, Duration::ZERO);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_probe_dropped_without_a_verdict_frees_its_place() {
+        let health = Arc::new(DeploymentHealth::new(
+            deployment("d"),
+            breaker(),
+            limited(10, 0),
+        ));
+        for _ in 0..2 {
+            health
+                .acquire()
+                .await
+                .unwrap()
+                .record(Outcome::Failure, None, None);
+        }
+        tokio::time::advance(Duration::from_secs(5)).await;
+        let probe = health.acquire().await.unwrap();
+        assert_eq!(probe.admission(), Admission::Probe);
+        assert!(health.acquire().await.is_err(), "one probe at a time");
+        // A lost hedge or a client that left: no verdict, but the next probe may go.
+        drop(probe);
+        assert_eq!(
+            health.acquire().await.unwrap().admission(),
+            Admission::Probe
+        );
+        assert_eq!(health.in_flight(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_queued_request_gets_the_slot_when_it_frees() {
+        let health = Arc::new(DeploymentHealth::new(
+            deployment("d"),
+            breaker(),
+            limited(1, 4),
+        ));
+        let first = health.acquire().await.unwrap();
+        let waiting = tokio::spawn({
+            let health = health.clone();
+            async move { health.acquire().await.map(|slot| slot.queued_for) }
+        });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        drop(first);
+        assert_eq!(waiting.await.unwrap(), Ok(Duration::from_millis(300)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn failures_open_the_circuit_and_retry_after_cools_down() {
+        let health = Arc::new(DeploymentHealth::new(
+            deployment("d"),
+            breaker(),
+            CapacityPolicy {
+                max_concurrency: None,
+                max_queue: 0,
+                queue_timeout: Duration::from_secs(1),
+            },
+        ));
+        for _ in 0..2 {
+            let mut slot = health.acquire().await.unwrap();
+            slot.record(Outcome::Failure, None, None);
+        }
+        assert!(matches!(
+            health.acquire().await.unwrap_err(),
+            Unavailable::CircuitOpen { retry_in } if retry_in == Duration::from_secs(5)
+        ));
+        assert_eq!(health.status().breaker, BreakerState::Open);
+        tokio::time::advance(Duration::from_secs(5)).await;
+        let mut probe = health.acquire().await.unwrap();
+        assert_eq!(probe.admission(), Admission::Probe);
+        probe.record(Outcome::Success, Some(Duration::from_millis(40)), None);
+        assert_eq!(health.status().breaker, BreakerState::Closed);
+
+        health.cool_down(Instant::now() + Duration::from_secs(3));
+        assert!(matches!(
+            health.available(Instant::now()),
+            Err(Unavailable::CoolingDown { .. })
+        ));
+        tokio::time::advance(Duration::from_secs(3)).await;
+        assert!(health.available(Instant::now()).is_ok());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn latency_is_an_ewma_and_percentiles_need_samples() {
+        let health = Arc::new(DeploymentHealth::new(
+            deployment("d"),
+            breaker(),
+            limited(100, 0),
+        ));
+        let record = |outcome, ttft: u64, total: Option<u64>| {
+            let health = health.clone();
+            async move {
+                let mut slot = health.acquire().await.unwrap();
+                let ms = Duration::from_millis;
+                slot.record(outcome, Some(ms(ttft)), total.map(ms));
+            }
+        };
+        record(Outcome::Success, 100, Some(400)).await;
+        assert_eq!(health.expected_latency_us(true), Some(100_000.0));
+        assert_eq!(health.expected_latency_us(false), Some(400_000.0));
+        record(Outcome::Success, 200, None).await;
+        assert_eq!(health.expected_latency_us(true), Some(120_000.0));
+        assert_eq!(health.ttft_percentile(95.0), None);
+        for ms in 1..=100 {
+            record(Outcome::Success, ms, None).await;
+        }
+        // 102 samples: 100 ms, 200 ms and 1..=100 ms; the 95th percentile is rank 97 of them.
+        assert_eq!(
+            health.ttft_percentile(95.0),
+            Some(Duration::from_millis(97))
+        );
+        // Failures do not make a deployment look fast.
+        let before = health.expected_latency_us(true);
+        record(Outcome::Failure, 1, None).await;
+        assert_eq!(health.expected_latency_us(true), before);
+    }
+}
