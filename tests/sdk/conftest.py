@@ -257,7 +257,7 @@ listen = "127.0.0.1:0"
 path = "sluice.db"
 
 [upstream]
-first_byte_timeout_ms = {timeout_ms}
+first_token_timeout_ms = {timeout_ms}
 idle_timeout_ms = {timeout_ms}
 
 [providers.mock-openai]

@@ -445,7 +445,7 @@ def test_stream_cut_midway_raises(ant: anthropic.Anthropic, model: str) -> None:
     received: list[str] = []
     with pytest.raises(anthropic.APIError) as info:
         with ant.messages.stream(
-            model=model, max_tokens=MAX_TOKENS, messages=user("a long message to cut\n#mock cut_after=3")
+            model=model, max_tokens=MAX_TOKENS, messages=user("a long message to cut\n#mock cut_after=6")
         ) as stream:
             for event in stream:
                 received.append(event.type)

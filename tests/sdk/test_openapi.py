@@ -333,7 +333,7 @@ def test_errors_match_spec(spec: Spec, gateway: Any, status: int, method: str, p
 
 @pytest.mark.parametrize("model", MODELS)
 def test_stream_error_chunk_matches_spec(spec: Spec, http: httpx2.Client, model: str) -> None:
-    response = chat(http, {"model": model, "stream": True, "messages": user("cut\n#mock cut_after=3")})
+    response = chat(http, {"model": model, "stream": True, "messages": user("cut\n#mock cut_after=6")})
     assert response.status_code == 200
     payloads = sse_data(response)
     assert "[DONE]" not in payloads, "a failed stream must not claim success"

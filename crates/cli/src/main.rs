@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 mod admin;
+mod reliability;
 mod serve;
 
 /// mimalloc instead of the system allocator: the request path allocates many small short-lived
@@ -58,6 +59,38 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Show a running gateway's deployments: circuit breakers, load, latency, retry budgets.
+    Status {
+        /// The gateway's base URL [default: from `server.listen` in the configuration]
+        #[arg(long)]
+        url: Option<String>,
+        /// The raw `/health` document instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Replay requests through every deployment of a route (fallbacks included) and print a
+    /// readiness table: success, p50/p99 latency, schema validity. Exits 1 when a deployment
+    /// is below --min-success.
+    Drill {
+        /// The route (alias) to drill.
+        route: String,
+        /// A JSONL file of OpenAI chat request bodies [default: a built-in set of three:
+        /// plain, streamed, structured]
+        #[arg(long)]
+        requests: Option<PathBuf>,
+        /// How many times each request is sent to each deployment.
+        #[arg(long, default_value_t = 5)]
+        repeat: u32,
+        /// Requests in flight per deployment.
+        #[arg(long, default_value_t = 4)]
+        concurrency: usize,
+        /// Success rate (0-1) a deployment needs to count as ready.
+        #[arg(long, default_value_t = 0.95)]
+        min_success: f64,
+        /// One JSON object per deployment instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Run only the mock provider (OpenAI and Anthropic dialects), for tests and benchmarks.
     Mock {
         #[arg(long, default_value = "127.0.0.1:9900")]
@@ -86,6 +119,25 @@ fn main() -> std::process::ExitCode {
             Command::Keys(command) => admin::keys(config, command).await,
             Command::Logs { limit, json } => admin::logs(config, limit, json).await,
             Command::Mock { listen } => serve::mock(listen).await,
+            Command::Status { url, json } => reliability::status(config, url, json).await,
+            Command::Drill {
+                route,
+                requests,
+                repeat,
+                concurrency,
+                min_success,
+                json,
+            } => {
+                let options = reliability::DrillOptions {
+                    route,
+                    requests,
+                    repeat,
+                    concurrency,
+                    min_success,
+                    json,
+                };
+                reliability::drill(config, options).await
+            }
         }
     });
     match result {

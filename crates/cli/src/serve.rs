@@ -181,6 +181,12 @@ fn demo_settings(mock_base: &str, listen: &str, store_path: &Path) -> anyhow::Re
         base_url = "{mock_base}/v1"
         api_key_env = "SLUICE_DEMO_MOCK_KEY"
 
+        # The demo's failures are asked for per request (`#mock status=500`...): they say
+        # nothing about the deployment's health, so they neither open its circuit nor hold
+        # a Retry-After against the next request.
+        [breaker]
+        enabled = false
+
         [deployments.mock-gpt]
         provider = "mock-openai"
         model = "gpt-4o-mini"
@@ -191,9 +197,11 @@ fn demo_settings(mock_base: &str, listen: &str, store_path: &Path) -> anyhow::Re
 
         [aliases.gpt-4o-mini]
         deployments = ["mock-gpt"]
+        retry = {{ retry_after_max_ms = 0 }}
 
         [aliases.claude-sonnet-4-5]
         deployments = ["mock-claude"]
+        retry = {{ retry_after_max_ms = 0 }}
         "#,
         store = store_path.display().to_string().replace('\\', "/"),
     );

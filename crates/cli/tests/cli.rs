@@ -136,6 +136,24 @@ fn demo_serves_a_request_and_logs_show_it_after_a_graceful_stop() {
         .trim()
         .to_owned();
 
+    let status = sluice(&dir, &["status", "--url", &format!("http://{addr}")]);
+    let table = String::from_utf8(status.stdout).unwrap();
+    assert!(
+        status.status.success(),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    assert!(table.starts_with("gateway ok"), "{table}");
+    let claude = table
+        .lines()
+        .find(|l| l.starts_with("mock-claude"))
+        .unwrap();
+    assert!(claude.contains("closed"), "{table}");
+    assert!(
+        table.contains("route claude-sonnet-4-5 (ordered): retry budget"),
+        "{table}"
+    );
+
     let status = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
@@ -153,4 +171,77 @@ fn demo_serves_a_request_and_logs_show_it_after_a_graceful_stop() {
     assert_eq!(record["alias"], "claude-sonnet-4-5");
     assert_eq!(record["served_model"], "claude-sonnet-4-5-mock-2026-01-01");
     assert_eq!(record["provider"], "mock-anthropic");
+}
+
+/// `sluice drill` against a route whose primary is unreachable and whose fallback is the mock:
+/// a readiness row per deployment, exit status 1 because the primary is not ready.
+#[test]
+fn drill_prints_the_readiness_of_every_deployment_of_a_route() {
+    let dir = temp_dir("drill");
+    let mut mock = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["mock", "--listen", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(mock.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let mock_url = line
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .unwrap()
+        .to_owned();
+    // A port nothing listens on.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let closed_port = closed.local_addr().unwrap().port();
+    drop(closed);
+    std::fs::write(
+        dir.join("sluice.toml"),
+        format!(
+            "[providers.mock]\ntype = \"openai_compatible\"\nbase_url = \"{mock_url}/v1\"\n\n\
+             [providers.down]\ntype = \"openai_compatible\"\nbase_url = \"http://127.0.0.1:{closed_port}/v1\"\n\n\
+             [deployments.primary]\nprovider = \"down\"\nmodel = \"m\"\n\n\
+             [deployments.backup]\nprovider = \"mock\"\nmodel = \"m\"\n\n\
+             [aliases.chat]\ndeployments = [\"primary\"]\nfallbacks = [\"backup\"]\n"
+        ),
+    )
+    .unwrap();
+    let out = sluice(&dir, &["drill", "chat", "--repeat", "2", "--json"]);
+    let _ = mock.kill();
+    let _ = mock.wait();
+    assert!(
+        !out.status.success(),
+        "the unreachable primary is not ready"
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not ready (success below 95%): primary")
+    );
+    let rows: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 2);
+    assert_eq!(
+        (rows[0]["deployment"].as_str(), rows[0]["role"].as_str()),
+        (Some("primary"), Some("pool"))
+    );
+    assert_eq!(rows[0]["requests"], 6, "three built-in requests, twice");
+    assert_eq!(rows[0]["succeeded"], 0);
+    assert_eq!(rows[0]["errors"]["upstream_unavailable"], 6);
+    assert_eq!(
+        (rows[1]["deployment"].as_str(), rows[1]["role"].as_str()),
+        (Some("backup"), Some("fallback"))
+    );
+    assert_eq!(rows[1]["success_rate"], 1.0);
+    assert_eq!(
+        (
+            rows[1]["schema_checked"].as_u64(),
+            rows[1]["schema_valid"].as_u64()
+        ),
+        (Some(2), Some(2))
+    );
+    assert!(rows[1]["p99_ms"].as_f64().unwrap() > 0.0);
 }

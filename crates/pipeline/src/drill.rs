@@ -12,10 +12,12 @@ use std::sync::atomic::Ordering;
 
 use futures_util::StreamExt;
 use rand::Rng;
-use sluice_providers::{Reply, Timeouts, Upstream};
-use sluice_routing::{Condition, DeploymentHealth, Outcome, Role, RoutePlan, RouteTimeouts};
+use sluice_providers::{ProviderError, Reply, TimeoutPhase, Timeouts, Upstream};
+use sluice_routing::{
+    Condition, DeploymentHealth, Outcome, Role, RoutePlan, RouteTimeouts, Unavailable,
+};
 use sluice_store::AttemptRecord;
-use sluice_types::{ChatRequest, Classify, StreamEvent};
+use sluice_types::{ChatRequest, Classify, StreamEvent, Usage};
 use tokio::time::Instant;
 
 use crate::dispatch::micros;
@@ -60,31 +62,58 @@ impl Gateway {
     }
 }
 
-/// One drill: the request, whole, through one deployment; the record says how it went.
-async fn run(
-    mut exchange: Exchange,
+/// What one drill got from one deployment.
+#[derive(Debug)]
+pub struct Probe {
+    pub latency: std::time::Duration,
+    pub result: Result<Answered, ProbeError>,
+}
+
+#[derive(Debug)]
+pub struct Answered {
+    /// The model as the provider reported it.
+    pub model: String,
+    pub usage: Option<Usage>,
+    /// Whether the answer matched the requested schema (`None`: none was requested).
+    pub schema_valid: Option<bool>,
+}
+
+#[derive(Debug)]
+pub enum ProbeError {
+    /// Not sent: the deployment refused a slot (circuit open, queue full).
+    Unavailable(Unavailable),
+    Provider(ProviderError),
+}
+
+impl ProbeError {
+    /// The record's word for it: an error code, or `skipped`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ProbeError::Unavailable(_) => "skipped",
+            ProbeError::Provider(e) => e.kind().code(),
+        }
+    }
+}
+
+/// Sends `req` whole through one deployment (through its breaker and concurrency limit, so a
+/// drill never takes more than its share) and reads the whole answer, stream or not. The
+/// breaker counts the outcome: a broken fallback is found by drills before traffic needs it.
+pub async fn probe(
     upstream: &Upstream,
     health: &Arc<DeploymentHealth>,
     req: &ChatRequest,
     timeouts: RouteTimeouts,
-) {
-    let deployment = &health.deployment;
-    let mut attempt = AttemptRecord {
-        deployment: deployment.name.clone(),
-        provider: deployment.provider.clone(),
-        role: Some(Role::Fallback.as_str().to_owned()),
-        ..AttemptRecord::default()
-    };
+) -> Probe {
     let mut slot = match health.acquire().await {
         Ok(slot) => slot,
         Err(why) => {
-            attempt.outcome = "skipped".into();
-            attempt.next = Some(why.as_str().to_owned());
-            exchange.attempt(attempt);
-            exchange.fail_drill(sluice_types::ErrorKind::RouteUnavailable, None);
-            return;
+            return Probe {
+                latency: std::time::Duration::ZERO,
+                result: Err(ProbeError::Unavailable(why)),
+            };
         }
     };
+    let deployment = &health.deployment;
     let started = Instant::now();
     let upstream = upstream.with_timeouts(Timeouts {
         connect: timeouts.connect,
@@ -94,10 +123,11 @@ async fn run(
     });
     let answer = async {
         match upstream.chat(deployment, req).await? {
-            Reply::Complete(completion) => {
-                let valid = schema::check_response(req, &completion.response);
-                Ok((completion.response.model, completion.response.usage, valid))
-            }
+            Reply::Complete(completion) => Ok(Answered {
+                schema_valid: schema::check_response(req, &completion.response),
+                model: completion.response.model,
+                usage: completion.response.usage,
+            }),
             Reply::Stream(mut stream) => {
                 let (mut model, mut usage, mut text) = (String::new(), None, String::new());
                 while let Some(chunk) = stream.next().await {
@@ -110,52 +140,88 @@ async fn run(
                         }
                     }
                 }
-                Ok((model, usage, schema::check_text(req, &text)))
+                Ok(Answered {
+                    schema_valid: schema::check_text(req, &text),
+                    model,
+                    usage,
+                })
             }
         }
     };
     let result = tokio::time::timeout(timeouts.total, answer)
         .await
         .unwrap_or_else(|_| {
-            Err(sluice_providers::ProviderError::Timeout {
+            Err(ProviderError::Timeout {
                 provider: deployment.provider.clone(),
-                phase: sluice_providers::TimeoutPhase::Total,
+                phase: TimeoutPhase::Total,
             })
         });
-    let elapsed = started.elapsed();
-    attempt.latency_us = micros(elapsed);
-    match result {
-        Ok((model, usage, valid)) => {
-            slot.record(Outcome::Success, Some(elapsed), Some(elapsed));
-            attempt.outcome = "ok".into();
+    let latency = started.elapsed();
+    match &result {
+        Ok(_) => slot.record(Outcome::Success, Some(latency), Some(latency)),
+        Err(e) => {
+            let unhealthy = Condition::of(e).is_some_and(Condition::is_deployment_fault);
+            let outcome = if unhealthy {
+                Outcome::Failure
+            } else {
+                Outcome::Neutral
+            };
+            slot.record(outcome, None, None);
+        }
+    }
+    Probe {
+        latency,
+        result: result.map_err(ProbeError::Provider),
+    }
+}
+
+/// One live drill: the probe, written down as a record of its own.
+async fn run(
+    mut exchange: Exchange,
+    upstream: &Upstream,
+    health: &Arc<DeploymentHealth>,
+    req: &ChatRequest,
+    timeouts: RouteTimeouts,
+) {
+    let deployment = &health.deployment;
+    let probe = probe(upstream, health, req, timeouts).await;
+    let mut attempt = AttemptRecord {
+        deployment: deployment.name.clone(),
+        provider: deployment.provider.clone(),
+        role: Some(Role::Fallback.as_str().to_owned()),
+        latency_us: micros(probe.latency),
+        outcome: "ok".into(),
+        ..AttemptRecord::default()
+    };
+    match probe.result {
+        Ok(answered) => {
             attempt.status = Some(200);
-            attempt.input_tokens = usage.map(|u| u.input_tokens);
-            attempt.output_tokens = usage.map(|u| u.output_tokens);
+            attempt.input_tokens = answered.usage.map(|u| u.input_tokens);
+            attempt.output_tokens = answered.usage.map(|u| u.output_tokens);
             exchange.attempt(attempt);
-            exchange.served_by(deployment, &model);
-            if let Some(usage) = usage {
+            exchange.served_by(deployment, &answered.model);
+            if let Some(usage) = answered.usage {
                 exchange.usage(&usage);
             }
-            exchange.set_schema_valid(valid);
+            exchange.set_schema_valid(answered.schema_valid);
             exchange.finish(200);
         }
-        Err(e) => {
-            let unhealthy = Condition::of(&e).is_some_and(Condition::is_deployment_fault);
-            slot.record(
-                if unhealthy {
-                    Outcome::Failure
-                } else {
-                    Outcome::Neutral
-                },
-                None,
-                None,
-            );
-            tracing::info!(deployment = %deployment.name, error = %e, "drill failed");
-            attempt.outcome = e.kind().code().to_owned();
-            attempt.status = e.status();
+        Err(error) => {
+            attempt.outcome = error.code().to_owned();
+            let (kind, status) = match &error {
+                ProbeError::Unavailable(why) => {
+                    attempt.next = Some(why.as_str().to_owned());
+                    (sluice_types::ErrorKind::RouteUnavailable, None)
+                }
+                ProbeError::Provider(e) => {
+                    tracing::info!(deployment = %deployment.name, error = %e, "drill failed");
+                    (e.kind(), e.status())
+                }
+            };
+            attempt.status = status;
             exchange.attempt(attempt);
             exchange.served_by(deployment, "");
-            exchange.fail_drill(e.kind(), e.status());
+            exchange.fail_drill(kind, status);
         }
     }
 }

@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use sluice_providers::Deployment;
 use sluice_store::{AttemptRecord, RecordSender, RequestRecord};
+use sluice_telemetry::Metrics;
 use sluice_types::{Dialect, ErrorKind, RequestId, Usage};
 
 use crate::{Caller, Gateway};
@@ -44,18 +45,29 @@ pub struct Exchange {
     started: Instant,
     record: RequestRecord,
     sender: RecordSender,
+    metrics: Metrics,
     submitted: bool,
 }
 
 impl Gateway {
     /// Starts the record of a new request.
     pub fn begin(&self, endpoint: Endpoint, dialect: Dialect) -> Exchange {
-        Exchange::new(self.inner.records.clone(), endpoint, dialect)
+        Exchange::new(
+            self.inner.records.clone(),
+            self.inner.metrics.clone(),
+            endpoint,
+            dialect,
+        )
     }
 }
 
 impl Exchange {
-    pub(crate) fn new(sender: RecordSender, endpoint: Endpoint, dialect: Dialect) -> Exchange {
+    pub(crate) fn new(
+        sender: RecordSender,
+        metrics: Metrics,
+        endpoint: Endpoint,
+        dialect: Dialect,
+    ) -> Exchange {
         let id = RequestId::new();
         Exchange {
             id,
@@ -70,6 +82,7 @@ impl Exchange {
                 ..RequestRecord::default()
             },
             sender,
+            metrics,
             submitted: false,
         }
     }
@@ -84,7 +97,7 @@ impl Exchange {
             "anthropic" => Dialect::Anthropic,
             _ => Dialect::OpenAi,
         };
-        let mut drill = Exchange::new(self.sender.clone(), endpoint, dialect);
+        let mut drill = Exchange::new(self.sender.clone(), self.metrics.clone(), endpoint, dialect);
         drill.record.drill_of = Some(self.record.id.clone());
         drill.record.alias = Some(alias.to_owned());
         drill.record.stream = self.record.stream;
@@ -240,6 +253,11 @@ impl Exchange {
             latency_us = record.latency_us,
             "request"
         );
+        // Drills are not requests anyone made: they are in the records, not in the request
+        // metrics.
+        if record.drill_of.is_none() {
+            self.metrics.observe(&record);
+        }
         self.sender.submit(record);
     }
 }

@@ -125,6 +125,7 @@ struct Inner {
     records: RecordSender,
     keys: auth::KeyCache,
     drills: Drills,
+    metrics: sluice_telemetry::Metrics,
 }
 
 /// The drills in flight: owned tasks, bounded.
@@ -167,8 +168,14 @@ impl Gateway {
                     slots: Arc::new(tokio::sync::Semaphore::new(drill::MAX_DRILLS_IN_FLIGHT)),
                     shed: AtomicU64::new(0),
                 },
+                metrics: sluice_telemetry::Metrics::new(),
             }),
         }
+    }
+
+    /// The gateway's Prometheus metrics (every finished request is observed).
+    pub fn metrics(&self) -> &sluice_telemetry::Metrics {
+        &self.inner.metrics
     }
 
     /// The upstream client with this connect timeout (the default one when no route set it).

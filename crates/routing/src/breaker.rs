@@ -26,6 +26,21 @@ pub struct BreakerPolicy {
     pub half_open_probes: u32,
 }
 
+impl BreakerPolicy {
+    /// A breaker that never opens (drills of every deployment; tests of fallback alone).
+    pub fn disabled() -> BreakerPolicy {
+        BreakerPolicy {
+            enabled: false,
+            consecutive_failures: 0,
+            failure_ratio: 1.0,
+            min_requests: 1,
+            window: Duration::from_secs(10),
+            open_for: Duration::from_secs(10),
+            half_open_probes: 1,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum BreakerState {

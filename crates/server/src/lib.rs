@@ -41,6 +41,7 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/messages", post(anthropic::messages))
         .route("/v1/messages/count_tokens", post(anthropic::count_tokens))
         .route("/health", get(health))
+        .route("/metrics", get(metrics))
         .route("/ready", get(ready))
         .fallback(not_found)
         .with_state(state)
@@ -93,6 +94,50 @@ async fn health(State(state): State<AppState>) -> Response {
         "routes": routes,
     });
     json_response(Bytes::from(body.to_string()))
+}
+
+/// Prometheus metrics: request series from the records, gauges read from routing now.
+async fn metrics(State(state): State<AppState>) -> Response {
+    use sluice_routing::BreakerState;
+    use sluice_telemetry::{BreakerGauge, DeploymentGauge};
+    let router = state.gateway.router();
+    let gauges: Vec<DeploymentGauge> = router
+        .deployments()
+        .iter()
+        .map(|health| {
+            let status = health.status();
+            // A deployment in several routes has a budget in each: their sum is what it can
+            // still be retried.
+            let retry_budget_available: u64 = router
+                .routes()
+                .flat_map(|route| route.budgets())
+                .filter(|b| b.deployment == status.deployment)
+                .map(|b| b.budget.available)
+                .sum();
+            DeploymentGauge {
+                breaker: match status.breaker {
+                    BreakerState::Closed => BreakerGauge::Closed,
+                    BreakerState::HalfOpen => BreakerGauge::HalfOpen,
+                    BreakerState::Open => BreakerGauge::Open,
+                },
+                in_flight: status.in_flight as u64,
+                queued: status.queued as u64,
+                retry_budget_available: retry_budget_available as f64,
+                deployment: status.deployment,
+                provider: status.provider,
+            }
+        })
+        .collect();
+    let text = state
+        .gateway
+        .metrics()
+        .render(&gauges, state.gateway.records_shed());
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, sluice_telemetry::CONTENT_TYPE)],
+        text,
+    )
+        .into_response()
 }
 
 /// Readiness: the router exists only once the store is open and the configuration loaded.

@@ -327,6 +327,36 @@ async fn an_open_circuit_sends_traffic_straight_to_the_fallback_and_shows_in_hea
         .unwrap();
     assert_eq!(backup_health["breaker"], "closed");
     assert_eq!(backup_health["attempts"], 4);
+    let metrics = gw
+        .client
+        .get(gw.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let series = |name: &str, deployment: &str| {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(name) && l.contains(&format!("deployment=\"{deployment}\"")))
+            .and_then(|l| l.rsplit(' ').next())
+            .map(str::to_owned)
+    };
+    assert_eq!(
+        series("sluice_deployment_breaker_state{", &primary.name).as_deref(),
+        Some("2"),
+        "{metrics}"
+    );
+    assert_eq!(
+        series("sluice_deployment_breaker_state{", &backup.name).as_deref(),
+        Some("0")
+    );
+    assert!(
+        metrics.contains("sluice_upstream_attempts_total{deployment=\"")
+            && metrics.contains("outcome=\"skipped\""),
+        "{metrics}"
+    );
 
     let records = gw.finish().await;
     assert_eq!(

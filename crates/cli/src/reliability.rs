@@ -1,0 +1,325 @@
+//! `sluice status` (the live state of a running gateway's deployments: circuits, load,
+//! latency, retry budgets) and `sluice drill ROUTE` (a set of requests replayed through every
+//! deployment of a route, with a readiness table).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use futures_util::StreamExt;
+use serde_json::Value;
+use sluice_pipeline::drill::{Probe, probe};
+use sluice_routing::{BreakerPolicy, CapacityPolicy, DeploymentHealth};
+use sluice_types::ChatRequest;
+
+use crate::serve::{build, load_settings};
+
+/// `sluice status`: reads `/health` of the gateway at `url` (default: the configured listen
+/// address) and prints one row per deployment, then each route's retry budgets.
+pub(crate) async fn status(
+    config: Option<PathBuf>,
+    url: Option<String>,
+    json: bool,
+) -> anyhow::Result<()> {
+    let url = match url {
+        Some(url) => url.trim_end_matches('/').to_owned(),
+        None => {
+            let listen = load_settings(config.as_deref())?.server.listen;
+            let host = if listen.ip().is_unspecified() {
+                "127.0.0.1".to_owned()
+            } else {
+                listen.ip().to_string()
+            };
+            format!("http://{host}:{}", listen.port())
+        }
+    };
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .context("building the HTTP client")?;
+    let health: Value = client
+        .get(format!("{url}/health"))
+        .send()
+        .await
+        .with_context(|| format!("no gateway answering at {url} (is `sluice serve` running?)"))?
+        .error_for_status()?
+        .json()
+        .await
+        .context("reading /health")?;
+    if json {
+        println!("{health}");
+        return Ok(());
+    }
+    print!("{}", status_table(&health));
+    Ok(())
+}
+
+/// The status as text: a header line, a row per deployment, the retry budgets per route.
+fn status_table(health: &Value) -> String {
+    let text = |v: &Value| match v {
+        Value::Null => "-".to_owned(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    let ms = |v: &Value| v.as_f64().map_or("-".to_owned(), |ms| format!("{ms:.1}"));
+    let mut out = format!(
+        "gateway {} · records shed {} · drills shed {}\n\n",
+        text(&health["status"]),
+        text(&health["records_shed"]),
+        text(&health["drills_shed"]),
+    );
+    out.push_str(&format!(
+        "{:<24} {:<14} {:<18} {:>10} {:>9} {:>7} {:>9} {:>10} {:>10} {:>10}\n",
+        "DEPLOYMENT",
+        "PROVIDER",
+        "BREAKER",
+        "FAILED/REQ",
+        "IN FLIGHT",
+        "QUEUED",
+        "ATTEMPTS",
+        "TTFT ms",
+        "p99 ms",
+        "TOTAL ms"
+    ));
+    for d in health["deployments"].as_array().into_iter().flatten() {
+        let mut breaker = text(&d["breaker"]);
+        if let Some(ms) = d["breaker_retry_in_ms"].as_u64() {
+            breaker.push_str(&format!(" ({}s)", ms.div_ceil(1000)));
+        }
+        if let Some(ms) = d["cooling_down_ms"].as_u64() {
+            breaker.push_str(&format!(" cool {}s", ms.div_ceil(1000)));
+        }
+        out.push_str(&format!(
+            "{:<24} {:<14} {:<18} {:>10} {:>9} {:>7} {:>9} {:>10} {:>10} {:>10}\n",
+            text(&d["deployment"]),
+            text(&d["provider"]),
+            breaker,
+            format!(
+                "{}/{}",
+                text(&d["window_failures"]),
+                text(&d["window_requests"])
+            ),
+            text(&d["in_flight"]),
+            text(&d["queued"]),
+            text(&d["attempts"]),
+            ms(&d["ttft_ewma_ms"]),
+            ms(&d["ttft_p99_ms"]),
+            ms(&d["latency_ewma_ms"]),
+        ));
+    }
+    for (alias, route) in health["routes"].as_object().into_iter().flatten() {
+        out.push_str(&format!(
+            "\nroute {alias} ({}): retry budget\n",
+            text(&route["strategy"])
+        ));
+        for b in route["retry_budget"].as_array().into_iter().flatten() {
+            out.push_str(&format!(
+                "  {:<24} {:<9} {} available · {} requests, {} retries, {} refused in the window\n",
+                text(&b["deployment"]),
+                text(&b["role"]),
+                text(&b["available"]),
+                text(&b["requests"]),
+                text(&b["retries"]),
+                text(&b["refused"]),
+            ));
+        }
+    }
+    out
+}
+
+/// Options of `sluice drill`.
+pub(crate) struct DrillOptions {
+    pub route: String,
+    pub requests: Option<PathBuf>,
+    pub repeat: u32,
+    pub concurrency: usize,
+    pub min_success: f64,
+    pub json: bool,
+}
+
+/// The requests `sluice drill` sends when no file is given: plain text, a streamed answer, and
+/// a structured one (so schema validity is measured).
+const BUILT_IN_REQUESTS: &str = r#"{"messages":[{"role":"user","content":"Reply with the single word: ready"}],"max_tokens":16}
+{"messages":[{"role":"user","content":"Count from one to five."}],"max_tokens":64,"stream":true}
+{"messages":[{"role":"user","content":"Give the capital of France as JSON."}],"max_tokens":64,"response_format":{"type":"json_schema","json_schema":{"name":"capital","strict":true,"schema":{"type":"object","properties":{"city":{"type":"string"}},"required":["city"],"additionalProperties":false}}}}
+"#;
+
+/// One deployment's line of the readiness table.
+#[derive(Debug, serde::Serialize)]
+struct Readiness {
+    deployment: String,
+    role: &'static str,
+    requests: usize,
+    succeeded: usize,
+    success_rate: f64,
+    p50_ms: Option<f64>,
+    p99_ms: Option<f64>,
+    schema_checked: usize,
+    schema_valid: usize,
+    errors: std::collections::BTreeMap<String, usize>,
+}
+
+/// `sluice drill ROUTE`: every request of the set, `repeat` times, through every deployment
+/// of the route (pool and fallbacks, each on its own), then the table. Exits non-zero when a
+/// deployment's success rate is below `min_success`.
+pub(crate) async fn drill(config: Option<PathBuf>, options: DrillOptions) -> anyhow::Result<()> {
+    let settings = load_settings(config.as_deref())?;
+    let (router, upstream) = build(&settings)?;
+    let route = router
+        .route(&options.route)
+        .map_err(|_| {
+            let known: Vec<&str> = router.aliases().collect();
+            anyhow::anyhow!(
+                "no route `{}` in the configuration (routes: {})",
+                options.route,
+                known.join(", ")
+            )
+        })?
+        .clone();
+    let requests = read_requests(options.requests.as_deref(), &options.route)?;
+    let timeouts = route.policy.timeouts;
+    let upstream = upstream
+        .with_connect_timeout(timeouts.connect)
+        .context("building the upstream client")?;
+    let mut table = Vec::new();
+    for (live, role) in route.members() {
+        // Every deployment is drilled, an unhealthy one too: a breaker of its own, off, and no
+        // concurrency limit but the drill's.
+        let health = &Arc::new(DeploymentHealth::new(
+            live.deployment.clone(),
+            BreakerPolicy::disabled(),
+            CapacityPolicy {
+                max_concurrency: None,
+                max_queue: 0,
+                queue_timeout: Duration::from_secs(1),
+            },
+        ));
+        let work = (0..options.repeat).flat_map(|_| requests.iter());
+        let probes: Vec<Probe> = futures_util::stream::iter(work)
+            .map(|req| {
+                let (upstream, health) = (&upstream, Arc::clone(health));
+                async move { probe(upstream, &health, req, timeouts).await }
+            })
+            .buffer_unordered(options.concurrency.max(1))
+            .collect()
+            .await;
+        table.push(readiness(health.name(), role.as_str(), &probes));
+    }
+    if options.json {
+        for row in &table {
+            println!("{}", serde_json::to_string(row)?);
+        }
+    } else {
+        print!("{}", readiness_table(&options.route, &table));
+    }
+    let not_ready: Vec<&str> = table
+        .iter()
+        .filter(|r| r.success_rate < options.min_success)
+        .map(|r| r.deployment.as_str())
+        .collect();
+    if !not_ready.is_empty() {
+        bail!(
+            "not ready (success below {:.0}%): {}",
+            options.min_success * 100.0,
+            not_ready.join(", ")
+        );
+    }
+    Ok(())
+}
+
+/// Requests from a JSONL file of OpenAI chat request bodies (`model` may be left out: the
+/// route's alias is used), or the built-in set.
+fn read_requests(path: Option<&Path>, alias: &str) -> anyhow::Result<Vec<ChatRequest>> {
+    let text = match path {
+        Some(path) => {
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?
+        }
+        None => BUILT_IN_REQUESTS.to_owned(),
+    };
+    let mut requests = Vec::new();
+    for (line_no, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let mut body: serde_json::Map<String, Value> = serde_json::from_str(line)
+            .with_context(|| format!("line {}: not a JSON object", line_no + 1))?;
+        body.insert("model".into(), Value::String(alias.to_owned()));
+        let bytes = serde_json::to_vec(&body)?;
+        let req = sluice_wire::openai::decode_chat_request(&bytes)
+            .map_err(|e| anyhow::anyhow!("line {}: {e}", line_no + 1))?;
+        requests.push(req);
+    }
+    if requests.is_empty() {
+        bail!("no requests to send");
+    }
+    Ok(requests)
+}
+
+fn readiness(deployment: &str, role: &'static str, probes: &[Probe]) -> Readiness {
+    let mut latencies: Vec<f64> = Vec::new();
+    let mut errors = std::collections::BTreeMap::new();
+    let (mut schema_checked, mut schema_valid) = (0, 0);
+    for p in probes {
+        match &p.result {
+            Ok(answered) => {
+                latencies.push(p.latency.as_secs_f64() * 1000.0);
+                if let Some(valid) = answered.schema_valid {
+                    schema_checked += 1;
+                    schema_valid += usize::from(valid);
+                }
+            }
+            Err(e) => *errors.entry(e.code().to_owned()).or_insert(0) += 1,
+        }
+    }
+    latencies.sort_by(f64::total_cmp);
+    let pct = |p: f64| {
+        let rank = ((p / 100.0) * latencies.len() as f64).ceil() as usize;
+        latencies.get(rank.saturating_sub(1)).copied()
+    };
+    Readiness {
+        deployment: deployment.to_owned(),
+        role,
+        requests: probes.len(),
+        succeeded: latencies.len(),
+        success_rate: latencies.len() as f64 / probes.len().max(1) as f64,
+        p50_ms: pct(50.0),
+        p99_ms: pct(99.0),
+        schema_checked,
+        schema_valid,
+        errors,
+    }
+}
+
+fn readiness_table(route: &str, rows: &[Readiness]) -> String {
+    let ms = |v: Option<f64>| v.map_or("-".to_owned(), |ms| format!("{ms:.1}"));
+    let mut out = format!("drill of route {route}\n\n");
+    out.push_str(&format!(
+        "{:<24} {:<9} {:>9} {:>9} {:>9} {:>9}  ERRORS\n",
+        "DEPLOYMENT", "ROLE", "SUCCESS", "p50 ms", "p99 ms", "SCHEMA"
+    ));
+    for r in rows {
+        let schema = if r.schema_checked == 0 {
+            "-".to_owned()
+        } else {
+            format!("{}/{}", r.schema_valid, r.schema_checked)
+        };
+        let errors: Vec<String> = r.errors.iter().map(|(k, n)| format!("{k} ×{n}")).collect();
+        out.push_str(&format!(
+            "{:<24} {:<9} {:>8.1}% {:>9} {:>9} {:>9}  {}\n",
+            r.deployment,
+            r.role,
+            r.success_rate * 100.0,
+            ms(r.p50_ms),
+            ms(r.p99_ms),
+            schema,
+            if errors.is_empty() {
+                "-".to_owned()
+            } else {
+                errors.join(", ")
+            },
+        ));
+    }
+    out
+}
