@@ -327,11 +327,13 @@ if has_fig 1; then
         for t in $(order "$r"); do
           log "fig 1 run $r: $t $q/s upstream $ups c=$c"
           f="$OUT/raw/f1.$ph.$t.$r.json"
-          c0=$(ticks "$GW"); mark
+          mp=${PID[mock-$ups]}
+          c0=$(ticks "$GW"); k0=$(ticks "$mp"); mark
           oha_run "$f" "$(url_of $t $ups)" "$model" -z "${DURATION}s" -c "$c" -q "$q" --latency-correction -w
-          c1=$(ticks "$GW")
+          c1=$(ticks "$GW"); k1=$(ticks "$mp")
           if [ "$t" = sluice ]; then cpu="cpu_ticks=$((c1 - c0))"; else cpu="gw_idle_ticks=$((c1 - c0))"; fi
-          rec fig=1 phase="$ph" target="$t" run="$r" rate="$q" conc="$c" kind=oha file="$f" "$cpu"
+          rec fig=1 phase="$ph" target="$t" run="$r" rate="$q" conc="$c" kind=oha file="$f" "$cpu" \
+            mock_ticks=$((k1 - k0))
           sleep 1
         done
       done

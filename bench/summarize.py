@@ -120,6 +120,12 @@ def label_ups(ups):
     return f"{name}, c={c}"
 
 
+def mock_us(r):
+    if not r or r.get("mock_ticks") is None or not r.get("ok") or not r.get("clk"):
+        return None
+    return r["mock_ticks"] * 1e6 / r["clk"] / r["ok"]
+
+
 def load_of(r):
     return r.get("load1", "?")
 
@@ -153,8 +159,8 @@ def table(path):
     if phases1:
         p("### 1. Added latency, non-streaming (oha --latency-correction, fixed rate, 10 s)\n")
         p("| rate, upstream | run | direct p50 / p99 ms | Sluice p50 / p99 ms | added p50 / p99 ms "
-          "| Sluice CPU µs/req | ok/errors direct · Sluice | load1 · foreign cores |")
-        p("|---|---|---|---|---|---|---|---|")
+          "| Sluice CPU µs/req | mock CPU µs/req direct · behind Sluice | ok/errors direct · Sluice | load1 · foreign cores |")
+        p("|---|---|---|---|---|---|---|---|---|")
         summary = []
         for ph in phases1:
             a50, a99 = [], []
@@ -174,6 +180,7 @@ def table(path):
                   f"| {plain(g and g.get('p50_ms'))} / {plain(g and g.get('p99_ms'))} "
                   f"| {sign_up(ad50)} / {sign_up(ad99)} "
                   f"| {up(g and g.get('cpu_us_per_req'), 1)} "
+                  f"| {up(mock_us(d), 1)} · {up(mock_us(g), 1)} "
                   f"| {errs(d)} · {errs(g)} "
                   f"| {load_of(g or d)} · {foreign_of(d)}, {foreign_of(g)} |")
             summary.append((ph, a50, a99))
