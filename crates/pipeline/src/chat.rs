@@ -110,6 +110,8 @@ impl Gateway {
             req: &req,
             timeouts,
             deadline,
+            trace_id: exchange.trace_id().to_owned(),
+            started: exchange.started(),
         };
         match dispatch.run(&mut exchange).await {
             Ok(won) => Ok(self.settle(exchange, plan.alias(), &req, won, deadline)),

@@ -26,6 +26,7 @@ use sluice_types::{ChatRequest, Classify, FinishReason, StreamEvent};
 use tokio::time::Instant;
 
 use crate::tokens::estimate_input;
+use crate::trace::{new_span_id, traceparent};
 use crate::{Exchange, PipelineError};
 
 /// What an attempt got back before anything reached the client.
@@ -55,6 +56,9 @@ struct Finished {
     hedge: bool,
     queued_for: Duration,
     sent_at: Instant,
+    /// The attempt's span, and when it started after the request did.
+    span_id: String,
+    offset: Duration,
     /// The slot comes back with the answer (it is held until a stream ends), and with a
     /// failure when the attempt was sent.
     result: Result<(Attempted, Slot), (AttemptError, Option<Slot>)>,
@@ -62,12 +66,22 @@ struct Finished {
 
 type Running<'a> = Pin<Box<dyn Future<Output = Finished> + Send + 'a>>;
 
+/// An attempt under way, with the ids it will be recorded under even if it is cancelled.
+struct Started<'a> {
+    span_id: String,
+    offset: Duration,
+    running: Running<'a>,
+}
+
 pub(crate) struct Dispatch<'a> {
     pub upstream: &'a Upstream,
     pub plan: &'a RoutePlan,
     pub req: &'a ChatRequest,
     pub timeouts: RouteTimeouts,
     pub deadline: Instant,
+    /// The request's trace, and when it started (attempts record their offset from it).
+    pub trace_id: String,
+    pub started: std::time::Instant,
 }
 
 /// Why a request stopped trying, in the words of the record's `next`.
@@ -144,7 +158,7 @@ impl<'a> Dispatch<'a> {
             sent += 1;
             let primary = self.attempt(candidate.clone(), false);
             let outcome = match self.hedge_target(cursor, &barred, sent, max_attempts) {
-                None => self.finish(primary.await, exchange),
+                None => self.finish(primary.running.await, exchange),
                 Some((hedge_index, cursor_after)) => {
                     let hedge = Hedge {
                         primary: index,
@@ -278,7 +292,9 @@ impl<'a> Dispatch<'a> {
     /// Races the primary attempt against the hedge delay; past it, sends the hedge (if the
     /// budget allows) and serves whichever answers first. The other is dropped, which cancels
     /// its upstream request, and recorded as `cancelled`.
-    async fn hedged(&self, primary: Running<'a>, hedge: Hedge, exchange: &mut Exchange) -> Hedged {
+    async fn hedged(&self, primary: Started<'a>, hedge: Hedge, exchange: &mut Exchange) -> Hedged {
+        let primary_ids = (primary.span_id, primary.offset);
+        let primary = primary.running;
         let not_sent = |outcome| Hedged {
             outcome,
             sent_hedge: false,
@@ -304,10 +320,15 @@ impl<'a> Dispatch<'a> {
             return not_sent(self.finish(primary.await, exchange));
         }
         let racing = self.attempt(second.clone(), true);
-        let (done, other) = match select(primary, racing).await {
+        let hedge_ids = (racing.span_id, racing.offset);
+        let (done, other) = match select(primary, racing.running).await {
             Either::Left((done, other)) | Either::Right((done, other)) => (done, other),
         };
-        let loser = if done.hedge { first } else { second };
+        let (loser, (loser_span, loser_offset)) = if done.hedge {
+            (first, primary_ids)
+        } else {
+            (second, hedge_ids)
+        };
         let loser_was_hedge = !done.hedge;
         let outcome = match self.finish(done, exchange) {
             Ok(won) => {
@@ -319,6 +340,9 @@ impl<'a> Dispatch<'a> {
                     role: Some(loser.role.as_str().to_owned()),
                     hedge: loser_was_hedge,
                     next: Some("lost_hedge".into()),
+                    span_id: Some(loser_span),
+                    offset_us: Some(micros(loser_offset)),
+                    latency_us: micros(self.started.elapsed().saturating_sub(loser_offset)),
                     // The prompt was sent, and may be billed: its size is the attempt's cost.
                     input_tokens: Some(estimate_input(self.req)),
                     ..AttemptRecord::default()
@@ -338,12 +362,16 @@ impl<'a> Dispatch<'a> {
 
     /// Starts one attempt: a slot on the deployment, the call, and (streams) the first event,
     /// all within the attempt's timeouts.
-    fn attempt(&self, candidate: Candidate, hedge: bool) -> Running<'a> {
+    fn attempt(&self, candidate: Candidate, hedge: bool) -> Started<'a> {
         let upstream = self.upstream;
         let req = self.req;
         let timeouts = self.timeouts;
         let deadline = self.deadline;
-        Box::pin(async move {
+        let span_id = new_span_id();
+        let offset = self.started.elapsed();
+        let traceparent = traceparent(&self.trace_id, &span_id);
+        let ids = (span_id.clone(), offset);
+        let running = Box::pin(async move {
             let acquired = tokio::time::timeout_at(deadline, candidate.health.acquire()).await;
             let slot = match acquired.unwrap_or(Err(Unavailable::QueueTimeout)) {
                 Ok(slot) => slot,
@@ -353,6 +381,8 @@ impl<'a> Dispatch<'a> {
                         hedge,
                         queued_for: Duration::ZERO,
                         sent_at: Instant::now(),
+                        span_id,
+                        offset,
                         result: Err((AttemptError::Unavailable(why), None)),
                     };
                 }
@@ -364,12 +394,14 @@ impl<'a> Dispatch<'a> {
             } else {
                 (remaining, TimeoutPhase::Total)
             };
-            let upstream = upstream.with_timeouts(Timeouts {
-                connect: timeouts.connect,
-                first_token,
-                idle: timeouts.idle,
-                total: remaining,
-            });
+            let upstream = upstream
+                .with_timeouts(Timeouts {
+                    connect: timeouts.connect,
+                    first_token,
+                    idle: timeouts.idle,
+                    total: remaining,
+                })
+                .with_traceparent(&traceparent);
             let deployment = &candidate.health.deployment;
             let call = async {
                 match upstream.chat(deployment, req).await? {
@@ -401,9 +433,16 @@ impl<'a> Dispatch<'a> {
                 hedge,
                 queued_for,
                 sent_at,
+                span_id,
+                offset,
                 result,
             }
-        })
+        });
+        Started {
+            span_id: ids.0,
+            offset: ids.1,
+            running,
+        }
     }
 
     /// Records a finished attempt; the winner, or the failure with the candidate's index.
@@ -417,6 +456,8 @@ impl<'a> Dispatch<'a> {
             hedge,
             queued_for,
             sent_at,
+            span_id,
+            offset,
             result,
         } = done;
         let index = self
@@ -434,6 +475,8 @@ impl<'a> Dispatch<'a> {
             role: Some(candidate.role.as_str().to_owned()),
             hedge,
             queue_us: (!queued_for.is_zero()).then(|| micros(queued_for)),
+            span_id: Some(span_id),
+            offset_us: Some(micros(offset)),
             ..AttemptRecord::default()
         };
         let (error, slot) = match result {

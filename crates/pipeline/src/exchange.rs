@@ -9,6 +9,8 @@ use std::time::Instant;
 use sluice_providers::Deployment;
 use sluice_store::{AttemptRecord, RecordSender, RequestRecord};
 use sluice_telemetry::Metrics;
+
+use crate::trace::{TraceContext, new_span_id};
 use sluice_types::{Dialect, ErrorKind, RequestId, Usage};
 
 use crate::{Caller, Gateway};
@@ -85,6 +87,34 @@ impl Exchange {
             metrics,
             submitted: false,
         }
+        .traced(TraceContext::from_traceparent(None))
+    }
+
+    fn traced(mut self, trace: TraceContext) -> Exchange {
+        self.record.trace_id = Some(trace.trace_id);
+        self.record.parent_span_id = trace.parent_span_id;
+        self.record.span_id = Some(new_span_id());
+        self
+    }
+
+    /// Continues the client's trace (its `traceparent` header); without one the request
+    /// keeps the new trace it started with.
+    pub fn set_traceparent(&mut self, header: Option<&str>) {
+        if header.is_some() {
+            let trace = TraceContext::from_traceparent(header);
+            self.record.trace_id = Some(trace.trace_id);
+            self.record.parent_span_id = trace.parent_span_id;
+        }
+    }
+
+    /// The trace id (for the upstream `traceparent` of each attempt).
+    pub(crate) fn trace_id(&self) -> &str {
+        self.record.trace_id.as_deref().unwrap_or_default()
+    }
+
+    /// When the request started, for the attempts' offsets.
+    pub(crate) fn started(&self) -> Instant {
+        self.started
     }
 
     /// A drill of a live request: its own record, owned by nobody (its cost is the drill's).
@@ -98,6 +128,9 @@ impl Exchange {
             _ => Dialect::OpenAi,
         };
         let mut drill = Exchange::new(self.sender.clone(), self.metrics.clone(), endpoint, dialect);
+        // A drill is part of the live request's trace: a sibling of its attempts.
+        drill.record.trace_id = self.record.trace_id.clone();
+        drill.record.parent_span_id = self.record.span_id.clone();
         drill.record.drill_of = Some(self.record.id.clone());
         drill.record.alias = Some(alias.to_owned());
         drill.record.stream = self.record.stream;

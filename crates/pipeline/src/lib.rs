@@ -30,6 +30,7 @@ mod embeddings;
 mod exchange;
 mod schema;
 pub mod tokens;
+pub mod trace;
 
 pub use auth::Caller;
 pub use chat::{ChatOutcome, GuardedStream, Provenance};

@@ -28,6 +28,10 @@ pub(crate) async fn send(
     decode_error: ErrorDecoder,
 ) -> Result<reqwest::Response, ProviderError> {
     let provider = || deployment.provider.clone();
+    let request = match &upstream.traceparent {
+        Some(traceparent) => request.header("traceparent", traceparent.clone()),
+        None => request,
+    };
     let response = tokio::time::timeout(upstream.timeouts.first_token, request.send())
         .await
         .map_err(|_| ProviderError::Timeout {

@@ -143,6 +143,8 @@ pub struct Embeddings {
 pub struct Upstream {
     client: reqwest::Client,
     timeouts: Timeouts,
+    /// W3C `traceparent` sent with each request, when the caller traces.
+    traceparent: Option<http::HeaderValue>,
 }
 
 impl Upstream {
@@ -157,7 +159,11 @@ impl Upstream {
             .tcp_nodelay(true)
             .user_agent(concat!("sluice/", env!("CARGO_PKG_VERSION")))
             .build()?;
-        Ok(Upstream { client, timeouts })
+        Ok(Upstream {
+            client,
+            timeouts,
+            traceparent: None,
+        })
     }
 
     pub fn timeouts(&self) -> Timeouts {
@@ -173,7 +179,16 @@ impl Upstream {
                 connect: self.timeouts.connect,
                 ..timeouts
             },
+            traceparent: self.traceparent.clone(),
         }
+    }
+
+    /// The same client, sending `traceparent` (W3C trace context) with every request, so the
+    /// provider's own traces hang under the gateway's attempt span. An invalid value is left
+    /// out.
+    pub fn with_traceparent(mut self, traceparent: &str) -> Upstream {
+        self.traceparent = http::HeaderValue::from_str(traceparent).ok();
+        self
     }
 
     /// A client of its own with another connect timeout: reqwest fixes it per client, so a

@@ -80,6 +80,7 @@ pub(crate) async fn admit(
     dialect: Dialect,
 ) -> Result<(Exchange, Caller), Response> {
     let mut exchange = state.gateway.begin(endpoint, dialect);
+    exchange.set_traceparent(headers.get("traceparent").and_then(|v| v.to_str().ok()));
     match state
         .gateway
         .authenticate(presented_key(headers, dialect))

@@ -93,6 +93,10 @@ const MIGRATIONS: &[&str] = &[
     "ALTER TABLE requests ADD COLUMN drill_of TEXT;
     ALTER TABLE requests ADD COLUMN schema_valid INTEGER;
     ",
+    "ALTER TABLE requests ADD COLUMN trace_id TEXT;
+    ALTER TABLE requests ADD COLUMN span_id TEXT;
+    ALTER TABLE requests ADD COLUMN parent_span_id TEXT;
+    ",
 ];
 
 /// The embedded SQLite store.

@@ -45,6 +45,12 @@ pub struct AttemptRecord {
     /// (`circuit_open`, `cooling_down`, `queue_full`, `queue_timeout`); `lost_hedge`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next: Option<String>,
+    /// The attempt's trace span (16 hex), also sent upstream as the parent in `traceparent`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub span_id: Option<String>,
+    /// When the attempt started, in µs after the request started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offset_us: Option<u64>,
     /// Tokens this attempt used (or, for a cancelled one, the prompt it sent), when known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub input_tokens: Option<u32>,
@@ -90,6 +96,11 @@ pub struct RequestRecord {
     /// Whether the answer was valid JSON for the schema the request asked for (`None` when it
     /// asked for none, or there was no answer).
     pub schema_valid: Option<bool>,
+    /// W3C trace context: the trace (32 hex; the client's when it sent `traceparent`), the
+    /// request's own span (16 hex), and the client's span it continues, if any.
+    pub trace_id: Option<String>,
+    pub span_id: Option<String>,
+    pub parent_span_id: Option<String>,
 }
 
 /// Cheap to clone; handed to the request path.
@@ -132,7 +143,7 @@ const BATCH: usize = 256;
 /// How long a batch may wait for more records: the delay before a record is readable.
 const LINGER: std::time::Duration = std::time::Duration::from_millis(25);
 
-/// Rows per INSERT statement: 23 bound columns each, far below SQLite's 32,766 parameters.
+/// Rows per INSERT statement: 26 bound columns each, far below SQLite's 32,766 parameters.
 const ROWS_PER_INSERT: usize = 64;
 
 impl RecordQueue {
@@ -237,7 +248,7 @@ impl Store {
                 "INSERT INTO requests (id, started_at, endpoint, dialect, key_id, team, user, alias,
                     served_model, provider, deployment, stream, status, error_code, input_tokens,
                     output_tokens, cached_tokens, usage_estimated, ttft_us, latency_us, attempts,
-                    drill_of, schema_valid) ",
+                    drill_of, schema_valid, trace_id, span_id, parent_span_id) ",
             );
             insert.push_values(chunk.iter().zip(attempts), |mut row, (r, attempts)| {
                 row.push_bind(&r.id)
@@ -262,7 +273,10 @@ impl Store {
                     .push_bind(clamp_i64(r.latency_us))
                     .push_bind(attempts)
                     .push_bind(&r.drill_of)
-                    .push_bind(r.schema_valid);
+                    .push_bind(r.schema_valid)
+                    .push_bind(&r.trace_id)
+                    .push_bind(&r.span_id)
+                    .push_bind(&r.parent_span_id);
             });
             insert.build().execute(&mut *tx).await?;
         }
@@ -323,6 +337,9 @@ fn record_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<RequestRecord, Store
             .map_err(|e| StoreError::Corrupt(format!("attempts of a request: {e}")))?,
         drill_of: row.try_get("drill_of")?,
         schema_valid: row.try_get("schema_valid")?,
+        trace_id: row.try_get("trace_id")?,
+        span_id: row.try_get("span_id")?,
+        parent_span_id: row.try_get("parent_span_id")?,
     })
 }
 
@@ -361,6 +378,8 @@ mod tests {
                 },
             ],
             schema_valid: Some(true),
+            trace_id: Some("4bf92f3577b34da6a3ce929d0e0e4736".into()),
+            span_id: Some("00f067aa0ba902b7".into()),
             latency_us: 2000,
             ..Default::default()
         }

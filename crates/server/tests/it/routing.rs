@@ -871,3 +871,60 @@ async fn drills_shadow_live_traffic_to_each_fallback_with_their_own_records() {
     assert_eq!(bad.schema_valid, None);
     assert_eq!(bad.attempts[0].outcome, "upstream_malformed_response");
 }
+
+#[tokio::test]
+async fn the_clients_trace_continues_through_each_attempt_to_the_provider() {
+    let primary_mock = MockUpstream::openai()
+        .always(status(500, None))
+        .start()
+        .await;
+    let backup_mock = MockUpstream::anthropic().start().await;
+    let (primary, backup) = (
+        on(&primary_mock, ProviderKind::OpenAi, "gpt"),
+        on(&backup_mock, ProviderKind::Anthropic, "claude"),
+    );
+    let gw = TestGateway::builder()
+        .route_with(route(vec![primary], vec![backup], policy(|_| {})))
+        .start()
+        .await;
+    let res = gw
+        .client
+        .post(gw.url("/v1/chat/completions"))
+        .bearer_auth(&gw.key)
+        .header(
+            "traceparent",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        )
+        .json(&chat(false))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let sent = |mock: &MockUpstream| {
+        mock.last_request()
+            .unwrap()
+            .header("traceparent")
+            .unwrap()
+            .to_owned()
+    };
+    let (to_primary, to_backup) = (sent(&primary_mock), sent(&backup_mock));
+    let records = gw.finish().await;
+    let record = &records[0];
+    assert_eq!(
+        record.trace_id.as_deref(),
+        Some("4bf92f3577b34da6a3ce929d0e0e4736")
+    );
+    assert_eq!(record.parent_span_id.as_deref(), Some("00f067aa0ba902b7"));
+    let own_span = record.span_id.clone().unwrap();
+    assert_eq!(own_span.len(), 16);
+    // Each provider was told its parent is the attempt's own span, in the client's trace.
+    for (attempt, header) in record.attempts.iter().zip([to_primary, to_backup]) {
+        let span = attempt.span_id.clone().unwrap();
+        assert_ne!(span, own_span);
+        assert_eq!(
+            header,
+            format!("00-4bf92f3577b34da6a3ce929d0e0e4736-{span}-01")
+        );
+    }
+    assert!(record.attempts[1].offset_us.unwrap() >= record.attempts[0].offset_us.unwrap());
+}
