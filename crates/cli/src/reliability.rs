@@ -10,7 +10,7 @@ use anyhow::{Context, bail};
 use futures_util::StreamExt;
 use serde_json::Value;
 use sluice_pipeline::drill::{Probe, probe};
-use sluice_routing::{BreakerPolicy, CapacityPolicy, DeploymentHealth};
+use sluice_routing::{BreakerPolicy, CapacityPolicy, DeploymentHealth, health};
 use sluice_types::ChatRequest;
 
 use crate::serve::{build, load_settings};
@@ -107,6 +107,47 @@ fn status_table(health: &Value) -> String {
             ms(&d["ttft_ewma_ms"]),
             ms(&d["ttft_p99_ms"]),
             ms(&d["latency_ewma_ms"]),
+        ));
+    }
+    out.push_str(&format!(
+        "\nlast {} min{:<13} {:>9} {:>7} {:>10} {:>9} {:>9} {:>9} {:>9}  ERRORS BY KIND\n",
+        health::RECENT_WINDOW.as_secs() / 60,
+        "",
+        "ATTEMPTS",
+        "ERR %",
+        "MALFORMED",
+        "p50 ms",
+        "p99 ms",
+        "TTFT p50",
+        "TTFT p99",
+    ));
+    for d in health["deployments"].as_array().into_iter().flatten() {
+        let r = &d["recent"];
+        let pct = |v: &Value| {
+            v.as_f64()
+                .map_or("-".to_owned(), |x| format!("{:.1}", x * 100.0))
+        };
+        let errors: Vec<String> = r["errors_by_kind"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .map(|(k, n)| format!("{k} ×{n}"))
+            .collect();
+        out.push_str(&format!(
+            "{:<24} {:>9} {:>7} {:>9}% {:>9} {:>9} {:>9} {:>9}  {}\n",
+            text(&d["deployment"]),
+            text(&r["attempts"]),
+            pct(&r["error_rate"]),
+            pct(&r["malformed_rate"]),
+            ms(&r["latency_p50_ms"]),
+            ms(&r["latency_p99_ms"]),
+            ms(&r["ttft_p50_ms"]),
+            ms(&r["ttft_p99_ms"]),
+            if errors.is_empty() {
+                "-".to_owned()
+            } else {
+                errors.join(", ")
+            },
         ));
     }
     for (alias, route) in health["routes"].as_object().into_iter().flatten() {

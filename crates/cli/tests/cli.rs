@@ -153,6 +153,13 @@ fn demo_serves_a_request_and_logs_show_it_after_a_graceful_stop() {
         table.contains("route claude-sonnet-4-5 (ordered): retry budget"),
         "{table}"
     );
+    // The one request is in the recent view of the deployment that served it.
+    let recent = table
+        .lines()
+        .skip_while(|l| !l.starts_with("last 5 min"))
+        .find(|l| l.starts_with("mock-claude"))
+        .unwrap();
+    assert_eq!(recent.split_whitespace().nth(1), Some("1"), "{table}");
 
     let status = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])

@@ -483,6 +483,7 @@ impl<'a> Dispatch<'a> {
             Ok((Attempted::Complete(completion), mut slot)) if filtered(&completion) => {
                 // The deployment works; the content was refused.
                 slot.record(Outcome::Neutral, None, None);
+                health.observe("content_filtered", elapsed, None);
                 attempt.outcome = "content_filtered".into();
                 attempt.status = Some(200);
                 exchange.attempt(attempt);
@@ -496,6 +497,7 @@ impl<'a> Dispatch<'a> {
             Ok((attempted, mut slot)) => {
                 let total = matches!(attempted, Attempted::Complete(_)).then_some(elapsed);
                 slot.record(Outcome::Success, Some(elapsed), total);
+                health.observe("ok", elapsed, Some(elapsed));
                 attempt.outcome = "ok".into();
                 attempt.status = Some(200);
                 attempt.ttft_us = Some(micros(elapsed));
@@ -518,6 +520,7 @@ impl<'a> Dispatch<'a> {
             AttemptError::Filtered(_) => Outcome::Neutral,
             AttemptError::Provider(e) => {
                 tracing::debug!(deployment = %health.name(), error = %e, "attempt failed");
+                health.observe(e.kind().code(), elapsed, None);
                 attempt.outcome = e.kind().code().to_owned();
                 attempt.status = e.status();
                 if Condition::of(e).is_some_and(Condition::is_deployment_fault) {

@@ -158,8 +158,12 @@ pub async fn probe(
         });
     let latency = started.elapsed();
     match &result {
-        Ok(_) => slot.record(Outcome::Success, Some(latency), Some(latency)),
+        Ok(_) => {
+            slot.record(Outcome::Success, Some(latency), Some(latency));
+            health.observe("ok", latency, Some(latency));
+        }
         Err(e) => {
+            health.observe(e.kind().code(), latency, None);
             let unhealthy = Condition::of(e).is_some_and(Condition::is_deployment_fault);
             let outcome = if unhealthy {
                 Outcome::Failure

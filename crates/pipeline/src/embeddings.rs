@@ -96,6 +96,7 @@ impl Gateway {
                     return Ok((embeddings, provenance));
                 }
                 Err(e) => {
+                    health.observe(e.kind().code(), started.elapsed(), None);
                     let condition = Condition::of(&e);
                     let unhealthy = condition.is_some_and(Condition::is_deployment_fault);
                     slot.record(

@@ -26,6 +26,13 @@ const TTFT_SAMPLES: usize = 256;
 /// Samples needed before a percentile is trusted (below it, hedging uses its fixed delay).
 pub const MIN_PERCENTILE_SAMPLES: usize = 20;
 
+/// How far back the recent-traffic view of `/health` and `sluice status` looks.
+pub const RECENT_WINDOW: Duration = Duration::from_secs(300);
+
+/// Attempts kept for the recent view at most (a bound, not a sample: at more than this per
+/// window, the view covers the latest ones only, and says how far back it reaches).
+const RECENT_CAPACITY: usize = 4096;
+
 /// A deployment's concurrency limit: at most `max_concurrency` requests in flight, at most
 /// `max_queue` waiting for a slot, each for at most `queue_timeout`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,6 +83,36 @@ pub struct DeploymentHealth {
     queued: AtomicUsize,
     in_flight: AtomicUsize,
     sent: AtomicU64,
+    recent: Mutex<VecDeque<Observed>>,
+}
+
+/// One finished attempt, for the recent view.
+#[derive(Debug, Clone)]
+struct Observed {
+    at: Instant,
+    /// `ok` or the error code.
+    outcome: String,
+    latency_us: u64,
+    ttft_us: Option<u64>,
+}
+
+/// What a deployment did over the last [`RECENT_WINDOW`]: traffic, errors by kind, the share of
+/// answers that could not be parsed, latency and time to first token percentiles.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct RecentStats {
+    /// Seconds the figures cover (less than the window after a start, or under heavy load).
+    pub window_s: u64,
+    pub attempts: u64,
+    pub errors: u64,
+    pub error_rate: f64,
+    /// Error code -> count.
+    pub errors_by_kind: std::collections::BTreeMap<String, u64>,
+    /// Share of attempts whose answer could not be decoded (`upstream_malformed_response`).
+    pub malformed_rate: f64,
+    pub latency_p50_ms: Option<f64>,
+    pub latency_p99_ms: Option<f64>,
+    pub ttft_p50_ms: Option<f64>,
+    pub ttft_p99_ms: Option<f64>,
 }
 
 #[derive(Debug, Default)]
@@ -156,6 +193,8 @@ pub struct DeploymentStatus {
     pub latency_ewma_ms: Option<f64>,
     pub ttft_p50_ms: Option<f64>,
     pub ttft_p99_ms: Option<f64>,
+    /// The last five minutes of attempts.
+    pub recent: RecentStats,
 }
 
 impl DeploymentHealth {
@@ -177,7 +216,74 @@ impl DeploymentHealth {
             queued: AtomicUsize::new(0),
             in_flight: AtomicUsize::new(0),
             sent: AtomicU64::new(0),
+            recent: Mutex::default(),
         }
+    }
+
+    /// Counts a finished attempt (sent upstream) in the recent view: `outcome` is `ok` or its
+    /// error code.
+    pub fn observe(&self, outcome: &str, latency: Duration, ttft: Option<Duration>) {
+        let now = Instant::now();
+        let mut recent = lock(&self.recent);
+        while recent.len() >= RECENT_CAPACITY
+            || recent
+                .front()
+                .is_some_and(|o| now.saturating_duration_since(o.at) > RECENT_WINDOW)
+        {
+            recent.pop_front();
+        }
+        recent.push_back(Observed {
+            at: now,
+            outcome: outcome.to_owned(),
+            latency_us: latency.as_micros() as u64,
+            ttft_us: ttft.map(|t| t.as_micros() as u64),
+        });
+    }
+
+    /// The last [`RECENT_WINDOW`] of attempts.
+    pub fn recent(&self) -> RecentStats {
+        let now = Instant::now();
+        let recent = lock(&self.recent);
+        let live: Vec<&Observed> = recent
+            .iter()
+            .filter(|o| now.saturating_duration_since(o.at) <= RECENT_WINDOW)
+            .collect();
+        let Some(oldest) = live.first() else {
+            return RecentStats::default();
+        };
+        let mut stats = RecentStats {
+            window_s: now.saturating_duration_since(oldest.at).as_secs().max(1),
+            attempts: live.len() as u64,
+            ..RecentStats::default()
+        };
+        let mut latencies = Vec::with_capacity(live.len());
+        let mut ttfts = Vec::new();
+        for o in &live {
+            if o.outcome == "ok" {
+                latencies.push(o.latency_us);
+                ttfts.extend(o.ttft_us);
+            } else {
+                stats.errors += 1;
+                *stats.errors_by_kind.entry(o.outcome.clone()).or_insert(0) += 1;
+            }
+        }
+        let share = |n: u64| n as f64 / stats.attempts as f64;
+        stats.error_rate = share(stats.errors);
+        stats.malformed_rate = share(
+            stats
+                .errors_by_kind
+                .get("upstream_malformed_response")
+                .copied()
+                .unwrap_or(0),
+        );
+        latencies.sort_unstable();
+        ttfts.sort_unstable();
+        let ms = |v: Option<u64>| v.map(|us| us as f64 / 1000.0);
+        stats.latency_p50_ms = ms(nearest_rank(&latencies, 50.0));
+        stats.latency_p99_ms = ms(nearest_rank(&latencies, 99.0));
+        stats.ttft_p50_ms = ms(nearest_rank(&ttfts, 50.0));
+        stats.ttft_p99_ms = ms(nearest_rank(&ttfts, 99.0));
+        stats
     }
 
     pub fn name(&self) -> &str {
@@ -360,6 +466,7 @@ impl DeploymentHealth {
             latency_ewma_ms: ms(latency.total_ewma_us),
             ttft_p50_ms: ms(percentile(&latency.ttft_samples, 50.0).map(|v| v as f64)),
             ttft_p99_ms: ms(percentile(&latency.ttft_samples, 99.0).map(|v| v as f64)),
+            recent: self.recent(),
         }
     }
 }
@@ -379,8 +486,15 @@ fn percentile(samples: &VecDeque<u64>, p: f64) -> Option<u64> {
     }
     let mut sorted: Vec<u64> = samples.iter().copied().collect();
     sorted.sort_unstable();
+    nearest_rank(&sorted, p)
+}
+
+/// Nearest-rank percentile of sorted samples (`None` when there are none).
+fn nearest_rank(sorted: &[u64], p: f64) -> Option<u64> {
     let rank = ((p.clamp(0.0, 100.0) / 100.0) * sorted.len() as f64).ceil() as usize;
-    sorted.get(rank.saturating_sub(1)).copied()
+    sorted
+        .get(rank.saturating_sub(1).min(sorted.len().saturating_sub(1)))
+        .copied()
 }
 
 #[cfg(test)]
@@ -444,6 +558,41 @@ mod tests {
         assert_eq!(health.in_flight(), 0);
         let again = health.acquire().await.unwrap();
         assert_eq!(again.queued_for, Duration::ZERO);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_recent_view_shows_errors_by_kind_and_malformed_answers_for_five_minutes() {
+        let health = DeploymentHealth::new(deployment("d"), breaker(), limited(10, 0));
+        let ms = Duration::from_millis;
+        for i in 0..8u64 {
+            health.observe("ok", ms(100 + i), Some(ms(10 + i)));
+        }
+        health.observe("upstream_malformed_response", ms(5), None);
+        health.observe("upstream_timeout", ms(2000), None);
+        tokio::time::advance(Duration::from_secs(60)).await;
+        let stats = health.recent();
+        assert_eq!((stats.attempts, stats.errors), (10, 2));
+        assert_eq!(stats.window_s, 60);
+        assert_eq!(stats.error_rate, 0.2);
+        assert_eq!(stats.malformed_rate, 0.1);
+        assert_eq!(stats.errors_by_kind["upstream_timeout"], 1);
+        // Percentiles of the successful attempts only.
+        assert_eq!(
+            (stats.latency_p50_ms, stats.latency_p99_ms),
+            (Some(103.0), Some(107.0))
+        );
+        assert_eq!(
+            (stats.ttft_p50_ms, stats.ttft_p99_ms),
+            (Some(13.0), Some(17.0))
+        );
+        tokio::time::advance(Duration::from_secs(241)).await;
+        health.observe("ok", ms(1), Some(ms(1)));
+        let stats = health.recent();
+        assert_eq!(
+            (stats.attempts, stats.errors),
+            (1, 0),
+            "older than five minutes: gone"
+        );
     }
 
     #[tokio::test(start_paused = true)]

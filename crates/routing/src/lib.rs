@@ -28,7 +28,9 @@ mod window;
 
 pub use breaker::{Admission, BreakerPolicy, BreakerState, Outcome};
 pub use budget::{BudgetStatus, RetryBudget};
-pub use health::{CapacityPolicy, DeploymentHealth, DeploymentStatus, Slot, Unavailable};
+pub use health::{
+    CapacityPolicy, DeploymentHealth, DeploymentStatus, RecentStats, Slot, Unavailable,
+};
 pub use policy::{
     BudgetPolicy, Condition, Conditions, HedgePolicy, RetryPolicy, RoutePolicy, RouteTimeouts,
     Strategy, TimeoutOverrides,

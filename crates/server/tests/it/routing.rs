@@ -928,3 +928,63 @@ async fn the_clients_trace_continues_through_each_attempt_to_the_provider() {
     }
     assert!(record.attempts[1].offset_us.unwrap() >= record.attempts[0].offset_us.unwrap());
 }
+
+#[tokio::test]
+async fn a_provider_answering_garbage_shows_in_the_recent_view_of_health() {
+    let broken_mock = MockUpstream::openai()
+        .always(Reply::Malformed)
+        .start()
+        .await;
+    let good_mock = MockUpstream::openai().start().await;
+    let (broken, good) = (
+        on(&broken_mock, ProviderKind::OpenAi, "gpt"),
+        on(&good_mock, ProviderKind::OpenAi, "gpt"),
+    );
+    let gw = TestGateway::builder()
+        .route_with(route(
+            vec![broken.clone()],
+            vec![good.clone()],
+            policy(|_| {}),
+        ))
+        .start()
+        .await;
+    for _ in 0..10 {
+        assert_eq!(
+            gw.openai("/v1/chat/completions", chat(false))
+                .await
+                .status(),
+            200
+        );
+    }
+    let health: Value = gw
+        .client
+        .get(gw.url("/health"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let of = |d: &Deployment| {
+        health["deployments"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["deployment"] == d.name.as_str())
+            .unwrap()["recent"]
+            .clone()
+    };
+    let bad = of(&broken);
+    assert_eq!(
+        (bad["attempts"].as_u64(), bad["errors"].as_u64()),
+        (Some(10), Some(10))
+    );
+    assert_eq!(bad["malformed_rate"], 1.0);
+    assert_eq!(bad["errors_by_kind"]["upstream_malformed_response"], 10);
+    let ok = of(&good);
+    assert_eq!(
+        (ok["attempts"].as_u64(), ok["error_rate"].as_f64()),
+        (Some(10), Some(0.0))
+    );
+    assert!(ok["latency_p99_ms"].as_f64().unwrap() > 0.0);
+}
