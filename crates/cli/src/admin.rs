@@ -1,11 +1,14 @@
 //! Operator commands that work on the store and configuration directly: `check-config`,
 //! `keys`, `logs`.
 
+use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Subcommand;
-use sluice_store::{KeyInfo, NewKey, RequestRecord, Store};
+use sluice_store::{
+    KeyInfo, NewKey, RecordFilter, RecordMatch, RequestRecord, StatusFilter, Store,
+};
 
 use crate::serve::load_settings;
 
@@ -162,23 +165,242 @@ fn print_keys(keys: &[KeyInfo]) {
     }
 }
 
-pub(crate) async fn logs(config: Option<PathBuf>, limit: u32, json: bool) -> anyhow::Result<()> {
-    let store = open_store(config).await?;
-    let records = store.latest_records(limit).await?;
-    if json {
-        for record in &records {
-            println!("{}", serde_json::to_string(record)?);
+/// `sluice logs`: which records to print, and how.
+#[derive(clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub(crate) struct LogsArgs {
+    #[command(subcommand)]
+    command: Option<LogsCommand>,
+    /// Only requests made with this key (its id, `key_...`).
+    #[arg(long = "key", value_name = "ID")]
+    key_id: Option<String>,
+    /// Only requests of this team.
+    #[arg(long)]
+    team: Option<String>,
+    /// Only requests of this end user.
+    #[arg(long)]
+    user: Option<String>,
+    /// Only requests for this model alias (the model the client asked for).
+    #[arg(long)]
+    alias: Option<String>,
+    /// Only requests answered (last tried) by this provider.
+    #[arg(long)]
+    provider: Option<String>,
+    /// Only requests answered (last tried) by this deployment.
+    #[arg(long)]
+    deployment: Option<String>,
+    /// An exact status (`502`), a class (`5xx`, `4xx`), `error` (any record with an error
+    /// code, including streams that failed after they started) or `ok` (none).
+    #[arg(long, value_name = "STATUS", value_parser = parse_status)]
+    status: Option<StatusFilter>,
+    /// Started at or after: a duration ago (`30s`, `15m`, `2h`, `7d`) or an RFC 3339 time.
+    #[arg(long, value_name = "WHEN", value_parser = parse_time)]
+    since: Option<TimeArg>,
+    /// Started at or before: a duration ago or an RFC 3339 time.
+    #[arg(long, value_name = "WHEN", value_parser = parse_time, conflicts_with = "follow")]
+    until: Option<TimeArg>,
+    /// How many records (with --follow: how many earlier ones before the new ones).
+    #[arg(short = 'n', long, default_value_t = 20)]
+    limit: u32,
+    /// One JSON object per line, the whole record, instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// Keep printing new records as they are written, until Ctrl-C (oldest first).
+    #[arg(short = 'f', long)]
+    follow: bool,
+}
+
+#[derive(Subcommand)]
+pub(crate) enum LogsCommand {
+    /// Explain one request: who sent it, what served it, and every attempt in order.
+    Show {
+        /// The request id (the `x-request-id` header), or a unique start of it.
+        id: String,
+        /// The record as one JSON object instead.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// A `--since` / `--until` value, resolved against the clock when the command runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TimeArg {
+    Ago(std::time::Duration),
+    /// Unix milliseconds.
+    At(i64),
+}
+
+impl TimeArg {
+    fn resolve(self, now_ms: i64) -> i64 {
+        match self {
+            TimeArg::Ago(ago) => {
+                now_ms.saturating_sub(i64::try_from(ago.as_millis()).unwrap_or(i64::MAX))
+            }
+            TimeArg::At(ms) => ms,
         }
-    } else {
-        print_records(&records);
     }
+}
+
+fn parse_status(text: &str) -> Result<StatusFilter, String> {
+    let lower = text.to_ascii_lowercase();
+    let invalid = || {
+        format!("`{text}` is not a status: give a code (`502`), a class (`5xx`), `error` or `ok`")
+    };
+    match lower.as_str() {
+        "error" => Ok(StatusFilter::Error),
+        "ok" => Ok(StatusFilter::Ok),
+        class if class.len() == 3 && class.ends_with("xx") => match class.bytes().next() {
+            Some(digit @ b'1'..=b'5') => Ok(StatusFilter::Class(digit - b'0')),
+            _ => Err(invalid()),
+        },
+        code => match code.parse::<u16>() {
+            Ok(code @ 100..=599) => Ok(StatusFilter::Code(code)),
+            _ => Err(invalid()),
+        },
+    }
+}
+
+fn parse_time(text: &str) -> Result<TimeArg, String> {
+    if let Some(ago) = parse_ago(text) {
+        return Ok(TimeArg::Ago(ago));
+    }
+    time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+        .ok()
+        .and_then(|t| i64::try_from(t.unix_timestamp_nanos() / 1_000_000).ok())
+        .map(TimeArg::At)
+        .ok_or_else(|| {
+            format!(
+                "`{text}` is neither a duration ago (`15m`, `2h`, `7d`) nor an RFC 3339 time \
+                 (`2026-03-01T12:00:00Z`)"
+            )
+        })
+}
+
+/// `30s`, `15m`, `2h`, `7d`.
+fn parse_ago(text: &str) -> Option<std::time::Duration> {
+    let unit = text.chars().last()?;
+    let seconds = match unit {
+        's' => 1,
+        'm' => 60,
+        'h' => 3_600,
+        'd' => 86_400,
+        _ => return None,
+    };
+    let count: u64 = text.strip_suffix(unit)?.parse().ok()?;
+    count
+        .checked_mul(seconds)
+        .map(std::time::Duration::from_secs)
+}
+
+impl LogsArgs {
+    fn filter(&self, now_ms: i64) -> RecordFilter {
+        RecordFilter {
+            key_id: self.key_id.clone(),
+            team: self.team.clone(),
+            user: self.user.clone(),
+            alias: self.alias.clone(),
+            provider: self.provider.clone(),
+            deployment: self.deployment.clone(),
+            status: self.status,
+            since_ms: self.since.map(|t| t.resolve(now_ms)),
+            until_ms: self.until.map(|t| t.resolve(now_ms)),
+        }
+    }
+}
+
+/// How often `--follow` looks for new records.
+const FOLLOW_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Records read per query while `--follow` catches up.
+const FOLLOW_PAGE: u32 = 256;
+
+pub(crate) async fn logs(config: Option<PathBuf>, args: LogsArgs) -> anyhow::Result<()> {
+    let store = open_store(config).await?;
+    let result = match &args.command {
+        Some(LogsCommand::Show { id, json }) => show(&store, id, *json).await,
+        None => list(&store, &args).await,
+    };
     store.close().await;
+    match result {
+        // The reader went away (`sluice logs -f | head`): not a failure.
+        Err(e)
+            if e.downcast_ref::<std::io::Error>()
+                .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe) =>
+        {
+            Ok(())
+        }
+        other => other,
+    }
+}
+
+async fn list(store: &Store, args: &LogsArgs) -> anyhow::Result<()> {
+    let filter = args.filter(sluice_store::now_ms());
+    let mut page = store.find_records(&filter, args.limit).await?;
+    let print = |records: &[RequestRecord]| -> std::io::Result<()> {
+        let mut out = std::io::stdout().lock();
+        for record in records {
+            if args.json {
+                serde_json::to_writer(&mut out, record)?;
+                writeln!(out)?;
+            } else {
+                write_row(&mut out, record)?;
+            }
+        }
+        out.flush()
+    };
+    if !args.json {
+        write_header(&mut std::io::stdout().lock())?;
+    }
+    if !args.follow {
+        print(&page.records)?;
+        return Ok(());
+    }
+    // Like `tail -f`: the earlier records oldest first, then each new one below them.
+    page.records.reverse();
+    print(&page.records)?;
+    let mut cursor = page.cursor;
+    let mut interrupted = std::pin::pin!(tokio::signal::ctrl_c());
+    loop {
+        tokio::select! {
+            _ = &mut interrupted => return Ok(()),
+            () = tokio::time::sleep(FOLLOW_EVERY) => {}
+        }
+        loop {
+            let page = store.records_after(&filter, cursor, FOLLOW_PAGE).await?;
+            print(&page.records)?;
+            cursor = page.cursor;
+            if page.records.len() < FOLLOW_PAGE as usize {
+                break;
+            }
+        }
+    }
+}
+
+async fn show(store: &Store, id: &str, json: bool) -> anyhow::Result<()> {
+    let record = match store.find_record(id).await? {
+        RecordMatch::Found(record) => record,
+        RecordMatch::NotFound => anyhow::bail!("no request record matches `{id}`"),
+        RecordMatch::Ambiguous { ids, more } => anyhow::bail!(
+            "`{id}` matches more than one request record ({}{}); give more of its id",
+            ids.join(", "),
+            if more { ", ..." } else { "" }
+        ),
+    };
+    let mut out = std::io::stdout().lock();
+    if json {
+        serde_json::to_writer(&mut out, &record)?;
+        writeln!(out)?;
+    } else {
+        write_explained(&mut out, &record)?;
+    }
+    out.flush()?;
     Ok(())
 }
 
-fn print_records(records: &[RequestRecord]) {
-    println!(
-        "{:<20} {:<37} {:>6} {:<22} {:<20} {:<32} {:<16} {:>7} {:>7} {:>9} {:>9} ERROR",
+fn write_header(out: &mut impl Write) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "{:<20} {:<37} {:>6} {:<26} {:<20} {:<34} {:<16} {:>7} {:>7} {:>9} {:>9} ERROR",
         "TIME",
         "ID",
         "STATUS",
@@ -190,30 +412,286 @@ fn print_records(records: &[RequestRecord]) {
         "OUT",
         "TTFT ms",
         "TOTAL ms"
-    );
-    let ms = |us: u64| format!("{:.1}", us as f64 / 1000.0);
-    for r in records {
-        let tokens = |t: Option<u32>| match t {
-            Some(n) if r.usage_estimated => format!("~{n}"),
-            Some(n) => n.to_string(),
-            None => "-".into(),
-        };
-        println!(
-            "{:<20} {:<37} {:>6} {:<22} {:<20} {:<32} {:<16} {:>7} {:>7} {:>9} {:>9} {}",
-            timestamp(r.started_at),
-            r.id,
-            r.status,
-            format!("{}{}", r.endpoint, if r.stream { " (stream)" } else { "" }),
-            r.alias.as_deref().unwrap_or("-"),
-            r.served_model.as_deref().unwrap_or("-"),
-            r.provider.as_deref().unwrap_or("-"),
-            tokens(r.input_tokens),
-            tokens(r.output_tokens),
-            r.ttft_us.map(ms).unwrap_or_else(|| "-".into()),
-            ms(r.latency_us),
-            r.error_code.as_deref().unwrap_or(""),
-        );
+    )
+}
+
+fn write_row(out: &mut impl Write, r: &RequestRecord) -> std::io::Result<()> {
+    let tokens = |t: Option<u32>| match t {
+        Some(n) if r.usage_estimated => format!("~{n}"),
+        Some(n) => n.to_string(),
+        None => "-".into(),
+    };
+    writeln!(
+        out,
+        "{:<20} {:<37} {:>6} {:<26} {:<20} {:<34} {:<16} {:>7} {:>7} {:>9} {:>9} {}",
+        timestamp(r.started_at),
+        r.id,
+        r.status,
+        format!("{}{}", r.endpoint, if r.stream { " (stream)" } else { "" }),
+        r.alias.as_deref().unwrap_or("-"),
+        r.served_model.as_deref().unwrap_or("-"),
+        r.provider.as_deref().unwrap_or("-"),
+        tokens(r.input_tokens),
+        tokens(r.output_tokens),
+        r.ttft_us.map(ms).unwrap_or_else(|| "-".into()),
+        ms(r.latency_us),
+        r.error_code.as_deref().unwrap_or(""),
+    )
+}
+
+/// Microseconds as milliseconds with one decimal.
+fn ms(us: u64) -> String {
+    format!("{:.1}", us as f64 / 1000.0)
+}
+
+/// Fields of a record (and of an attempt) that [`write_explained`] prints in their place; any
+/// other field (one added to the records later) is printed as it serializes.
+const EXPLAINED_RECORD_FIELDS: &str = "id started_at endpoint dialect key_id team user alias \
+    served_model provider deployment stream status error_code input_tokens output_tokens \
+    cached_tokens usage_estimated ttft_us latency_us attempts drill_of schema_valid trace_id \
+    span_id parent_span_id bodies";
+
+const EXPLAINED_ATTEMPT_FIELDS: &str = "deployment provider outcome status latency_us role \
+    hedge ttft_us queue_us next span_id offset_us input_tokens output_tokens";
+
+/// One request, explained for a person reading it: who, what was asked, what served it, the
+/// outcome, tokens, timings, then every attempt in order with what happened next and why.
+fn write_explained(out: &mut impl Write, r: &RequestRecord) -> std::io::Result<()> {
+    let or_dash = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
+    writeln!(out, "request      {}", r.id)?;
+    writeln!(out, "started      {}", timestamp_ms(r.started_at))?;
+    if let Some(trace) = &r.trace_id {
+        let mut line = format!("trace        {trace}");
+        if let Some(span) = &r.span_id {
+            line.push_str(&format!(", span {span}"));
+        }
+        if let Some(parent) = &r.parent_span_id {
+            line.push_str(&format!(", continues the client's span {parent}"));
+        }
+        writeln!(out, "{line}")?;
     }
+    if let Some(live) = &r.drill_of {
+        writeln!(
+            out,
+            "drill of     {live} (a shadow request: its cost is the drill's)"
+        )?;
+    }
+
+    writeln!(out, "\nwho")?;
+    writeln!(out, "  key        {}", or_dash(&r.key_id))?;
+    writeln!(out, "  team       {}", or_dash(&r.team))?;
+    writeln!(out, "  user       {}", or_dash(&r.user))?;
+
+    writeln!(out, "\nasked")?;
+    writeln!(
+        out,
+        "  endpoint   {} ({} dialect{})",
+        r.endpoint,
+        r.dialect,
+        if r.stream { ", streamed" } else { "" }
+    )?;
+    writeln!(out, "  alias      {}", or_dash(&r.alias))?;
+
+    writeln!(out, "\nserved by")?;
+    if r.deployment.is_none() && r.served_model.is_none() {
+        let why = if r.attempts.is_empty() {
+            "no deployment was tried"
+        } else {
+            "no attempt answered"
+        };
+        writeln!(out, "  nothing    {why}")?;
+    } else {
+        writeln!(out, "  model      {}", or_dash(&r.served_model))?;
+        writeln!(out, "  provider   {}", or_dash(&r.provider))?;
+        writeln!(out, "  deployment {}", or_dash(&r.deployment))?;
+    }
+
+    writeln!(out, "\noutcome")?;
+    let status_note = match (&r.error_code, r.stream, r.status) {
+        (Some(_), true, 200) => " (the stream had started; it ended with an error event)",
+        (_, _, 499) => " (the client left before the answer)",
+        _ => "",
+    };
+    writeln!(out, "  status     {}{status_note}", r.status)?;
+    writeln!(
+        out,
+        "  error      {}",
+        r.error_code.as_deref().unwrap_or("none")
+    )?;
+    if let Some(valid) = r.schema_valid {
+        let verdict = if valid {
+            "valid for the requested JSON schema"
+        } else {
+            "NOT valid for the requested JSON schema"
+        };
+        writeln!(out, "  schema     {verdict}")?;
+    }
+
+    let tokens = |t: Option<u32>| t.map_or_else(|| "-".into(), |n| n.to_string());
+    writeln!(
+        out,
+        "\ntokens{}",
+        if r.usage_estimated {
+            " (estimated by the gateway: the provider reported none)"
+        } else {
+            ""
+        }
+    )?;
+    writeln!(out, "  input      {}", tokens(r.input_tokens))?;
+    writeln!(out, "  output     {}", tokens(r.output_tokens))?;
+    writeln!(out, "  cached     {}", tokens(r.cached_tokens))?;
+
+    writeln!(out, "\ntimings")?;
+    writeln!(
+        out,
+        "  TTFT       {}",
+        r.ttft_us
+            .map_or_else(|| "-".into(), |us| format!("{} ms", ms(us)))
+    )?;
+    writeln!(out, "  total      {} ms", ms(r.latency_us))?;
+
+    writeln!(out, "\nattempts ({})", r.attempts.len())?;
+    let attempts = serde_json::to_value(&r.attempts).unwrap_or_default();
+    for (n, a) in r.attempts.iter().enumerate() {
+        let role = a
+            .role
+            .as_deref()
+            .map(|role| format!(", {role}"))
+            .unwrap_or_default();
+        let hedge = if a.hedge { ", hedge" } else { "" };
+        let offset = a
+            .offset_us
+            .map(|us| format!("  at +{} ms", ms(us)))
+            .unwrap_or_default();
+        writeln!(
+            out,
+            "  {}. {} ({}{role}{hedge}){offset}",
+            n + 1,
+            a.deployment,
+            a.provider
+        )?;
+        let upstream = a
+            .status
+            .map(|s| format!(", upstream HTTP {s}"))
+            .unwrap_or_default();
+        writeln!(out, "     outcome  {}{upstream}", a.outcome)?;
+        if a.outcome != "skipped" {
+            let optional =
+                |v: Option<u64>| v.map_or_else(|| "-".into(), |us| format!("{} ms", ms(us)));
+            writeln!(
+                out,
+                "     time     {} ms, TTFT {}, queued {}",
+                ms(a.latency_us),
+                optional(a.ttft_us),
+                optional(a.queue_us)
+            )?;
+        }
+        if a.input_tokens.is_some() || a.output_tokens.is_some() {
+            writeln!(
+                out,
+                "     tokens   {} in, {} out",
+                tokens(a.input_tokens),
+                tokens(a.output_tokens)
+            )?;
+        }
+        if let Some(span) = &a.span_id {
+            writeln!(out, "     span     {span}")?;
+        }
+        if let Some(next) = &a.next {
+            writeln!(out, "     next     {next}: {}", explain_next(next))?;
+        }
+        if let Some(value) = attempts.get(n) {
+            write_other_fields(out, value, EXPLAINED_ATTEMPT_FIELDS, "     ", 9)?;
+        }
+    }
+
+    let value = serde_json::to_value(r).unwrap_or_default();
+    if let Some(bodies) = value.get("bodies").filter(|b| b.is_object()) {
+        let truncated = bodies.get("truncated").and_then(|t| t.as_bool()) == Some(true);
+        writeln!(
+            out,
+            "\nbodies{}",
+            if truncated {
+                " (cut at the size cap)"
+            } else {
+                ""
+            }
+        )?;
+        for part in ["request", "response"] {
+            if let Some(text) = bodies.get(part).and_then(|t| t.as_str()) {
+                writeln!(out, "  {part}")?;
+                for line in text.lines() {
+                    writeln!(out, "    {line}")?;
+                }
+            }
+        }
+    }
+    let mut other = Vec::new();
+    write_other_fields(&mut other, &value, EXPLAINED_RECORD_FIELDS, "  ", 11)?;
+    if !other.is_empty() {
+        writeln!(out, "\nother")?;
+        out.write_all(&other)?;
+    }
+    Ok(())
+}
+
+/// Prints the fields of `value` (an object) that are not in `explained` and not empty, each
+/// as `name value`, so a field added to the records is shown before this code knows it.
+fn write_other_fields(
+    out: &mut impl Write,
+    value: &serde_json::Value,
+    explained: &str,
+    indent: &str,
+    width: usize,
+) -> std::io::Result<()> {
+    let Some(fields) = value.as_object() else {
+        return Ok(());
+    };
+    for (name, field) in fields {
+        if explained.split_whitespace().any(|known| known == name) || field.is_null() {
+            continue;
+        }
+        let text = match field {
+            serde_json::Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        writeln!(out, "{indent}{name:<width$}{text}")?;
+    }
+    Ok(())
+}
+
+/// What an attempt's `next` says, in words (the codes are in docs/routing.md).
+fn explain_next(next: &str) -> &'static str {
+    match next {
+        "retry" => "tried the same deployment again",
+        "fallback" => "moved on to another deployment",
+        "hedge" => "failed while a hedge was already in flight",
+        "lost_hedge" => "the other attempt answered first; this one was cancelled",
+        "not_retryable" => "stopped: another attempt cannot fix this failure",
+        "condition_not_enabled" => {
+            "stopped: the route does not move on from this failure (see its fallback_on)"
+        }
+        "retry_budget_exhausted" => "stopped: the deployment's retry budget is used up",
+        "max_attempts" => "stopped: the route's max_attempts was reached",
+        "deadline" => "stopped: no time left within the route's total timeout",
+        "no_more_deployments" => "stopped: no deployment left to try",
+        "circuit_open" => "its circuit breaker was open",
+        "cooling_down" => "it was waiting out the provider's Retry-After",
+        "queue_full" => "its queue was full",
+        "queue_timeout" => "no slot on it came free within its queue timeout",
+        _ => "(not a code this version of sluice knows)",
+    }
+}
+
+/// Unix milliseconds as `YYYY-MM-DD HH:MM:SS.mmm UTC`.
+fn timestamp_ms(ms: i64) -> String {
+    let format = time::macros::format_description!(
+        "[year]-[month]-[day] [hour]:[minute]:[second].[subsecond digits:3] UTC"
+    );
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .ok()
+        .and_then(|t| t.format(&format).ok())
+        .unwrap_or_else(|| ms.to_string())
 }
 
 /// Unix milliseconds as `YYYY-MM-DD HH:MM:SS` UTC.
@@ -223,4 +701,81 @@ fn timestamp(ms: i64) -> String {
         .ok()
         .and_then(|t| t.format(&format).ok())
         .unwrap_or_else(|| ms.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_filters_are_codes_classes_error_or_ok() {
+        assert_eq!(parse_status("502"), Ok(StatusFilter::Code(502)));
+        assert_eq!(parse_status("5xx"), Ok(StatusFilter::Class(5)));
+        assert_eq!(parse_status("4XX"), Ok(StatusFilter::Class(4)));
+        assert_eq!(parse_status("error"), Ok(StatusFilter::Error));
+        assert_eq!(parse_status("ok"), Ok(StatusFilter::Ok));
+        for bad in ["600", "99", "6xx", "0xx", "5x", "x5xx", "fail", ""] {
+            assert!(parse_status(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn times_are_durations_ago_or_rfc3339() {
+        let now = 1_000_000_000_000;
+        let ago = |text| parse_time(text).map(|t| now - t.resolve(now));
+        assert_eq!(ago("30s"), Ok(30_000));
+        assert_eq!(ago("15m"), Ok(900_000));
+        assert_eq!(ago("2h"), Ok(7_200_000));
+        assert_eq!(ago("7d"), Ok(604_800_000));
+        assert_eq!(
+            parse_time("2026-03-01T12:00:00.250+01:00").map(|t| t.resolve(now)),
+            Ok(1_772_362_800_250)
+        );
+        for bad in [
+            "15",
+            "m",
+            "-5m",
+            "1.5h",
+            "7w",
+            "99999999999999999999d",
+            "2026-03-01",
+        ] {
+            assert!(parse_time(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn every_next_code_of_the_records_is_explained() {
+        for code in [
+            "retry",
+            "fallback",
+            "hedge",
+            "lost_hedge",
+            "not_retryable",
+            "condition_not_enabled",
+            "retry_budget_exhausted",
+            "max_attempts",
+            "deadline",
+            "no_more_deployments",
+            "circuit_open",
+            "cooling_down",
+            "queue_full",
+            "queue_timeout",
+        ] {
+            assert!(!explain_next(code).contains("not a code"), "{code}");
+        }
+        assert!(explain_next("new_reason").contains("not a code"));
+    }
+
+    #[test]
+    fn fields_added_to_a_record_later_are_shown_too() {
+        let record = serde_json::json!({"id": "req_1", "status": 200, "region": "eu-west",
+            "cost": {"micros": 120}, "trace_id": null});
+        let mut out = Vec::new();
+        write_other_fields(&mut out, &record, EXPLAINED_RECORD_FIELDS, "  ", 11).unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "  cost       {\"micros\":120}\n  region     eu-west\n"
+        );
+    }
 }

@@ -50,15 +50,9 @@ enum Command {
     /// Manage virtual keys.
     #[command(subcommand)]
     Keys(admin::KeysCommand),
-    /// Print the latest request records.
-    Logs {
-        /// How many records.
-        #[arg(short = 'n', long, default_value_t = 20)]
-        limit: u32,
-        /// One JSON object per line instead of a table.
-        #[arg(long)]
-        json: bool,
-    },
+    /// Find request records: the latest ones, filtered (key, team, user, alias, provider,
+    /// deployment, status, time), followed as they are written, or one explained (`show`).
+    Logs(admin::LogsArgs),
     /// Show a running gateway's deployments: circuit breakers, load, latency, retry budgets.
     Status {
         /// The gateway's base URL [default: from `server.listen` in the configuration]
@@ -117,7 +111,7 @@ fn main() -> std::process::ExitCode {
             Command::Demo { listen, json } => serve::demo(config, listen, json).await,
             Command::CheckConfig => admin::check_config(config),
             Command::Keys(command) => admin::keys(config, command).await,
-            Command::Logs { limit, json } => admin::logs(config, limit, json).await,
+            Command::Logs(args) => admin::logs(config, args).await,
             Command::Mock { listen } => serve::mock(listen).await,
             Command::Status { url, json } => reliability::status(config, url, json).await,
             Command::Drill {

@@ -64,6 +64,7 @@ async fn run(
 ) -> anyhow::Result<()> {
     let gateway_parts = build(&settings)?;
     let queue = RecordQueue::start(store.clone(), settings.store.record_queue);
+    let retention = sluice_store::RecordRetention::start(store.clone(), settings.store.retention);
     let gateway = Gateway::new(
         gateway_parts.0,
         gateway_parts.1,
@@ -84,6 +85,7 @@ async fn run(
     sluice_server::serve(listener, app, shutdown_signal()).await?;
     drills.drain_drills().await;
     let written = queue.shutdown().await;
+    retention.shutdown().await;
     tracing::info!(records_written = written, "stopped");
     store.close().await;
     Ok(())

@@ -252,3 +252,217 @@ fn drill_prints_the_readiness_of_every_deployment_of_a_route() {
     );
     assert!(rows[1]["p99_ms"].as_f64().unwrap() > 0.0);
 }
+
+/// Writes records straight into the store `sluice` reads in `dir` (the default path), the way
+/// the gateway's writer does.
+fn write_records(dir: &Path, records: &[sluice_store::RequestRecord]) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let store = sluice_store::Store::open(&dir.join("sluice-data").join("sluice.db"))
+            .await
+            .unwrap();
+        store.insert_records(records).await.unwrap();
+        store.close().await;
+    });
+}
+
+fn logged(id: &str, status: u16, error_code: Option<&str>) -> sluice_store::RequestRecord {
+    sluice_store::RequestRecord {
+        id: id.into(),
+        started_at: sluice_store::now_ms(),
+        endpoint: "chat.completions".into(),
+        dialect: "openai".into(),
+        alias: Some("fast".into()),
+        status,
+        error_code: error_code.map(Into::into),
+        latency_us: 1_500,
+        ..Default::default()
+    }
+}
+
+fn json_lines(out: &Output) -> Vec<serde_json::Value> {
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn logs_filter_by_status_class_and_print_whole_records_as_json() {
+    let dir = temp_dir("logs-status");
+    let failed = sluice_store::RequestRecord {
+        attempts: vec![sluice_store::AttemptRecord {
+            deployment: "primary".into(),
+            provider: "openai".into(),
+            outcome: "upstream_unavailable".into(),
+            status: Some(502),
+            next: Some("no_more_deployments".into()),
+            ..Default::default()
+        }],
+        ..logged("req_a502", 502, Some("upstream_unavailable"))
+    };
+    write_records(
+        &dir,
+        &[
+            logged("req_a200", 200, None),
+            failed,
+            logged("req_a429", 429, Some("rate_limit_exceeded")),
+            logged("req_a503", 503, Some("route_unavailable")),
+        ],
+    );
+
+    let out = sluice(&dir, &["logs", "--status", "5xx", "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let records = json_lines(&out);
+    let ids: Vec<&str> = records.iter().map(|r| r["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["req_a503", "req_a502"], "5xx only, newest first");
+    assert_eq!(records[1]["attempts"][0]["next"], "no_more_deployments");
+    assert_eq!(records[1]["alias"], "fast");
+
+    let out = sluice(&dir, &["logs", "--status", "error", "-n", "1", "--json"]);
+    assert_eq!(json_lines(&out)[0]["id"], "req_a503");
+    let out = sluice(&dir, &["logs", "--status", "ok", "--since", "1h", "--json"]);
+    assert_eq!(json_lines(&out).len(), 1);
+    let out = sluice(&dir, &["logs", "--until", "1h", "--json"]);
+    assert!(
+        json_lines(&out).is_empty(),
+        "every record started within the hour"
+    );
+
+    let out = sluice(&dir, &["logs", "--status", "6xx"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("`6xx` is not a status"));
+}
+
+#[test]
+fn logs_show_explains_a_record_found_by_a_unique_prefix() {
+    let dir = temp_dir("logs-show");
+    let record = sluice_store::RequestRecord {
+        key_id: Some("key_0a1b2c".into()),
+        team: Some("search".into()),
+        served_model: Some("gpt-4o-2024-08-06".into()),
+        provider: Some("openai".into()),
+        deployment: Some("backup".into()),
+        input_tokens: Some(12),
+        output_tokens: Some(40),
+        usage_estimated: true,
+        attempts: vec![
+            sluice_store::AttemptRecord {
+                deployment: "primary".into(),
+                provider: "openai".into(),
+                outcome: "upstream_unavailable".into(),
+                status: Some(503),
+                role: Some("pool".into()),
+                next: Some("fallback".into()),
+                ..Default::default()
+            },
+            sluice_store::AttemptRecord {
+                deployment: "backup".into(),
+                provider: "openai".into(),
+                outcome: "ok".into(),
+                status: Some(200),
+                role: Some("fallback".into()),
+                ..Default::default()
+            },
+        ],
+        ..logged("req_0199aa01", 200, None)
+    };
+    write_records(&dir, &[record, logged("req_0199aa02", 200, None)]);
+
+    let out = sluice(&dir, &["logs", "show", "req_0199aa01"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    for expected in [
+        "request      req_0199aa01",
+        "  key        key_0a1b2c",
+        "  team       search",
+        "  model      gpt-4o-2024-08-06",
+        "  deployment backup",
+        "estimated by the gateway",
+        "  1. primary (openai, pool)",
+        "     outcome  upstream_unavailable, upstream HTTP 503",
+        "     next     fallback: moved on to another deployment",
+        "  2. backup (openai, fallback)",
+    ] {
+        assert!(
+            text.contains(expected),
+            "`{expected}` missing from:\n{text}"
+        );
+    }
+    assert!(text.find("1. primary") < text.find("2. backup"));
+
+    let out = sluice(&dir, &["logs", "show", "req_0199aa02", "--json"]);
+    assert_eq!(json_lines(&out)[0]["id"], "req_0199aa02");
+
+    let out = sluice(&dir, &["logs", "show", "req_0199aa"]);
+    assert!(!out.status.success(), "an ambiguous prefix is an error");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("matches more than one request record (req_0199aa01, req_0199aa02)"),
+        "{err}"
+    );
+
+    let out = sluice(&dir, &["logs", "show", "req_ffff"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no request record matches `req_ffff`"));
+}
+
+/// `sluice logs --follow` prints the latest matching record, then each new one as it is
+/// written; it runs until stopped.
+#[test]
+fn logs_follow_prints_records_as_they_are_written() {
+    let dir = temp_dir("logs-follow");
+    write_records(
+        &dir,
+        &[logged("req_before", 502, Some("upstream_unavailable"))],
+    );
+    let mut follower = Stopped(
+        Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .current_dir(&dir)
+            .args(["logs", "--follow", "--status", "error", "-n", "1", "--json"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let mut lines = BufReader::new(follower.0.stdout.take().unwrap()).lines();
+    let mut next_record =
+        || -> serde_json::Value { serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap() };
+    // Once the earlier record is printed, the follower's position is taken: everything
+    // written from now on is new to it.
+    assert_eq!(next_record()["id"], "req_before");
+
+    write_records(
+        &dir,
+        &[
+            logged("req_fine", 200, None),
+            logged("req_after", 500, Some("internal")),
+        ],
+    );
+    let next = next_record();
+    assert_eq!(
+        next["id"], "req_after",
+        "the filter applies to new records too"
+    );
+}
+
+/// A child process killed when the test ends, passed or failed.
+struct Stopped(std::process::Child);
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

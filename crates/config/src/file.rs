@@ -58,13 +58,19 @@ impl Default for ServerSection {
 struct StoreSection {
     path: String,
     record_queue: usize,
+    retention_days: u32,
 }
+
+/// The longest retention accepted: a century, far beyond any real need, and far from
+/// overflowing a millisecond count.
+const MAX_RETENTION_DAYS: u32 = 36_500;
 
 impl Default for StoreSection {
     fn default() -> Self {
         StoreSection {
             path: "sluice-data/sluice.db".into(),
             record_queue: 16_384,
+            retention_days: 30,
         }
     }
 }
@@ -522,6 +528,13 @@ impl ConfigFile {
                 "must be greater than 0".into(),
             );
         }
+        if self.store.retention_days > MAX_RETENTION_DAYS {
+            push(
+                &mut problems,
+                "store.retention_days".into(),
+                format!("must be at most {MAX_RETENTION_DAYS} (0 keeps records forever)"),
+            );
+        }
         let up = &self.upstream;
         for (field, value) in [
             ("upstream.connect_timeout_ms", up.connect_timeout_ms),
@@ -709,6 +722,8 @@ impl ConfigFile {
             store: StoreSettings {
                 path: base_dir.join(&self.store.path),
                 record_queue: self.store.record_queue,
+                retention: (self.store.retention_days > 0)
+                    .then(|| Duration::from_secs(u64::from(self.store.retention_days) * 86_400)),
             },
             upstream: UpstreamSettings {
                 connect_timeout: Duration::from_millis(up.connect_timeout_ms),

@@ -91,6 +91,8 @@ pub struct StoreSettings {
     pub path: PathBuf,
     /// Capacity of the request-record queue; records beyond it are shed and counted.
     pub record_queue: usize,
+    /// How long request records are kept; `None` keeps them forever.
+    pub retention: Option<Duration>,
 }
 
 #[derive(Debug, Clone, Copy)]

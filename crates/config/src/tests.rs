@@ -31,6 +31,30 @@ fn empty_file_gives_defaults() {
 }
 
 #[test]
+fn records_are_kept_thirty_days_unless_told_otherwise() {
+    let day = Duration::from_secs(86_400);
+    assert_eq!(load("").unwrap().store.retention, Some(30 * day));
+    let settings = load("[store]\nretention_days = 7\n").unwrap();
+    assert_eq!(settings.store.retention, Some(7 * day));
+    let forever = load("[store]\nretention_days = 0\n").unwrap();
+    assert_eq!(forever.store.retention, None, "0 keeps records forever");
+}
+
+#[test]
+fn retention_beyond_a_century_or_below_zero_is_refused() {
+    assert_eq!(
+        problems("[store]\nretention_days = 36501\n"),
+        ["store.retention_days: must be at most 36500 (0 keeps records forever)"]
+    );
+    assert!(load("[store]\nretention_days = 36500\n").is_ok());
+    let negative = load("[store]\nretention_days = -1\n");
+    assert!(
+        matches!(&negative, Err(ConfigError::Parse { message, .. }) if message.contains("retention_days")),
+        "{negative:?}"
+    );
+}
+
+#[test]
 fn resolves_aliases_keys_and_default_base_urls() {
     let settings = load(
         r#"

@@ -3,7 +3,9 @@
 //! - [`Store`] opens (and migrates) the database and owns the connection pool.
 //! - [`keys`]: virtual keys, stored as SHA-256 hashes; the plaintext is shown once at creation.
 //! - [`records`]: one [`RequestRecord`] per request, written off the request path by a
-//!   [`RecordQueue`] that sheds (and counts) rather than grows, and drains on shutdown.
+//!   [`RecordQueue`] that sheds (and counts) rather than grows, and drains on shutdown;
+//!   deleted once past their retention by [`RecordRetention`].
+//! - [`query`]: reading records back: filtered listings, following new ones, lookup by id prefix.
 //!
 //! Store code never sees HTTP types. Schema changes go into `MIGRATIONS` as new entries.
 
@@ -15,10 +17,12 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Connection, SqliteConnection, SqlitePool};
 
 pub mod keys;
+pub mod query;
 pub mod records;
 
 pub use keys::{CreatedKey, KeyInfo, NewKey};
-pub use records::{AttemptRecord, RecordQueue, RecordSender, RequestRecord};
+pub use query::{RecordCursor, RecordFilter, RecordMatch, RecordPage, StatusFilter};
+pub use records::{AttemptRecord, RecordQueue, RecordRetention, RecordSender, RequestRecord};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

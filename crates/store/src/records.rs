@@ -5,14 +5,19 @@
 //! One writer task drains the queue in batches, one transaction per batch; a batch waits up to
 //! 25 ms to fill (group commit). [`RecordQueue::shutdown`]
 //! stops intake and writes everything still queued before returning.
+//!
+//! Retention is here too: [`Store::prune_records`] deletes old records in bounded batches, and
+//! [`RecordRetention`] runs it every hour. Reading records back is [`crate::query`]'s.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use sqlx::Row;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 use crate::{Store, StoreError};
 
@@ -304,11 +309,174 @@ impl Store {
     }
 }
 
+/// Records deleted per statement when pruning. A DELETE holds the database's write lock, which
+/// the record writer then waits for: ten thousand rows take milliseconds, and a day of a
+/// gateway at a hundred requests per second is under a thousand statements.
+pub const PRUNE_BATCH: u32 = 10_000;
+
+/// How often retention runs.
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+
+impl Store {
+    /// Deletes every record that started before `older_than_ms` (Unix milliseconds), at most
+    /// `batch` rows per DELETE, and returns how many were deleted. Each batch's rows are found
+    /// by a read first, so a DELETE holds the write lock only for the rows it removes; the table
+    /// is walked once, in the order records were written.
+    pub async fn prune_records(&self, older_than_ms: i64, batch: u32) -> Result<u64, StoreError> {
+        self.prune_records_until(older_than_ms, batch, &CancellationToken::new())
+            .await
+    }
+
+    /// [`Store::prune_records`], stopping between two batches once `stop` is cancelled.
+    async fn prune_records_until(
+        &self,
+        older_than_ms: i64,
+        batch: u32,
+        stop: &CancellationToken,
+    ) -> Result<u64, StoreError> {
+        let batch = batch.max(1);
+        let mut after = i64::MIN;
+        let mut removed = 0;
+        while !stop.is_cancelled() {
+            let (last, found): (Option<i64>, i64) = sqlx::query_as(
+                "SELECT max(r), count(*) FROM (SELECT rowid AS r FROM requests
+                    WHERE rowid > ? AND started_at < ? ORDER BY rowid LIMIT ?)",
+            )
+            .bind(after)
+            .bind(older_than_ms)
+            .bind(batch)
+            .fetch_one(self.pool())
+            .await?;
+            let Some(last) = last else {
+                break;
+            };
+            // The range holds exactly the rows just read: rows written since have higher rowids
+            // (and recent `started_at`s).
+            let deleted = sqlx::query(
+                "DELETE FROM requests WHERE rowid > ? AND rowid <= ? AND started_at < ?",
+            )
+            .bind(after)
+            .bind(last)
+            .bind(older_than_ms)
+            .execute(self.pool())
+            .await?;
+            removed += deleted.rows_affected();
+            if found < i64::from(batch) {
+                // The read reached the end of the table: nothing older is left.
+                break;
+            }
+            after = last;
+        }
+        Ok(removed)
+    }
+}
+
+/// The task that deletes records past their retention: once at start, then every hour.
+///
+/// Owned by whoever starts it; [`RecordRetention::shutdown`] stops it between two batches, so
+/// it never delays shutdown by more than one bounded statement.
+#[derive(Debug)]
+pub struct RecordRetention {
+    stop: CancellationToken,
+    task: Option<JoinHandle<u64>>,
+    removed: watch::Receiver<u64>,
+}
+
+impl RecordRetention {
+    /// Starts deleting records that started more than `retention` ago. `None` keeps records
+    /// forever: no task is started.
+    pub fn start(store: Store, retention: Option<Duration>) -> RecordRetention {
+        RecordRetention::start_every(store, retention, PRUNE_EVERY, PRUNE_BATCH)
+    }
+
+    fn start_every(
+        store: Store,
+        retention: Option<Duration>,
+        every: Duration,
+        batch: u32,
+    ) -> RecordRetention {
+        let stop = CancellationToken::new();
+        let (removed_tx, removed) = watch::channel(0);
+        let Some(retention) = retention else {
+            tracing::info!("request record retention is off: records are kept forever");
+            return RecordRetention {
+                stop,
+                task: None,
+                removed,
+            };
+        };
+        let keep_ms = i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
+        let retention_days = retention.as_secs() / 86_400;
+        let stopping = stop.clone();
+        let task = tokio::spawn(async move {
+            let mut total = 0u64;
+            loop {
+                let older_than_ms = crate::now_ms().saturating_sub(keep_ms);
+                match store
+                    .prune_records_until(older_than_ms, batch, &stopping)
+                    .await
+                {
+                    Ok(removed) => {
+                        total += removed;
+                        if removed > 0 {
+                            tracing::info!(
+                                removed,
+                                retention_days,
+                                "request records past their retention deleted"
+                            );
+                        } else {
+                            tracing::debug!(retention_days, "no request record past its retention");
+                        }
+                    }
+                    Err(err) => {
+                        tracing::warn!(error = %err, "request records past their retention could not be deleted; trying again at the next pass");
+                    }
+                }
+                // Marks a pass even when nothing was deleted.
+                removed_tx.send_replace(total);
+                tokio::select! {
+                    biased;
+                    () = stopping.cancelled() => break,
+                    () = tokio::time::sleep(every) => {}
+                }
+            }
+            total
+        });
+        RecordRetention {
+            stop,
+            task: Some(task),
+            removed,
+        }
+    }
+
+    /// Records deleted since start.
+    pub fn removed(&self) -> u64 {
+        *self.removed.borrow()
+    }
+
+    /// Stops the task (between two batches) and returns how many records it deleted in all.
+    pub async fn shutdown(mut self) -> u64 {
+        self.stop.cancel();
+        match self.task.take() {
+            Some(task) => task.await.unwrap_or(0),
+            None => 0,
+        }
+    }
+}
+
+/// Dropped without [`RecordRetention::shutdown`] (startup failed after it began): the task
+/// still stops at its next batch instead of outliving its owner.
+impl Drop for RecordRetention {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
 fn clamp_i64(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
-fn record_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<RequestRecord, StoreError> {
+pub(crate) fn record_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<RequestRecord, StoreError> {
     let attempts: String = row.try_get("attempts")?;
     let ttft: Option<i64> = row.try_get("ttft_us")?;
     let latency: i64 = row.try_get("latency_us")?;
@@ -428,5 +596,86 @@ mod tests {
         }
         assert_eq!(sender.shed(), 6);
         assert_eq!(queue.shutdown().await, 4);
+    }
+
+    fn ids(records: &[RequestRecord]) -> Vec<&str> {
+        records.iter().map(|r| r.id.as_str()).collect()
+    }
+
+    #[tokio::test]
+    async fn prune_deletes_old_records_in_batches_until_none_is_left() {
+        let store = Store::open_in_memory().await.unwrap();
+        // Old and new interleaved, as a long request that started early ends among new ones.
+        let mut records = Vec::new();
+        for i in 0..25 {
+            records.push(record(&format!("old{i:02}"), 1_000 + i));
+            if i % 5 == 0 {
+                records.push(record(&format!("new{i:02}"), 5_000 + i));
+            }
+        }
+        store.insert_records(&records).await.unwrap();
+
+        // Batches of 10: three DELETEs for 25 rows.
+        assert_eq!(store.prune_records(5_000, 10).await.unwrap(), 25);
+        let left = store.latest_records(100).await.unwrap();
+        assert_eq!(ids(&left), ["new20", "new15", "new10", "new05", "new00"]);
+        assert_eq!(store.prune_records(5_000, 10).await.unwrap(), 0);
+    }
+
+    #[tokio::test]
+    async fn prune_keeps_a_record_that_started_exactly_at_the_cutoff() {
+        let store = Store::open_in_memory().await.unwrap();
+        store
+            .insert_records(&[record("before", 999), record("at", 1_000)])
+            .await
+            .unwrap();
+        assert_eq!(store.prune_records(1_000, PRUNE_BATCH).await.unwrap(), 1);
+        assert_eq!(ids(&store.latest_records(10).await.unwrap()), ["at"]);
+    }
+
+    #[tokio::test]
+    async fn retention_deletes_at_start_and_again_at_every_pass() {
+        let store = Store::open_in_memory().await.unwrap();
+        let day = 86_400_000;
+        let now = crate::now_ms();
+        store
+            .insert_records(&[record("old1", now - 3 * day), record("recent", now)])
+            .await
+            .unwrap();
+        let retention = RecordRetention::start_every(
+            store.clone(),
+            Some(Duration::from_secs(2 * 86_400)),
+            Duration::from_millis(1),
+            1,
+        );
+        let mut removed = retention.removed.clone();
+        removed.wait_for(|&n| n == 1).await.unwrap();
+        store
+            .insert_records(&[record("old2", now - 5 * day), record("old3", now - 4 * day)])
+            .await
+            .unwrap();
+        removed.wait_for(|&n| n == 3).await.unwrap();
+        assert_eq!(retention.shutdown().await, 3);
+        assert_eq!(ids(&store.latest_records(10).await.unwrap()), ["recent"]);
+    }
+
+    #[tokio::test]
+    async fn retention_stops_at_once_while_waiting_for_its_next_pass() {
+        let store = Store::open_in_memory().await.unwrap();
+        let retention = RecordRetention::start(store, Some(Duration::from_secs(86_400)));
+        let mut removed = retention.removed.clone();
+        removed.changed().await.unwrap();
+        // The next pass is an hour away; shutdown does not wait for it.
+        assert_eq!(retention.shutdown().await, 0);
+    }
+
+    #[tokio::test]
+    async fn retention_off_starts_no_task() {
+        let store = Store::open_in_memory().await.unwrap();
+        store.insert_records(&[record("ancient", 0)]).await.unwrap();
+        let retention = RecordRetention::start(store.clone(), None);
+        assert!(retention.task.is_none());
+        assert_eq!(retention.shutdown().await, 0);
+        assert_eq!(store.latest_records(10).await.unwrap().len(), 1);
     }
 }
