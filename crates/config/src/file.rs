@@ -14,8 +14,8 @@ use sluice_routing::{
 };
 
 use crate::{
-    AliasSettings, DeploymentSettings, FieldProblem, ServerSettings, Settings, StoreSettings,
-    UpstreamSettings,
+    AliasSettings, DeploymentSettings, FieldProblem, OtlpProtocol, ServerSettings, Settings,
+    StoreSettings, TelemetrySettings, UpstreamSettings,
 };
 
 #[derive(Debug, Default, Deserialize)]
@@ -35,6 +35,8 @@ pub(crate) struct ConfigFile {
     deployments: BTreeMap<String, DeploymentSection>,
     #[serde(default)]
     aliases: BTreeMap<String, AliasSection>,
+    #[serde(default)]
+    telemetry: TelemetrySection,
 }
 
 #[derive(Debug, Deserialize)]
@@ -292,6 +294,161 @@ struct HedgeSection {
 struct DrillSection {
     #[serde(default)]
     share: f64,
+}
+
+/// `[telemetry]`: OpenTelemetry traces over OTLP. No `otlp_endpoint`, no tracing.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct TelemetrySection {
+    /// The collector's base URL; `/v1/traces` is added for `http/protobuf`.
+    otlp_endpoint: Option<String>,
+    otlp_protocol: String,
+    /// Header name -> value, for headers that are not secret.
+    otlp_headers: BTreeMap<String, String>,
+    /// Header name -> the environment variable holding its value (API keys).
+    otlp_headers_env: BTreeMap<String, String>,
+    service_name: String,
+    trace_queue: usize,
+    otlp_timeout_ms: u64,
+}
+
+impl Default for TelemetrySection {
+    fn default() -> Self {
+        TelemetrySection {
+            otlp_endpoint: None,
+            otlp_protocol: "http/protobuf".into(),
+            otlp_headers: BTreeMap::new(),
+            otlp_headers_env: BTreeMap::new(),
+            service_name: "sluice".into(),
+            trace_queue: 8_192,
+            otlp_timeout_ms: 10_000,
+        }
+    }
+}
+
+/// An HTTP field name: one or more `tchar`s (RFC 9110, section 5.6.2).
+fn is_header_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+/// A header value that both HTTP/1.1 and gRPC metadata can carry: visible ASCII, spaces, tabs.
+fn is_header_value(value: &str) -> bool {
+    value
+        .bytes()
+        .all(|b| b == b'\t' || (b' '..=b'~').contains(&b))
+}
+
+impl TelemetrySection {
+    fn settings(
+        &self,
+        env: &dyn Fn(&str) -> Option<String>,
+        problems: &mut Vec<FieldProblem>,
+    ) -> TelemetrySettings {
+        let otlp_endpoint = self.otlp_endpoint.as_deref().map(str::trim);
+        if let Some(url) = otlp_endpoint {
+            let host = url
+                .strip_prefix("http://")
+                .or_else(|| url.strip_prefix("https://"));
+            check(
+                problems,
+                host.is_some_and(|h| !h.is_empty() && !h.starts_with('/'))
+                    && !url.contains(char::is_whitespace),
+                "telemetry.otlp_endpoint".into(),
+                "must be an http:// or https:// URL (leave it out to turn tracing off)",
+            );
+        }
+        let otlp_protocol = match self.otlp_protocol.as_str() {
+            "http/protobuf" => OtlpProtocol::HttpProtobuf,
+            "grpc" => OtlpProtocol::Grpc,
+            other => {
+                push(
+                    problems,
+                    "telemetry.otlp_protocol".into(),
+                    format!("`{other}` is not an OTLP protocol (http/protobuf, grpc)"),
+                );
+                OtlpProtocol::HttpProtobuf
+            }
+        };
+        let mut otlp_headers = Vec::new();
+        for (name, value) in &self.otlp_headers {
+            let field = format!("telemetry.otlp_headers.{name}");
+            if !is_header_name(name) {
+                push(problems, field, format!("`{name}` is not a header name"));
+            } else if !is_header_value(value) {
+                push(
+                    problems,
+                    field,
+                    "may hold only visible ASCII characters, spaces and tabs".into(),
+                );
+            } else {
+                otlp_headers.push((name.clone(), SecretString::from(value.clone())));
+            }
+        }
+        for (name, var) in &self.otlp_headers_env {
+            let field = format!("telemetry.otlp_headers_env.{name}");
+            if !is_header_name(name) {
+                push(problems, field, format!("`{name}` is not a header name"));
+                continue;
+            }
+            if self
+                .otlp_headers
+                .keys()
+                .any(|plain| plain.eq_ignore_ascii_case(name))
+            {
+                push(
+                    problems,
+                    field,
+                    format!("`{name}` is also set in telemetry.otlp_headers"),
+                );
+                continue;
+            }
+            match env(var) {
+                // The value is a secret: the message names the variable, never the value.
+                Some(value) if !value.is_empty() && is_header_value(&value) => {
+                    otlp_headers.push((name.clone(), SecretString::from(value)));
+                }
+                Some(value) if !value.is_empty() => push(
+                    problems,
+                    field,
+                    format!("environment variable `{var}` holds characters a header cannot carry"),
+                ),
+                _ => push(
+                    problems,
+                    field,
+                    format!("environment variable `{var}` is not set"),
+                ),
+            }
+        }
+        check(
+            problems,
+            !self.service_name.trim().is_empty(),
+            "telemetry.service_name".into(),
+            "must not be empty",
+        );
+        check(
+            problems,
+            self.trace_queue > 0,
+            "telemetry.trace_queue".into(),
+            "must be greater than 0",
+        );
+        check(
+            problems,
+            self.otlp_timeout_ms > 0,
+            "telemetry.otlp_timeout_ms".into(),
+            "must be greater than 0",
+        );
+        TelemetrySettings {
+            otlp_endpoint: otlp_endpoint.map(str::to_owned),
+            otlp_protocol,
+            otlp_headers,
+            service_name: self.service_name.trim().to_owned(),
+            trace_queue: self.trace_queue,
+            otlp_timeout: Duration::from_millis(self.otlp_timeout_ms),
+        }
+    }
 }
 
 fn push(problems: &mut Vec<FieldProblem>, field: String, message: String) {
@@ -711,6 +868,8 @@ impl ConfigFile {
             );
         }
 
+        let telemetry = self.telemetry.settings(env, &mut problems);
+
         if !problems.is_empty() {
             return Err(problems);
         }
@@ -733,6 +892,7 @@ impl ConfigFile {
             },
             deployments,
             aliases,
+            telemetry,
         })
     }
 }

@@ -57,6 +57,33 @@ pub struct Settings {
     pub deployments: Vec<DeploymentSettings>,
     /// Alias name -> its route.
     pub aliases: BTreeMap<String, AliasSettings>,
+    pub telemetry: TelemetrySettings,
+}
+
+/// `[telemetry]`: where traces go. Plain values; the CLI hands them to the tracer.
+#[derive(Debug, Clone)]
+pub struct TelemetrySettings {
+    /// The OTLP collector's base URL; `None` turns tracing off.
+    pub otlp_endpoint: Option<String>,
+    pub otlp_protocol: OtlpProtocol,
+    /// Sent with every export: `otlp_headers`, then `otlp_headers_env` with the values read
+    /// from the environment. Every value is kept secret.
+    pub otlp_headers: Vec<(String, SecretString)>,
+    /// The traces' `service.name`.
+    pub service_name: String,
+    /// Finished requests waiting for export at most; past it their spans are shed and counted.
+    pub trace_queue: usize,
+    /// One export call to the collector, retries included.
+    pub otlp_timeout: Duration,
+}
+
+/// How traces travel to the collector (`telemetry.otlp_protocol`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OtlpProtocol {
+    /// `http/protobuf`: `POST {otlp_endpoint}/v1/traces`.
+    HttpProtobuf,
+    /// `grpc`: the OTLP `TraceService` at `otlp_endpoint`.
+    Grpc,
 }
 
 /// One alias's route. Deployments are indices into [`Settings::deployments`].

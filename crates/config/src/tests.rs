@@ -4,7 +4,7 @@ use std::time::Duration;
 use secrecy::ExposeSecret;
 use sluice_routing::{Condition, Conditions, Strategy};
 
-use crate::{ConfigError, ProviderType, Settings};
+use crate::{ConfigError, OtlpProtocol, ProviderType, Settings};
 
 fn load(text: &str) -> Result<Settings, ConfigError> {
     Settings::from_toml(text, Path::new("/etc/sluice/sluice.toml"), |name| {
@@ -288,4 +288,86 @@ fn names_the_field_of_every_routing_problem() {
             "missing `{expected}` in {found:#?}"
         );
     }
+}
+
+#[test]
+fn tracing_is_off_without_an_endpoint() {
+    let t = load("").unwrap().telemetry;
+    assert_eq!(t.otlp_endpoint, None);
+    assert_eq!(t.otlp_protocol, OtlpProtocol::HttpProtobuf);
+    assert!(t.otlp_headers.is_empty());
+    assert_eq!(t.service_name, "sluice");
+    assert_eq!(t.trace_queue, 8_192);
+    assert_eq!(t.otlp_timeout, Duration::from_secs(10));
+}
+
+#[test]
+fn reads_telemetry_with_plain_and_secret_headers() {
+    let t = load(
+        r#"
+        [telemetry]
+        otlp_endpoint = "https://otel.example.com:4317"
+        otlp_protocol = "grpc"
+        otlp_headers = { "x-tenant" = "acme" }
+        otlp_headers_env = { "authorization" = "OPENAI_API_KEY" }
+        service_name = "sluice-eu"
+        trace_queue = 100
+        otlp_timeout_ms = 2500
+        "#,
+    )
+    .unwrap()
+    .telemetry;
+    assert_eq!(
+        t.otlp_endpoint.as_deref(),
+        Some("https://otel.example.com:4317")
+    );
+    assert_eq!(t.otlp_protocol, OtlpProtocol::Grpc);
+    let headers: Vec<(&str, &str)> = t
+        .otlp_headers
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.expose_secret()))
+        .collect();
+    assert_eq!(
+        headers,
+        [("x-tenant", "acme"), ("authorization", "sk-test")]
+    );
+    assert_eq!(t.service_name, "sluice-eu");
+    assert_eq!(t.trace_queue, 100);
+    assert_eq!(t.otlp_timeout, Duration::from_millis(2500));
+    // Header values never show in debug output.
+    assert!(!format!("{t:?}").contains("sk-test"));
+}
+
+#[test]
+fn names_the_field_of_every_telemetry_problem() {
+    assert_eq!(
+        problems(
+            r#"
+            [telemetry]
+            otlp_endpoint = "collector:4318"
+            otlp_protocol = "http/json"
+            otlp_headers = { "bad header" = "v", "x-ok" = "line\nbreak", "x-both" = "a" }
+            otlp_headers_env = { "x-missing" = "NOT_SET", "X-Both" = "OPENAI_API_KEY" }
+            service_name = " "
+            trace_queue = 0
+            otlp_timeout_ms = 0
+            "#
+        ),
+        [
+            "telemetry.otlp_endpoint: must be an http:// or https:// URL (leave it out to turn tracing off)",
+            "telemetry.otlp_protocol: `http/json` is not an OTLP protocol (http/protobuf, grpc)",
+            "telemetry.otlp_headers.bad header: `bad header` is not a header name",
+            "telemetry.otlp_headers.x-ok: may hold only visible ASCII characters, spaces and tabs",
+            "telemetry.otlp_headers_env.X-Both: `X-Both` is also set in telemetry.otlp_headers",
+            "telemetry.otlp_headers_env.x-missing: environment variable `NOT_SET` is not set",
+            "telemetry.service_name: must not be empty",
+            "telemetry.trace_queue: must be greater than 0",
+            "telemetry.otlp_timeout_ms: must be greater than 0",
+        ]
+    );
+    for endpoint in ["", "http://", "https:///v1", "http://a b"] {
+        let text = format!("[telemetry]\notlp_endpoint = \"{endpoint}\"\n");
+        assert_eq!(problems(&text).len(), 1, "{endpoint:?}");
+    }
+    assert!(load("[telemetry]\nsampling = 0.5\n").is_err());
 }

@@ -1,5 +1,5 @@
-//! Prometheus metrics for Sluice: counted from finished request records, rendered as the
-//! `/metrics` text.
+//! Telemetry for Sluice, built from finished request records: Prometheus metrics (the
+//! `/metrics` text) and OpenTelemetry traces (exported over OTLP).
 //!
 //! This crate owns the metric names, labels, buckets and label-cardinality caps, and the text
 //! exposition format (Prometheus 0.0.4, through `prometheus-client`). A [`Metrics`] is one
@@ -8,18 +8,28 @@
 //! [`Metrics::render`] per scrape. There is no global recorder, so several gateways in one
 //! process keep separate counts.
 //!
+//! It also owns the span model and its export: a [`Tracer`] is called beside
+//! [`Metrics::observe`] with the same record ([`Tracer::export`]), and sends one server span per
+//! request and one client span per upstream attempt, following the OpenTelemetry GenAI
+//! semantic conventions, over OTLP/HTTP or OTLP/gRPC. Like metrics, tracers are per gateway:
+//! no global tracer provider.
+//!
 //! It leaves to others: serving `/metrics` and its content type header (the server), the state
 //! behind the scrape-time gauges (routing owns breakers, queues and retry budgets; the record
-//! queue counts shed records), and traces (OpenTelemetry, elsewhere).
+//! queue counts shed records), and the trace context itself (the pipeline draws trace and span
+//! ids, reads the client's `traceparent` and sends one upstream; the record carries them).
 //!
 //! Where to look next: `series.rs` maps record fields to series, `labels.rs` caps label values,
 //! `gauges.rs` holds the scrape-time gauges, and `docs/metrics.md` lists every series for
-//! operators. Cost and energy series will sit beside the token counters in `series.rs` once
-//! request records carry them.
+//! operators. `trace/spans.rs` maps a record to spans, `trace/export.rs` builds the OTLP
+//! exporter, and `docs/tracing.md` describes the spans. Cost and energy series will sit beside
+//! the token counters in `series.rs` once request records carry them.
 
+mod error;
 mod gauges;
 mod labels;
 mod series;
+mod trace;
 
 #[cfg(test)]
 mod tests;
@@ -29,8 +39,10 @@ use std::sync::Arc;
 use prometheus_client::registry::Registry;
 use sluice_store::RequestRecord;
 
+pub use error::TelemetryError;
 pub use gauges::{BreakerGauge, DeploymentGauge};
 pub use labels::{Limits, OVERFLOW};
+pub use trace::{OtlpProtocol, TraceSettings, Tracer};
 
 /// The `Content-Type` of [`Metrics::render`]'s output.
 pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
