@@ -9,9 +9,9 @@
 //! It is a normal library (not dev-only) because `sluice demo` and
 //! `sluice mock --listen ADDR` run it too (through [`MockBuilder::start_on`]).
 //!
-//! Start with [`mock`] for routes, reply scripting, `#mock` directives and
-//! faults.
+//! Start with [`mock`] for routes, reply scripting, `#mock` directives,
+//! faults and chaos (exact shares of failing and stalling requests).
 
 pub mod mock;
 
-pub use mock::{Fault, MockBuilder, MockDialect, MockUpstream, Recorded, Reply};
+pub use mock::{Chaos, Fault, MockBuilder, MockDialect, MockUpstream, Recorded, Reply};

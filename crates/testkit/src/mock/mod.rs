@@ -2,8 +2,10 @@
 //! and Anthropic wire formats.
 //!
 //! It records every request, answers with scripted [`Reply`]s or a realistic
-//! default, and injects [`Fault`]s (delays, cut connections, malformed
-//! bodies, error statuses). Payloads are built here with `serde_json`, never
+//! default, injects [`Fault`]s (delays, cut connections, malformed bodies,
+//! error statuses), and with [`Chaos`] fails or stalls exact shares of chat
+//! requests (what `sluice mock --fail-ratio ... --stall-ratio ...` serves to
+//! the fault benchmark). Payloads are built here with `serde_json`, never
 //! with Sluice's own wire types, so a test through the gateway checks the
 //! gateway's translation against an independent implementation.
 //!
@@ -30,10 +32,17 @@
 //!
 //! 1. the next queued reply ([`MockBuilder::reply`], [`MockUpstream::push_reply`]);
 //! 2. `#mock` directives in the last user message (below);
-//! 3. the [`MockBuilder::always`] reply;
-//! 4. the default behaviour (below).
+//! 3. [`MockBuilder::chaos`]: a request in the failing share answers the
+//!    error status in the dialect's error body; one in the stalling share
+//!    takes its reply from 4 or 5 but waits `stall_ms` more before the
+//!    headers (a request in both shares waits, then fails);
+//! 4. the [`MockBuilder::always`] reply;
+//! 5. the default behaviour (below).
 //!
-//! Directives that only set timing (`delay_ms`...) combine with 3 or 4.
+//! Directives that only set timing (`delay_ms`...) combine with 4 or 5, and
+//! so does the fault of an `always` reply with 3. Chaos numbers only the
+//! requests that reach step 3: queued replies and requests with a `#mock`
+//! line neither count toward its shares nor get failed or stalled.
 //! `/v1/embeddings` also takes queued and `always` replies, but only their
 //! `Status`, `Malformed` and fault parts apply; otherwise it returns vectors.
 //! A 401 from [`MockBuilder::require_key`] consumes nothing.
@@ -91,6 +100,7 @@
 //! [`MockUpstream::cancelled`].
 
 mod anthropic;
+mod chaos;
 mod chat;
 mod directives;
 mod openai;
@@ -110,6 +120,8 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use routes::{Routes, Shared, lock};
+
+pub use chaos::Chaos;
 
 /// The two wire formats the mock speaks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -232,6 +244,7 @@ pub struct MockBuilder {
     routes: Routes,
     queue: VecDeque<Reply>,
     always: Option<Reply>,
+    chaos: Option<Chaos>,
     key: Option<String>,
 }
 
@@ -241,6 +254,7 @@ impl std::fmt::Debug for MockBuilder {
             .field("routes", &self.routes)
             .field("queue", &self.queue)
             .field("always", &self.always)
+            .field("chaos", &self.chaos)
             .field("key", &self.key.as_ref().map(|_| "<redacted>"))
             .finish()
     }
@@ -252,6 +266,7 @@ impl MockBuilder {
             routes,
             queue: VecDeque::new(),
             always: None,
+            chaos: None,
             key: None,
         }
     }
@@ -267,6 +282,14 @@ impl MockBuilder {
     /// `#mock` reply directive, instead of the default behaviour.
     pub fn always(mut self, reply: Reply) -> Self {
         self.always = Some(reply);
+        self
+    }
+
+    /// Fails and stalls fixed shares of chat requests (see [`Chaos`]); takes
+    /// precedence over [`MockBuilder::always`] and the default behaviour, not
+    /// over queued replies or `#mock` directives.
+    pub fn chaos(mut self, chaos: Chaos) -> Self {
+        self.chaos = Some(chaos);
         self
     }
 
@@ -326,6 +349,7 @@ impl MockBuilder {
             routes: self.routes,
             key: self.key,
             always: self.always,
+            chaos: self.chaos.map(chaos::ChaosState::new),
             queue: Mutex::new(self.queue),
             requests: Mutex::new(Vec::new()),
             hits: watch::Sender::new(0),

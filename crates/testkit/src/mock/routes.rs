@@ -18,6 +18,7 @@ use bytes::Bytes;
 use serde_json::Value;
 use tokio::sync::watch;
 
+use super::chaos::{ChaosState, Verdict};
 use super::chat::{self, Answer, Base, ChatView};
 use super::sse::{self, Frame, OnAbandon};
 use super::{Fault, MockDialect, Recorded, Reply, anthropic, directives, openai};
@@ -37,6 +38,7 @@ pub(super) struct Shared {
     pub routes: Routes,
     pub key: Option<String>,
     pub always: Option<Reply>,
+    pub chaos: Option<ChaosState>,
     pub queue: Mutex<VecDeque<Reply>>,
     pub requests: Mutex<Vec<Recorded>>,
     pub hits: watch::Sender<usize>,
@@ -93,21 +95,35 @@ impl Shared {
             .map(|r| chat::flatten(&r))
     }
 
-    /// Queue, then `#mock` directives, then `always`, then the default answer.
+    /// Queue, then `#mock` directives, then chaos, then `always`, then the
+    /// default answer. Only requests without directives count toward chaos.
     fn choose(&self, view: &ChatView) -> (Base, Fault) {
         if let Some(queued) = lock(&self.queue).pop_front() {
             return chat::flatten(&queued);
         }
-        let directives = directives::parse(&view.last_user_text).unwrap_or_default();
+        let directives = directives::parse(&view.last_user_text);
+        let verdict = match (&directives, &self.chaos) {
+            (None, Some(chaos)) => chaos.next(),
+            _ => Verdict::default(),
+        };
+        let directives = directives.unwrap_or_default();
         let always = self.always.as_ref().map(chat::flatten);
-        let base = directives
-            .base(view)
-            .or_else(|| always.as_ref().map(|(base, _)| base.clone()))
-            .unwrap_or_else(|| Base::Answer(chat::default_answer(view)));
-        let fault = directives
+        let base = match verdict.fail {
+            Some(status) => Base::Status {
+                status,
+                body: None,
+                retry_after: None,
+            },
+            None => directives
+                .base(view)
+                .or_else(|| always.as_ref().map(|(base, _)| base.clone()))
+                .unwrap_or_else(|| Base::Answer(chat::default_answer(view))),
+        };
+        let mut fault = directives
             .fault()
             .or_else(|| always.map(|(_, fault)| fault))
             .unwrap_or_default();
+        fault.delay_ms = fault.delay_ms.saturating_add(verdict.stall_ms);
         (base, fault)
     }
 }

@@ -1,8 +1,9 @@
 //! Drives `MockUpstream` over real HTTP with reqwest, checking the wire
-//! shapes it produces in both dialects, its faults and its recording.
+//! shapes it produces in both dialects, its faults, chaos and recording.
 #![expect(clippy::unwrap_used, reason = "tests may unwrap")]
 
 mod anthropic;
+mod chaos;
 mod faults;
 mod openai;
 
