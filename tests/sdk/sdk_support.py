@@ -14,6 +14,10 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 OPENAI_MODEL = "gpt-4o-mini"  # routes to the mock speaking the OpenAI dialect
 ANTHROPIC_MODEL = "claude-sonnet-4-5"  # routes to the mock speaking the Anthropic dialect
 MODELS = [OPENAI_MODEL, ANTHROPIC_MODEL]
+# The demo's third alias: a primary failing every second request, with the Anthropic mock as
+# its fallback.
+RESILIENT_MODEL = "resilient"
+DEMO_MODELS = [*MODELS, RESILIENT_MODEL]
 
 # What the mock answers (crates/testkit/src/mock): the requested model plus a version suffix,
 # an echo of the last user message, and `ceil(chars / 4)` tokens for input and output text.

@@ -11,11 +11,11 @@ import anthropic
 import openai
 import pytest
 
-from sdk_support import ANTHROPIC_MODEL, MODELS, OPENAI_MODEL, echo
+from sdk_support import ANTHROPIC_MODEL, DEMO_MODELS, MODELS, OPENAI_MODEL, RESILIENT_MODEL, echo
 
 
 def test_demo_announces_its_models(gateway: Any) -> None:
-    assert sorted(gateway.models) == sorted(MODELS)
+    assert sorted(gateway.models) == sorted(DEMO_MODELS)
     assert gateway.base_url.startswith("http://127.0.0.1:")
     assert gateway.api_key.startswith("sk-sluice-")
     # The demo keeps its store in the working directory it was started in.
@@ -65,3 +65,17 @@ def test_sigterm_drains_an_in_flight_stream(private_demo: Any, sdk: str) -> None
             gw.openai().models.list()
         else:
             gw.anthropic().models.list()
+
+
+def test_the_resilient_route_answers_every_request_through_its_fallback(gateway: Any) -> None:
+    # Its primary fails every second request with a 500: the client never sees one.
+    client = gateway.openai()
+    served = []
+    for _ in range(6):
+        raw = client.chat.completions.with_raw_response.create(
+            model=RESILIENT_MODEL, messages=[{"role": "user", "content": "still there?"}]
+        )
+        assert raw.parse().choices[0].message.content == echo("still there?")
+        served.append(raw.headers["x-sluice-deployment"])
+    assert set(served) == {"mock-flaky", "mock-claude"}, served
+    assert served.count("mock-claude") == 3, "one fallback per failure of the primary"

@@ -44,6 +44,7 @@ import yaml
 
 from sdk_support import (
     ANTHROPIC_MODEL,
+    DEMO_MODELS,
     MODELS,
     OPENAI_MODEL,
     REPO_ROOT,
@@ -284,7 +285,7 @@ def test_models_match_spec(spec: Spec, http: httpx2.Client) -> None:
     assert response.status_code == 200
     body = response.json()
     spec.check("ListModelsResponse", body, strict=True)
-    assert sorted(m["id"] for m in body["data"]) == sorted(MODELS)
+    assert sorted(m["id"] for m in body["data"]) == sorted(DEMO_MODELS)
 
 
 # (id, expected status, method, path, key to send: "good" | "bad" | None, JSON body or raw bytes)

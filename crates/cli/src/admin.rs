@@ -29,6 +29,10 @@ pub(crate) enum KeysCommand {
         /// Days until the key stops working.
         #[arg(long)]
         expires_in_days: Option<u32>,
+        /// Keep the request and response bodies of this key's requests (redacted, capped;
+        /// see `sluice logs show`).
+        #[arg(long)]
+        log_bodies: bool,
         #[arg(long)]
         json: bool,
     },
@@ -96,6 +100,7 @@ pub(crate) async fn keys(config: Option<PathBuf>, command: KeysCommand) -> anyho
             user,
             aliases,
             expires_in_days,
+            log_bodies,
             json,
         } => {
             let expires_at =
@@ -107,6 +112,7 @@ pub(crate) async fn keys(config: Option<PathBuf>, command: KeysCommand) -> anyho
                     user,
                     aliases,
                     expires_at,
+                    log_bodies,
                 })
                 .await?;
             if json {

@@ -86,10 +86,10 @@ enum Command {
         json: bool,
     },
     /// Run only the mock provider (OpenAI and Anthropic dialects), for tests and benchmarks.
-    Mock {
-        #[arg(long, default_value = "127.0.0.1:9900")]
-        listen: String,
-    },
+    ///
+    /// With the chaos options it fails and stalls exact shares of chat requests (not random:
+    /// 0.5 is every second request), so a fault benchmark sees the same pattern every run.
+    Mock(serve::MockArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -112,7 +112,7 @@ fn main() -> std::process::ExitCode {
             Command::CheckConfig => admin::check_config(config),
             Command::Keys(command) => admin::keys(config, command).await,
             Command::Logs(args) => admin::logs(config, args).await,
-            Command::Mock { listen } => serve::mock(listen).await,
+            Command::Mock(args) => serve::mock(args).await,
             Command::Status { url, json } => reliability::status(config, url, json).await,
             Command::Drill {
                 route,

@@ -11,7 +11,8 @@ use sluice_providers::{Deployment, ProviderKind, Timeouts, Upstream};
 use sluice_routing::{DeploymentHealth, RouteSpec, Router};
 use sluice_server::AppState;
 use sluice_store::{NewKey, RecordQueue, Store};
-use sluice_testkit::MockUpstream;
+use sluice_telemetry::{OtlpProtocol, TraceSettings, Tracer};
+use sluice_testkit::{Chaos, MockUpstream};
 
 /// The file used when `--config` is not given.
 const DEFAULT_CONFIG: &str = "sluice.toml";
@@ -65,11 +66,13 @@ async fn run(
     let gateway_parts = build(&settings)?;
     let queue = RecordQueue::start(store.clone(), settings.store.record_queue);
     let retention = sluice_store::RecordRetention::start(store.clone(), settings.store.retention);
+    let tracer = start_tracer(&settings)?;
     let gateway = Gateway::new(
         gateway_parts.0,
         gateway_parts.1,
         store.clone(),
         queue.sender(),
+        tracer.clone(),
     );
     let drills = gateway.clone();
     let app = sluice_server::app(AppState {
@@ -85,10 +88,34 @@ async fn run(
     sluice_server::serve(listener, app, shutdown_signal()).await?;
     drills.drain_drills().await;
     let written = queue.shutdown().await;
+    tracer.shutdown().await;
     retention.shutdown().await;
     tracing::info!(records_written = written, "stopped");
     store.close().await;
     Ok(())
+}
+
+/// The OTLP trace exporter of `[telemetry]` (disabled without an endpoint).
+fn start_tracer(settings: &Settings) -> anyhow::Result<Tracer> {
+    let t = &settings.telemetry;
+    let protocol = match t.otlp_protocol {
+        sluice_config::OtlpProtocol::HttpProtobuf => OtlpProtocol::HttpProtobuf,
+        sluice_config::OtlpProtocol::Grpc => OtlpProtocol::Grpc,
+    };
+    let tracer = Tracer::start(TraceSettings {
+        endpoint: t.otlp_endpoint.clone(),
+        protocol,
+        headers: t.otlp_headers.clone(),
+        service_name: t.service_name.clone(),
+        queue: t.trace_queue,
+        export_timeout: t.otlp_timeout,
+        ..TraceSettings::default()
+    })
+    .context("starting the OTLP trace exporter")?;
+    if let Some(endpoint) = &t.otlp_endpoint {
+        tracing::info!(%endpoint, protocol = protocol.as_str(), "exporting traces");
+    }
+    Ok(tracer)
 }
 
 /// Turns settings into the router (with every deployment's live health) and the upstream
@@ -164,7 +191,12 @@ async fn shutdown_signal() {
 
 /// The demo configuration: one OpenAI-dialect and one Anthropic-dialect deployment, both on
 /// the built-in mock, so either SDK can reach either dialect.
-fn demo_settings(mock_base: &str, listen: &str, store_path: &Path) -> anyhow::Result<Settings> {
+fn demo_settings(
+    mock_base: &str,
+    flaky_base: &str,
+    listen: &str,
+    store_path: &Path,
+) -> anyhow::Result<Settings> {
     let text = format!(
         r#"
         [server]
@@ -204,6 +236,22 @@ fn demo_settings(mock_base: &str, listen: &str, store_path: &Path) -> anyhow::Re
         [aliases.claude-sonnet-4-5]
         deployments = ["mock-claude"]
         retry = {{ retry_after_max_ms = 0 }}
+
+        # A route whose primary fails every second request (500): the fallback answers them,
+        # and after 20 requests the primary's circuit opens (`sluice status` shows it).
+        [providers.mock-flaky]
+        type = "openai"
+        base_url = "{flaky_base}/v1"
+        api_key_env = "SLUICE_DEMO_MOCK_KEY"
+
+        [deployments.mock-flaky]
+        provider = "mock-flaky"
+        model = "gpt-4o-mini"
+        breaker = {{ enabled = true }}
+
+        [aliases.resilient]
+        deployments = ["mock-flaky"]
+        fallbacks = ["mock-claude"]
         "#,
         store = store_path.display().to_string().replace('\\', "/"),
     );
@@ -224,7 +272,16 @@ pub(crate) async fn demo(
     // The demo keeps its records where `sluice logs` looks by default.
     let store_path = load_settings(config.as_deref())?.store.path;
     let mock = MockUpstream::both().start().await;
-    let settings = demo_settings(&mock.base_url(), &listen, &store_path)?;
+    let flaky = MockUpstream::openai()
+        .chaos(Chaos {
+            fail_ratio: 0.5,
+            fail_status: 500,
+            stall_ratio: 0.0,
+            stall_ms: 0,
+        })
+        .start()
+        .await;
+    let settings = demo_settings(&mock.base_url(), &flaky.base_url(), &listen, &store_path)?;
     let store = Store::open(&store_path)
         .await
         .with_context(|| format!("opening the store at {}", store_path.display()))?;
@@ -247,25 +304,70 @@ pub(crate) async fn demo(
              OpenAI SDK     base_url=http://{addr}/v1\n  \
              Anthropic SDK  base_url=http://{addr}\n  \
              API key        {key}\n  \
-             models         gpt-4o-mini (mock, OpenAI dialect), claude-sonnet-4-5 (mock, Anthropic dialect)\n\n\
+             models         gpt-4o-mini (mock, OpenAI dialect), claude-sonnet-4-5 (mock, Anthropic dialect),\n                 \
+             resilient (a primary failing every second request, with a fallback)\n\n\
              Either SDK may call either model; Sluice translates.\n\n  \
              curl http://{addr}/v1/chat/completions -H 'Authorization: Bearer {key}' \\\n    \
              -H 'content-type: application/json' \\\n    \
              -d '{{\"model\":\"claude-sonnet-4-5\",\"messages\":[{{\"role\":\"user\",\"content\":\"Hello\"}}]}}'\n\n\
-             Then `sluice logs` shows the request records. Ctrl-C stops.",
+             Then `sluice logs` shows the request records and `sluice status` the deployments. Ctrl-C stops.",
             key = key.secret,
         );
     })
     .await
 }
 
-pub(crate) async fn mock(listen: String) -> anyhow::Result<()> {
+#[derive(clap::Args)]
+pub(crate) struct MockArgs {
+    /// Address to listen on (port 0 picks a free port).
+    #[arg(long, default_value = "127.0.0.1:9900")]
+    listen: String,
+    /// Share of chat requests answered with --fail-status (0 to 1).
+    #[arg(long, value_name = "RATIO", default_value_t = 0.0, value_parser = ratio, allow_negative_numbers = true)]
+    fail_ratio: f64,
+    /// The error status of failed requests (400 to 599), in the dialect's error body.
+    #[arg(long, value_name = "STATUS", default_value_t = 500, value_parser = clap::value_parser!(u16).range(400..=599))]
+    fail_status: u16,
+    /// Share of chat requests whose response headers wait --stall-ms (0 to 1).
+    #[arg(long, value_name = "RATIO", default_value_t = 0.0, value_parser = ratio, allow_negative_numbers = true)]
+    stall_ratio: f64,
+    /// How long a stalled request waits before its headers, in milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = 0)]
+    stall_ms: u64,
+}
+
+/// Parses a share between 0 and 1 inclusive.
+fn ratio(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(value) if (0.0..=1.0).contains(&value) => Ok(value),
+        Ok(_) => Err("must be between 0 and 1".to_owned()),
+        Err(_) => Err("must be a number between 0 and 1, e.g. 0.25".to_owned()),
+    }
+}
+
+/// `sluice mock`: the mock provider alone, failing and stalling the shares asked for.
+pub(crate) async fn mock(args: MockArgs) -> anyhow::Result<()> {
     init_logging();
+    let MockArgs {
+        listen,
+        fail_ratio,
+        fail_status,
+        stall_ratio,
+        stall_ms,
+    } = args;
+    let chaos = Chaos {
+        fail_ratio,
+        fail_status,
+        stall_ratio,
+        stall_ms,
+    };
     let addr: SocketAddr = listen
         .parse()
         .with_context(|| format!("--listen `{listen}` is not an address:port"))?;
     // Bind first, then announce the bound address: with port 0 the requested one says nothing.
+    // Chaos with zero shares changes nothing, so it is always set.
     let mock = MockUpstream::both()
+        .chaos(chaos)
         .start_on(addr)
         .await
         .with_context(|| format!("binding {addr}"))?;
@@ -273,6 +375,12 @@ pub(crate) async fn mock(listen: String) -> anyhow::Result<()> {
         "mock provider listening on {} (OpenAI and Anthropic dialects under /v1)",
         mock.base_url()
     );
+    if chaos.fail_ratio > 0.0 || chaos.stall_ratio > 0.0 {
+        println!(
+            "chaos: {} of chat requests fail with {}, {} stall {} ms before the headers",
+            chaos.fail_ratio, chaos.fail_status, chaos.stall_ratio, chaos.stall_ms
+        );
+    }
     shutdown_signal().await;
     mock.shutdown();
     Ok(())

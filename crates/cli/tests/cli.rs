@@ -466,3 +466,64 @@ impl Drop for Stopped {
         let _ = self.0.wait();
     }
 }
+
+#[test]
+fn mock_refuses_chaos_values_out_of_range() {
+    let dir = temp_dir("mock-args");
+    for (args, expected) in [
+        (["--fail-ratio", "1.5"], "must be between 0 and 1"),
+        (["--stall-ratio", "-0.1"], "must be between 0 and 1"),
+        (
+            ["--stall-ratio", "half"],
+            "must be a number between 0 and 1",
+        ),
+        (["--fail-status", "200"], "400..=599"),
+    ] {
+        let out = sluice(&dir, &["mock", "--listen", "127.0.0.1:0", args[0], args[1]]);
+        assert!(!out.status.success(), "{args:?} accepted");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(args[0]) && err.contains(expected), "{err}");
+    }
+}
+
+/// `sluice mock --fail-ratio 0.5`: of four chat requests, the second and the fourth fail.
+#[test]
+fn mock_fails_every_second_request_at_ratio_one_half() {
+    let dir = temp_dir("mock-chaos");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .current_dir(&dir)
+        .args(["mock", "--listen", "127.0.0.1:0", "--fail-ratio", "0.5"])
+        .args(["--fail-status", "503"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line
+        .split_whitespace()
+        .find_map(|word| word.strip_prefix("http://"))
+        .unwrap()
+        .to_owned();
+
+    let body = r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}"#;
+    let mut statuses = Vec::new();
+    for _ in 0..4 {
+        let mut stream = TcpStream::connect(&addr).unwrap();
+        write!(
+            stream,
+            "POST /v1/chat/completions HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+        statuses.push(response.split_whitespace().nth(1).unwrap().to_owned());
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(statuses, ["200", "503", "200", "503"]);
+}

@@ -239,6 +239,15 @@ struct AliasSection {
     hedge: Option<HedgeSection>,
     #[serde(default)]
     drill: DrillSection,
+    /// Keep request and response bodies (redacted) of this route's requests.
+    #[serde(default)]
+    log_bodies: bool,
+    #[serde(default = "default_body_max_bytes")]
+    body_max_bytes: usize,
+}
+
+fn default_body_max_bytes() -> usize {
+    64 * 1024
 }
 
 fn default_strategy() -> String {
@@ -624,6 +633,12 @@ impl AliasSection {
             at("drill.share"),
             "must be between 0 and 1",
         );
+        check(
+            problems,
+            self.body_max_bytes > 0,
+            at("body_max_bytes"),
+            "must be greater than 0",
+        );
         let ms = Duration::from_millis;
         RoutePolicy {
             strategy,
@@ -647,6 +662,7 @@ impl AliasSection {
             },
             hedge,
             drill_share: self.drill.share,
+            log_bodies: self.log_bodies.then_some(self.body_max_bytes),
         }
     }
 }

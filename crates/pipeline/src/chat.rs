@@ -98,6 +98,7 @@ impl Gateway {
                 *why,
             ));
         }
+        self.keep_bodies(&mut exchange, plan.policy().log_bodies, caller);
         if let Some(unavailable) = plan.unavailable() {
             return Err((exchange, unavailable.into()));
         }
@@ -168,6 +169,7 @@ impl Gateway {
                 exchange.usage(&usage);
                 exchange.attempt_usage(&deployment.name, &usage);
                 exchange.set_schema_valid(schema::check_response(req, response));
+                exchange.capture_response(&completion.raw);
                 let provenance = Provenance::of(&exchange, alias, &deployment, &response.model);
                 exchange.finish(200);
                 ChatOutcome::Complete {
@@ -246,6 +248,7 @@ pub struct GuardedStream {
 
 impl GuardedStream {
     fn observe(&mut self, chunk: &mut StreamChunk) {
+        self.exchange.capture_response(&chunk.raw);
         for event in &mut chunk.events {
             match event {
                 StreamEvent::Start { created, .. } if *created == 0 => *created = unix_now(),

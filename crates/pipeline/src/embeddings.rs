@@ -32,6 +32,7 @@ impl Gateway {
                 *why,
             ));
         }
+        self.keep_bodies(&mut exchange, plan.policy().log_bodies, caller);
         if let Some(unavailable) = plan.unavailable() {
             return Err((exchange, unavailable.into()));
         }
@@ -87,6 +88,7 @@ impl Gateway {
                         .clone()
                         .unwrap_or_else(|| health.deployment.model.clone());
                     exchange.served_by(&health.deployment, &served_model);
+                    exchange.capture_response(&embeddings.raw);
                     if let Some(usage) = &embeddings.usage {
                         exchange.usage(usage);
                     }

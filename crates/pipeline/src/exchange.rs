@@ -8,8 +8,11 @@ use std::time::Instant;
 
 use sluice_providers::Deployment;
 use sluice_store::{AttemptRecord, RecordSender, RequestRecord};
-use sluice_telemetry::Metrics;
+use sluice_telemetry::{Metrics, Tracer};
 
+use std::sync::Arc;
+
+use crate::bodies::{Capture, Redact};
 use crate::trace::{TraceContext, new_span_id};
 use sluice_types::{Dialect, ErrorKind, RequestId, Usage};
 
@@ -48,6 +51,10 @@ pub struct Exchange {
     record: RequestRecord,
     sender: RecordSender,
     metrics: Metrics,
+    tracer: Tracer,
+    /// The request body as received, offered in case the route or key keeps bodies.
+    offered_body: Option<bytes::Bytes>,
+    capture: Option<Capture>,
     submitted: bool,
 }
 
@@ -57,6 +64,7 @@ impl Gateway {
         Exchange::new(
             self.inner.records.clone(),
             self.inner.metrics.clone(),
+            self.inner.tracer.clone(),
             endpoint,
             dialect,
         )
@@ -67,6 +75,7 @@ impl Exchange {
     pub(crate) fn new(
         sender: RecordSender,
         metrics: Metrics,
+        tracer: Tracer,
         endpoint: Endpoint,
         dialect: Dialect,
     ) -> Exchange {
@@ -85,6 +94,9 @@ impl Exchange {
             },
             sender,
             metrics,
+            tracer,
+            offered_body: None,
+            capture: None,
             submitted: false,
         }
         .traced(TraceContext::from_traceparent(None))
@@ -104,6 +116,25 @@ impl Exchange {
             let trace = TraceContext::from_traceparent(header);
             self.record.trace_id = Some(trace.trace_id);
             self.record.parent_span_id = trace.parent_span_id;
+        }
+    }
+
+    /// The client's body, kept only if the route or key turns out to keep bodies (cheap: the
+    /// bytes are shared, not copied).
+    pub fn offer_request_body(&mut self, body: bytes::Bytes) {
+        self.offered_body = Some(body);
+    }
+
+    /// Starts keeping this request's bodies.
+    pub(crate) fn capture_bodies(&mut self, max_bytes: usize, redact: Arc<dyn Redact>) {
+        let request = self.offered_body.take();
+        self.capture = Some(Capture::new(max_bytes, redact, request));
+    }
+
+    /// Adds to the kept response body, when bodies are kept.
+    pub(crate) fn capture_response(&mut self, bytes: &[u8]) {
+        if let Some(capture) = &mut self.capture {
+            capture.response(bytes);
         }
     }
 
@@ -127,7 +158,13 @@ impl Exchange {
             "anthropic" => Dialect::Anthropic,
             _ => Dialect::OpenAi,
         };
-        let mut drill = Exchange::new(self.sender.clone(), self.metrics.clone(), endpoint, dialect);
+        let mut drill = Exchange::new(
+            self.sender.clone(),
+            self.metrics.clone(),
+            self.tracer.clone(),
+            endpoint,
+            dialect,
+        );
         // A drill is part of the live request's trace: a sibling of its attempts.
         drill.record.trace_id = self.record.trace_id.clone();
         drill.record.parent_span_id = self.record.span_id.clone();
@@ -275,6 +312,9 @@ impl Exchange {
         }
         self.submitted = true;
         self.record.latency_us = self.elapsed_us();
+        if let Some(capture) = self.capture.take() {
+            self.record.bodies = Some(capture.finish());
+        }
         let record = std::mem::take(&mut self.record);
         tracing::debug!(
             request_id = %record.id,
@@ -291,6 +331,7 @@ impl Exchange {
         if record.drill_of.is_none() {
             self.metrics.observe(&record);
         }
+        self.tracer.export(&record);
         self.sender.submit(record);
     }
 }

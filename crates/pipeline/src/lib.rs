@@ -23,6 +23,7 @@ use sluice_store::{RecordSender, Store, StoreError};
 use sluice_types::{Classify, ErrorKind, Origin};
 
 mod auth;
+pub mod bodies;
 mod chat;
 mod dispatch;
 pub mod drill;
@@ -127,6 +128,8 @@ struct Inner {
     keys: auth::KeyCache,
     drills: Drills,
     metrics: sluice_telemetry::Metrics,
+    tracer: sluice_telemetry::Tracer,
+    redact: Arc<dyn bodies::Redact>,
 }
 
 /// The drills in flight: owned tasks, bounded.
@@ -138,7 +141,14 @@ struct Drills {
 }
 
 impl Gateway {
-    pub fn new(router: Router, upstream: Upstream, store: Store, records: RecordSender) -> Gateway {
+    /// `tracer` exports every finished request as spans (a disabled one costs nothing).
+    pub fn new(
+        router: Router,
+        upstream: Upstream,
+        store: Store,
+        records: RecordSender,
+        tracer: sluice_telemetry::Tracer,
+    ) -> Gateway {
         let mut upstreams_by_connect: Vec<(Duration, Upstream)> = Vec::new();
         for route in router.routes() {
             let connect = route.policy.timeouts.connect;
@@ -170,6 +180,8 @@ impl Gateway {
                     shed: AtomicU64::new(0),
                 },
                 metrics: sluice_telemetry::Metrics::new(),
+                tracer,
+                redact: Arc::new(bodies::KeepAsSent),
             }),
         }
     }

@@ -293,6 +293,8 @@ pub struct RoutePolicy {
     pub hedge: Option<HedgePolicy>,
     /// Share (0–1) of live requests also sent, in the background, to each fallback.
     pub drill_share: f64,
+    /// Keep request and response bodies (redacted), each cut at this many bytes.
+    pub log_bodies: Option<usize>,
 }
 
 impl RoutePolicy {
@@ -306,6 +308,7 @@ impl RoutePolicy {
             timeouts,
             hedge: None,
             drill_share: 0.0,
+            log_bodies: None,
         }
     }
 }

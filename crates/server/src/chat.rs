@@ -19,11 +19,12 @@ pub(crate) async fn handle(
         Dialect::Anthropic => Endpoint::Messages,
     };
     let gateway = &state.gateway;
-    let (exchange, caller, bytes) =
+    let (mut exchange, caller, bytes) =
         match body::admit_with_body(&state, &headers, request_body, endpoint, dialect).await {
             Ok(admitted) => admitted,
             Err(response) => return response,
         };
+    exchange.offer_request_body(bytes.clone());
     let decoded = match dialect {
         Dialect::OpenAi => sluice_wire::openai::decode_chat_request(&bytes),
         Dialect::Anthropic => sluice_wire::anthropic::decode_chat_request(&bytes),

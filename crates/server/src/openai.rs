@@ -24,12 +24,13 @@ pub(crate) async fn embeddings(
 ) -> Response {
     let dialect = Dialect::OpenAi;
     let gateway = &state.gateway;
-    let (exchange, caller, bytes) =
+    let (mut exchange, caller, bytes) =
         match body::admit_with_body(&state, &headers, request, Endpoint::Embeddings, dialect).await
         {
             Ok(admitted) => admitted,
             Err(response) => return response,
         };
+    exchange.offer_request_body(bytes.clone());
     let request = match sluice_wire::openai::decode_embeddings_request(&bytes) {
         Ok(request) => request,
         Err(e) => return body::fail(exchange, dialect, e.into()),

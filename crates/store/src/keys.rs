@@ -13,7 +13,7 @@ use crate::{Store, StoreError, now_ms};
 /// The columns `key_from_row` reads, as a macro so queries stay `&'static str`.
 macro_rules! key_columns {
     () => {
-        "id, prefix, name, team, user, aliases, created_at, expires_at, revoked_at"
+        "id, prefix, name, team, user, aliases, created_at, expires_at, revoked_at, log_bodies"
     };
 }
 
@@ -29,6 +29,8 @@ pub struct NewKey {
     pub aliases: Vec<String>,
     /// Unix milliseconds after which the key stops working.
     pub expires_at: Option<i64>,
+    /// Keep the request and response bodies of this key's requests (redacted, capped).
+    pub log_bodies: bool,
 }
 
 /// A key as stored: everything but the secret.
@@ -44,6 +46,8 @@ pub struct KeyInfo {
     pub created_at: i64,
     pub expires_at: Option<i64>,
     pub revoked_at: Option<i64>,
+    /// The request and response bodies of this key's requests are kept (redacted, capped).
+    pub log_bodies: bool,
 }
 
 impl KeyInfo {
@@ -81,10 +85,12 @@ impl Store {
             created_at: now_ms(),
             expires_at: new.expires_at,
             revoked_at: None,
+            log_bodies: new.log_bodies,
         };
         sqlx::query(
-            "INSERT INTO keys (id, hash, prefix, name, team, user, aliases, created_at, expires_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO keys (id, hash, prefix, name, team, user, aliases, created_at, expires_at,
+                log_bodies)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&info.id)
         .bind(hash_secret(&secret))
@@ -95,6 +101,7 @@ impl Store {
         .bind(aliases_to_text(&info.aliases))
         .bind(info.created_at)
         .bind(info.expires_at)
+        .bind(info.log_bodies)
         .execute(self.pool())
         .await?;
         Ok(CreatedKey { info, secret })
@@ -176,6 +183,7 @@ fn key_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<KeyInfo, StoreError> {
         created_at: row.try_get("created_at")?,
         expires_at: row.try_get("expires_at")?,
         revoked_at: row.try_get("revoked_at")?,
+        log_bodies: row.try_get("log_bodies")?,
     })
 }
 
@@ -197,6 +205,7 @@ mod tests {
                 user: Some("ana".into()),
                 aliases: vec!["fast".into()],
                 expires_at: None,
+                log_bodies: true,
             })
             .await
             .unwrap();

@@ -22,7 +22,9 @@ pub mod records;
 
 pub use keys::{CreatedKey, KeyInfo, NewKey};
 pub use query::{RecordCursor, RecordFilter, RecordMatch, RecordPage, StatusFilter};
-pub use records::{AttemptRecord, RecordQueue, RecordRetention, RecordSender, RequestRecord};
+pub use records::{
+    AttemptRecord, Bodies, RecordQueue, RecordRetention, RecordSender, RequestRecord,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -100,6 +102,16 @@ const MIGRATIONS: &[&str] = &[
     "ALTER TABLE requests ADD COLUMN trace_id TEXT;
     ALTER TABLE requests ADD COLUMN span_id TEXT;
     ALTER TABLE requests ADD COLUMN parent_span_id TEXT;
+    ",
+    "ALTER TABLE keys ADD COLUMN log_bodies INTEGER NOT NULL DEFAULT 0;
+    -- Bodies are kept only where asked for (a route's `log_bodies`, a key's), apart from the
+    -- records so that listing records never reads them.
+    CREATE TABLE bodies (
+        request_id TEXT PRIMARY KEY,
+        request TEXT,
+        response TEXT,
+        truncated INTEGER NOT NULL
+    );
     ",
 ];
 

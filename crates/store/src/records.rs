@@ -106,6 +106,21 @@ pub struct RequestRecord {
     pub trace_id: Option<String>,
     pub span_id: Option<String>,
     pub parent_span_id: Option<String>,
+    /// The request and response bodies, when the route or key keeps them (stored apart, in
+    /// the `bodies` table).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bodies: Option<Bodies>,
+}
+
+/// A request's bodies as kept: already redacted, each cut at the configured size.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct Bodies {
+    /// What the client sent.
+    pub request: Option<String>,
+    /// What the provider answered (a stream: its events as received, in order).
+    pub response: Option<String>,
+    /// Either was cut at the size cap.
+    pub truncated: bool,
 }
 
 /// Cheap to clone; handed to the request path.
@@ -285,8 +300,38 @@ impl Store {
             });
             insert.build().execute(&mut *tx).await?;
         }
+        for r in records {
+            if let Some(bodies) = &r.bodies {
+                sqlx::query(
+                    "INSERT INTO bodies (request_id, request, response, truncated) VALUES (?, ?, ?, ?)",
+                )
+                .bind(&r.id)
+                .bind(&bodies.request)
+                .bind(&bodies.response)
+                .bind(bodies.truncated)
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
         tx.commit().await?;
         Ok(())
+    }
+
+    /// The bodies kept for a request, if any.
+    pub async fn bodies(&self, request_id: &str) -> Result<Option<Bodies>, StoreError> {
+        let row =
+            sqlx::query("SELECT request, response, truncated FROM bodies WHERE request_id = ?")
+                .bind(request_id)
+                .fetch_optional(self.pool())
+                .await?;
+        row.map(|row| {
+            Ok(Bodies {
+                request: row.try_get("request")?,
+                response: row.try_get("response")?,
+                truncated: row.try_get("truncated")?,
+            })
+        })
+        .transpose()
     }
 
     /// The latest `limit` records, the most recently ended first.
@@ -299,13 +344,17 @@ impl Store {
         rows.iter().map(record_from_row).collect()
     }
 
-    /// One record by id.
+    /// One record by id, with its bodies when they were kept.
     pub async fn record(&self, id: &str) -> Result<Option<RequestRecord>, StoreError> {
         let row = sqlx::query("SELECT * FROM requests WHERE id = ?")
             .bind(id)
             .fetch_optional(self.pool())
             .await?;
-        row.as_ref().map(record_from_row).transpose()
+        let Some(mut record) = row.as_ref().map(record_from_row).transpose()? else {
+            return Ok(None);
+        };
+        record.bodies = self.bodies(id).await?;
+        Ok(Some(record))
     }
 }
 
@@ -352,14 +401,26 @@ impl Store {
             };
             // The range holds exactly the rows just read: rows written since have higher rowids
             // (and recent `started_at`s).
+            // The bodies of these records go with them, in the same transaction.
+            let mut tx = self.pool().begin().await?;
+            sqlx::query(
+                "DELETE FROM bodies WHERE request_id IN (SELECT id FROM requests
+                    WHERE rowid > ? AND rowid <= ? AND started_at < ?)",
+            )
+            .bind(after)
+            .bind(last)
+            .bind(older_than_ms)
+            .execute(&mut *tx)
+            .await?;
             let deleted = sqlx::query(
                 "DELETE FROM requests WHERE rowid > ? AND rowid <= ? AND started_at < ?",
             )
             .bind(after)
             .bind(last)
             .bind(older_than_ms)
-            .execute(self.pool())
+            .execute(&mut *tx)
             .await?;
+            tx.commit().await?;
             removed += deleted.rows_affected();
             if found < i64::from(batch) {
                 // The read reached the end of the table: nothing older is left.
@@ -508,6 +569,7 @@ pub(crate) fn record_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<RequestRe
         trace_id: row.try_get("trace_id")?,
         span_id: row.try_get("span_id")?,
         parent_span_id: row.try_get("parent_span_id")?,
+        bodies: None,
     })
 }
 
@@ -567,6 +629,38 @@ mod tests {
         );
         assert_eq!(latest[1], record("a", 1));
         assert_eq!(store.record("a").await.unwrap(), Some(record("a", 1)));
+    }
+
+    #[tokio::test]
+    async fn bodies_are_kept_apart_and_read_with_the_record() {
+        let store = Store::open_in_memory().await.unwrap();
+        let bodies = Bodies {
+            request: Some(r#"{"model":"m"}"#.into()),
+            response: Some("data: {}\n\n".into()),
+            truncated: true,
+        };
+        let with = RequestRecord {
+            bodies: Some(bodies.clone()),
+            ..record("with", 1)
+        };
+        store
+            .insert_records(&[with, record("without", 2)])
+            .await
+            .unwrap();
+        assert_eq!(
+            store.record("with").await.unwrap().unwrap().bodies,
+            Some(bodies)
+        );
+        assert_eq!(store.record("without").await.unwrap().unwrap().bodies, None);
+        // Listings never read them.
+        assert!(
+            store
+                .latest_records(10)
+                .await
+                .unwrap()
+                .iter()
+                .all(|r| r.bodies.is_none())
+        );
     }
 
     #[tokio::test]

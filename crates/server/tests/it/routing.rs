@@ -988,3 +988,89 @@ async fn a_provider_answering_garbage_shows_in_the_recent_view_of_health() {
     );
     assert!(ok["latency_p99_ms"].as_f64().unwrap() > 0.0);
 }
+
+#[tokio::test]
+async fn bodies_are_kept_only_where_the_route_or_key_asks_and_within_the_cap() {
+    let mock = MockUpstream::openai().start().await;
+    let gw = TestGateway::builder()
+        .route_with(TestRoute {
+            alias: "kept".into(),
+            pool: vec![on(&mock, ProviderKind::OpenAi, "gpt")],
+            fallbacks: vec![],
+            policy: Some(policy(|p| p.log_bodies = Some(4096))),
+        })
+        .route_with(TestRoute {
+            alias: "capped".into(),
+            pool: vec![on(&mock, ProviderKind::OpenAi, "gpt")],
+            fallbacks: vec![],
+            policy: Some(policy(|p| p.log_bodies = Some(32))),
+        })
+        .route_with(route(
+            vec![on(&mock, ProviderKind::OpenAi, "gpt")],
+            vec![],
+            policy(|_| {}),
+        ))
+        .start()
+        .await;
+    let body = |model: &str, stream: bool| json!({"model": model, "stream": stream, "messages": [{"role": "user", "content": "keep me"}]});
+    let id = |res: &reqwest::Response| res.headers()["x-request-id"].to_str().unwrap().to_owned();
+    let kept = gw.openai("/v1/chat/completions", body("kept", false)).await;
+    let kept_id = id(&kept);
+    let streamed = gw.openai("/v1/chat/completions", body("kept", true)).await;
+    let streamed_id = id(&streamed);
+    let streamed_text = streamed.text().await.unwrap();
+    let capped_id = id(&gw
+        .openai("/v1/chat/completions", body("capped", false))
+        .await);
+    let plain_id = id(&gw.openai("/v1/chat/completions", body("chat", false)).await);
+    // A key that keeps bodies, on a route that does not.
+    let logging = gw
+        .store
+        .create_key(sluice_store::NewKey {
+            name: "audit".into(),
+            log_bodies: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let by_key = gw
+        .client
+        .post(gw.url("/v1/chat/completions"))
+        .bearer_auth(&logging.secret)
+        .json(&body("chat", false))
+        .send()
+        .await
+        .unwrap();
+    let by_key_id = id(&by_key);
+    let store = gw.store.clone();
+    gw.finish().await;
+
+    let bodies = |id: String| {
+        let store = store.clone();
+        async move { store.record(&id).await.unwrap().unwrap().bodies }
+    };
+    let whole = bodies(kept_id).await.unwrap();
+    assert!(whole.request.unwrap().contains("keep me"));
+    assert!(whole.response.unwrap().contains("You said: keep me"));
+    assert!(!whole.truncated);
+    let stream = bodies(streamed_id).await.unwrap();
+    let kept_stream = stream.response.unwrap();
+    assert!(
+        kept_stream.starts_with("data: "),
+        "the events as received: {kept_stream}"
+    );
+    assert!(openai_stream_text(&sse_data(&kept_stream)).contains("You said: keep me"));
+    assert!(openai_stream_text(&sse_data(&streamed_text)).contains("You said: keep me"));
+    let capped = bodies(capped_id).await.unwrap();
+    assert_eq!(capped.request.unwrap().len(), 32);
+    assert!(capped.truncated);
+    assert_eq!(bodies(plain_id).await, None, "off by default");
+    assert!(
+        bodies(by_key_id)
+            .await
+            .unwrap()
+            .request
+            .unwrap()
+            .contains("keep me")
+    );
+}

@@ -146,7 +146,13 @@ impl Builder {
         let router = Router::new(specs, healths);
         let upstream = Upstream::new(timeouts).unwrap();
         let queue = RecordQueue::start(store.clone(), 1024);
-        let gateway = Gateway::new(router, upstream, store.clone(), queue.sender());
+        let gateway = Gateway::new(
+            router,
+            upstream,
+            store.clone(),
+            queue.sender(),
+            sluice_telemetry::Tracer::disabled(),
+        );
         let app = sluice_server::app(AppState {
             gateway,
             max_body_bytes: self.max_body_bytes.unwrap_or(1 << 20),
