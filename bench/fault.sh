@@ -13,9 +13,11 @@
 #     staller  --stall-ratio 0.25 --stall-ms 5000    every fourth request gets no headers for 5 s
 #     backup   healthy
 #   Sluice with the configuration from bench/fault-<config>.toml (mock URLs and store filled in):
-#     baseline  alias "chat" = primary, staller, backup in order; fallback on retryable errors
-#     routed    breakers, power-of-two pool (primary, staller), fallback backup, retries with a
-#               budget, 2 s first-token timeout, hedge after 300 ms
+#     baseline  alias "chat" = primary, staller, backup in order; fallback on retryable errors;
+#               breakers off, no retry budget (no routing features)
+#     routed    breakers, power-of-two pool of all three, retries with a 20% budget, 2 s
+#               first-token timeout, hedge after 300 ms
+#     routed-budget50  routed with a 50% retry budget (--configs to run it)
 # then creates a virtual key (`sluice keys create`), sends REQUESTS non-streaming chat requests
 # at CONCURRENCY (`oha -n 2000 -c 50`, closed loop), stops Sluice (which writes every request
 # record before exiting) and reads the records with `sluice logs --json`. A fresh Sluice and

@@ -60,7 +60,9 @@ def load_records(path):
         return {"records_error": f"no records: {e}"}
     n = len(recs)
     lat = sorted(r["latency_us"] / 1000 for r in recs)
-    attempts = [r.get("attempts") or [] for r in recs]
+    # Deployments the plan skipped (open circuit, Retry-After cool-down, full queue) are in the
+    # records with outcome `skipped`, but nothing was sent to them: they are not attempts.
+    attempts = [[a for a in (r.get("attempts") or []) if a.get("outcome") != "skipped"] for r in recs]
     total_attempts = sum(len(a) for a in attempts)
     retries = sum(max(len(a) - 1, 0) for a in attempts)
     per_dep = collections.Counter(a["deployment"] for atts in attempts for a in atts)

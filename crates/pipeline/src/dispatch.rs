@@ -333,6 +333,9 @@ impl<'a> Dispatch<'a> {
         let outcome = match self.finish(done, exchange) {
             Ok(won) => {
                 drop(other);
+                loser
+                    .health
+                    .observe_slow(self.started.elapsed().saturating_sub(loser_offset));
                 exchange.attempt(AttemptRecord {
                     deployment: loser.health.name().to_owned(),
                     provider: loser.health.deployment.provider.clone(),
@@ -521,6 +524,9 @@ impl<'a> Dispatch<'a> {
             AttemptError::Provider(e) => {
                 tracing::debug!(deployment = %health.name(), error = %e, "attempt failed");
                 health.observe(e.kind().code(), elapsed, None);
+                if matches!(e, ProviderError::Timeout { .. }) {
+                    health.observe_slow(elapsed);
+                }
                 attempt.outcome = e.kind().code().to_owned();
                 attempt.status = e.status();
                 if Condition::of(e).is_some_and(Condition::is_deployment_fault) {

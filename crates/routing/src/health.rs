@@ -393,6 +393,25 @@ impl DeploymentHealth {
         }
     }
 
+    /// An attempt that took at least `elapsed` without answering (it timed out, or lost a
+    /// hedge and was cancelled): the latency EWMAs count it as that slow, so latency-aware
+    /// strategies move away from a deployment that stalls instead of seeing only its fast
+    /// answers. The percentile samples (the hedge threshold) keep real answers only.
+    pub fn observe_slow(&self, elapsed: Duration) {
+        let us = elapsed.as_micros() as f64;
+        let mut latency = lock(&self.latency);
+        latency.ttft_ewma_us = Some(
+            latency
+                .ttft_ewma_us
+                .map_or(us, |c| c.max(c + EWMA_ALPHA * (us - c))),
+        );
+        latency.total_ewma_us = Some(
+            latency
+                .total_ewma_us
+                .map_or(us, |c| c.max(c + EWMA_ALPHA * (us - c))),
+        );
+    }
+
     /// A stream that had started failed later: the breaker counts it like any failure.
     pub fn record_late_failure(&self) {
         let now = Instant::now();
@@ -707,5 +726,17 @@ mod tests {
         let before = health.expected_latency_us(true);
         record(Outcome::Failure, 1, None).await;
         assert_eq!(health.expected_latency_us(true), before);
+        // A stall it never answered makes it look slow (but leaves the percentiles alone).
+        let before = health.expected_latency_us(true).unwrap();
+        health.observe_slow(Duration::from_secs(2));
+        let after = health.expected_latency_us(true).unwrap();
+        assert!(
+            (after - (before + 0.2 * (2_000_000.0 - before))).abs() < 1.0,
+            "{after}"
+        );
+        assert_eq!(
+            health.ttft_percentile(95.0),
+            Some(Duration::from_millis(97))
+        );
     }
 }
