@@ -265,6 +265,14 @@ impl GuardedStream {
         }
     }
 
+    /// The usage so far, on the record and on the attempt that served the stream.
+    fn record_usage(&mut self) {
+        let usage = self.settled_usage();
+        self.exchange.usage(&usage);
+        let deployment = self.slot.health().name().to_owned();
+        self.exchange.attempt_usage(&deployment, &usage);
+    }
+
     /// Usage as reported, or estimated (and marked so) when the provider sent none.
     fn settled_usage(&self) -> Usage {
         self.usage.unwrap_or(Usage {
@@ -280,10 +288,7 @@ impl GuardedStream {
             return;
         }
         self.ended = true;
-        let usage = self.settled_usage();
-        self.exchange.usage(&usage);
-        let deployment = self.slot.health().name().to_owned();
-        self.exchange.attempt_usage(&deployment, &usage);
+        self.record_usage();
         match failure {
             Some(kind) => self.exchange.fail_in_stream(kind),
             None => self.exchange.finish_stream(),
@@ -350,10 +355,7 @@ impl Drop for GuardedStream {
         if !self.ended {
             // The client went away before the end: settle what was used so far.
             self.ended = true;
-            let usage = self.settled_usage();
-            self.exchange.usage(&usage);
-            let deployment = self.slot.health().name().to_owned();
-            self.exchange.attempt_usage(&deployment, &usage);
+            self.record_usage();
         }
     }
 }

@@ -529,11 +529,7 @@ impl<'a> Dispatch<'a> {
                 }
                 attempt.outcome = e.kind().code().to_owned();
                 attempt.status = e.status();
-                if Condition::of(e).is_some_and(Condition::is_deployment_fault) {
-                    Outcome::Failure
-                } else {
-                    Outcome::Neutral
-                }
+                Outcome::of_failure(e)
             }
         };
         if let Some(mut slot) = slot {

@@ -12,10 +12,8 @@ use std::sync::atomic::Ordering;
 
 use futures_util::StreamExt;
 use rand::Rng;
-use sluice_providers::{ProviderError, Reply, TimeoutPhase, Timeouts, Upstream};
-use sluice_routing::{
-    Condition, DeploymentHealth, Outcome, Role, RoutePlan, RouteTimeouts, Unavailable,
-};
+use sluice_providers::{ProviderError, Reply, TimeoutPhase, Upstream};
+use sluice_routing::{DeploymentHealth, Outcome, Role, RoutePlan, RouteTimeouts, Unavailable};
 use sluice_store::AttemptRecord;
 use sluice_types::{ChatRequest, Classify, StreamEvent, Usage};
 use tokio::time::Instant;
@@ -115,12 +113,7 @@ pub async fn probe(
     };
     let deployment = &health.deployment;
     let started = Instant::now();
-    let upstream = upstream.with_timeouts(Timeouts {
-        connect: timeouts.connect,
-        first_token: timeouts.first_token,
-        idle: timeouts.idle,
-        total: timeouts.total,
-    });
+    let upstream = upstream.with_timeouts(timeouts.upstream());
     let answer = async {
         match upstream.chat(deployment, req).await? {
             Reply::Complete(completion) => Ok(Answered {
@@ -164,13 +157,7 @@ pub async fn probe(
         }
         Err(e) => {
             health.observe(e.kind().code(), latency, None);
-            let unhealthy = Condition::of(e).is_some_and(Condition::is_deployment_fault);
-            let outcome = if unhealthy {
-                Outcome::Failure
-            } else {
-                Outcome::Neutral
-            };
-            slot.record(outcome, None, None);
+            slot.record(Outcome::of_failure(e), None, None);
         }
     }
     Probe {

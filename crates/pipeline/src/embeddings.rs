@@ -38,14 +38,9 @@ impl Gateway {
         }
         let policy = plan.policy();
         let timeouts = policy.timeouts.limited_by(&overrides);
-        let upstream =
-            self.upstream_for(timeouts.connect)
-                .with_timeouts(sluice_providers::Timeouts {
-                    connect: timeouts.connect,
-                    first_token: timeouts.first_token,
-                    idle: timeouts.idle,
-                    total: timeouts.total,
-                });
+        let upstream = self
+            .upstream_for(timeouts.connect)
+            .with_timeouts(timeouts.upstream());
         let mut last_error = None;
         for (index, candidate) in plan.candidates.iter().enumerate() {
             let health = &candidate.health;
@@ -100,16 +95,7 @@ impl Gateway {
                 Err(e) => {
                     health.observe(e.kind().code(), started.elapsed(), None);
                     let condition = Condition::of(&e);
-                    let unhealthy = condition.is_some_and(Condition::is_deployment_fault);
-                    slot.record(
-                        if unhealthy {
-                            Outcome::Failure
-                        } else {
-                            Outcome::Neutral
-                        },
-                        None,
-                        None,
-                    );
+                    slot.record(Outcome::of_failure(&e), None, None);
                     attempt.outcome = e.kind().code().to_owned();
                     attempt.status = e.status();
                     exchange.attempt(attempt);

@@ -6,7 +6,9 @@
 use std::time::Duration;
 
 use rand::Rng;
-use sluice_providers::{ProviderError, RejectCause};
+use sluice_providers::{ProviderError, RejectCause, Timeouts};
+
+use crate::breaker::Outcome;
 use sluice_types::ErrorKind;
 
 /// How a route orders the deployments of its pool for one request.
@@ -149,6 +151,18 @@ impl Condition {
     }
 }
 
+impl Outcome {
+    /// What a failed attempt tells the deployment's breaker: a failure when it says the
+    /// deployment is unhealthy, nothing otherwise (a request refused for its content or size).
+    pub fn of_failure(error: &ProviderError) -> Outcome {
+        if Condition::of(error).is_some_and(Condition::is_deployment_fault) {
+            Outcome::Failure
+        } else {
+            Outcome::Neutral
+        }
+    }
+}
+
 /// The set of conditions a route moves on from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Conditions(u16);
@@ -263,6 +277,16 @@ pub struct RouteTimeouts {
 }
 
 impl RouteTimeouts {
+    /// The upstream client's timeouts for one call (`total` bounds reading a whole body).
+    pub fn upstream(self) -> Timeouts {
+        Timeouts {
+            connect: self.connect,
+            first_token: self.first_token,
+            idle: self.idle,
+            total: self.total,
+        }
+    }
+
     /// These timeouts, each shortened to a request's override when it asks for less.
     pub fn limited_by(self, overrides: &TimeoutOverrides) -> RouteTimeouts {
         let pick = |route: Duration, asked: Option<Duration>| asked.map_or(route, |a| a.min(route));
