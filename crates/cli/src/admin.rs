@@ -19,10 +19,20 @@ pub(crate) enum KeysCommand {
         /// A name to recognise the key by.
         #[arg(long)]
         name: String,
+        /// The organisation the key belongs to (its budgets draw on the organisation's).
+        #[arg(long = "org")]
+        organisation: Option<String>,
         #[arg(long)]
         team: Option<String>,
         #[arg(long)]
+        project: Option<String>,
+        /// The end user the key acts for, unless a request names one.
+        #[arg(long)]
         user: Option<String>,
+        /// A role the key holds (`operator`, `user`, or your own; repeat for several). Routes
+        /// with `roles` admit only keys that hold one of them.
+        #[arg(long = "role")]
+        roles: Vec<String>,
         /// An alias the key may call (repeat for several). Without any, every alias.
         #[arg(long = "alias")]
         aliases: Vec<String>,
@@ -96,8 +106,11 @@ pub(crate) async fn keys(config: Option<PathBuf>, command: KeysCommand) -> anyho
     match command {
         KeysCommand::Create {
             name,
+            organisation,
             team,
+            project,
             user,
+            roles,
             aliases,
             expires_in_days,
             log_bodies,
@@ -108,8 +121,11 @@ pub(crate) async fn keys(config: Option<PathBuf>, command: KeysCommand) -> anyho
             let created = store
                 .create_key(NewKey {
                     name,
+                    organisation,
                     team,
+                    project,
                     user,
+                    roles,
                     aliases,
                     expires_at,
                     log_bodies,

@@ -67,13 +67,22 @@ async fn run(
     let queue = RecordQueue::start(store.clone(), settings.store.record_queue);
     let retention = sluice_store::RecordRetention::start(store.clone(), settings.store.retention);
     let tracer = start_tracer(&settings)?;
+    let policy = crate::policy::engine(&settings).await?;
     let gateway = Gateway::new(
         gateway_parts.0,
         gateway_parts.1,
         store.clone(),
         queue.sender(),
         tracer.clone(),
+        policy,
     );
+    let stop_reload = tokio_util::sync::CancellationToken::new();
+    let reload = crate::policy::keep_budgets_loaded(
+        gateway.clone(),
+        settings.policy.budgets.reload,
+        stop_reload.clone(),
+    )
+    .await?;
     let drills = gateway.clone();
     let app = sluice_server::app(AppState {
         gateway,
@@ -87,6 +96,10 @@ async fn run(
     on_ready(addr);
     sluice_server::serve(listener, app, shutdown_signal()).await?;
     drills.drain_drills().await;
+    stop_reload.cancel();
+    let _ = reload.await;
+    // Settlements of the last requests, before their records are flushed.
+    drills.policy().drain().await;
     let written = queue.shutdown().await;
     tracer.shutdown().await;
     retention.shutdown().await;

@@ -13,9 +13,13 @@ use sluice_routing::{
     RoutePolicy, RouteTimeouts, Strategy,
 };
 
+use crate::policy::{
+    AdminSection, AliasLimitsSection, BudgetsSection, CarbonSection, EnergySection, PriceSection,
+    energy_model, price_table,
+};
 use crate::{
-    AliasSettings, DeploymentSettings, FieldProblem, OtlpProtocol, ServerSettings, Settings,
-    StoreSettings, TelemetrySettings, UpstreamSettings,
+    AliasSettings, DeploymentSettings, FieldProblem, OtlpProtocol, PolicySettings, ServerSettings,
+    Settings, StoreSettings, TelemetrySettings, UpstreamSettings,
 };
 
 #[derive(Debug, Default, Deserialize)]
@@ -37,6 +41,16 @@ pub(crate) struct ConfigFile {
     aliases: BTreeMap<String, AliasSection>,
     #[serde(default)]
     telemetry: TelemetrySection,
+    #[serde(default)]
+    budgets: BudgetsSection,
+    #[serde(default)]
+    admin: AdminSection,
+    #[serde(default)]
+    prices: BTreeMap<String, PriceSection>,
+    #[serde(default)]
+    energy: BTreeMap<String, EnergySection>,
+    #[serde(default)]
+    carbon: CarbonSection,
 }
 
 #[derive(Debug, Deserialize)]
@@ -208,6 +222,8 @@ struct DeploymentSection {
     queue_timeout_ms: u64,
     #[serde(default)]
     breaker: BreakerOverride,
+    /// Where the provider runs (`us-east`, `eu-north`...), for the carbon estimate.
+    region: Option<String>,
 }
 
 fn default_max_tokens() -> u32 {
@@ -244,6 +260,14 @@ struct AliasSection {
     log_bodies: bool,
     #[serde(default = "default_body_max_bytes")]
     body_max_bytes: usize,
+    /// Only keys holding one of these roles may call the alias; empty: any key.
+    #[serde(default)]
+    roles: Vec<String>,
+    /// The alias that serves callers over a soft limit instead of this one.
+    over_soft_limit: Option<String>,
+    /// The alias's own rate limits, whoever calls it.
+    #[serde(default)]
+    limits: AliasLimitsSection,
 }
 
 fn default_body_max_bytes() -> usize {
@@ -460,12 +484,12 @@ impl TelemetrySection {
     }
 }
 
-fn push(problems: &mut Vec<FieldProblem>, field: String, message: String) {
+pub(crate) fn push(problems: &mut Vec<FieldProblem>, field: String, message: String) {
     problems.push(FieldProblem { field, message });
 }
 
 /// Reports a problem unless `ok`.
-fn check(problems: &mut Vec<FieldProblem>, ok: bool, field: String, message: &str) {
+pub(crate) fn check(problems: &mut Vec<FieldProblem>, ok: bool, field: String, message: &str) {
     if !ok {
         problems.push(FieldProblem {
             field,
@@ -823,6 +847,7 @@ impl ConfigFile {
                     queue_timeout: Duration::from_millis(deployment.queue_timeout_ms),
                 },
                 breaker,
+                region: deployment.region.clone(),
             });
         }
 
@@ -870,6 +895,27 @@ impl ConfigFile {
             }
             let policy = section.policy(alias, &self.upstream, &mut problems);
             let weights = section.weights.clone().unwrap_or_default();
+            if let Some(cheaper) = &section.over_soft_limit {
+                let field = format!("aliases.{alias}.over_soft_limit");
+                if cheaper == alias {
+                    push(&mut problems, field, "must name another alias".into());
+                } else if !self.aliases.contains_key(cheaper) {
+                    push(
+                        &mut problems,
+                        field,
+                        format!("no alias named `{cheaper}` in [aliases]"),
+                    );
+                }
+            }
+            for (i, role) in section.roles.iter().enumerate() {
+                check(
+                    &mut problems,
+                    !role.trim().is_empty(),
+                    format!("aliases.{alias}.roles[{i}]"),
+                    "must not be empty",
+                );
+            }
+            let limits = section.limits.limits(alias, &mut problems);
             aliases.insert(
                 alias.clone(),
                 AliasSettings {
@@ -880,11 +926,20 @@ impl ConfigFile {
                         .collect(),
                     fallbacks,
                     policy,
+                    roles: section.roles.clone(),
+                    over_soft_limit: section.over_soft_limit.clone(),
+                    limits,
                 },
             );
         }
 
         let telemetry = self.telemetry.settings(env, &mut problems);
+        let policy = PolicySettings {
+            budgets: self.budgets.settings(env, &mut problems),
+            admin_token: self.admin.token(env, &mut problems),
+            prices: price_table(&self.prices, &mut problems),
+            energy: energy_model(&self.energy, &self.carbon, &mut problems),
+        };
 
         if !problems.is_empty() {
             return Err(problems);
@@ -909,6 +964,7 @@ impl ConfigFile {
             deployments,
             aliases,
             telemetry,
+            policy,
         })
     }
 }

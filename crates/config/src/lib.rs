@@ -17,8 +17,11 @@ use secrecy::SecretString;
 use sluice_routing::{BreakerPolicy, CapacityPolicy, RoutePolicy};
 
 mod file;
+mod policy;
 
 pub use file::ProviderType;
+pub use policy::{BudgetSettings, CounterBackend};
+pub use sluice_policy::OnCounterError;
 
 /// Why a configuration could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -58,6 +61,19 @@ pub struct Settings {
     /// Alias name -> its route.
     pub aliases: BTreeMap<String, AliasSettings>,
     pub telemetry: TelemetrySettings,
+    pub policy: PolicySettings,
+}
+
+/// Budgets, the admin API and the cost, energy and carbon tables.
+#[derive(Debug, Clone)]
+pub struct PolicySettings {
+    pub budgets: BudgetSettings,
+    /// The admin API's bearer token; `None` turns the admin API off.
+    pub admin_token: Option<SecretString>,
+    /// Built-in list prices with `[prices]` applied.
+    pub prices: sluice_policy::PriceTable,
+    /// Built-in energy coefficients and grid intensities with `[energy]` and `[carbon]` applied.
+    pub energy: sluice_policy::EnergyModel,
 }
 
 /// `[telemetry]`: where traces go. Plain values; the CLI hands them to the tracer.
@@ -94,6 +110,12 @@ pub struct AliasSettings {
     /// Tried in order after the pool.
     pub fallbacks: Vec<usize>,
     pub policy: RoutePolicy,
+    /// Only keys holding one of these roles may call the alias; empty: any key.
+    pub roles: Vec<String>,
+    /// The alias that serves callers over a soft limit.
+    pub over_soft_limit: Option<String>,
+    /// The alias's own rate limits.
+    pub limits: Vec<sluice_policy::Limit>,
 }
 
 impl AliasSettings {
@@ -148,6 +170,8 @@ pub struct DeploymentSettings {
     pub default_max_tokens: u32,
     pub capacity: CapacityPolicy,
     pub breaker: BreakerPolicy,
+    /// Where the provider runs, for the carbon estimate.
+    pub region: Option<String>,
 }
 
 impl Settings {

@@ -371,3 +371,109 @@ fn names_the_field_of_every_telemetry_problem() {
     }
     assert!(load("[telemetry]\nsampling = 0.5\n").is_err());
 }
+
+const TWO_ALIASES: &str = r#"
+[providers.openai]
+type = "openai"
+api_key_env = "OPENAI_API_KEY"
+
+[deployments.big]
+provider = "openai"
+model = "gpt-4o"
+region = "eu-north"
+
+[deployments.small]
+provider = "openai"
+model = "my-finetune"
+
+[aliases.smart]
+deployments = ["big"]
+roles = ["operator"]
+over_soft_limit = "cheap"
+limits = { requests_per_minute = 600, tokens_per_minute = 100000 }
+
+[aliases.cheap]
+deployments = ["small"]
+"#;
+
+#[test]
+fn budgets_default_to_in_process_counters_that_fail_closed() {
+    let settings = load("").unwrap();
+    let budgets = &settings.policy.budgets;
+    assert!(matches!(budgets.counters, crate::CounterBackend::Memory));
+    assert_eq!(budgets.on_counter_error, crate::OnCounterError::Closed);
+    assert_eq!(budgets.reload, Duration::from_secs(5));
+    assert!(
+        settings.policy.admin_token.is_none(),
+        "the admin API is off"
+    );
+}
+
+#[test]
+fn reads_alias_rules_prices_and_regions() {
+    let text = format!(
+        "{TWO_ALIASES}\n[prices.my-finetune]\ninput_per_mtok = 0.5\noutput_per_mtok = 1.5\n\n[carbon]\nregions = {{ eu-north = 20 }}\n"
+    );
+    let settings = load(&text).unwrap();
+    let smart = &settings.aliases["smart"];
+    assert_eq!(smart.roles, ["operator"]);
+    assert_eq!(smart.over_soft_limit.as_deref(), Some("cheap"));
+    assert_eq!(smart.limits.len(), 2);
+    assert_eq!(smart.limits[0].scope.to_text(), "alias:smart");
+    assert_eq!(
+        settings.deployment("big").unwrap().region.as_deref(),
+        Some("eu-north")
+    );
+    let price = settings.policy.prices.lookup("my-finetune").unwrap();
+    let usage = sluice_types::Usage {
+        input_tokens: 1_000_000,
+        output_tokens: 1_000_000,
+        ..Default::default()
+    };
+    assert_eq!(
+        price.cost(&usage, sluice_policy::Tier::Standard).micros(),
+        2_000_000
+    );
+    assert_eq!(settings.policy.energy.intensity(Some("eu-north")), 20);
+}
+
+#[test]
+fn names_the_field_of_every_policy_problem() {
+    let text = TWO_ALIASES.replace("over_soft_limit = \"cheap\"", "over_soft_limit = \"nope\"")
+        + "\n[budgets]\ncounters = \"etcd\"\non_counter_error = \"maybe\"\n\n[admin]\ntoken_env = \"SHORT\"\n\n[prices.x]\ninput_per_mtok = -1\noutput_per_mtok = 1\n";
+    let found = Settings::from_toml(&text, Path::new("sluice.toml"), |name| match name {
+        "OPENAI_API_KEY" => Some("sk".into()),
+        "SHORT" => Some("too-short".into()),
+        _ => None,
+    });
+    let Err(ConfigError::Invalid(problems)) = found else {
+        panic!("expected problems, got {found:?}");
+    };
+    let problems: Vec<String> = problems.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        problems,
+        [
+            "aliases.smart.over_soft_limit: no alias named `nope` in [aliases]",
+            "budgets.counters: `etcd` is not a counter backend (memory, redis)",
+            "budgets.on_counter_error: `maybe` is not a choice (closed, open)",
+            "admin.token_env: environment variable `SHORT` holds fewer than 24 characters",
+            "prices.x.input_per_mtok: must be a number of USD, 0 or more",
+        ]
+    );
+}
+
+#[test]
+fn redis_counters_need_a_url() {
+    assert_eq!(
+        problems("[budgets]\ncounters = \"redis\"\n"),
+        ["budgets.redis_url: required when counters = \"redis\" (or redis_url_env)"]
+    );
+    let settings = load("[budgets]\ncounters = \"redis\"\nredis_url = \"redis://127.0.0.1:6379\"\non_counter_error = \"open\"\n").unwrap();
+    match &settings.policy.budgets.counters {
+        crate::CounterBackend::Redis { url, prefix, .. } => {
+            assert_eq!(url.expose_secret(), "redis://127.0.0.1:6379");
+            assert_eq!(prefix, "{sluice}:");
+        }
+        other => panic!("{other:?}"),
+    }
+}

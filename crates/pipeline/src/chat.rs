@@ -34,6 +34,8 @@ pub struct Provenance {
     /// The model as the provider reported it.
     pub served_model: String,
     pub attempts: usize,
+    /// The caller's budgets and rate limits after admission.
+    pub quota: Arc<crate::QuotaState>,
 }
 
 impl Provenance {
@@ -51,6 +53,7 @@ impl Provenance {
             provider_dialect: deployment.kind.dialect(),
             served_model: served_model.to_owned(),
             attempts: exchange.attempts(),
+            quota: exchange.quota().clone(),
         }
     }
 }
@@ -76,7 +79,7 @@ impl Gateway {
         &self,
         mut exchange: Exchange,
         caller: &Caller,
-        req: ChatRequest,
+        mut req: ChatRequest,
         overrides: TimeoutOverrides,
     ) -> Result<ChatOutcome, (Exchange, PipelineError)> {
         exchange.set_alias(&req.model, req.stream);
@@ -85,6 +88,20 @@ impl Gateway {
             Ok(plan) => plan,
             Err(e) => return Err((exchange, e)),
         };
+        let end_user = exchange.end_user().map(str::to_owned);
+        let admitted = match self
+            .admit(caller, end_user.as_deref(), &mut req, plan)
+            .await
+        {
+            Ok(admitted) => admitted,
+            Err(e) => return Err((exchange, e)),
+        };
+        let plan = admitted.plan;
+        if admitted.degraded_from.is_some() {
+            // The record names the alias that served; `degraded_from` the one asked for.
+            exchange.set_alias(plan.alias(), req.stream);
+        }
+        exchange.admitted(admitted.hold, admitted.quota, admitted.degraded_from);
         for (health, why) in &plan.skipped {
             let role = plan
                 .route
@@ -130,6 +147,15 @@ impl Gateway {
         let route = self.inner.router.route(model)?;
         if !caller.may_use(&route.alias) {
             return Err(PipelineError::AliasNotAllowed(model.to_owned()));
+        }
+        if let Some(rules) = self.inner.policy.rules(&route.alias)
+            && !rules.roles.is_empty()
+            && !rules.roles.iter().any(|role| caller.key.has_role(role))
+        {
+            return Err(PipelineError::RoleRequired {
+                alias: model.to_owned(),
+                roles: rules.roles.clone(),
+            });
         }
         Ok(self.inner.router.plan(model, stream)?)
     }

@@ -12,6 +12,7 @@ use sluice_telemetry::{Metrics, Tracer};
 
 use std::sync::Arc;
 
+use crate::admission::{PolicyEngine, QuotaState};
 use crate::bodies::{Capture, Redact};
 use crate::trace::{TraceContext, new_span_id};
 use sluice_types::{Dialect, ErrorKind, RequestId, Usage};
@@ -55,6 +56,11 @@ pub struct Exchange {
     /// The request body as received, offered in case the route or key keeps bodies.
     offered_body: Option<bytes::Bytes>,
     capture: Option<Capture>,
+    /// Prices the record and settles the hold when the exchange is submitted.
+    policy: Arc<PolicyEngine>,
+    /// The budget reservation made at admission, settled to actual use at submit.
+    hold: Option<sluice_policy::HoldGuard>,
+    quota: Arc<QuotaState>,
     submitted: bool,
 }
 
@@ -65,6 +71,7 @@ impl Gateway {
             self.inner.records.clone(),
             self.inner.metrics.clone(),
             self.inner.tracer.clone(),
+            self.inner.policy.clone(),
             endpoint,
             dialect,
         )
@@ -76,6 +83,7 @@ impl Exchange {
         sender: RecordSender,
         metrics: Metrics,
         tracer: Tracer,
+        policy: Arc<PolicyEngine>,
         endpoint: Endpoint,
         dialect: Dialect,
     ) -> Exchange {
@@ -97,6 +105,9 @@ impl Exchange {
             tracer,
             offered_body: None,
             capture: None,
+            policy,
+            hold: None,
+            quota: Arc::default(),
             submitted: false,
         }
         .traced(TraceContext::from_traceparent(None))
@@ -162,6 +173,7 @@ impl Exchange {
             self.sender.clone(),
             self.metrics.clone(),
             self.tracer.clone(),
+            self.policy.clone(),
             endpoint,
             dialect,
         );
@@ -180,7 +192,9 @@ impl Exchange {
 
     pub fn set_caller(&mut self, caller: &Caller) {
         self.record.key_id = Some(caller.key.id.clone());
+        self.record.organisation = caller.key.organisation.clone();
         self.record.team = caller.key.team.clone();
+        self.record.project = caller.key.project.clone();
         if self.record.user.is_none() {
             self.record.user = caller.key.user.clone();
         }
@@ -192,6 +206,35 @@ impl Exchange {
         if let Some(user) = user {
             self.record.user = Some(user.to_owned());
         }
+    }
+
+    /// The feature the client tagged the request with (`x-sluice-feature`), for usage reports.
+    pub fn set_feature(&mut self, feature: Option<&str>) {
+        self.record.feature = feature.map(str::to_owned);
+    }
+
+    /// What admission reserved and reported; settled when the exchange is submitted.
+    pub(crate) fn admitted(
+        &mut self,
+        hold: Option<sluice_policy::HoldGuard>,
+        quota: QuotaState,
+        degraded_from: Option<String>,
+    ) {
+        self.hold = hold;
+        self.quota = Arc::new(quota);
+        if let Some(requested) = degraded_from {
+            self.record.degraded_from = Some(requested);
+        }
+    }
+
+    /// The caller's budgets and rate limits as admission left them, for response headers.
+    pub fn quota(&self) -> &Arc<QuotaState> {
+        &self.quota
+    }
+
+    /// The end user the request is for, as far as known (request, header, key).
+    pub(crate) fn end_user(&self) -> Option<&str> {
+        self.record.user.as_deref()
     }
 
     pub fn set_alias(&mut self, alias: &str, stream: bool) {
@@ -315,6 +358,10 @@ impl Exchange {
         if let Some(capture) = self.capture.take() {
             self.record.bodies = Some(capture.finish());
         }
+        let used = self.policy.price(&mut self.record);
+        if let Some(hold) = self.hold.take() {
+            self.policy.settle(hold, used);
+        }
         let record = std::mem::take(&mut self.record);
         tracing::debug!(
             request_id = %record.id,
@@ -324,6 +371,7 @@ impl Exchange {
             status = record.status,
             error = record.error_code.as_deref().unwrap_or(""),
             latency_us = record.latency_us,
+            cost_micros = record.cost_micros.unwrap_or(0),
             "request"
         );
         // Drills are not requests anyone made: they are in the records, not in the request

@@ -4,8 +4,10 @@
 //! begin        -> Exchange     (the request's record, submitted exactly once, even on drop)
 //! authenticate -> Caller       (virtual key -> team, user, allowed aliases)
 //! plan         -> RoutePlan    (alias -> ordered candidates, open circuits skipped; scope checked)
+//! admit        -> Admitted     (worst case reserved against every budget and rate limit)
 //! dispatch     -> Won          (attempts: retries, fallbacks, hedges, within budget and deadline)
-//! settle       -> ChatOutcome  (usage, served model, attempts, latency; streams settle on end or drop)
+//! settle       -> ChatOutcome  (usage, served model, attempts, latency; streams settle on end or drop;
+//!                               the record is priced and the hold settled when it is submitted)
 //! ```
 //!
 //! Drills ([`drill`]) shadow a share of live requests to each fallback in the background.
@@ -22,8 +24,10 @@ use sluice_routing::{Router, RoutingError};
 use sluice_store::{RecordSender, Store, StoreError};
 use sluice_types::{Classify, ErrorKind, Origin};
 
+pub mod admission;
 mod auth;
 pub mod bodies;
+pub mod budgets;
 mod chat;
 mod dispatch;
 pub mod drill;
@@ -33,6 +37,7 @@ mod schema;
 pub mod tokens;
 pub mod trace;
 
+pub use admission::{PolicyEngine, PolicyParts, QuotaState, RouteRules};
 pub use auth::Caller;
 pub use chat::{ChatOutcome, GuardedStream, Provenance};
 pub use exchange::{Endpoint, Exchange};
@@ -50,6 +55,21 @@ pub enum PipelineError {
     ExpiredKey,
     #[error("this API key may not use the model `{0}`")]
     AliasNotAllowed(String),
+    #[error("this API key may not use the model `{alias}`: it needs the role {}", .roles.join(" or "))]
+    RoleRequired { alias: String, roles: Vec<String> },
+    /// A budget or rate limit has no room: the refusal says which, and `help` how to ask for
+    /// more.
+    #[error("{} {help}", .refusal.message())]
+    Refused {
+        refusal: Box<sluice_policy::Refusal>,
+        help: String,
+    },
+    /// The counters failed, and policy says fail closed.
+    #[error("budgets cannot be checked right now; try again shortly")]
+    CountersUnavailable(#[source] sluice_policy::PolicyError),
+    /// A limit could not be charged as written.
+    #[error("a budget could not be applied")]
+    Policy(#[source] sluice_policy::PolicyError),
     #[error(transparent)]
     Routing(#[from] RoutingError),
     #[error(transparent)]
@@ -63,7 +83,14 @@ impl Classify for PipelineError {
         match self {
             PipelineError::MissingKey | PipelineError::InvalidKey => ErrorKind::Unauthenticated,
             PipelineError::RevokedKey | PipelineError::ExpiredKey => ErrorKind::Unauthenticated,
-            PipelineError::AliasNotAllowed(_) => ErrorKind::PermissionDenied,
+            PipelineError::AliasNotAllowed(_) | PipelineError::RoleRequired { .. } => {
+                ErrorKind::PermissionDenied
+            }
+            PipelineError::Refused { refusal, .. } => {
+                sluice_policy::PolicyError::Refused(refusal.clone()).kind()
+            }
+            PipelineError::CountersUnavailable(_) => ErrorKind::PolicyUnavailable,
+            PipelineError::Policy(e) => e.kind(),
             PipelineError::Routing(e) => e.kind(),
             PipelineError::Provider(e) => e.kind(),
             PipelineError::Store(e) => e.kind(),
@@ -74,6 +101,7 @@ impl Classify for PipelineError {
             PipelineError::Routing(e) => e.origin(),
             PipelineError::Provider(e) => e.origin(),
             PipelineError::Store(e) => e.origin(),
+            PipelineError::Policy(e) | PipelineError::CountersUnavailable(e) => e.origin(),
             _ => Origin::Client,
         }
     }
@@ -87,6 +115,7 @@ impl Classify for PipelineError {
         match self {
             PipelineError::Provider(e) => e.retry_after_secs(),
             PipelineError::Routing(e) => e.retry_after_secs(),
+            PipelineError::Refused { refusal, .. } => Some(refusal.retry_after_secs()),
             _ => None,
         }
     }
@@ -130,6 +159,7 @@ struct Inner {
     metrics: sluice_telemetry::Metrics,
     tracer: sluice_telemetry::Tracer,
     redact: Arc<dyn bodies::Redact>,
+    policy: Arc<PolicyEngine>,
 }
 
 /// The drills in flight: owned tasks, bounded.
@@ -141,14 +171,17 @@ struct Drills {
 }
 
 impl Gateway {
-    /// `tracer` exports every finished request as spans (a disabled one costs nothing).
+    /// `tracer` exports every finished request as spans (a disabled one costs nothing);
+    /// `policy` admits, prices and settles them.
     pub fn new(
         router: Router,
         upstream: Upstream,
         store: Store,
         records: RecordSender,
         tracer: sluice_telemetry::Tracer,
+        mut policy: PolicyEngine,
     ) -> Gateway {
+        policy.know_deployments(router.deployments().iter().map(|h| &*h.deployment));
         let mut upstreams_by_connect: Vec<(Duration, Upstream)> = Vec::new();
         for route in router.routes() {
             let connect = route.policy.timeouts.connect;
@@ -182,6 +215,7 @@ impl Gateway {
                 metrics: sluice_telemetry::Metrics::new(),
                 tracer,
                 redact: Arc::new(bodies::KeepAsSent),
+                policy: Arc::new(policy),
             }),
         }
     }

@@ -7,7 +7,7 @@
 
 use sluice_types::{Classify, ErrorKind, Origin};
 
-use crate::budget::{AllocationProblem, Scope};
+use crate::budget::{AllocationProblem, Metric, Period, Scope};
 use crate::counters::Refusal;
 
 #[derive(Debug, thiserror::Error)]
@@ -100,15 +100,21 @@ fn list(problems: &[AllocationProblem]) -> String {
 impl Classify for PolicyError {
     fn kind(&self) -> ErrorKind {
         match self {
-            // No budget-specific kind exists; a refusal is answered like a rate limit (429).
-            PolicyError::Refused(_) => ErrorKind::RateLimited,
+            // Spend, and tokens or requests per calendar period, are budgets; per rolling
+            // window, rate limits. Both are answered 429.
+            PolicyError::Refused(refusal) => match (refusal.limit.metric, refusal.limit.period) {
+                (Metric::Usd, _) | (_, Period::Day | Period::Week | Period::Month) => {
+                    ErrorKind::BudgetExceeded
+                }
+                (_, Period::Rolling(_)) => ErrorKind::RateLimited,
+            },
             PolicyError::InvalidLimit { .. }
             | PolicyError::InvalidAllocations(_)
             | PolicyError::InvalidPrice { .. }
             | PolicyError::DuplicateCounter { .. }
             | PolicyError::UnexpectedReply { .. } => ErrorKind::Internal,
             #[cfg(feature = "redis")]
-            PolicyError::CounterStore(_) => ErrorKind::Internal,
+            PolicyError::CounterStore(_) => ErrorKind::PolicyUnavailable,
         }
     }
 

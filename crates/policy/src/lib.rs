@@ -23,9 +23,9 @@ pub mod error;
 mod model_id;
 pub mod pricing;
 
-pub use budget::{Consumption, Limit, Metric, Period, Scope};
+pub use budget::{Consumption, Level, Limit, Metric, ParseProblem, Period, Scope};
 pub use calendar::{Clock, SystemClock, UnixMs};
-pub use counters::{Counters, Hold, HoldGuard, MemoryCounters, Refusal};
+pub use counters::{Counters, Hold, HoldGuard, MemoryCounters, OnCounterError, Quota, Refusal};
 pub use energy::{EnergyModel, Estimate};
 pub use error::PolicyError;
 pub use pricing::{ModelPrice, PRICES_AS_OF, PriceTable, Tier};

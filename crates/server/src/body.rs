@@ -63,11 +63,30 @@ pub(crate) async fn read(body: Body, headers: &HeaderMap, limit: usize) -> Resul
     }
 }
 
-/// Answers an error in the caller's dialect and settles the record with it.
+/// Answers an error in the caller's dialect and settles the record with it. The caller's quota
+/// state goes along when admission got that far.
 pub(crate) fn fail(exchange: Exchange, dialect: Dialect, error: ApiError) -> Response {
     let mut response = error.render(dialect);
     provenance::request_id(response.headers_mut(), &exchange.id.to_string());
+    crate::quota::insert(response.headers_mut(), exchange.quota());
     exchange.fail(response.status().as_u16(), error.kind);
+    response
+}
+
+/// [`fail`] for a pipeline error: a refusal also names its limit in the quota headers.
+pub(crate) fn fail_pipeline(
+    exchange: Exchange,
+    dialect: Dialect,
+    error: sluice_pipeline::PipelineError,
+) -> Response {
+    let refusal = match &error {
+        sluice_pipeline::PipelineError::Refused { refusal, .. } => Some(refusal.clone()),
+        _ => None,
+    };
+    let mut response = fail(exchange, dialect, error.into());
+    if let Some(refusal) = refusal {
+        crate::quota::insert_refusal(response.headers_mut(), &refusal);
+    }
     response
 }
 
@@ -80,7 +99,9 @@ pub(crate) async fn admit(
     dialect: Dialect,
 ) -> Result<(Exchange, Caller), Response> {
     let mut exchange = state.gateway.begin(endpoint, dialect);
-    exchange.set_traceparent(headers.get("traceparent").and_then(|v| v.to_str().ok()));
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    exchange.set_traceparent(header("traceparent"));
+    exchange.set_feature(header("x-sluice-feature"));
     match state
         .gateway
         .authenticate(presented_key(headers, dialect))
@@ -88,6 +109,8 @@ pub(crate) async fn admit(
     {
         Ok(caller) => {
             exchange.set_caller(&caller);
+            // The request's own `user` field, read later, wins over this header.
+            exchange.set_end_user(header("x-sluice-user"));
             Ok((exchange, caller))
         }
         Err(e) => Err(fail(exchange, dialect, e.into())),

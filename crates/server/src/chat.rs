@@ -39,7 +39,7 @@ pub(crate) async fn handle(
     };
     let include_usage = request.include_usage;
     match gateway.chat(exchange, &caller, request, overrides).await {
-        Err((exchange, e)) => body::fail(exchange, dialect, e.into()),
+        Err((exchange, e)) => body::fail_pipeline(exchange, dialect, e),
         Ok(ChatOutcome::Complete {
             completion,
             provenance,

@@ -19,11 +19,11 @@ pub fn status_for(kind: ErrorKind) -> StatusCode {
         ErrorKind::PermissionDenied => StatusCode::FORBIDDEN,
         ErrorKind::NotFound | ErrorKind::UnknownPath => StatusCode::NOT_FOUND,
         ErrorKind::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-        ErrorKind::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+        ErrorKind::RateLimited | ErrorKind::BudgetExceeded => StatusCode::TOO_MANY_REQUESTS,
         ErrorKind::UpstreamMalformed | ErrorKind::UpstreamUnavailable => StatusCode::BAD_GATEWAY,
-        ErrorKind::UpstreamOverloaded | ErrorKind::RouteUnavailable => {
-            StatusCode::SERVICE_UNAVAILABLE
-        }
+        ErrorKind::UpstreamOverloaded
+        | ErrorKind::RouteUnavailable
+        | ErrorKind::PolicyUnavailable => StatusCode::SERVICE_UNAVAILABLE,
         ErrorKind::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
         ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
     }

@@ -21,6 +21,7 @@ mod chat;
 pub mod error;
 mod openai;
 mod provenance;
+mod quota;
 mod stream;
 
 pub use error::ApiError;

@@ -24,6 +24,7 @@ pub(crate) fn insert_all(headers: &mut HeaderMap, provenance: &Provenance) {
     insert(headers, DEPLOYMENT, &provenance.deployment);
     insert(headers, ALIAS, &provenance.alias);
     headers.insert(ATTEMPTS, HeaderValue::from(provenance.attempts));
+    crate::quota::insert(headers, &provenance.quota);
 }
 
 /// Values come from configuration and provider answers; one that is not a valid header value

@@ -13,18 +13,24 @@ use crate::{Store, StoreError, now_ms};
 /// The columns `key_from_row` reads, as a macro so queries stay `&'static str`.
 macro_rules! key_columns {
     () => {
-        "id, prefix, name, team, user, aliases, created_at, expires_at, revoked_at, log_bodies"
+        "id, prefix, name, organisation, team, project, user, roles, aliases, created_at,
+         expires_at, revoked_at, log_bodies"
     };
 }
 
 pub const KEY_PREFIX: &str = "sk-sluice-";
 
-/// What a new key is bound to.
+/// What a new key is bound to: its place in the organisation → team → project → key → end
+/// user hierarchy, and its roles.
 #[derive(Debug, Clone, Default)]
 pub struct NewKey {
     pub name: String,
+    pub organisation: Option<String>,
     pub team: Option<String>,
+    pub project: Option<String>,
     pub user: Option<String>,
+    /// Claims policy reads (`operator`, `user`, or any custom word).
+    pub roles: Vec<String>,
     /// Aliases the key may call; empty means every alias.
     pub aliases: Vec<String>,
     /// Unix milliseconds after which the key stops working.
@@ -40,8 +46,11 @@ pub struct KeyInfo {
     /// The first characters of the secret, to recognise it in listings.
     pub prefix: String,
     pub name: String,
+    pub organisation: Option<String>,
     pub team: Option<String>,
+    pub project: Option<String>,
     pub user: Option<String>,
+    pub roles: Vec<String>,
     pub aliases: Vec<String>,
     pub created_at: i64,
     pub expires_at: Option<i64>,
@@ -54,6 +63,11 @@ impl KeyInfo {
     /// Whether the key may call `alias`.
     pub fn allows(&self, alias: &str) -> bool {
         self.aliases.is_empty() || self.aliases.iter().any(|a| a == alias)
+    }
+
+    /// Whether the key holds `role`.
+    pub fn has_role(&self, role: &str) -> bool {
+        self.roles.iter().any(|r| r == role)
     }
 }
 
@@ -79,8 +93,11 @@ impl Store {
             id,
             prefix: secret[..KEY_PREFIX.len() + 6].to_owned(),
             name: new.name,
+            organisation: new.organisation,
             team: new.team,
+            project: new.project,
             user: new.user,
+            roles: new.roles,
             aliases: new.aliases,
             created_at: now_ms(),
             expires_at: new.expires_at,
@@ -88,16 +105,19 @@ impl Store {
             log_bodies: new.log_bodies,
         };
         sqlx::query(
-            "INSERT INTO keys (id, hash, prefix, name, team, user, aliases, created_at, expires_at,
-                log_bodies)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO keys (id, hash, prefix, name, organisation, team, project, user, roles,
+                aliases, created_at, expires_at, log_bodies)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&info.id)
         .bind(hash_secret(&secret))
         .bind(&info.prefix)
         .bind(&info.name)
+        .bind(&info.organisation)
         .bind(&info.team)
+        .bind(&info.project)
         .bind(&info.user)
+        .bind(aliases_to_text(&info.roles))
         .bind(aliases_to_text(&info.aliases))
         .bind(info.created_at)
         .bind(info.expires_at)
@@ -171,15 +191,21 @@ impl Store {
 }
 
 fn key_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<KeyInfo, StoreError> {
-    let aliases: String = row.try_get("aliases")?;
+    let list = |column: &str| -> Result<Vec<String>, StoreError> {
+        let text: String = row.try_get(column)?;
+        serde_json::from_str(&text)
+            .map_err(|e| StoreError::Corrupt(format!("{column} of a key: {e}")))
+    };
     Ok(KeyInfo {
         id: row.try_get("id")?,
         prefix: row.try_get("prefix")?,
         name: row.try_get("name")?,
+        organisation: row.try_get("organisation")?,
         team: row.try_get("team")?,
+        project: row.try_get("project")?,
         user: row.try_get("user")?,
-        aliases: serde_json::from_str(&aliases)
-            .map_err(|e| StoreError::Corrupt(format!("aliases of a key: {e}")))?,
+        roles: list("roles")?,
+        aliases: list("aliases")?,
         created_at: row.try_get("created_at")?,
         expires_at: row.try_get("expires_at")?,
         revoked_at: row.try_get("revoked_at")?,
@@ -201,8 +227,11 @@ mod tests {
         let created = store
             .create_key(NewKey {
                 name: "ci".into(),
+                organisation: Some("acme".into()),
                 team: Some("search".into()),
+                project: Some("ranking".into()),
                 user: Some("ana".into()),
+                roles: vec!["operator".into()],
                 aliases: vec!["fast".into()],
                 expires_at: None,
                 log_bodies: true,
@@ -215,6 +244,8 @@ mod tests {
         let found = store.find_key(&created.secret).await.unwrap().unwrap();
         assert_eq!(found, created.info);
         assert!(found.allows("fast") && !found.allows("slow"));
+        assert!(found.has_role("operator") && !found.has_role("user"));
+        assert_eq!(found.project.as_deref(), Some("ranking"));
         assert!(store.find_key("sk-sluice-0000").await.unwrap().is_none());
 
         let stored: String = sqlx::query_scalar("SELECT hash FROM keys")

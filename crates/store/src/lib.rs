@@ -1,7 +1,8 @@
-//! Sluice storage: virtual keys and request records, in an embedded SQLite database.
+//! Sluice storage: virtual keys, budgets and request records, in an embedded SQLite database.
 //!
 //! - [`Store`] opens (and migrates) the database and owns the connection pool.
 //! - [`keys`]: virtual keys, stored as SHA-256 hashes; the plaintext is shown once at creation.
+//! - [`budgets`]: budget and rate-limit rows as text, which `sluice-policy` parses.
 //! - [`records`]: one [`RequestRecord`] per request, written off the request path by a
 //!   [`RecordQueue`] that sheds (and counts) rather than grows, and drains on shutdown;
 //!   deleted once past their retention by [`RecordRetention`].
@@ -16,10 +17,12 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Connection, SqliteConnection, SqlitePool};
 
+pub mod budgets;
 pub mod keys;
 pub mod query;
 pub mod records;
 
+pub use budgets::BudgetRow;
 pub use keys::{CreatedKey, KeyInfo, NewKey};
 pub use query::{RecordCursor, RecordFilter, RecordMatch, RecordPage, StatusFilter};
 pub use records::{
@@ -111,6 +114,32 @@ const MIGRATIONS: &[&str] = &[
         request TEXT,
         response TEXT,
         truncated INTEGER NOT NULL
+    );
+    ",
+    "ALTER TABLE keys ADD COLUMN organisation TEXT;
+    ALTER TABLE keys ADD COLUMN project TEXT;
+    ALTER TABLE keys ADD COLUMN roles TEXT NOT NULL DEFAULT '[]';
+    ALTER TABLE requests ADD COLUMN organisation TEXT;
+    ALTER TABLE requests ADD COLUMN project TEXT;
+    ALTER TABLE requests ADD COLUMN feature TEXT;
+    ALTER TABLE requests ADD COLUMN cost_micros INTEGER;
+    ALTER TABLE requests ADD COLUMN energy_uwh INTEGER;
+    ALTER TABLE requests ADD COLUMN carbon_ug INTEGER;
+    ALTER TABLE requests ADD COLUMN degraded_from TEXT;
+    -- Budgets and rate limits: one row per limit. `scope` is LEVEL:ID (`team:search`; the id
+    -- `*` on `key:` and `user:` gives each key or end user a limit of its own), `period` is
+    -- `day`, `week`, `month` or a rolling length (`60s`), `model` is '' for every model,
+    -- `parent` the scope whose allocation this one comes out of.
+    CREATE TABLE budgets (
+        scope TEXT NOT NULL,
+        metric TEXT NOT NULL,
+        period TEXT NOT NULL,
+        model TEXT NOT NULL DEFAULT '',
+        amount INTEGER NOT NULL,
+        soft_amount INTEGER,
+        parent TEXT,
+        updated_at INTEGER NOT NULL,
+        PRIMARY KEY (scope, metric, period, model)
     );
     ",
 ];

@@ -61,6 +61,10 @@ pub struct AttemptRecord {
     pub input_tokens: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output_tokens: Option<u32>,
+    /// What this attempt cost at its deployment's price, in micro-USD (a lost hedge: its
+    /// prompt), when the price is known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost_micros: Option<i64>,
 }
 
 /// Everything known about one request once it ended.
@@ -74,9 +78,14 @@ pub struct RequestRecord {
     /// The dialect the client spoke.
     pub dialect: String,
     pub key_id: Option<String>,
+    /// The key's place in the hierarchy: organisation, team, project.
+    pub organisation: Option<String>,
     pub team: Option<String>,
-    /// End user: the key's user, or the request's `user` / `metadata.user_id`.
+    pub project: Option<String>,
+    /// End user: the request's `user` / `metadata.user_id` / `x-sluice-user`, else the key's.
     pub user: Option<String>,
+    /// The feature tag the client sent in `x-sluice-feature`, for usage reports.
+    pub feature: Option<String>,
     /// The model the client asked for.
     pub alias: Option<String>,
     /// The model as the provider reported it.
@@ -94,6 +103,15 @@ pub struct RequestRecord {
     pub usage_estimated: bool,
     pub ttft_us: Option<u64>,
     pub latency_us: u64,
+    /// Every attempt's cost, in micro-USD: what the request cost, drawn from its budgets.
+    /// `None` when no attempt's model has a known price.
+    pub cost_micros: Option<i64>,
+    /// Estimated energy (micro-Wh) and carbon (micro-gCO2e) of the tokens processed.
+    pub energy_uwh: Option<u64>,
+    pub carbon_ug: Option<u64>,
+    /// Set when the caller was over a soft limit and was served by the route's cheaper alias:
+    /// the alias it asked for (`alias` is the one that served).
+    pub degraded_from: Option<String>,
     pub attempts: Vec<AttemptRecord>,
     /// Set on a drill: the live request it shadowed. Its cost belongs to the drill, not to
     /// the caller (key, team and user are empty).
@@ -163,7 +181,7 @@ const BATCH: usize = 256;
 /// How long a batch may wait for more records: the delay before a record is readable.
 const LINGER: std::time::Duration = std::time::Duration::from_millis(25);
 
-/// Rows per INSERT statement: 26 bound columns each, far below SQLite's 32,766 parameters.
+/// Rows per INSERT statement: 33 bound columns each, far below SQLite's 32,766 parameters.
 const ROWS_PER_INSERT: usize = 64;
 
 impl RecordQueue {
@@ -268,7 +286,8 @@ impl Store {
                 "INSERT INTO requests (id, started_at, endpoint, dialect, key_id, team, user, alias,
                     served_model, provider, deployment, stream, status, error_code, input_tokens,
                     output_tokens, cached_tokens, usage_estimated, ttft_us, latency_us, attempts,
-                    drill_of, schema_valid, trace_id, span_id, parent_span_id) ",
+                    drill_of, schema_valid, trace_id, span_id, parent_span_id, organisation,
+                    project, feature, cost_micros, energy_uwh, carbon_ug, degraded_from) ",
             );
             insert.push_values(chunk.iter().zip(attempts), |mut row, (r, attempts)| {
                 row.push_bind(&r.id)
@@ -296,7 +315,14 @@ impl Store {
                     .push_bind(r.schema_valid)
                     .push_bind(&r.trace_id)
                     .push_bind(&r.span_id)
-                    .push_bind(&r.parent_span_id);
+                    .push_bind(&r.parent_span_id)
+                    .push_bind(&r.organisation)
+                    .push_bind(&r.project)
+                    .push_bind(&r.feature)
+                    .push_bind(r.cost_micros)
+                    .push_bind(r.energy_uwh.map(clamp_i64))
+                    .push_bind(r.carbon_ug.map(clamp_i64))
+                    .push_bind(&r.degraded_from);
             });
             insert.build().execute(&mut *tx).await?;
         }
@@ -541,6 +567,10 @@ pub(crate) fn record_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<RequestRe
     let attempts: String = row.try_get("attempts")?;
     let ttft: Option<i64> = row.try_get("ttft_us")?;
     let latency: i64 = row.try_get("latency_us")?;
+    let unsigned = |column: &str| -> Result<Option<u64>, StoreError> {
+        let value: Option<i64> = row.try_get(column)?;
+        Ok(value.map(|v| u64::try_from(v).unwrap_or(0)))
+    };
     Ok(RequestRecord {
         id: row.try_get("id")?,
         started_at: row.try_get("started_at")?,
@@ -569,6 +599,13 @@ pub(crate) fn record_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<RequestRe
         trace_id: row.try_get("trace_id")?,
         span_id: row.try_get("span_id")?,
         parent_span_id: row.try_get("parent_span_id")?,
+        organisation: row.try_get("organisation")?,
+        project: row.try_get("project")?,
+        feature: row.try_get("feature")?,
+        cost_micros: row.try_get("cost_micros")?,
+        energy_uwh: unsigned("energy_uwh")?,
+        carbon_ug: unsigned("carbon_ug")?,
+        degraded_from: row.try_get("degraded_from")?,
         bodies: None,
     })
 }

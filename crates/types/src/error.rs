@@ -29,6 +29,8 @@ pub enum ErrorKind {
     PayloadTooLarge,
     /// Rate limited (by the gateway or by the upstream).
     RateLimited,
+    /// A spend or token budget of the caller's hierarchy has no room for the request.
+    BudgetExceeded,
     /// The upstream refused the request as invalid (its 4xx other than auth and rate limit).
     UpstreamRejected,
     /// The upstream answered something we could not decode.
@@ -42,6 +44,8 @@ pub enum ErrorKind {
     /// No deployment of the route can take the request now: every circuit is open or every
     /// queue is full. Answered at once instead of queueing without bound.
     RouteUnavailable,
+    /// The budget and rate-limit counters could not be reached and policy says fail closed.
+    PolicyUnavailable,
     /// A bug or an unexpected state inside the gateway.
     Internal,
 }
@@ -58,12 +62,14 @@ impl ErrorKind {
             ErrorKind::UnknownPath => "unknown_url",
             ErrorKind::PayloadTooLarge => "request_too_large",
             ErrorKind::RateLimited => "rate_limit_exceeded",
+            ErrorKind::BudgetExceeded => "budget_exceeded",
             ErrorKind::UpstreamRejected => "upstream_rejected",
             ErrorKind::UpstreamMalformed => "upstream_malformed_response",
             ErrorKind::UpstreamUnavailable => "upstream_unavailable",
             ErrorKind::UpstreamOverloaded => "upstream_overloaded",
             ErrorKind::UpstreamTimeout => "upstream_timeout",
             ErrorKind::RouteUnavailable => "route_unavailable",
+            ErrorKind::PolicyUnavailable => "policy_unavailable",
             ErrorKind::Internal => "internal_error",
         }
     }

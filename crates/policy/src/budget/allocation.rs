@@ -145,7 +145,9 @@ pub fn validate_allocations(nodes: &[BudgetNode]) -> Result<(), PolicyError> {
             }
         }
         if let Some(parent) = &node.parent
-            && parent.level() >= node.scope.level()
+            && (parent.level() >= node.scope.level()
+                || !parent.level().in_hierarchy()
+                || !node.scope.level().in_hierarchy())
         {
             problems.push(AllocationProblem::ParentNotAbove {
                 child: node.scope.clone(),

@@ -39,6 +39,8 @@ pub enum Scope {
     Project(String),
     Key(String),
     EndUser(String),
+    /// A route, whoever calls it: outside the hierarchy (it has no parent and no children).
+    Alias(String),
 }
 
 /// The depth of a [`Scope`] in the hierarchy; `Organisation` is the top.
@@ -49,6 +51,8 @@ pub enum Level {
     Project,
     Key,
     EndUser,
+    /// Not a level of the hierarchy: a route's own limits.
+    Alias,
 }
 
 impl Scope {
@@ -59,6 +63,7 @@ impl Scope {
             Scope::Project(_) => Level::Project,
             Scope::Key(_) => Level::Key,
             Scope::EndUser(_) => Level::EndUser,
+            Scope::Alias(_) => Level::Alias,
         }
     }
 
@@ -68,7 +73,8 @@ impl Scope {
             | Scope::Team(id)
             | Scope::Project(id)
             | Scope::Key(id)
-            | Scope::EndUser(id) => id,
+            | Scope::EndUser(id)
+            | Scope::Alias(id) => id,
         }
     }
 }
@@ -82,17 +88,86 @@ impl Level {
             Level::Project => "project",
             Level::Key => "key",
             Level::EndUser => "end user",
+            Level::Alias => "model",
         }
     }
 
-    fn key_part(self) -> &'static str {
+    /// The prefix of the textual form (`team:search`), also used in counter keys.
+    pub fn key_part(self) -> &'static str {
         match self {
             Level::Organisation => "org",
             Level::Team => "team",
             Level::Project => "project",
             Level::Key => "key",
             Level::EndUser => "user",
+            Level::Alias => "alias",
         }
+    }
+
+    const ALL: [Level; 6] = [
+        Level::Organisation,
+        Level::Team,
+        Level::Project,
+        Level::Key,
+        Level::EndUser,
+        Level::Alias,
+    ];
+
+    /// Whether the level is part of the organisation → end-user hierarchy.
+    pub fn in_hierarchy(self) -> bool {
+        self != Level::Alias
+    }
+}
+
+/// What is wrong with the text of a scope, metric or period.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ParseProblem(String);
+
+/// `team:search`, `user:ana`, `alias:gpt-4o`; `org:` and `organisation:` are both accepted.
+impl std::str::FromStr for Scope {
+    type Err = ParseProblem;
+
+    fn from_str(text: &str) -> Result<Scope, ParseProblem> {
+        let (level, id) = text.split_once(':').ok_or_else(|| {
+            ParseProblem(format!(
+                "`{text}` is not a scope: write LEVEL:ID, e.g. `team:search` \
+                 (levels: org, team, project, key, user, alias)"
+            ))
+        })?;
+        let id = id.trim();
+        if id.is_empty() {
+            return Err(ParseProblem(format!(
+                "`{text}` names no id after the colon"
+            )));
+        }
+        let level = match level.trim().to_ascii_lowercase().as_str() {
+            "organisation" | "organization" => Level::Organisation,
+            other => Level::ALL
+                .into_iter()
+                .find(|level| level.key_part() == other)
+                .ok_or_else(|| {
+                    ParseProblem(format!(
+                        "unknown scope level `{level}` (levels: org, team, project, key, user, alias)"
+                    ))
+                })?,
+        };
+        let id = id.to_owned();
+        Ok(match level {
+            Level::Organisation => Scope::Organisation(id),
+            Level::Team => Scope::Team(id),
+            Level::Project => Scope::Project(id),
+            Level::Key => Scope::Key(id),
+            Level::EndUser => Scope::EndUser(id),
+            Level::Alias => Scope::Alias(id),
+        })
+    }
+}
+
+impl Scope {
+    /// The textual form `FromStr` reads: `team:search`.
+    pub fn to_text(&self) -> String {
+        format!("{}:{}", self.level().key_part(), self.id())
     }
 }
 
@@ -114,7 +189,27 @@ pub enum Metric {
     Requests,
 }
 
+impl std::str::FromStr for Metric {
+    type Err = ParseProblem;
+
+    fn from_str(text: &str) -> Result<Metric, ParseProblem> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "usd" => Ok(Metric::Usd),
+            "tokens" => Ok(Metric::Tokens),
+            "requests" => Ok(Metric::Requests),
+            other => Err(ParseProblem(format!(
+                "unknown metric `{other}` (usd, tokens, requests)"
+            ))),
+        }
+    }
+}
+
 impl Metric {
+    /// The textual form `FromStr` reads.
+    pub fn as_str(self) -> &'static str {
+        self.key_part()
+    }
+
     fn key_part(self) -> &'static str {
         match self {
             Metric::Usd => "usd",
@@ -239,6 +334,30 @@ impl Period {
         }
     }
 
+    /// The textual form `FromStr` reads: `day`, `week`, `month`, or a rolling length
+    /// (`60s`, `1h`, `7d`, `1500ms`).
+    pub fn to_text(&self) -> String {
+        match self {
+            Period::Day => "day".to_owned(),
+            Period::Week => "week".to_owned(),
+            Period::Month => "month".to_owned(),
+            Period::Rolling(length) => {
+                let ms = duration_ms(*length);
+                [
+                    (86_400_000, "d"),
+                    (3_600_000, "h"),
+                    (60_000, "m"),
+                    (1_000, "s"),
+                ]
+                .into_iter()
+                .find(|(unit, _)| ms % unit == 0)
+                .map_or(format!("{ms}ms"), |(unit, suffix)| {
+                    format!("{}{suffix}", ms / unit)
+                })
+            }
+        }
+    }
+
     fn key_part(&self) -> String {
         match self {
             Period::Day => "day".to_owned(),
@@ -255,6 +374,44 @@ impl Period {
             Period::Week => "weekly".to_owned(),
             Period::Month => "monthly".to_owned(),
             Period::Rolling(length) => format!("rolling {}", describe_duration(*length)),
+        }
+    }
+}
+
+/// `day`, `week`, `month` (calendar, UTC), or a rolling window: `minute`, `hour`, or a length
+/// such as `60s`, `5m`, `1h`, `7d`, `1500ms`.
+impl std::str::FromStr for Period {
+    type Err = ParseProblem;
+
+    fn from_str(text: &str) -> Result<Period, ParseProblem> {
+        let text = text.trim().to_ascii_lowercase();
+        let rolling = |ms: u64| Period::Rolling(Duration::from_millis(ms));
+        match text.as_str() {
+            "day" | "daily" => return Ok(Period::Day),
+            "week" | "weekly" => return Ok(Period::Week),
+            "month" | "monthly" => return Ok(Period::Month),
+            "minute" => return Ok(rolling(60_000)),
+            "hour" => return Ok(rolling(3_600_000)),
+            _ => {}
+        }
+        let split = text
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len());
+        let (number, unit) = text.split_at(split);
+        let unit_ms = match unit {
+            "ms" => Some(1),
+            "s" => Some(1_000),
+            "m" => Some(60_000),
+            "h" => Some(3_600_000),
+            "d" => Some(86_400_000),
+            _ => None,
+        };
+        match (number.parse::<u64>(), unit_ms) {
+            (Ok(count), Some(unit_ms)) if count > 0 => Ok(rolling(count.saturating_mul(unit_ms))),
+            _ => Err(ParseProblem(format!(
+                "`{text}` is not a period: day, week, month, minute, hour, or a rolling length \
+                 such as 60s, 5m, 1h, 7d"
+            ))),
         }
     }
 }

@@ -449,3 +449,69 @@ mod allocations {
         );
     }
 }
+
+mod text {
+    use std::time::Duration;
+
+    use crate::budget::{Metric, Period, Scope};
+
+    #[test]
+    fn scopes_read_and_write_level_colon_id() {
+        let scope: Scope = "team:search".parse().unwrap();
+        assert_eq!(scope, Scope::Team("search".into()));
+        assert_eq!(scope.to_text(), "team:search");
+        assert_eq!(
+            "organisation:acme".parse::<Scope>().unwrap(),
+            Scope::Organisation("acme".into())
+        );
+        assert_eq!(
+            "alias:gpt-4o".parse::<Scope>().unwrap().to_text(),
+            "alias:gpt-4o"
+        );
+        // Ids keep their colons: only the first one separates.
+        assert_eq!(
+            "user:tenant:7".parse::<Scope>().unwrap(),
+            Scope::EndUser("tenant:7".into())
+        );
+        let unknown = "galaxy:x".parse::<Scope>().unwrap_err().to_string();
+        assert!(
+            unknown.contains("unknown scope level `galaxy`"),
+            "{unknown}"
+        );
+        assert!("team".parse::<Scope>().is_err());
+        assert!("team:".parse::<Scope>().is_err());
+    }
+
+    #[test]
+    fn periods_are_calendar_words_or_rolling_lengths() {
+        assert_eq!("month".parse::<Period>().unwrap(), Period::Month);
+        assert_eq!(
+            "minute".parse::<Period>().unwrap(),
+            Period::Rolling(Duration::from_secs(60))
+        );
+        assert_eq!(
+            "5m".parse::<Period>().unwrap(),
+            Period::Rolling(Duration::from_secs(300))
+        );
+        for text in ["day", "week", "month", "60s", "90m", "1h", "7d", "1500ms"] {
+            let period: Period = text.parse().unwrap();
+            let again: Period = period.to_text().parse().unwrap();
+            assert_eq!(period, again, "{text}");
+        }
+        assert_eq!("1m".parse::<Period>().unwrap().to_text(), "1m");
+        assert_eq!("3600s".parse::<Period>().unwrap().to_text(), "1h");
+        for bad in ["", "0s", "fortnight", "5y", "m"] {
+            assert!(bad.parse::<Period>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn metrics_are_usd_tokens_or_requests() {
+        assert_eq!("USD".parse::<Metric>().unwrap(), Metric::Usd);
+        assert_eq!(
+            Metric::Tokens.as_str().parse::<Metric>().unwrap(),
+            Metric::Tokens
+        );
+        assert!("euros".parse::<Metric>().is_err());
+    }
+}

@@ -78,6 +78,15 @@ pub trait Counters: Send + Sync {
     ) -> CounterFuture<'a, Result<u64, PolicyError>>;
 }
 
+/// What admission does when the counters cannot be reached (Redis down or slow).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnCounterError {
+    /// Refuse the request: no spend goes unmetered.
+    Closed,
+    /// Admit the request without counting it, and say so in the log: availability first.
+    Open,
+}
+
 /// One counter of a window: its key and when it stops counting towards the window.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Slot {
@@ -308,6 +317,14 @@ pub struct HoldGuard {
     counters: Arc<dyn Counters>,
     hold: Option<Hold>,
     tracker: TaskTracker,
+}
+
+impl fmt::Debug for HoldGuard {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HoldGuard")
+            .field("hold", &self.hold)
+            .finish_non_exhaustive()
+    }
 }
 
 impl HoldGuard {

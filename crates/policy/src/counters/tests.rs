@@ -636,7 +636,7 @@ mod redis {
         assert!(matches!(error, PolicyError::CounterStore(_)));
         assert_eq!(
             sluice_types::Classify::kind(&error),
-            sluice_types::ErrorKind::Internal
+            sluice_types::ErrorKind::PolicyUnavailable
         );
     }
 }

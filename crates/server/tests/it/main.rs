@@ -4,6 +4,7 @@
 #![expect(clippy::unwrap_used, reason = "tests and their helpers may unwrap")]
 
 mod anthropic_ingress;
+mod budgets;
 mod errors;
 mod openai_ingress;
 mod routing;

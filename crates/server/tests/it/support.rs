@@ -6,13 +6,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
-use sluice_pipeline::Gateway;
+use sluice_pipeline::{Gateway, PolicyEngine, PolicyParts};
 use sluice_providers::{Deployment, ProviderKind, Timeouts, Upstream};
 use sluice_routing::{
     BreakerPolicy, CapacityPolicy, DeploymentHealth, RoutePolicy, RouteSpec, RouteTimeouts, Router,
 };
 use sluice_server::AppState;
-use sluice_store::{NewKey, RecordQueue, RequestRecord, Store};
+use sluice_store::{BudgetRow, NewKey, RecordQueue, RequestRecord, Store};
 use sluice_testkit::MockUpstream;
 use tokio_util::sync::CancellationToken;
 
@@ -58,6 +58,42 @@ pub struct Builder {
     max_body_bytes: Option<usize>,
     breaker: Option<BreakerPolicy>,
     capacity: Option<CapacityPolicy>,
+    policy: Option<PolicyParts>,
+    budgets: Vec<BudgetRow>,
+}
+
+/// The harness key's place in the hierarchy: `org:acme`, `team:qa`, `project:checkout`,
+/// `user:tess`.
+pub const KEY_ORG: &str = "acme";
+pub const KEY_TEAM: &str = "qa";
+pub const KEY_PROJECT: &str = "checkout";
+pub const KEY_USER: &str = "tess";
+
+/// Policy parts with nothing configured: in-process counters, built-in prices.
+pub fn policy_parts() -> PolicyParts {
+    PolicyParts {
+        counters: Arc::new(sluice_policy::MemoryCounters::new()),
+        on_counter_error: sluice_policy::OnCounterError::Closed,
+        help: "Ask #platform for more.".into(),
+        prices: sluice_policy::PriceTable::builtin(),
+        energy: sluice_policy::EnergyModel::builtin(),
+        regions: Default::default(),
+        routes: Default::default(),
+    }
+}
+
+/// A budget row: `scope` like `team:qa`, `metric` usd|tokens|requests, `period` day|60s|...
+pub fn budget(scope: &str, metric: &str, period: &str, amount: u64) -> BudgetRow {
+    BudgetRow {
+        scope: scope.into(),
+        metric: metric.into(),
+        period: period.into(),
+        model: String::new(),
+        amount,
+        soft_amount: None,
+        parent: None,
+        updated_at: 0,
+    }
 }
 
 impl Builder {
@@ -93,13 +129,27 @@ impl Builder {
         self
     }
 
+    /// Admission, pricing and settlement as configured here (default: nothing configured).
+    pub fn policy(mut self, parts: PolicyParts) -> Self {
+        self.policy = Some(parts);
+        self
+    }
+
+    /// A budget row in the store, loaded before the first request.
+    pub fn budget(mut self, row: BudgetRow) -> Self {
+        self.budgets.push(row);
+        self
+    }
+
     pub async fn start(self) -> TestGateway {
         let store = Store::open_in_memory().await.unwrap();
         let key = store
             .create_key(NewKey {
                 name: "test".into(),
-                team: Some("qa".into()),
-                user: Some("tess".into()),
+                organisation: Some(KEY_ORG.into()),
+                team: Some(KEY_TEAM.into()),
+                project: Some(KEY_PROJECT.into()),
+                user: Some(KEY_USER.into()),
                 ..Default::default()
             })
             .await
@@ -152,9 +202,16 @@ impl Builder {
             store.clone(),
             queue.sender(),
             sluice_telemetry::Tracer::disabled(),
+            PolicyEngine::new(self.policy.unwrap_or_else(policy_parts)),
         );
+        for row in self.budgets {
+            store.put_budget(row).await.unwrap();
+        }
+        let (_, bad) = gateway.reload_budgets().await.unwrap();
+        assert!(bad.is_empty(), "{bad:?}");
+        let handle = gateway.clone();
         let app = sluice_server::app(AppState {
-            gateway,
+            gateway: handle,
             max_body_bytes: self.max_body_bytes.unwrap_or(1 << 20),
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -169,6 +226,7 @@ impl Builder {
         TestGateway {
             addr,
             key: key.secret,
+            gateway,
             store,
             queue,
             stop,
@@ -182,6 +240,7 @@ pub struct TestGateway {
     pub addr: SocketAddr,
     /// A key that may use every alias.
     pub key: String,
+    pub gateway: Gateway,
     pub store: Store,
     queue: RecordQueue,
     stop: CancellationToken,
@@ -221,10 +280,12 @@ impl TestGateway {
             .unwrap()
     }
 
-    /// Stops the server, drains the record queue, and returns every record, oldest first.
+    /// Stops the server, waits for budget settlements, drains the record queue, and returns
+    /// every record, oldest first.
     pub async fn finish(self) -> Vec<RequestRecord> {
         self.stop.cancel();
         self.server.await.unwrap();
+        self.gateway.policy().drain().await;
         self.queue.shutdown().await;
         let mut records = self.store.latest_records(10_000).await.unwrap();
         records.reverse();

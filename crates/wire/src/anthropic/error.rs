@@ -24,8 +24,10 @@ pub(super) fn error_type(kind: ErrorKind) -> &'static str {
         ErrorKind::PermissionDenied => "permission_error",
         ErrorKind::NotFound | ErrorKind::UnknownPath => "not_found_error",
         ErrorKind::PayloadTooLarge => "request_too_large",
-        ErrorKind::RateLimited => "rate_limit_error",
-        ErrorKind::UpstreamOverloaded | ErrorKind::RouteUnavailable => "overloaded_error",
+        ErrorKind::RateLimited | ErrorKind::BudgetExceeded => "rate_limit_error",
+        ErrorKind::UpstreamOverloaded
+        | ErrorKind::RouteUnavailable
+        | ErrorKind::PolicyUnavailable => "overloaded_error",
         ErrorKind::UpstreamTimeout => "timeout_error",
         ErrorKind::UpstreamMalformed | ErrorKind::UpstreamUnavailable | ErrorKind::Internal => {
             "api_error"

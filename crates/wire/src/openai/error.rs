@@ -31,11 +31,14 @@ pub(super) fn error_type(kind: ErrorKind) -> &'static str {
         | ErrorKind::PayloadTooLarge
         | ErrorKind::UpstreamRejected => "invalid_request_error",
         ErrorKind::RateLimited => "requests",
+        // What api.openai.com answers when an account's quota or budget is spent.
+        ErrorKind::BudgetExceeded => "insufficient_quota",
         ErrorKind::UpstreamMalformed
         | ErrorKind::UpstreamUnavailable
         | ErrorKind::UpstreamOverloaded
         | ErrorKind::UpstreamTimeout
         | ErrorKind::RouteUnavailable
+        | ErrorKind::PolicyUnavailable
         | ErrorKind::Internal => "server_error",
     }
 }

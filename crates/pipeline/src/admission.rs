@@ -1,0 +1,628 @@
+//! Admission and settlement: a request runs only if its worst case fits every budget and rate
+//! limit of its caller, and what it actually used is counted when it ends.
+//!
+//! ```text
+//! admit   limits of the caller's chain (org, team, project, key, end user) and of the alias
+//!         -> worst case (prompt estimate + max output at the dearest candidate's price)
+//!         -> one atomic reservation against every limit (sluice-policy's Counters)
+//!         -> over a soft limit: the route's cheaper alias, planned and reserved instead
+//! settle  Exchange::submit prices every attempt (cost, energy, carbon) into the record and
+//!         settles the hold to what was used, on every path: finished, failed, cut, dropped
+//! ```
+//!
+//! Budget rows live in the store; [`Gateway::reload_budgets`] rereads them (the CLI runs it on
+//! a timer, the admin API after each change). Counting is `sluice-policy`'s; rendering
+//! refusals and quota headers is `sluice-server`'s.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use sluice_policy::budget::Level;
+use sluice_policy::{
+    Consumption, Counters, EnergyModel, HoldGuard, Limit, Metric, OnCounterError, PolicyError,
+    PriceTable, Quota, Scope, UnixMs,
+};
+use sluice_routing::RoutePlan;
+use sluice_store::{BudgetRow, RequestRecord};
+use sluice_types::{ChatRequest, Money, Usage};
+use tokio_util::task::TaskTracker;
+
+use crate::tokens::estimate_input;
+use crate::{Caller, Gateway, PipelineError};
+
+/// A route's access and limit rules, from its configuration.
+#[derive(Debug, Clone, Default)]
+pub struct RouteRules {
+    /// Only keys holding one of these roles may call the alias; empty: any key.
+    pub roles: Vec<String>,
+    /// Serves callers over a soft limit instead.
+    pub over_soft_limit: Option<String>,
+    /// The alias's own rate limits.
+    pub limits: Vec<Limit>,
+}
+
+/// Everything admission and settlement need, built once at start.
+pub struct PolicyEngine {
+    counters: Arc<dyn Counters>,
+    on_counter_error: OnCounterError,
+    /// Said in every refusal: how to ask for more.
+    help: String,
+    prices: PriceTable,
+    energy: EnergyModel,
+    regions: HashMap<String, String>,
+    /// Deployment name -> (model, region), to price and estimate each attempt.
+    deployments: HashMap<String, (String, Option<String>)>,
+    routes: HashMap<String, RouteRules>,
+    book: RwLock<Arc<Book>>,
+    /// Settlements and releases in flight, so shutdown can wait for them.
+    tasks: TaskTracker,
+}
+
+impl std::fmt::Debug for PolicyEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PolicyEngine")
+            .field("on_counter_error", &self.on_counter_error)
+            .field("routes", &self.routes.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// What the CLI hands over to build the engine.
+pub struct PolicyParts {
+    pub counters: Arc<dyn Counters>,
+    pub on_counter_error: OnCounterError,
+    pub help: String,
+    pub prices: PriceTable,
+    pub energy: EnergyModel,
+    /// Deployment name -> its region, for the carbon estimate (models come from the router).
+    pub regions: HashMap<String, String>,
+    /// Alias -> its rules.
+    pub routes: HashMap<String, RouteRules>,
+}
+
+impl PolicyEngine {
+    pub fn new(parts: PolicyParts) -> PolicyEngine {
+        PolicyEngine {
+            counters: parts.counters,
+            on_counter_error: parts.on_counter_error,
+            help: parts.help,
+            prices: parts.prices,
+            energy: parts.energy,
+            regions: parts.regions,
+            deployments: HashMap::new(),
+            routes: parts.routes,
+            book: RwLock::new(Arc::new(Book::default())),
+            tasks: TaskTracker::new(),
+        }
+    }
+
+    /// No budgets, in-process counters, built-in tables: what tests and `sluice demo` start from.
+    pub fn unlimited() -> PolicyEngine {
+        PolicyEngine::new(PolicyParts {
+            counters: Arc::new(sluice_policy::MemoryCounters::new()),
+            on_counter_error: OnCounterError::Closed,
+            help: String::new(),
+            prices: PriceTable::builtin(),
+            energy: EnergyModel::builtin(),
+            regions: HashMap::new(),
+            routes: HashMap::new(),
+        })
+    }
+
+    /// Learns each deployment's model (and region), to price its attempts.
+    pub(crate) fn know_deployments<'a>(
+        &mut self,
+        deployments: impl Iterator<Item = &'a sluice_providers::Deployment>,
+    ) {
+        for d in deployments {
+            let region = self.regions.get(&d.name).cloned();
+            self.deployments
+                .insert(d.name.clone(), (d.model.clone(), region));
+        }
+    }
+
+    pub(crate) fn rules(&self, alias: &str) -> Option<&RouteRules> {
+        self.routes.get(alias)
+    }
+
+    /// What `limit`'s current window holds now, reservations in flight included.
+    pub async fn usage(&self, limit: &Limit) -> Result<u64, PolicyError> {
+        self.counters.usage(limit, now()).await
+    }
+
+    /// Settlements still running (shutdown waits for them).
+    pub async fn drain(&self) {
+        self.tasks.close();
+        self.tasks.wait().await;
+    }
+
+    fn book(&self) -> Arc<Book> {
+        self.book.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+/// The budget rows, parsed and indexed by scope.
+#[derive(Debug, Default)]
+struct Book {
+    /// (level, id) -> limits; the id `*` is every key or end user.
+    limits: HashMap<(Level, String), Vec<BookLimit>>,
+}
+
+#[derive(Debug, Clone)]
+struct BookLimit {
+    metric: Metric,
+    period: sluice_policy::Period,
+    model: Option<String>,
+    amount: u64,
+    soft: Option<u64>,
+}
+
+/// A budget row that could not be read, with why.
+#[derive(Debug, thiserror::Error)]
+#[error("budget `{scope}` {metric} {period}: {problem}")]
+pub struct BadBudgetRow {
+    pub scope: String,
+    pub metric: String,
+    pub period: String,
+    pub problem: String,
+}
+
+/// A row as a limit (the scope as written: `*` stays `*`) and its soft amount.
+pub fn parse_budget_row(row: &BudgetRow) -> Result<(Limit, Option<u64>), BadBudgetRow> {
+    let bad = |problem: String| BadBudgetRow {
+        scope: row.scope.clone(),
+        metric: row.metric.clone(),
+        period: row.period.clone(),
+        problem,
+    };
+    let scope: Scope = row.scope.parse().map_err(|e| bad(format!("{e}")))?;
+    let metric: Metric = row.metric.parse().map_err(|e| bad(format!("{e}")))?;
+    let period: sluice_policy::Period = row.period.parse().map_err(|e| bad(format!("{e}")))?;
+    let mut limit =
+        Limit::new(scope, metric, row.amount, period).map_err(|e| bad(e.to_string()))?;
+    if !row.model.is_empty() {
+        limit = limit.for_model(row.model.clone());
+    }
+    if row.soft_amount.is_some_and(|soft| soft > row.amount) {
+        return Err(bad("the soft limit is above the hard limit".into()));
+    }
+    Ok((limit, row.soft_amount))
+}
+
+impl Book {
+    fn from_rows(rows: &[BudgetRow]) -> (Book, Vec<BadBudgetRow>) {
+        let mut book = Book::default();
+        let mut bad = Vec::new();
+        for row in rows {
+            match parse_budget_row(row) {
+                Ok((limit, soft)) => book
+                    .limits
+                    .entry((limit.scope.level(), limit.scope.id().to_owned()))
+                    .or_default()
+                    .push(BookLimit {
+                        metric: limit.metric,
+                        period: limit.period,
+                        model: limit.model,
+                        amount: limit.amount,
+                        soft,
+                    }),
+                Err(e) => bad.push(e),
+            }
+        }
+        (book, bad)
+    }
+
+    /// The limits of one scope: its own rows, then the `*` rows of its level that it does not
+    /// override (same metric, period and model), each bound to the scope.
+    fn limits_of(&self, scope: &Scope, out: &mut Vec<(Limit, Option<u64>)>) {
+        let level = scope.level();
+        let own = self.limits.get(&(level, scope.id().to_owned()));
+        let every = matches!(level, Level::Key | Level::EndUser)
+            .then(|| self.limits.get(&(level, "*".to_owned())))
+            .flatten();
+        let own_rows = own.map_or(&[][..], Vec::as_slice);
+        let defaults = every.into_iter().flatten().filter(|default| {
+            !own_rows.iter().any(|o| {
+                o.metric == default.metric && o.period == default.period && o.model == default.model
+            })
+        });
+        for entry in own_rows.iter().chain(defaults) {
+            out.push((
+                Limit {
+                    scope: scope.clone(),
+                    metric: entry.metric,
+                    amount: entry.amount,
+                    period: entry.period,
+                    model: entry.model.clone(),
+                },
+                entry.soft,
+            ));
+        }
+    }
+}
+
+/// What admission decided, kept by the exchange: the hold to settle, and the quota state the
+/// response headers report.
+#[derive(Debug, Default)]
+pub struct QuotaState {
+    /// Each limit after this request's reservation, in chain order.
+    pub quotas: Vec<Quota>,
+    /// Set when the caller is over a soft limit: which one.
+    pub over_soft_limit: Option<Limit>,
+    /// The alias that served instead of the requested one (soft limit).
+    pub degraded_to: Option<String>,
+}
+
+/// A request's place in the hierarchy, in the order its limits are charged.
+fn chain(caller: &Caller, end_user: Option<&str>, alias: &str) -> Vec<Scope> {
+    let key = &caller.key;
+    let mut scopes = Vec::with_capacity(6);
+    if let Some(org) = &key.organisation {
+        scopes.push(Scope::Organisation(org.clone()));
+    }
+    if let Some(team) = &key.team {
+        scopes.push(Scope::Team(team.clone()));
+    }
+    if let Some(project) = &key.project {
+        scopes.push(Scope::Project(project.clone()));
+    }
+    scopes.push(Scope::Key(key.id.clone()));
+    if let Some(user) = end_user.or(key.user.as_deref()) {
+        scopes.push(Scope::EndUser(user.to_owned()));
+    }
+    scopes.push(Scope::Alias(alias.to_owned()));
+    scopes
+}
+
+pub(crate) struct Admitted {
+    pub plan: RoutePlan,
+    pub hold: Option<HoldGuard>,
+    pub quota: QuotaState,
+    /// The alias the caller asked for, when a soft limit moved it to another.
+    pub degraded_from: Option<String>,
+}
+
+fn now() -> UnixMs {
+    UnixMs(sluice_store::now_ms())
+}
+
+impl Gateway {
+    /// Rereads the budget rows from the store; rows that cannot be read are skipped and
+    /// returned. Returns how many limits are in force.
+    pub async fn reload_budgets(&self) -> Result<(usize, Vec<BadBudgetRow>), PipelineError> {
+        let rows = self.inner.store.budgets().await?;
+        let (book, bad) = Book::from_rows(&rows);
+        let count = book.limits.values().map(Vec::len).sum();
+        let engine = &self.inner.policy;
+        *engine.book.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(book);
+        Ok((count, bad))
+    }
+
+    /// The policy engine: prices, energy, budgets.
+    pub fn policy(&self) -> &PolicyEngine {
+        &self.inner.policy
+    }
+
+    /// Reserves the request's worst case against every limit of its caller and alias. Over a
+    /// soft limit, the route's cheaper alias is planned (and reserved) instead. Without max
+    /// tokens, a request under a spend or token limit gets its worst case as `max_tokens`, so
+    /// the reservation bounds what it can use.
+    pub(crate) async fn admit(
+        &self,
+        caller: &Caller,
+        end_user: Option<&str>,
+        req: &mut ChatRequest,
+        plan: RoutePlan,
+    ) -> Result<Admitted, PipelineError> {
+        let engine = &self.inner.policy;
+        let first = self.reserve(caller, end_user, req, &plan).await?;
+        let Some((hold, over_soft)) = first else {
+            return Ok(Admitted {
+                plan,
+                hold: None,
+                quota: QuotaState::default(),
+                degraded_from: None,
+            });
+        };
+        let cheaper = engine
+            .rules(plan.alias())
+            .and_then(|rules| rules.over_soft_limit.clone());
+        match (over_soft, cheaper) {
+            (Some(soft), Some(cheaper)) => {
+                if let Err(e) = hold.release().await {
+                    tracing::warn!(error = %e, "releasing a hold moved to a cheaper alias failed");
+                }
+                let requested = plan.alias().to_string();
+                let plan = self.inner.router.plan(&cheaper, req.stream)?;
+                let second = self.reserve(caller, end_user, req, &plan).await?;
+                let (hold, quotas) = match second {
+                    Some((hold, _)) => {
+                        let quotas = hold.quotas().to_vec();
+                        (Some(hold), quotas)
+                    }
+                    None => (None, Vec::new()),
+                };
+                Ok(Admitted {
+                    plan,
+                    hold,
+                    quota: QuotaState {
+                        quotas,
+                        over_soft_limit: Some(soft),
+                        degraded_to: Some(cheaper),
+                    },
+                    degraded_from: Some(requested),
+                })
+            }
+            (over_soft, _) => {
+                let quotas = hold.quotas().to_vec();
+                Ok(Admitted {
+                    plan,
+                    hold: Some(hold),
+                    quota: QuotaState {
+                        quotas,
+                        over_soft_limit: over_soft,
+                        degraded_to: None,
+                    },
+                    degraded_from: None,
+                })
+            }
+        }
+    }
+
+    /// One reservation for `plan`: `None` when no limit applies (or the counters failed open).
+    async fn reserve(
+        &self,
+        caller: &Caller,
+        end_user: Option<&str>,
+        req: &mut ChatRequest,
+        plan: &RoutePlan,
+    ) -> Result<Option<(HoldGuard, Option<Limit>)>, PipelineError> {
+        let engine = &self.inner.policy;
+        let book = engine.book();
+        let mut limits: Vec<(Limit, Option<u64>)> = Vec::new();
+        for scope in chain(caller, end_user, plan.alias()) {
+            book.limits_of(&scope, &mut limits);
+        }
+        if let Some(rules) = engine.rules(plan.alias()) {
+            limits.extend(rules.limits.iter().map(|limit| (limit.clone(), None)));
+        }
+        if limits.is_empty() {
+            return Ok(None);
+        }
+        let bounded_output = limits
+            .iter()
+            .any(|(limit, _)| limit.metric != Metric::Requests);
+        let deployments = plan.candidates.iter().map(|c| &c.health.deployment);
+        let max_output = req.max_tokens.unwrap_or_else(|| {
+            deployments
+                .clone()
+                .map(|d| d.default_max_tokens)
+                .max()
+                .unwrap_or(0)
+        });
+        if bounded_output && req.max_tokens.is_none() {
+            req.max_tokens = Some(max_output);
+        }
+        let input = estimate_input(req);
+        let cost = deployments
+            .filter_map(|d| engine.prices.lookup(&d.model))
+            .map(|price| price.worst_case(input, max_output))
+            .max()
+            .unwrap_or(Money::ZERO);
+        let demand = Consumption {
+            cost,
+            tokens: u64::from(input) + u64::from(max_output),
+        };
+        let charges = sluice_policy::budget::plan_charges(
+            limits.iter().map(|(limit, _)| limit),
+            plan.alias(),
+            &demand,
+            now(),
+        )
+        .map_err(PipelineError::Policy)?;
+        let hold = match engine.counters.reserve(&charges).await {
+            Ok(hold) => hold,
+            Err(PolicyError::Refused(refusal)) => {
+                return Err(PipelineError::Refused {
+                    refusal,
+                    help: engine.help.clone(),
+                });
+            }
+            Err(e) => match engine.on_counter_error {
+                OnCounterError::Closed => {
+                    tracing::warn!(error = %e, "budget counters failed; refused (on_counter_error = closed)");
+                    return Err(PipelineError::CountersUnavailable(e));
+                }
+                OnCounterError::Open => {
+                    tracing::warn!(error = %e, "budget counters failed; admitted unmetered (on_counter_error = open)");
+                    return Ok(None);
+                }
+            },
+        };
+        let over_soft = hold.quotas().iter().find_map(|quota| {
+            let soft = limits
+                .iter()
+                .find(|(limit, _)| *limit == quota.limit)
+                .and_then(|(_, soft)| *soft)?;
+            (quota.used > soft).then(|| quota.limit.clone())
+        });
+        let guard = HoldGuard::new(engine.counters.clone(), hold, engine.tasks.clone());
+        Ok(Some((guard, over_soft)))
+    }
+}
+
+/// What a finished request used, priced: filled into the record, settled against the hold.
+impl PolicyEngine {
+    /// Prices every attempt of the record at its deployment's model (the served model when
+    /// the deployment's is not in the table), and estimates its energy and carbon. Returns what
+    /// the budgets are settled to: the cost and tokens of every attempt (a lost hedge's prompt
+    /// included).
+    pub(crate) fn price(&self, record: &mut RequestRecord) -> Consumption {
+        let mut cost: Option<Money> = None;
+        let mut energy: Option<(u64, u64)> = None;
+        let mut tokens = 0u64;
+        let served = record.deployment.clone();
+        let served_model = record.served_model.clone();
+        let record_usage = Usage {
+            input_tokens: record.input_tokens.unwrap_or(0),
+            output_tokens: record.output_tokens.unwrap_or(0),
+            cached_input_tokens: record.cached_tokens.unwrap_or(0),
+            ..Usage::default()
+        };
+        let mut priced_served = false;
+        for attempt in &mut record.attempts {
+            if attempt.input_tokens.is_none() && attempt.output_tokens.is_none() {
+                continue;
+            }
+            let is_served = attempt.outcome == "ok" && Some(&attempt.deployment) == served.as_ref();
+            let usage = if is_served && !priced_served {
+                priced_served = true;
+                record_usage
+            } else {
+                Usage {
+                    input_tokens: attempt.input_tokens.unwrap_or(0),
+                    output_tokens: attempt.output_tokens.unwrap_or(0),
+                    ..Usage::default()
+                }
+            };
+            let (model, region) = match self.deployments.get(&attempt.deployment) {
+                Some((model, region)) => (model.as_str(), region.as_deref()),
+                None => (served_model.as_deref().unwrap_or_default(), None),
+            };
+            tokens += u64::from(usage.input_tokens) + u64::from(usage.output_tokens);
+            let price = self
+                .prices
+                .lookup(model)
+                .or_else(|| served_model.as_deref().and_then(|m| self.prices.lookup(m)));
+            if let Some(price) = price {
+                let attempt_cost = price.cost(&usage, sluice_policy::Tier::Standard);
+                attempt.cost_micros = Some(attempt_cost.micros());
+                cost = Some(cost.unwrap_or(Money::ZERO).saturating_add(attempt_cost));
+            }
+            let estimate = self.energy.estimate(model, &usage, region);
+            let (uwh, ug) = energy.unwrap_or((0, 0));
+            energy = Some((
+                uwh.saturating_add(estimate.energy_uwh),
+                ug.saturating_add(estimate.carbon_ug),
+            ));
+        }
+        // Answers without attempts (embeddings record usage on the request only).
+        if !priced_served && (record_usage.input_tokens > 0 || record_usage.output_tokens > 0) {
+            let deployment = served.as_deref().and_then(|d| self.deployments.get(d));
+            let model = deployment
+                .map(|(model, _)| model.as_str())
+                .or(served_model.as_deref())
+                .unwrap_or_default();
+            let region = deployment.and_then(|(_, region)| region.as_deref());
+            tokens += u64::from(record_usage.input_tokens) + u64::from(record_usage.output_tokens);
+            if let Some(price) = self.prices.lookup(model) {
+                cost = Some(price.cost(&record_usage, sluice_policy::Tier::Standard));
+            }
+            let estimate = self.energy.estimate(model, &record_usage, region);
+            energy = Some((estimate.energy_uwh, estimate.carbon_ug));
+        }
+        record.cost_micros = cost.map(Money::micros);
+        record.energy_uwh = energy.map(|(uwh, _)| uwh);
+        record.carbon_ug = energy.map(|(_, ug)| ug);
+        Consumption {
+            cost: cost.unwrap_or(Money::ZERO),
+            tokens,
+        }
+    }
+
+    /// Settles a hold in the background (the record is already on its way).
+    pub(crate) fn settle(&self, hold: HoldGuard, used: Consumption) {
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                self.tasks.spawn_on(
+                    async move {
+                        if let Err(e) = hold.settle(used).await {
+                            tracing::warn!(error = %e, "settling a budget hold failed; its reservation stays counted");
+                        }
+                    },
+                    &runtime,
+                );
+            }
+            // No runtime: dropping the guard logs that the reservation stays counted.
+            Err(_) => drop(hold),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(scope: &str, metric: &str, period: &str, amount: u64) -> BudgetRow {
+        BudgetRow {
+            scope: scope.into(),
+            metric: metric.into(),
+            period: period.into(),
+            model: String::new(),
+            amount,
+            soft_amount: None,
+            parent: None,
+            updated_at: 0,
+        }
+    }
+
+    #[test]
+    fn a_user_gets_the_default_limits_it_does_not_override() {
+        let mut soft = row("user:*", "usd", "day", 1_000_000);
+        soft.soft_amount = Some(800_000);
+        let rows = [
+            soft,
+            row("user:*", "requests", "60s", 10),
+            row("user:ana", "requests", "60s", 100),
+            row("team:search", "tokens", "month", 1_000),
+        ];
+        let (book, bad) = Book::from_rows(&rows);
+        assert!(bad.is_empty());
+        let mut limits = Vec::new();
+        book.limits_of(&Scope::EndUser("ana".into()), &mut limits);
+        let mut seen: Vec<(Metric, u64, Option<u64>, String)> = limits
+            .iter()
+            .map(|(l, soft)| (l.metric, l.amount, *soft, l.scope.to_text()))
+            .collect();
+        seen.sort();
+        assert_eq!(
+            seen,
+            [
+                (Metric::Usd, 1_000_000, Some(800_000), "user:ana".to_owned()),
+                (Metric::Requests, 100, None, "user:ana".to_owned()),
+            ]
+        );
+        let mut bob = Vec::new();
+        book.limits_of(&Scope::EndUser("bob".into()), &mut bob);
+        assert_eq!(bob.len(), 2);
+        assert!(
+            bob.iter()
+                .all(|(l, _)| l.scope == Scope::EndUser("bob".into()))
+        );
+        // `*` is only for keys and end users: a team of that name is just a team.
+        let mut teams = Vec::new();
+        book.limits_of(&Scope::Team("other".into()), &mut teams);
+        assert!(teams.is_empty());
+    }
+
+    #[test]
+    fn rows_that_cannot_be_read_are_reported_not_enforced() {
+        let mut soft_above = row("team:a", "usd", "day", 10);
+        soft_above.soft_amount = Some(11);
+        let rows = [
+            row("galaxy:x", "usd", "day", 1),
+            row("team:a", "euros", "day", 1),
+            row("team:a", "usd", "fortnight", 1),
+            soft_above,
+            row("team:a", "requests", "day", 5),
+        ];
+        let (book, bad) = Book::from_rows(&rows);
+        assert_eq!(bad.len(), 4);
+        assert!(
+            bad[3].to_string().contains("soft limit is above"),
+            "{}",
+            bad[3]
+        );
+        assert_eq!(book.limits.values().map(Vec::len).sum::<usize>(), 1);
+    }
+}

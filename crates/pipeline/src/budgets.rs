@@ -1,0 +1,208 @@
+//! Budget administration, shared by `sluice budgets` and the admin API: check a limit, check
+//! that allocations still fit their parents, store it; and show each limit with what its
+//! current window has used.
+//!
+//! Rows are validated here, once, on the way in; a running gateway rereads them
+//! ([`crate::Gateway::reload_budgets`]).
+
+use std::collections::BTreeMap;
+
+use sluice_policy::budget::{BudgetNode, validate_allocations};
+use sluice_policy::{Limit, PolicyError, Scope};
+use sluice_store::{BudgetRow, Store, StoreError};
+
+use crate::admission::{BadBudgetRow, parse_budget_row};
+
+#[derive(Debug, thiserror::Error)]
+pub enum BudgetError {
+    #[error(transparent)]
+    Invalid(#[from] BadBudgetRow),
+    #[error(
+        "`{0}` cannot have a parent: only org, team, project, key and user scopes form the hierarchy"
+    )]
+    ParentOutsideHierarchy(String),
+    #[error("`*` stands for every key or end user; it cannot be a parent or have one")]
+    WildcardInHierarchy,
+    #[error(transparent)]
+    Allocation(PolicyError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Checks `row` (its text, its soft limit, its parent) and that every parent's children still
+/// fit in it once the row is in, then stores it. Returns the row as stored.
+pub async fn set_budget(store: &Store, mut row: BudgetRow) -> Result<BudgetRow, BudgetError> {
+    let (limit, _) = parse_budget_row(&row)?;
+    row.scope = limit.scope.to_text();
+    row.metric = limit.metric.as_str().to_owned();
+    row.period = limit.period.to_text();
+    row.model = limit.model.clone().unwrap_or_default();
+    if let Some(parent) = &row.parent {
+        let parent: Scope = parent.parse().map_err(|e| BadBudgetRow {
+            scope: row.scope.clone(),
+            metric: row.metric.clone(),
+            period: row.period.clone(),
+            problem: format!("parent: {e}"),
+        })?;
+        if !parent.level().in_hierarchy() || !limit.scope.level().in_hierarchy() {
+            return Err(BudgetError::ParentOutsideHierarchy(row.scope.clone()));
+        }
+        if parent.id() == "*" || limit.scope.id() == "*" {
+            return Err(BudgetError::WildcardInHierarchy);
+        }
+        row.parent = Some(parent.to_text());
+    }
+    let mut rows = store.budgets().await?;
+    rows.retain(|r| {
+        !(r.scope == row.scope
+            && r.metric == row.metric
+            && r.period == row.period
+            && r.model == row.model)
+    });
+    rows.push(row.clone());
+    check_allocations(&rows)?;
+    Ok(store.put_budget(row).await?)
+}
+
+/// Every parent's children fit in it. Rows that cannot be read are left out (they are not
+/// enforced either).
+fn check_allocations(rows: &[BudgetRow]) -> Result<(), BudgetError> {
+    let mut nodes: BTreeMap<String, BudgetNode> = BTreeMap::new();
+    for row in rows {
+        let Ok((limit, _)) = parse_budget_row(row) else {
+            continue;
+        };
+        if limit.scope.id() == "*" {
+            continue;
+        }
+        let parent = row.parent.as_deref().and_then(|p| p.parse::<Scope>().ok());
+        let node = nodes
+            .entry(limit.scope.to_text())
+            .or_insert_with(|| BudgetNode {
+                scope: limit.scope.clone(),
+                parent: None,
+                limits: Vec::new(),
+            });
+        if parent.is_some() {
+            node.parent = parent;
+        }
+        node.limits.push(limit);
+    }
+    // A parent named without limits of its own is unlimited: give it an empty node.
+    let parents: Vec<Scope> = nodes.values().filter_map(|n| n.parent.clone()).collect();
+    for parent in parents {
+        nodes.entry(parent.to_text()).or_insert_with(|| BudgetNode {
+            scope: parent,
+            parent: None,
+            limits: Vec::new(),
+        });
+    }
+    let nodes: Vec<BudgetNode> = nodes.into_values().collect();
+    validate_allocations(&nodes).map_err(BudgetError::Allocation)
+}
+
+/// One limit and what its current window holds.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct BudgetStatus {
+    #[serde(flatten)]
+    pub row: BudgetRow,
+    /// Used in the current window (reservations in flight included); `None` for `*` rows,
+    /// which stand for many counters.
+    pub used: Option<u64>,
+}
+
+impl crate::Gateway {
+    /// Every budget row with its current usage, read from this gateway's counters.
+    pub async fn budget_status(&self) -> Result<Vec<BudgetStatus>, BudgetError> {
+        let rows = self.inner.store.budgets().await?;
+        let mut statuses = Vec::with_capacity(rows.len());
+        for row in rows {
+            let used = match parse_budget_row(&row) {
+                Ok((limit, _)) if limit.scope.id() != "*" => self.usage_of(&limit).await,
+                _ => None,
+            };
+            statuses.push(BudgetStatus { row, used });
+        }
+        Ok(statuses)
+    }
+
+    async fn usage_of(&self, limit: &Limit) -> Option<u64> {
+        match self.policy().usage(limit).await {
+            Ok(used) => Some(used),
+            Err(e) => {
+                tracing::warn!(error = %e, "reading a budget's usage failed");
+                None
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(
+        scope: &str,
+        metric: &str,
+        period: &str,
+        amount: u64,
+        parent: Option<&str>,
+    ) -> BudgetRow {
+        BudgetRow {
+            scope: scope.into(),
+            metric: metric.into(),
+            period: period.into(),
+            model: String::new(),
+            amount,
+            soft_amount: None,
+            parent: parent.map(str::to_owned),
+            updated_at: 0,
+        }
+    }
+
+    #[tokio::test]
+    async fn allocations_must_fit_their_parent() {
+        let store = Store::open_in_memory().await.unwrap();
+        set_budget(&store, row("org:acme", "usd", "month", 1_000, None))
+            .await
+            .unwrap();
+        set_budget(&store, row("team:a", "usd", "month", 600, Some("org:acme")))
+            .await
+            .unwrap();
+        let over = set_budget(&store, row("team:b", "usd", "month", 500, Some("org:acme")))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(over.contains("allocates $0.0011 to its children"), "{over}");
+        // Lowering a child to make room is accepted, as is the other child then.
+        set_budget(&store, row("team:a", "usd", "month", 500, Some("org:acme")))
+            .await
+            .unwrap();
+        set_budget(&store, row("team:b", "usd", "month", 500, Some("org:acme")))
+            .await
+            .unwrap();
+        assert_eq!(store.budgets().await.unwrap().len(), 3);
+    }
+
+    #[tokio::test]
+    async fn rows_are_stored_in_their_canonical_text() {
+        let store = Store::open_in_memory().await.unwrap();
+        let stored = set_budget(&store, row("Organisation:acme", "USD", "3600s", 5, None))
+            .await
+            .unwrap();
+        assert_eq!(
+            (
+                stored.scope.as_str(),
+                stored.metric.as_str(),
+                stored.period.as_str()
+            ),
+            ("org:acme", "usd", "1h")
+        );
+        let bad = set_budget(&store, row("team:a", "usd", "fortnight", 5, None)).await;
+        assert!(matches!(bad, Err(BudgetError::Invalid(_))));
+        let wildcard = set_budget(&store, row("user:*", "usd", "day", 5, Some("team:a"))).await;
+        assert!(matches!(wildcard, Err(BudgetError::WildcardInHierarchy)));
+        let alias = set_budget(&store, row("alias:m", "requests", "60s", 5, Some("team:a"))).await;
+        assert!(matches!(alias, Err(BudgetError::ParentOutsideHierarchy(_))));
+    }
+}

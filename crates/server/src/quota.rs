@@ -1,0 +1,168 @@
+//! Quota headers (PRODUCT §5): every answer to a caller under budgets or rate limits says what
+//! is left of them, and a refusal says which limit refused.
+//!
+//! - `x-ratelimit-limit-requests`, `-remaining-requests`, `-reset-requests` and the same for
+//!   `-tokens`: the tightest request and token limits (OpenAI's header names; the reset is a
+//!   duration such as `42s`).
+//! - `x-sluice-budget-limit`, `-remaining` (USD), `-reset` (RFC 3339), `-scope`: the tightest
+//!   spend budget.
+//! - `x-sluice-soft-limit`: the soft limit the caller is over; `x-sluice-degraded-to`: the
+//!   cheaper alias that served instead of the one asked for.
+//!
+//! Remaining amounts are as of admission, with this request's worst case reserved.
+
+use http::{HeaderMap, HeaderName, HeaderValue};
+use sluice_pipeline::QuotaState;
+use sluice_policy::{Clock, Metric, Quota, Refusal, SystemClock, UnixMs};
+
+pub(crate) const SOFT_LIMIT: HeaderName = HeaderName::from_static("x-sluice-soft-limit");
+pub(crate) const DEGRADED_TO: HeaderName = HeaderName::from_static("x-sluice-degraded-to");
+
+/// The quota headers of an admitted request.
+pub(crate) fn insert(headers: &mut HeaderMap, state: &QuotaState) {
+    if state.quotas.is_empty() && state.over_soft_limit.is_none() {
+        return;
+    }
+    let now = SystemClock.now();
+    for metric in [Metric::Requests, Metric::Tokens, Metric::Usd] {
+        let tightest = state
+            .quotas
+            .iter()
+            .filter(|quota| quota.limit.metric == metric)
+            .min_by_key(|quota| quota.remaining());
+        if let Some(quota) = tightest {
+            insert_limit(headers, quota, quota.remaining(), now);
+        }
+    }
+    if let Some(soft) = &state.over_soft_limit {
+        let text = format!(
+            "{} {} {}",
+            soft.scope.to_text(),
+            soft.metric.as_str(),
+            soft.period.to_text()
+        );
+        put(headers, SOFT_LIMIT, &text);
+    }
+    if let Some(alias) = &state.degraded_to {
+        put(headers, DEGRADED_TO, alias);
+    }
+}
+
+/// The headers of the limit that refused a request.
+pub(crate) fn insert_refusal(headers: &mut HeaderMap, refusal: &Refusal) {
+    let quota = Quota {
+        limit: refusal.limit.clone(),
+        used: refusal.used,
+        resets_at: refusal.resets_at,
+    };
+    insert_limit(headers, &quota, refusal.remaining(), SystemClock.now());
+}
+
+fn insert_limit(headers: &mut HeaderMap, quota: &Quota, remaining: u64, now: UnixMs) {
+    let limit = &quota.limit;
+    match limit.metric {
+        Metric::Requests | Metric::Tokens => {
+            let unit = if limit.metric == Metric::Requests {
+                "requests"
+            } else {
+                "tokens"
+            };
+            let reset_secs = now.until(quota.resets_at).as_millis().div_ceil(1_000);
+            put_named(
+                headers,
+                &format!("x-ratelimit-limit-{unit}"),
+                &limit.amount.to_string(),
+            );
+            put_named(
+                headers,
+                &format!("x-ratelimit-remaining-{unit}"),
+                &remaining.to_string(),
+            );
+            put_named(
+                headers,
+                &format!("x-ratelimit-reset-{unit}"),
+                &format!("{reset_secs}s"),
+            );
+        }
+        Metric::Usd => {
+            put_named(headers, "x-sluice-budget-limit", &usd(limit.amount));
+            put_named(headers, "x-sluice-budget-remaining", &usd(remaining));
+            put_named(
+                headers,
+                "x-sluice-budget-reset",
+                &quota.resets_at.to_string(),
+            );
+            put_named(headers, "x-sluice-budget-scope", &limit.scope.to_text());
+        }
+    }
+}
+
+/// Micro-USD as a plain decimal number of dollars: `4.98`, `0.000125`.
+fn usd(micros: u64) -> String {
+    let whole = micros / 1_000_000;
+    let fraction = format!("{:06}", micros % 1_000_000);
+    let fraction = fraction.trim_end_matches('0');
+    if fraction.is_empty() {
+        format!("{whole}.00")
+    } else if fraction.len() == 1 {
+        format!("{whole}.{fraction}0")
+    } else {
+        format!("{whole}.{fraction}")
+    }
+}
+
+fn put_named(headers: &mut HeaderMap, name: &str, value: &str) {
+    if let Ok(name) = HeaderName::try_from(name) {
+        put(headers, name, value);
+    }
+}
+
+/// Scope ids come from keys and requests; one that is not a valid header value is left out.
+fn put(headers: &mut HeaderMap, name: HeaderName, value: &str) {
+    if let Ok(value) = HeaderValue::from_str(value) {
+        headers.insert(name, value);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sluice_policy::{Limit, Scope};
+
+    #[test]
+    fn dollars_are_plain_decimals() {
+        assert_eq!(usd(4_980_000), "4.98");
+        assert_eq!(usd(5_000_000), "5.00");
+        assert_eq!(usd(125), "0.000125");
+        assert_eq!(usd(100_000), "0.10");
+    }
+
+    #[test]
+    fn the_tightest_limit_of_each_metric_is_reported() {
+        let limit = |scope: Scope, amount| Limit::requests_per_minute(scope, amount).unwrap();
+        let state = QuotaState {
+            quotas: vec![
+                Quota {
+                    limit: limit(Scope::Team("a".into()), 100),
+                    used: 10,
+                    resets_at: UnixMs(SystemClock.now().0 + 30_000),
+                },
+                Quota {
+                    limit: limit(Scope::EndUser("ana".into()), 5),
+                    used: 3,
+                    resets_at: UnixMs(SystemClock.now().0 + 5_000),
+                },
+            ],
+            over_soft_limit: None,
+            degraded_to: None,
+        };
+        let mut headers = HeaderMap::new();
+        insert(&mut headers, &state);
+        assert_eq!(headers["x-ratelimit-limit-requests"], "5");
+        assert_eq!(headers["x-ratelimit-remaining-requests"], "2");
+        let reset = headers["x-ratelimit-reset-requests"].to_str().unwrap();
+        assert!(reset == "5s" || reset == "4s", "{reset}");
+        assert!(!headers.contains_key("x-ratelimit-limit-tokens"));
+        assert!(!headers.contains_key("x-sluice-budget-remaining"));
+    }
+}
