@@ -274,6 +274,26 @@ fn chain(caller: &Caller, end_user: Option<&str>, alias: &str) -> Vec<Scope> {
     scopes
 }
 
+/// What a request may use, as admission sees it.
+pub(crate) struct Demand {
+    /// The prompt, counted before sending.
+    pub input_tokens: u32,
+    /// The output bound the client set; admission sets one when it must bound the request.
+    pub max_tokens: Option<u32>,
+    /// `false` for embeddings: no output tokens.
+    pub generates: bool,
+}
+
+impl Demand {
+    pub fn chat(req: &ChatRequest) -> Demand {
+        Demand {
+            input_tokens: estimate_input(req),
+            max_tokens: req.max_tokens,
+            generates: true,
+        }
+    }
+}
+
 pub(crate) struct Admitted {
     pub plan: RoutePlan,
     pub hold: Option<HoldGuard>,
@@ -311,11 +331,12 @@ impl Gateway {
         &self,
         caller: &Caller,
         end_user: Option<&str>,
-        req: &mut ChatRequest,
+        demand: &mut Demand,
         plan: RoutePlan,
+        stream: bool,
     ) -> Result<Admitted, PipelineError> {
         let engine = &self.inner.policy;
-        let first = self.reserve(caller, end_user, req, &plan).await?;
+        let first = self.reserve(caller, end_user, demand, &plan).await?;
         let Some((hold, over_soft)) = first else {
             return Ok(Admitted {
                 plan,
@@ -333,8 +354,8 @@ impl Gateway {
                     tracing::warn!(error = %e, "releasing a hold moved to a cheaper alias failed");
                 }
                 let requested = plan.alias().to_string();
-                let plan = self.inner.router.plan(&cheaper, req.stream)?;
-                let second = self.reserve(caller, end_user, req, &plan).await?;
+                let plan = self.inner.router.plan(&cheaper, stream)?;
+                let second = self.reserve(caller, end_user, demand, &plan).await?;
                 let (hold, quotas) = match second {
                     Some((hold, _)) => {
                         let quotas = hold.quotas().to_vec();
@@ -374,7 +395,7 @@ impl Gateway {
         &self,
         caller: &Caller,
         end_user: Option<&str>,
-        req: &mut ChatRequest,
+        demand: &mut Demand,
         plan: &RoutePlan,
     ) -> Result<Option<(HoldGuard, Option<Limit>)>, PipelineError> {
         let engine = &self.inner.policy;
@@ -393,17 +414,19 @@ impl Gateway {
             .iter()
             .any(|(limit, _)| limit.metric != Metric::Requests);
         let deployments = plan.candidates.iter().map(|c| &c.health.deployment);
-        let max_output = req.max_tokens.unwrap_or_else(|| {
-            deployments
+        let max_output = match (demand.generates, demand.max_tokens) {
+            (false, _) => 0,
+            (true, Some(max)) => max,
+            (true, None) => deployments
                 .clone()
                 .map(|d| d.default_max_tokens)
                 .max()
-                .unwrap_or(0)
-        });
-        if bounded_output && req.max_tokens.is_none() {
-            req.max_tokens = Some(max_output);
+                .unwrap_or(0),
+        };
+        if bounded_output && demand.generates && demand.max_tokens.is_none() {
+            demand.max_tokens = Some(max_output);
         }
-        let input = estimate_input(req);
+        let input = demand.input_tokens;
         let cost = deployments
             .filter_map(|d| engine.prices.lookup(&d.model))
             .map(|price| price.worst_case(input, max_output))

@@ -18,6 +18,7 @@ use sluice_routing::{Role, RoutePlan, Slot, TimeoutOverrides};
 use sluice_types::{ChatRequest, Classify, Dialect, ErrorKind, StreamError, StreamEvent, Usage};
 use tokio::time::Instant;
 
+use crate::admission::Demand;
 use crate::dispatch::{Attempted, Dispatch, Won, skipped};
 use crate::tokens::{estimate_input, estimate_text};
 use crate::{Caller, Exchange, Gateway, PipelineError, schema};
@@ -89,13 +90,16 @@ impl Gateway {
             Err(e) => return Err((exchange, e)),
         };
         let end_user = exchange.end_user().map(str::to_owned);
-        let admitted = match self
-            .admit(caller, end_user.as_deref(), &mut req, plan)
-            .await
-        {
+        let mut demand = Demand::chat(&req);
+        let admitted = self
+            .admit(caller, end_user.as_deref(), &mut demand, plan, req.stream)
+            .await;
+        let admitted = match admitted {
             Ok(admitted) => admitted,
             Err(e) => return Err((exchange, e)),
         };
+        // Under a spend or token limit, the reservation is the output bound.
+        req.max_tokens = demand.max_tokens;
         let plan = admitted.plan;
         if admitted.degraded_from.is_some() {
             // The record names the alias that served; `degraded_from` the one asked for.

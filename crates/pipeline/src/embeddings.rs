@@ -7,7 +7,9 @@ use sluice_store::AttemptRecord;
 use sluice_types::{Classify, EmbeddingsRequest};
 use tokio::time::Instant;
 
+use crate::admission::Demand;
 use crate::dispatch::{micros, skipped};
+use crate::tokens::estimate_embeddings_input;
 use crate::{Caller, Exchange, Gateway, PipelineError, Provenance};
 
 impl Gateway {
@@ -24,6 +26,24 @@ impl Gateway {
             Ok(plan) => plan,
             Err(e) => return Err((exchange, e)),
         };
+        let end_user = exchange.end_user().map(str::to_owned);
+        let mut demand = Demand {
+            input_tokens: estimate_embeddings_input(&req),
+            max_tokens: None,
+            generates: false,
+        };
+        let admitted = self
+            .admit(caller, end_user.as_deref(), &mut demand, plan, false)
+            .await;
+        let admitted = match admitted {
+            Ok(admitted) => admitted,
+            Err(e) => return Err((exchange, e)),
+        };
+        let plan = admitted.plan;
+        if admitted.degraded_from.is_some() {
+            exchange.set_alias(plan.alias(), false);
+        }
+        exchange.admitted(admitted.hold, admitted.quota, admitted.degraded_from);
         for (health, why) in &plan.skipped {
             exchange.attempt(skipped(
                 health.name(),

@@ -107,6 +107,21 @@ pub fn estimate_input(req: &ChatRequest) -> u32 {
     u32::try_from(bytes.div_ceil(BYTES_PER_TOKEN)).unwrap_or(u32::MAX)
 }
 
+/// Estimated input tokens of an embeddings request: its `input`, a string or a list of strings
+/// (a pre-tokenised input counts one token per number).
+pub fn estimate_embeddings_input(req: &sluice_types::EmbeddingsRequest) -> u32 {
+    use serde_json::Value;
+    fn tokens(value: &Value) -> usize {
+        match value {
+            Value::String(text) => text.len().div_ceil(BYTES_PER_TOKEN),
+            Value::Number(_) => 1,
+            Value::Array(items) => items.iter().map(tokens).sum(),
+            _ => 0,
+        }
+    }
+    u32::try_from(req.body.get("input").map_or(0, tokens)).unwrap_or(u32::MAX)
+}
+
 fn part_bytes(part: &Part) -> usize {
     match part {
         Part::Text { text, .. } => text.len(),
@@ -128,5 +143,25 @@ mod tests {
         assert_eq!(estimate_text("abc"), 1);
         assert_eq!(estimate_text("abcdefgh"), 2);
         assert_eq!(estimate_text("abcdefghi"), 3);
+    }
+
+    #[test]
+    fn embeddings_count_every_input() {
+        let request = |input: serde_json::Value| sluice_types::EmbeddingsRequest {
+            model: "e".into(),
+            body: serde_json::json!({"model": "e", "input": input})
+                .as_object()
+                .cloned()
+                .unwrap_or_default(),
+        };
+        assert_eq!(estimate_embeddings_input(&request("abcdefgh".into())), 2);
+        assert_eq!(
+            estimate_embeddings_input(&request(serde_json::json!(["abcd", "abcde"]))),
+            3
+        );
+        assert_eq!(
+            estimate_embeddings_input(&request(serde_json::json!([[1, 2, 3]]))),
+            3
+        );
     }
 }

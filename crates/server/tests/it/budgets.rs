@@ -437,3 +437,29 @@ async fn unreachable_counters_fail_closed_or_open_as_configured() {
         assert_eq!(records.len(), 1);
     }
 }
+
+#[tokio::test]
+async fn embeddings_are_admitted_counted_and_priced_too() {
+    let mock = MockUpstream::openai().start().await;
+    let gw = TestGateway::builder()
+        .route(
+            "embed",
+            [on(&mock, ProviderKind::OpenAi, "text-embedding-3-small")],
+        )
+        .budget(budget("key:*", "requests", "day", 1))
+        .start()
+        .await;
+    let embed = json!({"model": "embed", "input": ["alpha", "beta"]});
+    let ok = gw.openai("/v1/embeddings", embed.clone()).await;
+    assert_eq!(ok.status(), 200);
+    assert_eq!(header(&ok, "x-ratelimit-remaining-requests"), Some("0"));
+    let refused = gw.openai("/v1/embeddings", embed).await;
+    assert_eq!(refused.status(), 429);
+    let body: Value = refused.json().await.unwrap();
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.starts_with("key `key_"), "{message}");
+    assert_eq!(mock.hits(), 1);
+    let records = gw.finish().await;
+    assert!(records[0].cost_micros.unwrap() > 0, "{:?}", records[0]);
+    assert_eq!(records[1].error_code.as_deref(), Some("budget_exceeded"));
+}
