@@ -133,7 +133,7 @@ fn row(metric: &str, period: &str, amount: u64) -> BudgetRow {
 async fn burst(fleet: &Fleet, max_tokens: u32) -> Vec<u16> {
     // The build's TLS backend is chosen at run time; plain HTTP still needs one installed.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let client = reqwest::Client::new();
+    let client = reqwest::Client::builder().build().unwrap();
     let sends = (0..200).map(|i| {
         let url = format!("{}/v1/chat/completions", fleet.replicas[i % 2].1);
         client
