@@ -202,6 +202,21 @@ async fn shutdown_signal() {
     tracing::info!("shutting down: draining in-flight requests");
 }
 
+/// The demo team's quota: 120 requests a rolling minute, soft at 20. Every answer reports it
+/// (`x-ratelimit-*`); past 20, `smart` degrades to `gpt-4o-mini`.
+fn demo_quota() -> sluice_store::BudgetRow {
+    sluice_store::BudgetRow {
+        scope: "team:demo".into(),
+        metric: "requests".into(),
+        period: "minute".into(),
+        model: String::new(),
+        amount: 120,
+        soft_amount: Some(20),
+        parent: None,
+        updated_at: 0,
+    }
+}
+
 /// The demo configuration: one OpenAI-dialect and one Anthropic-dialect deployment, both on
 /// the built-in mock, so either SDK can reach either dialect.
 fn demo_settings(
@@ -265,6 +280,12 @@ fn demo_settings(
         [aliases.resilient]
         deployments = ["mock-flaky"]
         fallbacks = ["mock-claude"]
+
+        # A route for callers within their quota; past the demo team's soft limit (see
+        # DEMO_QUOTA) it is served by the cheaper alias, and the answer says so.
+        [aliases.smart]
+        deployments = ["mock-claude"]
+        over_soft_limit = "gpt-4o-mini"
         "#,
         store = store_path.display().to_string().replace('\\', "/"),
     );
@@ -305,6 +326,9 @@ pub(crate) async fn demo(
             ..NewKey::default()
         })
         .await?;
+    sluice_pipeline::budgets::set_budget(&store, demo_quota())
+        .await
+        .context("setting the demo team's quota")?;
     let aliases: Vec<String> = settings.aliases.keys().cloned().collect();
     run(settings, store, move |addr| {
         if json {
@@ -318,7 +342,8 @@ pub(crate) async fn demo(
              Anthropic SDK  base_url=http://{addr}\n  \
              API key        {key}\n  \
              models         gpt-4o-mini (mock, OpenAI dialect), claude-sonnet-4-5 (mock, Anthropic dialect),\n                 \
-             resilient (a primary failing every second request, with a fallback)\n\n\
+             resilient (a primary failing every second request, with a fallback),\n                 \
+             smart (served by gpt-4o-mini past the demo team's soft limit of 20 requests a minute)\n\n\
              Either SDK may call either model; Sluice translates.\n\n  \
              curl http://{addr}/v1/chat/completions -H 'Authorization: Bearer {key}' \\\n    \
              -H 'content-type: application/json' \\\n    \

@@ -129,6 +129,11 @@ fn demo_serves_a_request_and_logs_show_it_after_a_graceful_stop() {
     stream.read_to_string(&mut response).unwrap();
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
     assert!(response.contains("You said: hello cli"));
+    // The demo team's quota is reported on every answer.
+    assert!(
+        response.contains("x-ratelimit-limit-requests: 120\r\n"),
+        "{response}"
+    );
     let request_id = response
         .lines()
         .find_map(|l| l.strip_prefix("x-request-id: "))
@@ -178,6 +183,78 @@ fn demo_serves_a_request_and_logs_show_it_after_a_graceful_stop() {
     assert_eq!(record["alias"], "claude-sonnet-4-5");
     assert_eq!(record["served_model"], "claude-sonnet-4-5-mock-2026-01-01");
     assert_eq!(record["provider"], "mock-anthropic");
+    assert!(record["cost_micros"].as_i64().unwrap() > 0, "{record}");
+    assert!(record["carbon_ug"].as_u64().unwrap() > 0, "{record}");
+}
+
+/// One request over raw HTTP/1.1; the whole response, headers included.
+fn post_chat(addr: &str, key: &str, body: &str) -> String {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    write!(
+        stream,
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {key}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    response
+}
+
+/// The demo's `smart` alias: past the demo team's soft limit (20 requests a minute) it is
+/// served by the cheaper `gpt-4o-mini`, and the answer says so.
+#[test]
+fn demo_degrades_a_caller_over_its_soft_limit_to_the_cheaper_alias() {
+    let dir = temp_dir("soft");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .current_dir(&dir)
+        .args(["demo", "--listen", "127.0.0.1:0", "--json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let info: serde_json::Value = serde_json::from_str(&line).unwrap();
+    let addr = info["base_url"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("http://")
+        .to_owned();
+    let key = info["api_key"].as_str().unwrap().to_owned();
+    let body = r#"{"model":"smart","messages":[{"role":"user","content":"hi"}]}"#;
+    let responses: Vec<String> = (0..21).map(|_| post_chat(&addr, &key, body)).collect();
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+
+    for response in &responses[..20] {
+        assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+        assert!(response.contains("x-sluice-alias: smart\r\n"), "{response}");
+        assert!(!response.contains("x-sluice-degraded-to"), "{response}");
+    }
+    let last = &responses[20];
+    assert!(last.starts_with("HTTP/1.1 200"), "{last}");
+    assert!(
+        last.contains("x-sluice-degraded-to: gpt-4o-mini\r\n"),
+        "{last}"
+    );
+    assert!(
+        last.contains("x-sluice-soft-limit: team:demo requests 1m\r\n"),
+        "{last}"
+    );
+    assert!(
+        last.contains("x-sluice-served-model: gpt-4o-mini"),
+        "{last}"
+    );
+    assert!(
+        last.contains("x-ratelimit-remaining-requests: 99\r\n"),
+        "{last}"
+    );
 }
 
 /// `sluice drill` against a route whose primary is unreachable and whose fallback is the mock:
