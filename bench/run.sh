@@ -25,7 +25,10 @@
 #      the mock's start to /health as the baseline)
 # each RUNS times (default 2), alternating which target goes first. What is on in Sluice:
 # virtual-key auth (a key from `sluice keys create`), one request record per request written
-# to SQLite, JSON logs on stderr at SLUICE_LOG=info.
+# to SQLite, JSON logs on stderr at SLUICE_LOG=info; with --admission, budgets and rate limits
+# too: every key gets a monthly spend budget, a requests-per-minute and a tokens-per-minute
+# limit (`sluice budgets set key:* ...`, far above the load), counted in process (memory) or in
+# the Redis at $SLUICE_BENCH_REDIS (default redis://127.0.0.1:6379).
 #
 # Before each figure it waits (up to --quiet-wait s, default 600, checking every 30 s) for the
 # 1-minute load average to fall below --quiet-load (default 0.5), and records the load average
@@ -42,6 +45,7 @@
 #   --hold-ms MS        figure 5 mock: delay between SSE events (default 4000; 10 gaps)
 #   --starts N          starts per run of figure 6 (default 20)
 #   --quiet-load L      load average to wait for (default 0.5); --quiet-wait S (default 600)
+#   --admission MODE    off (default), memory or redis: budgets and rate limits on every request
 #   --no-build          use the binaries as they are (SLUICE_BIN overrides target/release/sluice)
 #   --out DIR           results directory (default bench/results/<timestamp>)
 #
@@ -70,6 +74,7 @@ QUIET_LOAD=0.5
 QUIET_WAIT=600
 BUILD=1
 OUT=""
+ADMISSION=off
 while [ $# -gt 0 ]; do
   case "$1" in
     --runs) RUNS=$2; shift 2 ;;
@@ -83,6 +88,7 @@ while [ $# -gt 0 ]; do
     --quiet-load) QUIET_LOAD=$2; shift 2 ;;
     --quiet-wait) QUIET_WAIT=$2; shift 2 ;;
     --no-build) BUILD=0; shift ;;
+    --admission) ADMISSION=$2; shift 2 ;;
     --out) OUT=$2; shift 2 ;;
     -h|--help) awk 'NR>1 && /^#/ {sub(/^# ?/, ""); print; next} NR>1 {exit}' "$HERE/run.sh"; exit 0 ;;
     *) echo "unknown option: $1 (see --help)" >&2; exit 2 ;;
@@ -239,6 +245,28 @@ HKEY=$(MOCK_FAST_URL=http://127.0.0.1:$FAST_PORT/v1 MOCK_SLOW_URL=http://127.0.0
   "$HERE/sluice-target.sh" key "$WORK/hold")
 DB=$WORK/main/sluice-data/bench.db
 
+# Admission: three limits per key, far above what the benchmark sends, so every request is
+# reserved and settled against all three and none is refused.
+case "$ADMISSION" in
+  off) ;;
+  memory|redis)
+    for c in "$CFG" "$HCFG"; do
+      {
+        echo ""
+        echo "[budgets]"
+        echo "counters = \"$ADMISSION\""
+        if [ "$ADMISSION" = redis ]; then
+          echo "redis_url = \"${SLUICE_BENCH_REDIS:-redis://127.0.0.1:6379}\""
+          echo "redis_prefix = \"{sluice-bench-$$}:\""
+        fi
+      } >> "$c"
+      "$SLUICE" --config "$c" budgets set 'key:*' --usd 1000000 --period month > /dev/null
+      "$SLUICE" --config "$c" budgets set 'key:*' --rpm 100000000 > /dev/null
+      "$SLUICE" --config "$c" budgets set 'key:*' --tpm 100000000000 > /dev/null
+    done ;;
+  *) echo "--admission must be off, memory or redis" >&2; exit 2 ;;
+esac
+
 {
   echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
   echo "repository HEAD at run time: $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null) (working tree: $(git -C "$ROOT" status --porcelain 2>/dev/null | wc -l) changed/untracked paths)"
@@ -250,7 +278,7 @@ DB=$WORK/main/sluice-data/bench.db
   echo "runs: $RUNS; duration: ${DURATION}s; rates: $RATES; c: $RATE_C (rate), $THR_C (throughput)"
   echo "figure 2 requests: $CPU_N; figure 4: $SSE1_N streams at c=1, c=$SSE_C for ${DURATION}s"
   echo "figure 5: $STREAMS streams asked, mock event every ${HOLD_MS} ms; ulimit -n $NOFILE"
-  echo "Sluice: auth with a virtual key, request records to SQLite, SLUICE_LOG=$SLUICE_LOG (JSON)"
+  echo "Sluice: auth with a virtual key, request records to SQLite, SLUICE_LOG=$SLUICE_LOG (JSON); admission: $ADMISSION"
   echo "uptime at start: $(uptime)"
 } > "$OUT/env.txt"
 git -C "$ROOT" status --porcelain > "$OUT/git-status.txt" 2>/dev/null || true
