@@ -200,6 +200,7 @@ async fn two_replicas_never_spend_past_a_dollar_budget() {
 
     let records = records(fleet).await;
     let spent: i64 = records.iter().filter_map(|r| r.cost_micros).sum();
+    eprintln!("two replicas, 200 requests: {admitted} admitted, spent {spent} of {cap} micro-USD");
     assert!(spent > 0 && spent <= cap as i64, "spent {spent} of {cap}");
     assert_eq!(records.iter().filter(|r| r.status == 200).count(), admitted);
 }

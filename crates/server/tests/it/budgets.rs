@@ -160,6 +160,7 @@ async fn settled_spend_never_exceeds_a_dollar_budget_under_concurrency() {
     }
     let records = gw.finish().await;
     let spent: i64 = records.iter().filter_map(|r| r.cost_micros).sum();
+    eprintln!("one process, 40 requests: {admitted} admitted, spent {spent} of {cap} micro-USD");
     assert!(spent > 0 && spent <= cap as i64, "spent {spent} of {cap}");
 }
 
