@@ -18,6 +18,28 @@ use sluice_policy::{Clock, Metric, Quota, Refusal, SystemClock, UnixMs};
 pub(crate) const SOFT_LIMIT: HeaderName = HeaderName::from_static("x-sluice-soft-limit");
 pub(crate) const DEGRADED_TO: HeaderName = HeaderName::from_static("x-sluice-degraded-to");
 
+/// `x-ratelimit-{limit,remaining,reset}-{unit}` of one unit.
+struct RateHeaders {
+    limit: HeaderName,
+    remaining: HeaderName,
+    reset: HeaderName,
+}
+
+const REQUESTS: RateHeaders = RateHeaders {
+    limit: HeaderName::from_static("x-ratelimit-limit-requests"),
+    remaining: HeaderName::from_static("x-ratelimit-remaining-requests"),
+    reset: HeaderName::from_static("x-ratelimit-reset-requests"),
+};
+const TOKENS: RateHeaders = RateHeaders {
+    limit: HeaderName::from_static("x-ratelimit-limit-tokens"),
+    remaining: HeaderName::from_static("x-ratelimit-remaining-tokens"),
+    reset: HeaderName::from_static("x-ratelimit-reset-tokens"),
+};
+const BUDGET_LIMIT: HeaderName = HeaderName::from_static("x-sluice-budget-limit");
+const BUDGET_REMAINING: HeaderName = HeaderName::from_static("x-sluice-budget-remaining");
+const BUDGET_RESET: HeaderName = HeaderName::from_static("x-sluice-budget-reset");
+const BUDGET_SCOPE: HeaderName = HeaderName::from_static("x-sluice-budget-scope");
+
 /// The quota headers of an admitted request.
 pub(crate) fn insert(headers: &mut HeaderMap, state: &QuotaState) {
     if state.quotas.is_empty() && state.over_soft_limit.is_none() {
@@ -60,41 +82,21 @@ pub(crate) fn insert_refusal(headers: &mut HeaderMap, refusal: &Refusal) {
 
 fn insert_limit(headers: &mut HeaderMap, quota: &Quota, remaining: u64, now: UnixMs) {
     let limit = &quota.limit;
-    match limit.metric {
-        Metric::Requests | Metric::Tokens => {
-            let unit = if limit.metric == Metric::Requests {
-                "requests"
-            } else {
-                "tokens"
-            };
-            let reset_secs = now.until(quota.resets_at).as_millis().div_ceil(1_000);
-            put_named(
-                headers,
-                &format!("x-ratelimit-limit-{unit}"),
-                &limit.amount.to_string(),
-            );
-            put_named(
-                headers,
-                &format!("x-ratelimit-remaining-{unit}"),
-                &remaining.to_string(),
-            );
-            put_named(
-                headers,
-                &format!("x-ratelimit-reset-{unit}"),
-                &format!("{reset_secs}s"),
-            );
-        }
+    let names = match limit.metric {
+        Metric::Requests => &REQUESTS,
+        Metric::Tokens => &TOKENS,
         Metric::Usd => {
-            put_named(headers, "x-sluice-budget-limit", &usd(limit.amount));
-            put_named(headers, "x-sluice-budget-remaining", &usd(remaining));
-            put_named(
-                headers,
-                "x-sluice-budget-reset",
-                &quota.resets_at.to_string(),
-            );
-            put_named(headers, "x-sluice-budget-scope", &limit.scope.to_text());
+            put(headers, BUDGET_LIMIT, &usd(limit.amount));
+            put(headers, BUDGET_REMAINING, &usd(remaining));
+            put(headers, BUDGET_RESET, &quota.resets_at.to_string());
+            put(headers, BUDGET_SCOPE, &limit.scope.to_text());
+            return;
         }
-    }
+    };
+    let reset_secs = now.until(quota.resets_at).as_millis().div_ceil(1_000);
+    headers.insert(names.limit.clone(), HeaderValue::from(limit.amount));
+    headers.insert(names.remaining.clone(), HeaderValue::from(remaining));
+    put(headers, names.reset.clone(), &format!("{reset_secs}s"));
 }
 
 /// Micro-USD as a plain decimal number of dollars: `4.98`, `0.000125`.
@@ -108,12 +110,6 @@ fn usd(micros: u64) -> String {
         format!("{whole}.{fraction}0")
     } else {
         format!("{whole}.{fraction}")
-    }
-}
-
-fn put_named(headers: &mut HeaderMap, name: &str, value: &str) {
-    if let Ok(name) = HeaderName::try_from(name) {
-        put(headers, name, value);
     }
 }
 

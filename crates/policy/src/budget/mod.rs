@@ -539,27 +539,34 @@ impl Limit {
     /// The counter that holds this limit's usage for the slot starting at `slot_start`.
     /// Distinct limits never share a counter; the amount is not part of the key, so raising a
     /// budget mid-period keeps what was already spent.
+    #[cfg(test)]
     pub(crate) fn counter_key(&self, slot_start: UnixMs) -> String {
+        slot_key(&self.counter_prefix(), slot_start)
+    }
+
+    /// Everything of a counter key but the slot: built once per charge, since a rolling
+    /// window has [`ROLLING_BUCKETS`] slots.
+    fn counter_prefix(&self) -> String {
         format!(
-            "{}={}:{}:{}:{}:{}",
+            "{}={}:{}:{}:{}:",
             self.scope.level().key_part(),
             escape_key_part(self.scope.id()),
             self.metric.key_part(),
             self.period.key_part(),
             self.model.as_deref().map_or("*".into(), escape_key_part),
-            slot_start.0
         )
     }
 
     /// A charge of `amount` against this limit at `now`, for [`crate::counters::Counters`].
     pub fn charge(&self, amount: u64, now: UnixMs) -> Result<Charge, PolicyError> {
         self.validate()?;
+        let prefix = self.counter_prefix();
         let slots: Vec<Slot> = self
             .period
             .slots(now)
             .into_iter()
             .map(|(start, leaves_at)| Slot {
-                key: self.counter_key(start),
+                key: slot_key(&prefix, start),
                 leaves_at,
             })
             .collect();
@@ -613,7 +620,19 @@ impl Limit {
 
 /// Counter keys separate fields with `:`, so ids are escaped to keep distinct limits distinct.
 fn escape_key_part(part: &str) -> String {
-    part.replace('%', "%25").replace(':', "%3A")
+    if part.contains(['%', ':']) {
+        part.replace('%', "%25").replace(':', "%3A")
+    } else {
+        part.to_owned()
+    }
+}
+
+fn slot_key(prefix: &str, slot_start: UnixMs) -> String {
+    use std::fmt::Write;
+    let mut key = String::with_capacity(prefix.len() + 14);
+    key.push_str(prefix);
+    let _ = write!(key, "{}", slot_start.0);
+    key
 }
 
 /// `$5.00`, `$4.98`, `$0.0012`: at least two decimals, no trailing zeros beyond them, exact.
