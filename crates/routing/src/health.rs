@@ -90,8 +90,8 @@ pub struct DeploymentHealth {
 #[derive(Debug, Clone)]
 struct Observed {
     at: Instant,
-    /// `ok` or the error code.
-    outcome: String,
+    /// `ok` or the error code (static: every attempt stores one, so no allocation each).
+    outcome: &'static str,
     latency_us: u64,
     ttft_us: Option<u64>,
 }
@@ -222,7 +222,7 @@ impl DeploymentHealth {
 
     /// Counts a finished attempt (sent upstream) in the recent view: `outcome` is `ok` or its
     /// error code.
-    pub fn observe(&self, outcome: &str, latency: Duration, ttft: Option<Duration>) {
+    pub fn observe(&self, outcome: &'static str, latency: Duration, ttft: Option<Duration>) {
         let now = Instant::now();
         let mut recent = lock(&self.recent);
         while recent.len() >= RECENT_CAPACITY
@@ -234,7 +234,7 @@ impl DeploymentHealth {
         }
         recent.push_back(Observed {
             at: now,
-            outcome: outcome.to_owned(),
+            outcome,
             latency_us: latency.as_micros() as u64,
             ttft_us: ttft.map(|t| t.as_micros() as u64),
         });
@@ -264,7 +264,10 @@ impl DeploymentHealth {
                 ttfts.extend(o.ttft_us);
             } else {
                 stats.errors += 1;
-                *stats.errors_by_kind.entry(o.outcome.clone()).or_insert(0) += 1;
+                *stats
+                    .errors_by_kind
+                    .entry(o.outcome.to_owned())
+                    .or_insert(0) += 1;
             }
         }
         let share = |n: u64| n as f64 / stats.attempts as f64;

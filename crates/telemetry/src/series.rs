@@ -7,8 +7,11 @@
 //! becomes `_seconds`, and an annotation unit such as `{token}` is dropped. `docs/metrics.md`
 //! lists every series; keep it in step with this file.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::sync::{Arc, OnceLock};
 
+use parking_lot::RwLock;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::{Family, MetricConstructor};
 use prometheus_client::metrics::histogram::Histogram;
@@ -61,6 +64,10 @@ const TOKEN_BUCKETS: [f64; 14] = [
     67_108_864.0,
 ];
 
+/// Label sets whose series handles are kept, per table of [`Handles`]: far more than a
+/// configuration's aliases x deployments x statuses x error codes in practice.
+const HANDLES_CAP: usize = 4096;
+
 /// Builds a histogram with fixed boundaries; a named type because `Family` needs one.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Buckets(&'static [f64]);
@@ -89,6 +96,8 @@ pub(crate) struct Series {
     attempt_duration: HistogramFamily<DeploymentLabels>,
     tokens: Family<TokenLabels, Counter>,
     usage_estimated: Family<EstimatedLabels, Counter>,
+    by_request: Handles<RequestKey, RequestSeries>,
+    by_attempt: Handles<AttemptLabels, AttemptSeries>,
 }
 
 impl Series {
@@ -104,6 +113,8 @@ impl Series {
             attempt_duration: histograms(&DURATION_BUCKETS),
             tokens: Family::default(),
             usage_estimated: Family::default(),
+            by_request: Handles::new(HANDLES_CAP),
+            by_attempt: Handles::new(HANDLES_CAP),
         };
         registry.register(
             "sluice_requests",
@@ -158,8 +169,9 @@ impl Series {
         series
     }
 
-    /// Counts one finished request. A few interned label lookups and one series lookup per
-    /// family; nothing here allocates once a label set has been seen.
+    /// Counts one finished request. A few interned label lookups, then one lookup for the
+    /// request's series and one per attempt (see [`Handles`]); nothing here allocates once a
+    /// label set has been seen.
     pub(crate) fn observe(&self, labels: &Labels, record: &RequestRecord) {
         let last_attempt = record.attempts.last();
         let routed = record.deployment.is_some() || last_attempt.is_some();
@@ -182,87 +194,114 @@ impl Series {
             other => labels.of(&labels.aliases, other),
         };
         let error = labels.of(&labels.error_codes, record.error_code.as_deref());
-
-        self.requests
-            .get_or_create(&RequestLabels {
-                endpoint: labels.of(&labels.endpoints, Some(&record.endpoint)),
-                alias: alias.clone(),
-                deployment: deployment.clone(),
-                provider: provider.clone(),
-                status: record.status,
-                error: error.clone(),
-            })
-            .inc();
+        let endpoint = labels.of(&labels.endpoints, Some(&record.endpoint));
 
         for attempt in &record.attempts {
-            let at = DeploymentLabels {
+            let key = AttemptLabels {
                 deployment: labels.deployments.get(&attempt.deployment),
                 provider: labels.providers.get(&attempt.provider),
+                outcome: labels.error_codes.get(&attempt.outcome),
             };
-            self.attempt_duration
-                .get_or_create(&at)
-                .observe(seconds(attempt.latency_us));
-            self.attempts
-                .get_or_create(&AttemptLabels {
-                    deployment: at.deployment,
-                    provider: at.provider,
-                    outcome: labels.error_codes.get(&attempt.outcome),
+            let series = self.by_attempt.get(&key);
+            series
+                .duration
+                .get_or_init(|| {
+                    self.attempt_duration
+                        .get_or_create_owned(&DeploymentLabels {
+                            deployment: key.deployment.clone(),
+                            provider: key.provider.clone(),
+                        })
                 })
+                .observe(seconds(attempt.latency_us));
+            series
+                .count
+                .get_or_init(|| self.attempts.get_or_create_owned(&key))
                 .inc();
         }
 
-        self.observe_tokens(&alias, &deployment, record);
-        // Cost and energy go here, beside tokens, once the record carries them: counters by
-        // alias and deployment, in integer micro-units like `Money`.
-
         // GenAI series describe calls to a model: nothing to say about a request that never
         // reached a provider (rejected at admission) or isn't an inference call.
-        let Some(operation) = operation_name(&record.endpoint) else {
-            return;
+        let gen_ai = operation_name(&record.endpoint)
+            .filter(|_| routed)
+            .map(|operation| GenAiLabels {
+                gen_ai_operation_name: operation,
+                gen_ai_provider_name: provider.clone(),
+                gen_ai_request_model: alias.clone(),
+                gen_ai_response_model: labels
+                    .of(&labels.served_models, record.served_model.as_deref()),
+            });
+        let key = RequestKey {
+            request: RequestLabels {
+                endpoint,
+                alias,
+                deployment,
+                provider,
+                status: record.status,
+                error,
+            },
+            gen_ai,
         };
-        if !routed {
-            return;
+        let series = self.by_request.get(&key);
+        series
+            .requests
+            .get_or_init(|| self.requests.get_or_create_owned(&key.request))
+            .inc();
+        self.observe_tokens(&key.request, &series, record);
+        // Cost and energy go here, beside tokens, once the record carries them: counters by
+        // alias and deployment, in integer micro-units like `Money`.
+        if let Some(gen_ai) = &key.gen_ai {
+            self.observe_gen_ai(gen_ai, &key.request.error, &series, record);
         }
-        let gen_ai = GenAiLabels {
-            gen_ai_operation_name: operation,
-            gen_ai_provider_name: provider,
-            gen_ai_request_model: alias,
-            gen_ai_response_model: labels.of(&labels.served_models, record.served_model.as_deref()),
-        };
-        self.observe_gen_ai(gen_ai, error, record);
     }
 
-    fn observe_tokens(&self, alias: &Arc<str>, deployment: &Arc<str>, record: &RequestRecord) {
+    fn observe_tokens(
+        &self,
+        request: &RequestLabels,
+        series: &RequestSeries,
+        record: &RequestRecord,
+    ) {
         let counts = [
             ("input", record.input_tokens),
             ("output", record.output_tokens),
             ("cached", record.cached_tokens),
         ];
-        for (kind, count) in counts {
+        for ((kind, count), counter) in counts.into_iter().zip(&series.tokens) {
             if let Some(count) = count {
-                self.tokens
-                    .get_or_create(&TokenLabels {
-                        alias: alias.clone(),
-                        deployment: deployment.clone(),
-                        r#type: kind,
+                counter
+                    .get_or_init(|| {
+                        self.tokens.get_or_create_owned(&TokenLabels {
+                            alias: request.alias.clone(),
+                            deployment: request.deployment.clone(),
+                            r#type: kind,
+                        })
                     })
                     .inc_by(u64::from(count));
             }
         }
         if record.usage_estimated {
-            self.usage_estimated
-                .get_or_create(&EstimatedLabels {
-                    deployment: deployment.clone(),
+            series
+                .usage_estimated
+                .get_or_init(|| {
+                    self.usage_estimated.get_or_create_owned(&EstimatedLabels {
+                        deployment: request.deployment.clone(),
+                    })
                 })
                 .inc();
         }
     }
 
-    fn observe_gen_ai(&self, gen_ai: GenAiLabels, error: Arc<str>, record: &RequestRecord) {
+    fn observe_gen_ai(
+        &self,
+        gen_ai: &GenAiLabels,
+        error: &Arc<str>,
+        series: &RequestSeries,
+        record: &RequestRecord,
+    ) {
         let succeeded = record.error_code.is_none();
         if succeeded && let Some(ttft_us) = record.ttft_us {
-            self.time_to_first_token
-                .get_or_create(&gen_ai)
+            series
+                .time_to_first_token
+                .get_or_init(|| self.time_to_first_token.get_or_create_owned(gen_ai))
                 .observe(seconds(ttft_us));
             // Decode speed: the time after the first token, spread over the tokens after it.
             if let Some(output) = record.output_tokens
@@ -270,8 +309,9 @@ impl Series {
                 && record.latency_us > ttft_us
             {
                 let per_token = seconds(record.latency_us - ttft_us) / f64::from(output - 1);
-                self.time_per_output_token
-                    .get_or_create(&gen_ai)
+                series
+                    .time_per_output_token
+                    .get_or_init(|| self.time_per_output_token.get_or_create_owned(gen_ai))
                     .observe(per_token);
             }
         }
@@ -279,22 +319,96 @@ impl Series {
             ("input", record.input_tokens),
             ("output", record.output_tokens),
         ];
-        for (kind, count) in tokens {
+        for ((kind, count), histogram) in tokens.into_iter().zip(&series.token_usage) {
             if let Some(count) = count {
-                self.token_usage
-                    .get_or_create(&GenAiTokenLabels {
-                        gen_ai: gen_ai.clone(),
-                        gen_ai_token_type: kind,
+                histogram
+                    .get_or_init(|| {
+                        self.token_usage.get_or_create_owned(&GenAiTokenLabels {
+                            gen_ai: gen_ai.clone(),
+                            gen_ai_token_type: kind,
+                        })
                     })
                     .observe(f64::from(count));
             }
         }
-        self.operation_duration
-            .get_or_create(&GenAiOutcomeLabels {
-                gen_ai,
-                error_type: error,
+        series
+            .operation_duration
+            .get_or_init(|| {
+                self.operation_duration
+                    .get_or_create_owned(&GenAiOutcomeLabels {
+                        gen_ai: gen_ai.clone(),
+                        error_type: error.clone(),
+                    })
             })
             .observe(seconds(record.latency_us));
+    }
+}
+
+/// What decides every series a request feeds: its `sluice_requests_total` labels, plus the
+/// GenAI attributes when it called a model.
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+struct RequestKey {
+    request: RequestLabels,
+    gen_ai: Option<GenAiLabels>,
+}
+
+/// The series of one [`RequestKey`], each taken from its family the first time a request
+/// counts something in it (so a series still appears only once something was counted).
+#[derive(Debug, Default)]
+struct RequestSeries {
+    requests: OnceLock<Counter>,
+    /// Input, output, cached.
+    tokens: [OnceLock<Counter>; 3],
+    usage_estimated: OnceLock<Counter>,
+    time_to_first_token: OnceLock<Histogram>,
+    time_per_output_token: OnceLock<Histogram>,
+    /// Input, output.
+    token_usage: [OnceLock<Histogram>; 2],
+    operation_duration: OnceLock<Histogram>,
+}
+
+/// The series of one attempt's labels.
+#[derive(Debug, Default)]
+struct AttemptSeries {
+    duration: OnceLock<Histogram>,
+    count: OnceLock<Counter>,
+}
+
+/// Series handles by label set. A family lookup hashes and compares the whole label set, and a
+/// request feeds up to a dozen families: this finds all of a request's series with one lookup.
+/// Counters and histograms are shared handles, so a handle kept here counts in its family.
+///
+/// Bounded by `cap` label sets (the label caps already bound them; this bounds the product):
+/// past it, a new label set gets handles that are not kept, i.e. one family lookup each, as
+/// without this table.
+#[derive(Debug)]
+struct Handles<K, V> {
+    cap: usize,
+    map: RwLock<HashMap<K, Arc<V>>>,
+}
+
+impl<K: Hash + Eq + Clone, V: Default> Handles<K, V> {
+    fn new(cap: usize) -> Handles<K, V> {
+        Handles {
+            cap,
+            map: RwLock::new(HashMap::new()),
+        }
+    }
+
+    fn get(&self, key: &K) -> Arc<V> {
+        if let Some(found) = self.map.read().get(key) {
+            return found.clone();
+        }
+        let mut map = self.map.write();
+        // Another request may have added it between the two locks.
+        if let Some(found) = map.get(key) {
+            return found.clone();
+        }
+        let series = Arc::new(V::default());
+        if map.len() < self.cap {
+            map.insert(key.clone(), series.clone());
+        }
+        series
     }
 }
 
@@ -311,4 +425,23 @@ fn operation_name(endpoint: &str) -> Option<&'static str> {
 /// Microseconds as the seconds Prometheus expects; the `as` is exact below 2^53 µs (285 years).
 fn seconds(us: u64) -> f64 {
     us as f64 / 1_000_000.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn handles_past_the_cap_are_handed_out_but_not_kept() {
+        let handles: Handles<u32, OnceLock<u32>> = Handles::new(1);
+        handles.get(&1).get_or_init(|| 10);
+        assert_eq!(handles.get(&1).get(), Some(&10));
+        handles.get(&2).get_or_init(|| 20);
+        assert_eq!(
+            handles.get(&2).get(),
+            None,
+            "past the cap: a fresh one each time"
+        );
+        assert_eq!(handles.get(&1).get(), Some(&10));
+    }
 }
