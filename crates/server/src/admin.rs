@@ -55,6 +55,9 @@ impl std::fmt::Debug for AdminToken {
     }
 }
 
+/// Where the routes are mounted; handlers see paths without it.
+pub(crate) const PREFIX: &str = "/admin/v1";
+
 /// The usage report's span when the query names no `since`: the last 30 days, as `sluice
 /// usage` reports by default.
 const DEFAULT_USAGE_SPAN_MS: i64 = 30 * 86_400_000;
@@ -252,7 +255,7 @@ async fn not_found(request: Request) -> AdminError {
     AdminError::new(
         ErrorKind::UnknownPath,
         format!(
-            "no admin route for {} {}",
+            "no admin route for {} {PREFIX}{} (routes: /budgets, /usage)",
             request.method(),
             request.uri().path()
         ),
@@ -263,7 +266,7 @@ async fn method_not_allowed(request: Request) -> Response {
     let mut response = AdminError::new(
         ErrorKind::UnknownPath,
         format!(
-            "{} is not allowed on {}",
+            "{} is not allowed on {PREFIX}{}",
             request.method(),
             request.uri().path()
         ),

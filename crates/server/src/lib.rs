@@ -41,7 +41,7 @@ pub struct AppState {
 /// Builds the router serving every route.
 pub fn app(state: AppState) -> Router {
     Router::new()
-        .nest("/admin/v1", admin::routes(state.clone()))
+        .nest(admin::PREFIX, admin::routes(state.clone()))
         .route("/v1/chat/completions", post(openai::chat_completions))
         .route("/v1/embeddings", post(openai::embeddings))
         .route("/v1/models", get(models))

@@ -113,7 +113,19 @@ async fn admin_routes_refuse_a_missing_or_wrong_token_and_client_keys() {
         .send()
         .await
         .unwrap();
-    assert_eq!(error_of(res).await.0, 404);
+    let (status, _, message) = error_of(res).await;
+    assert_eq!(status, 404);
+    assert!(message.contains("GET /admin/v1/nothing"), "{message}");
+    let res = admin(&gw, reqwest::Method::POST, "/admin/v1/usage", Some(TOKEN))
+        .send()
+        .await
+        .unwrap();
+    let (status, code, message) = error_of(res).await;
+    assert_eq!((status, code.as_str()), (405, "method_not_allowed"));
+    assert!(
+        message.contains("POST is not allowed on /admin/v1/usage"),
+        "{message}"
+    );
     assert_eq!(mock.hits(), 0);
     gw.finish().await;
 }
