@@ -57,6 +57,13 @@ pub(crate) enum KeysCommand {
 
 async fn open_store(config: Option<PathBuf>) -> anyhow::Result<Store> {
     let settings = load_settings(config.as_deref())?;
+    open_configured_store(&settings).await
+}
+
+/// The store the configuration names.
+pub(crate) async fn open_configured_store(
+    settings: &sluice_config::Settings,
+) -> anyhow::Result<Store> {
     Store::open(&settings.store.path)
         .await
         .with_context(|| format!("opening the store at {}", settings.store.path.display()))
@@ -246,14 +253,14 @@ pub(crate) enum LogsCommand {
 
 /// A `--since` / `--until` value, resolved against the clock when the command runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum TimeArg {
+pub(crate) enum TimeArg {
     Ago(std::time::Duration),
     /// Unix milliseconds.
     At(i64),
 }
 
 impl TimeArg {
-    fn resolve(self, now_ms: i64) -> i64 {
+    pub(crate) fn resolve(self, now_ms: i64) -> i64 {
         match self {
             TimeArg::Ago(ago) => {
                 now_ms.saturating_sub(i64::try_from(ago.as_millis()).unwrap_or(i64::MAX))
@@ -282,7 +289,7 @@ fn parse_status(text: &str) -> Result<StatusFilter, String> {
     }
 }
 
-fn parse_time(text: &str) -> Result<TimeArg, String> {
+pub(crate) fn parse_time(text: &str) -> Result<TimeArg, String> {
     if let Some(ago) = parse_ago(text) {
         return Ok(TimeArg::Ago(ago));
     }

@@ -1,14 +1,17 @@
 //! The `sluice` binary. Parses the command line and hands off: `serve` and `demo` to
-//! [`serve`], key and log commands to [`admin`].
+//! [`serve`], key and log commands to [`admin`], `budgets` to [`budgets`], `usage` to
+//! [`usage`].
 
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
 mod admin;
+mod budgets;
 mod policy;
 mod reliability;
 mod serve;
+mod usage;
 
 /// mimalloc instead of the system allocator: the request path allocates many small short-lived
 /// buffers on two threads, where glibc malloc spent ~12% of the gateway's CPU, much of it in
@@ -51,6 +54,12 @@ enum Command {
     /// Manage virtual keys.
     #[command(subcommand)]
     Keys(admin::KeysCommand),
+    /// Set, allocate, show and delete budgets and rate limits.
+    #[command(subcommand)]
+    Budgets(budgets::BudgetsCommand),
+    /// Spend, tokens, requests, kWh and kgCO2e per team, key, user, model, feature... over any
+    /// span, as a table or JSON.
+    Usage(usage::UsageArgs),
     /// Find request records: the latest ones, filtered (key, team, user, alias, provider,
     /// deployment, status, time), followed as they are written, or one explained (`show`).
     Logs(admin::LogsArgs),
@@ -113,6 +122,8 @@ fn main() -> std::process::ExitCode {
             Command::CheckConfig => admin::check_config(config),
             Command::Keys(command) => admin::keys(config, command).await,
             Command::Logs(args) => admin::logs(config, args).await,
+            Command::Budgets(command) => budgets::budgets(config, command).await,
+            Command::Usage(args) => usage::usage(config, args).await,
             Command::Mock(args) => serve::mock(args).await,
             Command::Status { url, json } => reliability::status(config, url, json).await,
             Command::Drill {

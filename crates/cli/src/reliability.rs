@@ -24,21 +24,9 @@ pub(crate) async fn status(
 ) -> anyhow::Result<()> {
     let url = match url {
         Some(url) => url.trim_end_matches('/').to_owned(),
-        None => {
-            let listen = load_settings(config.as_deref())?.server.listen;
-            let host = if listen.ip().is_unspecified() {
-                "127.0.0.1".to_owned()
-            } else {
-                listen.ip().to_string()
-            };
-            format!("http://{host}:{}", listen.port())
-        }
+        None => gateway_url(&load_settings(config.as_deref())?),
     };
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(5))
-        .build()
-        .context("building the HTTP client")?;
+    let client = admin_client()?;
     let health: Value = client
         .get(format!("{url}/health"))
         .send()
@@ -54,6 +42,27 @@ pub(crate) async fn status(
     }
     print!("{}", status_table(&health));
     Ok(())
+}
+
+/// The base URL of the gateway the configuration describes (`server.listen`; an unspecified
+/// address is reached on loopback).
+pub(crate) fn gateway_url(settings: &sluice_config::Settings) -> String {
+    let listen = settings.server.listen;
+    let host = if listen.ip().is_unspecified() {
+        "127.0.0.1".to_owned()
+    } else {
+        listen.ip().to_string()
+    };
+    format!("http://{host}:{}", listen.port())
+}
+
+/// The HTTP client of the commands that ask a running gateway (`status`, `budgets show`).
+pub(crate) fn admin_client() -> anyhow::Result<reqwest::Client> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .context("building the HTTP client")
 }
 
 /// The status as text: a header line, a row per deployment, the retry budgets per route.

@@ -84,9 +84,18 @@ async fn run(
     )
     .await?;
     let drills = gateway.clone();
+    let admin_token = settings
+        .policy
+        .admin_token
+        .as_ref()
+        .map(sluice_server::AdminToken::new);
+    if admin_token.is_some() {
+        tracing::info!("admin API on at /admin/v1");
+    }
     let app = sluice_server::app(AppState {
         gateway,
         max_body_bytes: settings.server.max_body_bytes,
+        admin_token,
     });
     let listener = tokio::net::TcpListener::bind(settings.server.listen)
         .await

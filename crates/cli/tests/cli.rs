@@ -1,5 +1,5 @@
-//! Smoke tests of the built `sluice` binary: configuration checks, key management, and a
-//! served request recorded and shown by `sluice logs`.
+//! Smoke tests of the built `sluice` binary: configuration checks, key management, a served
+//! request recorded and shown by `sluice logs`, budgets and usage reports.
 
 #![expect(clippy::unwrap_used, reason = "tests may unwrap")]
 
@@ -603,4 +603,400 @@ fn mock_fails_every_second_request_at_ratio_one_half() {
     child.kill().unwrap();
     child.wait().unwrap();
     assert_eq!(statuses, ["200", "503", "200", "503"]);
+}
+
+/// `sluice` in `dir` with extra environment variables.
+fn sluice_with(dir: &Path, env: &[(&str, &str)], args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .current_dir(dir)
+        .envs(env.iter().copied())
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn stdout(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout.clone()).unwrap()
+}
+
+/// The whitespace-separated cells of the line of `table` that starts with `first`.
+fn cells<'a>(table: &'a str, first: &str) -> Vec<&'a str> {
+    table
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .find(|cells| cells.first() == Some(&first))
+        .unwrap_or_else(|| panic!("no line starting with {first} in\n{table}"))
+}
+
+#[test]
+fn budgets_are_set_allocated_shown_and_deleted_in_the_store() {
+    let dir = temp_dir("budgets");
+    let set = stdout(&sluice(
+        &dir,
+        &[
+            "budgets", "set", "org:acme", "--usd", "1000", "--period", "month",
+        ],
+    ));
+    assert_eq!(
+        cells(&set, "org:acme"),
+        ["org:acme", "usd", "month", "-", "$1,000.00", "-", "-"]
+    );
+    let allocated = stdout(&sluice(
+        &dir,
+        &[
+            "budgets",
+            "allocate",
+            "org:acme",
+            "team:payments",
+            "--usd",
+            "600.50",
+            "--period",
+            "month",
+            "--soft",
+            "500",
+        ],
+    ));
+    assert_eq!(
+        cells(&allocated, "team:payments"),
+        [
+            "team:payments",
+            "usd",
+            "month",
+            "-",
+            "$600.50",
+            "$500.00",
+            "org:acme"
+        ]
+    );
+    stdout(&sluice(&dir, &["budgets", "set", "key:*", "--rpm", "60"]));
+    stdout(&sluice(
+        &dir,
+        &[
+            "budgets", "set", "user:*", "--tokens", "1000000", "--period", "day",
+        ],
+    ));
+
+    // Refusals say why and exit 1.
+    let over = sluice(
+        &dir,
+        &[
+            "budgets",
+            "allocate",
+            "org:acme",
+            "team:search",
+            "--usd",
+            "500",
+            "--period",
+            "month",
+        ],
+    );
+    assert_eq!(over.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&over.stderr);
+    assert!(err.contains("allocates"), "{err}");
+    let bad_scope = sluice(
+        &dir,
+        &[
+            "budgets",
+            "set",
+            "galaxy:far",
+            "--tokens",
+            "5",
+            "--period",
+            "day",
+        ],
+    );
+    assert_eq!(bad_scope.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&bad_scope.stderr).contains("galaxy"));
+    let negative = sluice(
+        &dir,
+        &["budgets", "set", "team:x", "--usd=-5", "--period", "day"],
+    );
+    assert!(!negative.status.success());
+    assert!(String::from_utf8_lossy(&negative.stderr).contains("cannot be negative"));
+    let no_period = sluice(&dir, &["budgets", "set", "team:x", "--requests", "5"]);
+    assert_eq!(no_period.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&no_period.stderr).contains("--period is required"));
+
+    // No admin API configured: the limits, without usage, and why on stderr.
+    let show = sluice(&dir, &["budgets", "show"]);
+    let table = stdout(&show);
+    let why = String::from_utf8_lossy(&show.stderr);
+    assert_eq!(
+        why.lines().collect::<Vec<_>>(),
+        [
+            "usage not shown: the admin API is not configured (set `[admin] token_env` to read it from the running gateway)"
+        ]
+    );
+    assert_eq!(
+        cells(&table, "SCOPE"),
+        [
+            "SCOPE",
+            "METRIC",
+            "PERIOD",
+            "MODEL",
+            "LIMIT",
+            "SOFT",
+            "USED",
+            "REMAINING",
+            "PARENT"
+        ]
+    );
+    assert_eq!(
+        cells(&table, "team:payments"),
+        [
+            "team:payments",
+            "usd",
+            "month",
+            "-",
+            "$600.50",
+            "$500.00",
+            "-",
+            "-",
+            "org:acme"
+        ]
+    );
+    assert_eq!(
+        cells(&table, "key:*"),
+        ["key:*", "requests", "1m", "-", "60", "-", "-", "-", "-"]
+    );
+    assert_eq!(
+        cells(&table, "user:*"),
+        [
+            "user:*",
+            "tokens",
+            "day",
+            "-",
+            "1,000,000",
+            "-",
+            "-",
+            "-",
+            "-"
+        ]
+    );
+    let json = json_lines(&sluice(
+        &dir,
+        &["budgets", "show", "team:payments", "--json"],
+    ));
+    assert_eq!(json.len(), 1);
+    assert_eq!(json[0]["amount"], 600_500_000);
+    assert_eq!(json[0]["soft_amount"], 500_000_000);
+    assert_eq!(json[0]["used"], serde_json::Value::Null);
+
+    let deleted = stdout(&sluice(
+        &dir,
+        &[
+            "budgets", "delete", "key:*", "--metric", "requests", "--period", "minute",
+        ],
+    ));
+    assert_eq!(deleted.trim(), "deleted 1 limit of key:*");
+    stdout(&sluice(&dir, &["budgets", "delete", "team:payments"]));
+    let again = sluice(&dir, &["budgets", "delete", "team:payments"]);
+    assert_eq!(again.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("no budget matches `team:payments`"));
+    let table = stdout(&sluice(&dir, &["budgets", "show"]));
+    assert_eq!(table.lines().count(), 3, "{table}");
+}
+
+/// A gateway (`sluice serve` in front of `sluice mock`) with the admin API on: requests
+/// through it show as used in `sluice budgets show`, and, once it stopped, in `sluice usage`.
+#[test]
+fn budgets_show_reads_usage_from_the_running_gateway_and_usage_reports_the_requests() {
+    let dir = temp_dir("usage");
+    let token_env = [("SLUICE_TEST_ADMIN_TOKEN", "an-admin-token-long-enough-0123")];
+    let mut mock = Stopped(
+        Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .args(["mock", "--listen", "127.0.0.1:0"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let mut line = String::new();
+    BufReader::new(mock.0.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let mock_url = line
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .unwrap()
+        .to_owned();
+    // Nothing listens on the configured address: `budgets show` without --url says so.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let closed_port = closed.local_addr().unwrap().port();
+    drop(closed);
+    std::fs::write(
+        dir.join("sluice.toml"),
+        format!(
+            "[server]\nlisten = \"127.0.0.1:{closed_port}\"\n\n[admin]\ntoken_env = \"SLUICE_TEST_ADMIN_TOKEN\"\n\n\
+             [providers.mock]\ntype = \"openai_compatible\"\nbase_url = \"{mock_url}/v1\"\n\n\
+             [deployments.mini]\nprovider = \"mock\"\nmodel = \"gpt-4o-mini\"\n\n\
+             [aliases.fast]\ndeployments = [\"mini\"]\n"
+        ),
+    )
+    .unwrap();
+    let created = stdout(&sluice_with(
+        &dir,
+        &token_env,
+        &[
+            "keys", "create", "--name", "web", "--team", "payments", "--json",
+        ],
+    ));
+    let created: serde_json::Value = serde_json::from_str(&created).unwrap();
+    let key = created["secret"].as_str().unwrap().to_owned();
+    stdout(&sluice_with(
+        &dir,
+        &token_env,
+        &[
+            "budgets",
+            "set",
+            "team:payments",
+            "--requests",
+            "100",
+            "--period",
+            "day",
+        ],
+    ));
+
+    let mut gateway = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .current_dir(&dir)
+        .envs(token_env)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(gateway.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let url = line
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .unwrap()
+        .to_owned();
+    let gateway = Stopped(gateway);
+    let addr = url.trim_start_matches("http://").to_owned();
+    for feature in ["checkout", "checkout", "refunds"] {
+        let body =
+            r#"{"model":"fast","max_tokens":20,"messages":[{"role":"user","content":"hello"}]}"#;
+        let mut stream = TcpStream::connect(&addr).unwrap();
+        write!(
+            stream,
+            "POST /v1/chat/completions HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {key}\r\n\
+             x-sluice-feature: {feature}\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+        assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    }
+
+    let show = sluice_with(&dir, &token_env, &["budgets", "show", "--url", &url]);
+    let table = stdout(&show);
+    assert!(
+        show.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&show.stderr)
+    );
+    assert_eq!(
+        cells(&table, "team:payments"),
+        [
+            "team:payments",
+            "requests",
+            "day",
+            "-",
+            "100",
+            "-",
+            "3",
+            "97",
+            "-"
+        ]
+    );
+    let json = json_lines(&sluice_with(
+        &dir,
+        &token_env,
+        &["budgets", "show", "--url", &url, "--json"],
+    ));
+    assert_eq!(
+        (&json[0]["used"], &json[0]["remaining"]),
+        (&3.into(), &97.into())
+    );
+    // The configured address, where nothing answers.
+    let unreachable = sluice_with(&dir, &token_env, &["budgets", "show"]);
+    assert!(cells(&stdout(&unreachable), "team:payments").contains(&"-"));
+    assert!(
+        String::from_utf8_lossy(&unreachable.stderr).starts_with(&format!(
+            "usage not shown: no gateway answering at http://127.0.0.1:{closed_port}"
+        )),
+        "{}",
+        String::from_utf8_lossy(&unreachable.stderr)
+    );
+    // A wrong token is refused by the gateway, and said so.
+    let wrong = sluice_with(
+        &dir,
+        &[("SLUICE_TEST_ADMIN_TOKEN", "not-the-token-of-this-gateway")],
+        &["budgets", "show", "--url", &url],
+    );
+    assert!(
+        String::from_utf8_lossy(&wrong.stderr).contains("401 Unauthorized: invalid admin token"),
+        "{}",
+        String::from_utf8_lossy(&wrong.stderr)
+    );
+
+    // A graceful stop writes every record; then the report.
+    let mut gateway = gateway;
+    let stopped = Command::new("kill")
+        .args(["-TERM", &gateway.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(stopped.success());
+    assert!(gateway.0.wait().unwrap().success());
+    drop(mock);
+
+    let report = stdout(&sluice_with(
+        &dir,
+        &token_env,
+        &["usage", "--by", "team", "--by", "feature"],
+    ));
+    assert_eq!(
+        cells(&report, "TEAM")[..4],
+        ["TEAM", "FEATURE", "REQUESTS", "ERRORS"]
+    );
+    let row = |feature: &str| {
+        report
+            .lines()
+            .map(|l| l.split_whitespace().collect::<Vec<_>>())
+            .find(|c| c.get(1) == Some(&feature))
+            .unwrap_or_else(|| panic!("no {feature} row in\n{report}"))
+    };
+    assert_eq!(row("checkout")[..4], ["payments", "checkout", "2", "0"]);
+    assert_eq!(row("refunds")[..4], ["payments", "refunds", "1", "0"]);
+    let total = cells(&report, "TOTAL");
+    assert_eq!(total[1], "3");
+    assert!(total[5].starts_with('$') && total[5] != "$0.00", "{report}");
+
+    let rows = json_lines(&sluice_with(
+        &dir,
+        &token_env,
+        &["usage", "--by", "feature", "--json"],
+    ));
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[0]["feature"], "checkout", "the largest spend first");
+    assert_eq!(rows[0]["requests"], 2);
+    assert!(rows[0]["cost_micros"].as_i64().unwrap() > 0);
+    assert!(rows[0]["input_tokens"].as_u64().unwrap() > 0);
+    assert!(rows[0]["kwh"].as_f64().unwrap() > 0.0);
+    let none = stdout(&sluice_with(
+        &dir,
+        &token_env,
+        &["usage", "--until", "2000-01-01T00:00:00Z"],
+    ));
+    assert_eq!(cells(&none, "TOTAL")[1], "0");
 }

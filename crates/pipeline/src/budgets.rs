@@ -1,16 +1,20 @@
 //! Budget administration, shared by `sluice budgets` and the admin API: check a limit, check
-//! that allocations still fit their parents, store it; and show each limit with what its
-//! current window has used.
+//! that allocations still fit their parents, store it; delete limits; show each limit with
+//! what its current window has used; and report usage from the records.
 //!
 //! Rows are validated here, once, on the way in; a running gateway rereads them
-//! ([`crate::Gateway::reload_budgets`]).
+//! ([`crate::Gateway::reload_budgets`]) on a timer, and at once after a change made through
+//! [`crate::Gateway::put_budget`] or [`crate::Gateway::delete_budgets`] (the admin API's way
+//! in). Rendering for people (tables, HTTP) is the CLI's and the server's.
 
 use std::collections::BTreeMap;
 
 use sluice_policy::budget::{BudgetNode, validate_allocations};
 use sluice_policy::{Limit, PolicyError, Scope};
-use sluice_store::{BudgetRow, Store, StoreError};
+use sluice_store::{BudgetRow, Store, StoreError, UsageQuery, UsageRow};
+use sluice_types::{Classify, ErrorKind, Origin};
 
+use crate::PipelineError;
 use crate::admission::{BadBudgetRow, parse_budget_row};
 
 #[derive(Debug, thiserror::Error)]
@@ -27,6 +31,31 @@ pub enum BudgetError {
     Allocation(PolicyError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The change is stored, but this gateway could not reread its limits (it will on its
+    /// next reload).
+    #[error("the change is stored, but the gateway could not reload its budgets")]
+    Reload(#[source] Box<PipelineError>),
+}
+
+impl Classify for BudgetError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            BudgetError::Invalid(_)
+            | BudgetError::ParentOutsideHierarchy(_)
+            | BudgetError::WildcardInHierarchy
+            | BudgetError::Allocation(_) => ErrorKind::InvalidRequest,
+            BudgetError::Store(_) | BudgetError::Reload(_) => ErrorKind::Internal,
+        }
+    }
+    fn origin(&self) -> Origin {
+        match self {
+            BudgetError::Store(_) | BudgetError::Reload(_) => Origin::Gateway,
+            _ => Origin::Client,
+        }
+    }
+    fn retryable(&self) -> bool {
+        false
+    }
 }
 
 /// Checks `row` (its text, its soft limit, its parent) and that every parent's children still
@@ -62,6 +91,35 @@ pub async fn set_budget(store: &Store, mut row: BudgetRow) -> Result<BudgetRow, 
     rows.push(row.clone());
     check_allocations(&rows)?;
     Ok(store.put_budget(row).await?)
+}
+
+/// Removes the limits of `scope` (every one, or those of one metric and period, for every
+/// model). The scope, metric and period are read as `set_budget` reads them, so
+/// `organisation:acme` finds the row stored as `org:acme`. Returns how many rows went.
+pub async fn delete_budgets(
+    store: &Store,
+    scope: &str,
+    metric_and_period: Option<(&str, &str)>,
+) -> Result<u64, BudgetError> {
+    let bad = |problem: String| BadBudgetRow {
+        scope: scope.to_owned(),
+        metric: metric_and_period.map_or("", |(m, _)| m).to_owned(),
+        period: metric_and_period.map_or("", |(_, p)| p).to_owned(),
+        problem,
+    };
+    let canonical: Scope = scope.parse().map_err(|e| bad(format!("{e}")))?;
+    let canonical = canonical.to_text();
+    let removed = match metric_and_period {
+        None => store.delete_budgets(&canonical, None).await?,
+        Some((metric, period)) => {
+            let metric: sluice_policy::Metric = metric.parse().map_err(|e| bad(format!("{e}")))?;
+            let period: sluice_policy::Period = period.parse().map_err(|e| bad(format!("{e}")))?;
+            store
+                .delete_budgets(&canonical, Some((metric.as_str(), &period.to_text())))
+                .await?
+        }
+    };
+    Ok(removed)
 }
 
 /// Every parent's children fit in it. Rows that cannot be read are left out (they are not
@@ -112,6 +170,41 @@ pub struct BudgetStatus {
 }
 
 impl crate::Gateway {
+    /// [`set_budget`] on this gateway's store, then its limits are reread so the row is in
+    /// force for the next request.
+    pub async fn put_budget(&self, row: BudgetRow) -> Result<BudgetRow, BudgetError> {
+        let stored = set_budget(&self.inner.store, row).await?;
+        self.reload_after_change().await?;
+        Ok(stored)
+    }
+
+    /// [`delete_budgets`] on this gateway's store, then its limits are reread.
+    pub async fn delete_budgets(
+        &self,
+        scope: &str,
+        metric_and_period: Option<(&str, &str)>,
+    ) -> Result<u64, BudgetError> {
+        let removed = delete_budgets(&self.inner.store, scope, metric_and_period).await?;
+        self.reload_after_change().await?;
+        Ok(removed)
+    }
+
+    async fn reload_after_change(&self) -> Result<(), BudgetError> {
+        let (_, bad) = self
+            .reload_budgets()
+            .await
+            .map_err(|e| BudgetError::Reload(Box::new(e)))?;
+        for row in &bad {
+            tracing::warn!(problem = %row, "budget row ignored");
+        }
+        Ok(())
+    }
+
+    /// The usage report of this gateway's records (see [`Store::usage_report`]).
+    pub async fn usage_report(&self, query: &UsageQuery) -> Result<Vec<UsageRow>, StoreError> {
+        self.inner.store.usage_report(query).await
+    }
+
     /// Every budget row with its current usage, read from this gateway's counters.
     pub async fn budget_status(&self) -> Result<Vec<BudgetStatus>, BudgetError> {
         let rows = self.inner.store.budgets().await?;
@@ -182,6 +275,35 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(store.budgets().await.unwrap().len(), 3);
+    }
+
+    #[tokio::test]
+    async fn limits_are_deleted_by_their_text_as_a_person_writes_it() {
+        let store = Store::open_in_memory().await.unwrap();
+        set_budget(&store, row("org:acme", "usd", "month", 1_000, None))
+            .await
+            .unwrap();
+        set_budget(&store, row("org:acme", "requests", "60s", 10, None))
+            .await
+            .unwrap();
+        set_budget(&store, row("team:a", "usd", "month", 5, None))
+            .await
+            .unwrap();
+        let one = delete_budgets(&store, "Organisation:acme", Some(("requests", "minute")))
+            .await
+            .unwrap();
+        assert_eq!(one, 1, "`minute` is the row stored as `1m`");
+        assert_eq!(
+            delete_budgets(&store, "org:acme", None).await.unwrap(),
+            1,
+            "the rest of the scope"
+        );
+        assert_eq!(delete_budgets(&store, "org:acme", None).await.unwrap(), 0);
+        let bad = delete_budgets(&store, "team:a", Some(("usd", "fortnight"))).await;
+        assert!(matches!(bad, Err(BudgetError::Invalid(_))));
+        let bad = delete_budgets(&store, "galaxy:a", None).await;
+        assert!(matches!(bad, Err(BudgetError::Invalid(_))));
+        assert_eq!(store.budgets().await.unwrap().len(), 1);
     }
 
     #[tokio::test]

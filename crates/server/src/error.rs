@@ -1,4 +1,5 @@
-//! The only table from failure kind to HTTP status, and error bodies in the caller's dialect.
+//! The only table from failure kind to HTTP status, and error bodies in the caller's dialect
+//! ([`ApiError`]) or, on the admin API, in our own shape ([`AdminError`]).
 //!
 //! The match below has no `_` arm on purpose: a new [`ErrorKind`] does not compile until it is
 //! mapped here. 429 and 503 always carry `Retry-After`.
@@ -86,6 +87,85 @@ impl ApiError {
     }
 }
 
+/// An error of the admin API, in our own shape: `{"error": {"code": "...", "message": "..."}}`,
+/// with the status of its kind.
+#[derive(Debug, Clone)]
+pub struct AdminError {
+    pub kind: ErrorKind,
+    /// Stable snake_case code: the kind's, unless a more precise one is given.
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl AdminError {
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        AdminError {
+            kind,
+            code: kind.code(),
+            message: message.into(),
+        }
+    }
+
+    /// The same error under a more precise code (`admin_api_disabled`).
+    pub fn with_code(mut self, code: &'static str) -> Self {
+        self.code = code;
+        self
+    }
+
+    pub fn status(&self) -> StatusCode {
+        status_for(self.kind)
+    }
+}
+
+impl IntoResponse for AdminError {
+    fn into_response(self) -> Response {
+        let body = serde_json::json!({
+            "error": { "code": self.code, "message": self.message },
+        });
+        let status = self.status();
+        let mut response = (
+            status,
+            [(header::CONTENT_TYPE, "application/json")],
+            body.to_string(),
+        )
+            .into_response();
+        if matches!(
+            status,
+            StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE
+        ) {
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(DEFAULT_RETRY_AFTER_SECS),
+            );
+        }
+        response
+    }
+}
+
+/// A refused row says why; a failure of the gateway is logged here, with its causes, and
+/// answered without them.
+impl From<sluice_pipeline::budgets::BudgetError> for AdminError {
+    fn from(error: sluice_pipeline::budgets::BudgetError) -> Self {
+        let kind = error.kind();
+        if kind == ErrorKind::Internal {
+            let mut chain = error.to_string();
+            let mut source = std::error::Error::source(&error);
+            while let Some(cause) = source {
+                chain.push_str(": ");
+                chain.push_str(&cause.to_string());
+                source = cause.source();
+            }
+            tracing::error!(error = %chain, "admin budget change failed");
+            let message = match error {
+                sluice_pipeline::budgets::BudgetError::Reload(_) => error.to_string(),
+                _ => "the budget store failed; see the gateway's log".to_owned(),
+            };
+            return AdminError::new(kind, message);
+        }
+        AdminError::new(kind, error.to_string())
+    }
+}
+
 impl From<sluice_pipeline::PipelineError> for ApiError {
     fn from(error: sluice_pipeline::PipelineError) -> Self {
         let message = error.client_message();
@@ -128,6 +208,20 @@ mod tests {
         assert_eq!(
             status_for(ErrorKind::UnsupportedParameter),
             StatusCode::BAD_REQUEST
+        );
+    }
+
+    #[test]
+    fn admin_errors_have_our_shape_and_the_status_of_their_kind() {
+        let response = AdminError::new(ErrorKind::Unauthenticated, "invalid admin token")
+            .with_code("invalid_admin_token")
+            .into_response();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+        let response = AdminError::new(ErrorKind::InvalidRequest, "bad").into_response();
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+        assert_eq!(
+            AdminError::new(ErrorKind::InvalidRequest, "bad").code,
+            "invalid_request"
         );
     }
 

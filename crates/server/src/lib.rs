@@ -1,5 +1,6 @@
 //! The HTTP surface of Sluice: OpenAI routes (`/v1/chat/completions`, `/v1/embeddings`,
-//! `/v1/models`), Anthropic routes (`/v1/messages`, `/v1/messages/count_tokens`), health.
+//! `/v1/models`), Anthropic routes (`/v1/messages`, `/v1/messages/count_tokens`), health, and
+//! the admin API under `/admin/v1` ([`admin`]: budgets and usage, behind its own token).
 //!
 //! Handlers stay thin: read the body, decode the dialect (`sluice-wire`), call the pipeline,
 //! encode the answer (raw bytes when the provider spoke the client's dialect, translated
@@ -15,6 +16,7 @@ use http::{HeaderMap, StatusCode, header};
 use sluice_pipeline::Gateway;
 use sluice_types::{Dialect, ErrorKind};
 
+pub mod admin;
 mod anthropic;
 mod body;
 mod chat;
@@ -24,18 +26,22 @@ mod provenance;
 mod quota;
 mod stream;
 
-pub use error::ApiError;
+pub use admin::AdminToken;
+pub use error::{AdminError, ApiError};
 
 #[derive(Clone, Debug)]
 pub struct AppState {
     pub gateway: Gateway,
     /// Largest request body accepted.
     pub max_body_bytes: usize,
+    /// The admin API's token; `None` turns the admin API off (its routes answer 404).
+    pub admin_token: Option<AdminToken>,
 }
 
 /// Builds the router serving every route.
 pub fn app(state: AppState) -> Router {
     Router::new()
+        .nest(admin::PREFIX, admin::routes(state.clone()))
         .route("/v1/chat/completions", post(openai::chat_completions))
         .route("/v1/embeddings", post(openai::embeddings))
         .route("/v1/models", get(models))

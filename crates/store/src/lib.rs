@@ -7,6 +7,7 @@
 //!   [`RecordQueue`] that sheds (and counts) rather than grows, and drains on shutdown;
 //!   deleted once past their retention by [`RecordRetention`].
 //! - [`query`]: reading records back: filtered listings, following new ones, lookup by id prefix.
+//! - [`usage`]: records summed per group (team, key, model, feature...) for usage reports.
 //!
 //! Store code never sees HTTP types. Schema changes go into `MIGRATIONS` as new entries.
 
@@ -21,6 +22,7 @@ pub mod budgets;
 pub mod keys;
 pub mod query;
 pub mod records;
+pub mod usage;
 
 pub use budgets::BudgetRow;
 pub use keys::{CreatedKey, KeyInfo, NewKey};
@@ -28,6 +30,7 @@ pub use query::{RecordCursor, RecordFilter, RecordMatch, RecordPage, StatusFilte
 pub use records::{
     AttemptRecord, Bodies, RecordQueue, RecordRetention, RecordSender, RequestRecord,
 };
+pub use usage::{DrillRecords, UnknownDimension, UsageDimension, UsageQuery, UsageRow};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

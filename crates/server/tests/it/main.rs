@@ -3,6 +3,7 @@
 
 #![expect(clippy::unwrap_used, reason = "tests and their helpers may unwrap")]
 
+mod admin;
 mod anthropic_ingress;
 mod budgets;
 mod errors;

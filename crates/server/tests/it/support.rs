@@ -11,7 +11,7 @@ use sluice_providers::{Deployment, ProviderKind, Timeouts, Upstream};
 use sluice_routing::{
     BreakerPolicy, CapacityPolicy, DeploymentHealth, RoutePolicy, RouteSpec, RouteTimeouts, Router,
 };
-use sluice_server::AppState;
+use sluice_server::{AdminToken, AppState};
 use sluice_store::{BudgetRow, NewKey, RecordQueue, RequestRecord, Store};
 use sluice_testkit::MockUpstream;
 use tokio_util::sync::CancellationToken;
@@ -60,6 +60,7 @@ pub struct Builder {
     capacity: Option<CapacityPolicy>,
     policy: Option<PolicyParts>,
     budgets: Vec<BudgetRow>,
+    admin_token: Option<String>,
 }
 
 /// The harness key's place in the hierarchy: `org:acme`, `team:qa`, `project:checkout`,
@@ -141,6 +142,12 @@ impl Builder {
         self
     }
 
+    /// Turns the admin API on with this token.
+    pub fn admin_token(mut self, token: &str) -> Self {
+        self.admin_token = Some(token.to_owned());
+        self
+    }
+
     pub async fn start(self) -> TestGateway {
         let store = Store::open_in_memory().await.unwrap();
         let key = store
@@ -213,6 +220,9 @@ impl Builder {
         let app = sluice_server::app(AppState {
             gateway: handle,
             max_body_bytes: self.max_body_bytes.unwrap_or(1 << 20),
+            admin_token: self
+                .admin_token
+                .map(|t| AdminToken::new(&secrecy::SecretString::from(t))),
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
