@@ -59,7 +59,7 @@ pub enum PipelineError {
     RoleRequired { alias: String, roles: Vec<String> },
     /// A budget or rate limit has no room: the refusal says which, and `help` how to ask for
     /// more.
-    #[error("{} {help}", .refusal.message())]
+    #[error("{}. {help}", .refusal.message())]
     Refused {
         refusal: Box<sluice_policy::Refusal>,
         help: String,

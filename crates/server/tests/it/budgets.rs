@@ -58,7 +58,7 @@ async fn refuses_a_request_over_the_team_budget_before_any_upstream_call() {
         message.starts_with("team `qa` has used 2 of its 2 daily request limit; resets at "),
         "{message}"
     );
-    assert!(message.ends_with("Ask #platform for more."), "{message}");
+    assert!(message.ends_with("Z. Ask #platform for more."), "{message}");
     assert_eq!(mock.hits(), 2, "the refused request never went upstream");
 
     let records = gw.finish().await;
