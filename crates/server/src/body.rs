@@ -4,12 +4,20 @@
 use axum::body::Body;
 use axum::response::Response;
 use bytes::Bytes;
-use http::{HeaderMap, header};
+use http::{HeaderMap, HeaderName, header};
 use sluice_pipeline::{Caller, Endpoint, Exchange, TimeoutOverrides};
 use sluice_types::{Dialect, ErrorKind};
 
 use crate::provenance;
 use crate::{ApiError, AppState};
+
+// Request headers Sluice reads, named once: a lookup by a static name skips parsing the name.
+const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+const FEATURE: HeaderName = HeaderName::from_static("x-sluice-feature");
+const END_USER: HeaderName = HeaderName::from_static("x-sluice-user");
+const TIMEOUT: HeaderName = HeaderName::from_static("x-sluice-timeout-ms");
+const FIRST_TOKEN_TIMEOUT: HeaderName = HeaderName::from_static("x-sluice-first-token-timeout-ms");
+const IDLE_TIMEOUT: HeaderName = HeaderName::from_static("x-sluice-idle-timeout-ms");
 
 /// The key as each official SDK sends it: `Authorization: Bearer` on both APIs, and
 /// `x-api-key` on the Anthropic ones (older Anthropic SDKs and raw clients).
@@ -99,9 +107,9 @@ pub(crate) async fn admit(
     dialect: Dialect,
 ) -> Result<(Exchange, Caller), Response> {
     let mut exchange = state.gateway.begin(endpoint, dialect);
-    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    exchange.set_traceparent(header("traceparent"));
-    exchange.set_feature(header("x-sluice-feature"));
+    let header = |name: &HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
+    exchange.set_traceparent(header(&TRACEPARENT));
+    exchange.set_feature(header(&FEATURE));
     match state
         .gateway
         .authenticate(presented_key(headers, dialect))
@@ -110,7 +118,7 @@ pub(crate) async fn admit(
         Ok(caller) => {
             exchange.set_caller(&caller);
             // The request's own `user` field, read later, wins over this header.
-            exchange.set_end_user(header("x-sluice-user"));
+            exchange.set_end_user(header(&END_USER));
             Ok((exchange, caller))
         }
         Err(e) => Err(fail(exchange, dialect, e.into())),
@@ -136,7 +144,7 @@ pub(crate) async fn admit_with_body(
 /// request), `x-sluice-first-token-timeout-ms` and `x-sluice-idle-timeout-ms` (per attempt).
 /// They can only shorten the route's.
 pub(crate) fn timeout_overrides(headers: &HeaderMap) -> Result<TimeoutOverrides, ApiError> {
-    let read = |name: &str| -> Result<Option<std::time::Duration>, ApiError> {
+    let read = |name: &HeaderName| -> Result<Option<std::time::Duration>, ApiError> {
         let Some(value) = headers.get(name) else {
             return Ok(None);
         };
@@ -153,8 +161,8 @@ pub(crate) fn timeout_overrides(headers: &HeaderMap) -> Result<TimeoutOverrides,
         }
     };
     Ok(TimeoutOverrides {
-        total: read("x-sluice-timeout-ms")?,
-        first_token: read("x-sluice-first-token-timeout-ms")?,
-        idle: read("x-sluice-idle-timeout-ms")?,
+        total: read(&TIMEOUT)?,
+        first_token: read(&FIRST_TOKEN_TIMEOUT)?,
+        idle: read(&IDLE_TIMEOUT)?,
     })
 }
