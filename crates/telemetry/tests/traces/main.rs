@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use secrecy::SecretString;
 use sluice_store::{AttemptRecord, RequestRecord};
-use sluice_telemetry::{OtlpProtocol, TraceSettings, Tracer};
+use sluice_telemetry::{OtlpProtocol, TraceCounts, TraceSettings, Tracer};
 use sluice_testkit::otlp::{
     Answer, HAS_IS_REMOTE, IS_REMOTE, Received, Receiver, Silent, SpanKind, StatusCode, Value,
     attributes, hex, spans,
@@ -534,8 +534,12 @@ async fn a_collector_that_refuses_is_counted_as_failed() {
     // 400 means "do not retry": one call, both requests lost, neither shed.
     assert_eq!(receiver.drain().len(), 1);
     assert_eq!(
-        (tracer.failed(), tracer.exported(), tracer.shed()),
-        (2, 0, 0)
+        tracer.counts(),
+        TraceCounts {
+            shed: 0,
+            failed: 2,
+            exported: 0
+        }
     );
 }
 
