@@ -1,5 +1,6 @@
 //! The test harness: the real router on `127.0.0.1:0`, in front of [`MockUpstream`]s, with an
-//! in-memory store and a key that may use every alias.
+//! in-memory store and a key that may use every alias; tracing off unless a test sets a
+//! collector ([`Builder::tracing`]).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -13,6 +14,7 @@ use sluice_routing::{
 };
 use sluice_server::AppState;
 use sluice_store::{NewKey, RecordQueue, RequestRecord, Store};
+use sluice_telemetry::{TraceSettings, Tracer};
 use sluice_testkit::MockUpstream;
 use tokio_util::sync::CancellationToken;
 
@@ -58,6 +60,7 @@ pub struct Builder {
     max_body_bytes: Option<usize>,
     breaker: Option<BreakerPolicy>,
     capacity: Option<CapacityPolicy>,
+    tracing: Option<TraceSettings>,
 }
 
 impl Builder {
@@ -90,6 +93,12 @@ impl Builder {
 
     pub fn max_body_bytes(mut self, limit: usize) -> Self {
         self.max_body_bytes = Some(limit);
+        self
+    }
+
+    /// Exports every finished request's spans as `settings` say, as `[telemetry]` does.
+    pub fn tracing(mut self, settings: TraceSettings) -> Self {
+        self.tracing = Some(settings);
         self
     }
 
@@ -146,12 +155,16 @@ impl Builder {
         let router = Router::new(specs, healths);
         let upstream = Upstream::new(timeouts).unwrap();
         let queue = RecordQueue::start(store.clone(), 1024);
+        let tracer = match self.tracing {
+            Some(settings) => Tracer::start(settings).unwrap(),
+            None => Tracer::disabled(),
+        };
         let gateway = Gateway::new(
             router,
             upstream,
             store.clone(),
             queue.sender(),
-            sluice_telemetry::Tracer::disabled(),
+            tracer.clone(),
         );
         let app = sluice_server::app(AppState {
             gateway,
@@ -171,6 +184,7 @@ impl Builder {
             key: key.secret,
             store,
             queue,
+            tracer,
             stop,
             server,
             client: reqwest::Client::builder().build().unwrap(),
@@ -184,6 +198,7 @@ pub struct TestGateway {
     pub key: String,
     pub store: Store,
     queue: RecordQueue,
+    tracer: Tracer,
     stop: CancellationToken,
     server: tokio::task::JoinHandle<()>,
     pub client: reqwest::Client,
@@ -221,11 +236,20 @@ impl TestGateway {
             .unwrap()
     }
 
-    /// Stops the server, drains the record queue, and returns every record, oldest first.
+    /// The `/metrics` text.
+    pub async fn metrics(&self) -> String {
+        let res = self.client.get(self.url("/metrics")).send().await.unwrap();
+        assert_eq!(res.status(), 200);
+        res.text().await.unwrap()
+    }
+
+    /// Stops the server, drains the record queue and the tracer, and returns every record,
+    /// oldest first.
     pub async fn finish(self) -> Vec<RequestRecord> {
         self.stop.cancel();
         self.server.await.unwrap();
         self.queue.shutdown().await;
+        self.tracer.shutdown().await;
         let mut records = self.store.latest_records(10_000).await.unwrap();
         records.reverse();
         records
