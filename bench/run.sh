@@ -25,10 +25,11 @@
 #      the mock's start to /health as the baseline)
 # each RUNS times (default 2), alternating which target goes first. What is on in Sluice:
 # virtual-key auth (a key from `sluice keys create`), one request record per request written
-# to SQLite, JSON logs on stderr at SLUICE_LOG=info; with --admission, budgets and rate limits
-# too: every key gets a monthly spend budget, a requests-per-minute and a tokens-per-minute
-# limit (`sluice budgets set key:* ...`, far above the load), counted in process (memory) or in
-# the Redis at $SLUICE_BENCH_REDIS (default redis://127.0.0.1:6379).
+# to SQLite, JSON logs on stderr at SLUICE_LOG=info; with --tracing, OpenTelemetry traces too;
+# with --admission, budgets and rate limits too: every key gets a monthly spend budget, a
+# requests-per-minute and a tokens-per-minute limit (`sluice budgets set key:* ...`, far above
+# the load), counted in process (memory) or in the Redis at $SLUICE_BENCH_REDIS (default
+# redis://127.0.0.1:6379).
 #
 # Before each figure it waits (up to --quiet-wait s, default 600, checking every 30 s) for the
 # 1-minute load average to fall below --quiet-load (default 0.5), and records the load average
@@ -46,6 +47,11 @@
 #   --starts N          starts per run of figure 6 (default 20)
 #   --quiet-load L      load average to wait for (default 0.5); --quiet-wait S (default 600)
 #   --admission MODE    off (default), memory or redis: budgets and rate limits on every request
+#   --tracing           Sluice exports every request's spans over OTLP/HTTP (`[telemetry]
+#                       otlp_endpoint`) to bench/otlp_sink.py on cpu 1, which accepts them; run
+#                       once without and once with it, alternating, for tracing's own overhead.
+#                       Sluice's trace counters (exported / failed / shed) from /metrics go to
+#                       logs/trace-counts.txt, the sink's counts to logs/otlp-sink.json
 #   --no-build          use the binaries as they are (SLUICE_BIN overrides target/release/sluice)
 #   --out DIR           results directory (default bench/results/<timestamp>)
 #
@@ -73,6 +79,7 @@ STARTS=20
 QUIET_LOAD=0.5
 QUIET_WAIT=600
 BUILD=1
+TRACING=0
 OUT=""
 ADMISSION=off
 while [ $# -gt 0 ]; do
@@ -89,6 +96,7 @@ while [ $# -gt 0 ]; do
     --quiet-wait) QUIET_WAIT=$2; shift 2 ;;
     --no-build) BUILD=0; shift ;;
     --admission) ADMISSION=$2; shift 2 ;;
+    --tracing) TRACING=1; shift ;;
     --out) OUT=$2; shift 2 ;;
     -h|--help) awk 'NR>1 && /^#/ {sub(/^# ?/, ""); print; next} NR>1 {exit}' "$HERE/run.sh"; exit 0 ;;
     *) echo "unknown option: $1 (see --help)" >&2; exit 2 ;;
@@ -121,6 +129,7 @@ SLOW_MS=50
 HOLD_PORT=18102   # mock for figure 5: an SSE event every HOLD_MS
 GW_PORT=18110     # Sluice for figures 1-4
 GWH_PORT=18111    # Sluice for figure 5
+SINK_PORT=18120   # OTLP sink for --tracing
 
 # ---------------------------------------------------------------- build / install
 if [ "$BUILD" = 1 ]; then
@@ -244,6 +253,15 @@ HCFG=$(MOCK_FAST_URL=http://127.0.0.1:$FAST_PORT/v1 MOCK_SLOW_URL=http://127.0.0
 HKEY=$(MOCK_FAST_URL=http://127.0.0.1:$FAST_PORT/v1 MOCK_SLOW_URL=http://127.0.0.1:$HOLD_PORT/v1 \
   "$HERE/sluice-target.sh" key "$WORK/hold")
 DB=$WORK/main/sluice-data/bench.db
+if [ "$TRACING" = 1 ]; then
+  # The base configuration has no [telemetry] section: this adds it.
+  for c in "$CFG" "$HCFG"; do
+    printf '\n[telemetry]\notlp_endpoint = "http://127.0.0.1:%s"\n' "$SINK_PORT" >> "$c"
+  done
+  TRACING_SAYS="traces over OTLP/HTTP to bench/otlp_sink.py (cpu $LOAD_CPU)"
+else
+  TRACING_SAYS="no tracing"
+fi
 
 # Admission: three limits per key, far above what the benchmark sends, so every request is
 # reserved and settled against all three and none is refused.
@@ -278,7 +296,7 @@ esac
   echo "runs: $RUNS; duration: ${DURATION}s; rates: $RATES; c: $RATE_C (rate), $THR_C (throughput)"
   echo "figure 2 requests: $CPU_N; figure 4: $SSE1_N streams at c=1, c=$SSE_C for ${DURATION}s"
   echo "figure 5: $STREAMS streams asked, mock event every ${HOLD_MS} ms; ulimit -n $NOFILE"
-  echo "Sluice: auth with a virtual key, request records to SQLite, SLUICE_LOG=$SLUICE_LOG (JSON); admission: $ADMISSION"
+  echo "Sluice: auth with a virtual key, request records to SQLite, SLUICE_LOG=$SLUICE_LOG (JSON), $TRACING_SAYS; admission: $ADMISSION"
   echo "uptime at start: $(uptime)"
 } > "$OUT/env.txt"
 git -C "$ROOT" status --porcelain > "$OUT/git-status.txt" 2>/dev/null || true
@@ -310,9 +328,26 @@ probe_run() { # probe_run OUTFILE URL probe-args...
 
 records() { sqlite3 "file:$DB?mode=ro" 'select count(*) from requests' 2>/dev/null || echo '?'; }
 
+trace_counts() { # trace_counts LABEL PORT — Sluice's trace counters, appended to logs/trace-counts.txt
+  [ "$TRACING" = 1 ] || return 0
+  local counts
+  counts=$(curl -s --max-time 5 "http://127.0.0.1:$2/metrics" | grep '^sluice_traces_' | tr '\n' ' ')
+  echo "$1: $counts" >> "$OUT/logs/trace-counts.txt"
+  log "trace counters ($1): $counts"
+  case "$counts" in
+    *"shed_total 0 "*"failed_total 0 "*) ;;
+    *) log "WARNING: spans were shed or failed: tracing's cost is understated" ;;
+  esac
+}
+
 # Mocks and Sluice for figures 1-4 and 6.
 start_mock mock-fast "$FAST_PORT" 0 0
 start_mock mock-slow "$SLOW_PORT" "$SLOW_MS" 5
+if [ "$TRACING" = 1 ]; then
+  start_proc otlp-sink "$LOAD_CPU" python3 "$HERE/otlp_sink.py" --port "$SINK_PORT" \
+    --stats "$OUT/logs/otlp-sink.json"
+  wait_http "http://127.0.0.1:$SINK_PORT/health" 10
+fi
 start_sluice sluice "$GW_PORT" "$CFG"
 GW=${PID[sluice]}
 log "sluice pid $GW on cpu $GW_CPU; mocks on cpu $LOAD_CPU; ulimit -n $NOFILE"
@@ -429,6 +464,8 @@ if has_fig 4; then
     done
   done
 fi
+
+trace_counts "figures 1-4" "$GW_PORT"
 
 # ---------------------------------------------------------------- figure 6
 # (before figure 5, whose 20k sockets linger in TIME_WAIT for a minute)

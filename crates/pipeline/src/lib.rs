@@ -225,6 +225,11 @@ impl Gateway {
         &self.inner.metrics
     }
 
+    /// The gateway's tracer (disabled when no collector is configured), for its counts.
+    pub fn tracer(&self) -> &sluice_telemetry::Tracer {
+        &self.inner.tracer
+    }
+
     /// The upstream client with this connect timeout (the default one when no route set it).
     pub(crate) fn upstream_for(&self, connect: Duration) -> &Upstream {
         self.inner

@@ -103,10 +103,11 @@ async fn health(State(state): State<AppState>) -> Response {
     json_response(Bytes::from(body.to_string()))
 }
 
-/// Prometheus metrics: request series from the records, gauges read from routing now.
+/// Prometheus metrics: request series from the records, gauges read from routing now, and the
+/// record queue's and the tracer's counters.
 async fn metrics(State(state): State<AppState>) -> Response {
     use sluice_routing::BreakerState;
-    use sluice_telemetry::{BreakerGauge, DeploymentGauge};
+    use sluice_telemetry::{BreakerGauge, DeploymentGauge, QueueCounts};
     let router = state.gateway.router();
     let gauges: Vec<DeploymentGauge> = router
         .deployments()
@@ -135,10 +136,11 @@ async fn metrics(State(state): State<AppState>) -> Response {
             }
         })
         .collect();
-    let text = state
-        .gateway
-        .metrics()
-        .render(&gauges, state.gateway.records_shed());
+    let queues = QueueCounts {
+        records_shed: state.gateway.records_shed(),
+        traces: state.gateway.tracer().counts(),
+    };
+    let text = state.gateway.metrics().render(&gauges, queues);
     (
         StatusCode::OK,
         [(header::CONTENT_TYPE, sluice_telemetry::CONTENT_TYPE)],

@@ -1,7 +1,8 @@
-//! Gauges read at scrape time: the state of each deployment and the gateway's shed records.
+//! Gauges and counters read at scrape time: the state of each deployment, and what the
+//! gateway's background queues (request records, traces) dropped or could not deliver.
 //!
 //! These are not counted from records; whoever owns the state (routing for breakers, queues and
-//! retry budgets, the record queue for shed records) hands a snapshot to
+//! retry budgets, the record queue for shed records, the tracer for its spans) hands a snapshot to
 //! [`Metrics::render`](crate::Metrics::render) as plain values. They are encoded from a registry
 //! built for that one scrape, so a deployment removed from the configuration disappears from
 //! the next scrape instead of lingering with its last value.
@@ -14,6 +15,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
+use crate::TraceCounts;
 use crate::labels::DeploymentLabels;
 
 /// A deployment's circuit breaker, as `sluice_deployment_breaker_state` reports it.
@@ -53,8 +55,18 @@ pub struct DeploymentGauge {
     pub retry_budget_available: f64,
 }
 
-/// Encodes the scrape-time gauges, appending to `out`.
-pub(crate) fn render(out: &mut String, deployments: &[DeploymentGauge], records_shed: u64) {
+/// The counters of the gateway's background queues, which count in their own atomics (they sit
+/// beside the request path, not in it) and are read at scrape time.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QueueCounts {
+    /// Request records dropped because the record queue was full or closed.
+    pub records_shed: u64,
+    /// The tracer's ([`Tracer::counts`](crate::Tracer::counts)); zero when tracing is off.
+    pub traces: TraceCounts,
+}
+
+/// Encodes the scrape-time gauges and counters, appending to `out`.
+pub(crate) fn render(out: &mut String, deployments: &[DeploymentGauge], queues: QueueCounts) {
     let breaker = Family::<DeploymentLabels, Gauge<u64, AtomicU64>>::default();
     let in_flight = Family::<DeploymentLabels, Gauge<u64, AtomicU64>>::default();
     let queued = Family::<DeploymentLabels, Gauge<u64, AtomicU64>>::default();
@@ -96,7 +108,22 @@ pub(crate) fn render(out: &mut String, deployments: &[DeploymentGauge], records_
     registry.register(
         "sluice_records_shed",
         "Request records dropped because the record queue was full or closed",
-        ConstCounter::new(records_shed),
+        ConstCounter::new(queues.records_shed),
+    );
+    registry.register(
+        "sluice_traces_shed",
+        "Finished requests whose spans were dropped before export: trace queue full or closed",
+        ConstCounter::new(queues.traces.shed),
+    );
+    registry.register(
+        "sluice_traces_export_failed",
+        "Finished requests whose spans the OTLP collector did not accept, after retries",
+        ConstCounter::new(queues.traces.failed),
+    );
+    registry.register(
+        "sluice_traces_exported",
+        "Finished requests whose spans the OTLP collector accepted",
+        ConstCounter::new(queues.traces.exported),
     );
     crate::encode(out, &registry);
 }

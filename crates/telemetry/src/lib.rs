@@ -16,7 +16,7 @@
 //!
 //! It leaves to others: serving `/metrics` and its content type header (the server), the state
 //! behind the scrape-time gauges (routing owns breakers, queues and retry budgets; the record
-//! queue counts shed records), and the trace context itself (the pipeline draws trace and span
+//! queue counts shed records, the tracer its shed and failed spans), and the trace context itself (the pipeline draws trace and span
 //! ids, reads the client's `traceparent` and sends one upstream; the record carries them).
 //!
 //! Where to look next: `series.rs` maps record fields to series, `labels.rs` caps label values,
@@ -40,9 +40,9 @@ use prometheus_client::registry::Registry;
 use sluice_store::RequestRecord;
 
 pub use error::TelemetryError;
-pub use gauges::{BreakerGauge, DeploymentGauge};
+pub use gauges::{BreakerGauge, DeploymentGauge, QueueCounts};
 pub use labels::{Limits, OVERFLOW};
-pub use trace::{OtlpProtocol, TraceSettings, Tracer};
+pub use trace::{OtlpProtocol, TraceCounts, TraceSettings, Tracer};
 
 /// The `Content-Type` of [`Metrics::render`]'s output.
 pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
@@ -93,11 +93,12 @@ impl Metrics {
     }
 
     /// The text exposition of every series, followed by the scrape-time gauges built from
-    /// `deployments` and `records_shed`. Serve it with [`CONTENT_TYPE`].
-    pub fn render(&self, deployments: &[DeploymentGauge], records_shed: u64) -> String {
+    /// `deployments` and the background queues' counters from `queues`. Serve it with
+    /// [`CONTENT_TYPE`].
+    pub fn render(&self, deployments: &[DeploymentGauge], queues: QueueCounts) -> String {
         let mut out = String::with_capacity(16 * 1024);
         encode(&mut out, &self.inner.registry);
-        gauges::render(&mut out, deployments, records_shed);
+        gauges::render(&mut out, deployments, queues);
         out
     }
 }

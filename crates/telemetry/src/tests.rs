@@ -15,7 +15,7 @@ struct Scrape {
 
 impl Scrape {
     fn of(metrics: &Metrics) -> Scrape {
-        Scrape::parse(&metrics.render(&[], 0))
+        Scrape::parse(&metrics.render(&[], QueueCounts::default()))
     }
 
     fn parse(text: &str) -> Scrape {
@@ -485,8 +485,16 @@ fn estimated_usage_is_counted_by_deployment() {
 }
 
 #[test]
-fn deployment_gauges_and_shed_records_render() {
+fn deployment_gauges_and_queue_counters_render() {
     let metrics = Metrics::new();
+    let queues = QueueCounts {
+        records_shed: 42,
+        traces: TraceCounts {
+            shed: 3,
+            failed: 512,
+            exported: 9_000,
+        },
+    };
     let gauges = [
         DeploymentGauge {
             deployment: "primary".into(),
@@ -508,7 +516,7 @@ fn deployment_gauges_and_shed_records_render() {
             ..Default::default()
         },
     ];
-    let s = Scrape::parse(&metrics.render(&gauges, 42));
+    let s = Scrape::parse(&metrics.render(&gauges, queues));
 
     let primary = [("deployment", "primary"), ("provider", "openai")];
     let backup = [("deployment", "backup"), ("provider", "anthropic")];
@@ -521,9 +529,12 @@ fn deployment_gauges_and_shed_records_render() {
     assert_eq!(s.value("sluice_deployment_queue_depth", &primary), 7.0);
     assert_eq!(s.value("sluice_retry_budget_available", &primary), 2.5);
     assert_eq!(s.value("sluice_records_shed_total", &[]), 42.0);
+    assert_eq!(s.value("sluice_traces_shed_total", &[]), 3.0);
+    assert_eq!(s.value("sluice_traces_export_failed_total", &[]), 512.0);
+    assert_eq!(s.value("sluice_traces_exported_total", &[]), 9_000.0);
 
     // The next scrape shows only the deployments it is given.
-    let s = Scrape::parse(&metrics.render(&gauges[..1], 42));
+    let s = Scrape::parse(&metrics.render(&gauges[..1], queues));
     assert_eq!(s.series("sluice_deployment_breaker_state"), 1);
 }
 
@@ -537,7 +548,7 @@ fn every_family_has_its_prometheus_type() {
         provider: "openai".into(),
         ..Default::default()
     };
-    let s = Scrape::parse(&metrics.render(&[gauge], 0));
+    let s = Scrape::parse(&metrics.render(&[gauge], QueueCounts::default()));
     let expected = [
         ("sluice_requests_total", "counter"),
         ("sluice_upstream_attempts_total", "counter"),
@@ -553,6 +564,9 @@ fn every_family_has_its_prometheus_type() {
         ("sluice_deployment_queue_depth", "gauge"),
         ("sluice_retry_budget_available", "gauge"),
         ("sluice_records_shed_total", "counter"),
+        ("sluice_traces_shed_total", "counter"),
+        ("sluice_traces_export_failed_total", "counter"),
+        ("sluice_traces_exported_total", "counter"),
     ];
     for (name, kind) in expected {
         assert_eq!(s.types.get(name).map(String::as_str), Some(kind), "{name}");
@@ -567,7 +581,7 @@ fn never_labels_by_key_user_or_request_id() {
     for record in [success(), upstream_failure(), stream(), estimated()] {
         metrics.observe(&record);
     }
-    let text = metrics.render(&[], 0);
+    let text = metrics.render(&[], QueueCounts::default());
     for secret in ["key-1", "alice", "req-1", "req-2", "key_id", "user"] {
         assert!(!text.contains(secret), "{secret} in the exposition");
     }

@@ -11,7 +11,12 @@
 //!
 //! Start with [`mock`] for routes, reply scripting, `#mock` directives,
 //! faults and chaos (exact shares of failing and stalling requests).
+//!
+//! With the `otlp` feature, [`otlp`] adds OTLP collectors (HTTP and gRPC) that decode the
+//! spans a tracer exports, for tests of tracing from the tracer up to the whole gateway.
 
 pub mod mock;
+#[cfg(feature = "otlp")]
+pub mod otlp;
 
 pub use mock::{Chaos, Fault, MockBuilder, MockDialect, MockUpstream, Recorded, Reply};

@@ -10,3 +10,4 @@ mod errors;
 mod openai_ingress;
 mod routing;
 mod support;
+mod traces;

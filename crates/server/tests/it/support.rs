@@ -1,5 +1,6 @@
 //! The test harness: the real router on `127.0.0.1:0`, in front of [`MockUpstream`]s, with an
-//! in-memory store and a key that may use every alias.
+//! in-memory store and a key that may use every alias; tracing off unless a test sets a
+//! collector ([`Builder::tracing`]).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -13,6 +14,7 @@ use sluice_routing::{
 };
 use sluice_server::{AdminToken, AppState};
 use sluice_store::{BudgetRow, NewKey, RecordQueue, RequestRecord, Store};
+use sluice_telemetry::{TraceSettings, Tracer};
 use sluice_testkit::MockUpstream;
 use tokio_util::sync::CancellationToken;
 
@@ -61,6 +63,7 @@ pub struct Builder {
     policy: Option<PolicyParts>,
     budgets: Vec<BudgetRow>,
     admin_token: Option<String>,
+    tracing: Option<TraceSettings>,
 }
 
 /// The harness key's place in the hierarchy: `org:acme`, `team:qa`, `project:checkout`,
@@ -148,6 +151,12 @@ impl Builder {
         self
     }
 
+    /// Exports every finished request's spans as `settings` say, as `[telemetry]` does.
+    pub fn tracing(mut self, settings: TraceSettings) -> Self {
+        self.tracing = Some(settings);
+        self
+    }
+
     pub async fn start(self) -> TestGateway {
         let store = Store::open_in_memory().await.unwrap();
         let key = store
@@ -203,12 +212,16 @@ impl Builder {
         let router = Router::new(specs, healths);
         let upstream = Upstream::new(timeouts).unwrap();
         let queue = RecordQueue::start(store.clone(), 1024);
+        let tracer = match self.tracing {
+            Some(settings) => Tracer::start(settings).unwrap(),
+            None => Tracer::disabled(),
+        };
         let gateway = Gateway::new(
             router,
             upstream,
             store.clone(),
             queue.sender(),
-            sluice_telemetry::Tracer::disabled(),
+            tracer.clone(),
             PolicyEngine::new(self.policy.unwrap_or_else(policy_parts)),
         );
         for row in self.budgets {
@@ -239,6 +252,7 @@ impl Builder {
             gateway,
             store,
             queue,
+            tracer,
             stop,
             server,
             client: reqwest::Client::builder().build().unwrap(),
@@ -253,6 +267,7 @@ pub struct TestGateway {
     pub gateway: Gateway,
     pub store: Store,
     queue: RecordQueue,
+    tracer: Tracer,
     stop: CancellationToken,
     server: tokio::task::JoinHandle<()>,
     pub client: reqwest::Client,
@@ -290,13 +305,21 @@ impl TestGateway {
             .unwrap()
     }
 
-    /// Stops the server, waits for budget settlements, drains the record queue, and returns
-    /// every record, oldest first.
+    /// The `/metrics` text.
+    pub async fn metrics(&self) -> String {
+        let res = self.client.get(self.url("/metrics")).send().await.unwrap();
+        assert_eq!(res.status(), 200);
+        res.text().await.unwrap()
+    }
+
+    /// Stops the server, waits for budget settlements, drains the record queue and the
+    /// tracer, and returns every record, oldest first.
     pub async fn finish(self) -> Vec<RequestRecord> {
         self.stop.cancel();
         self.server.await.unwrap();
         self.gateway.policy().drain().await;
         self.queue.shutdown().await;
+        self.tracer.shutdown().await;
         let mut records = self.store.latest_records(10_000).await.unwrap();
         records.reverse();
         records

@@ -141,6 +141,18 @@ impl fmt::Debug for Inner {
     }
 }
 
+/// What became of finished requests' spans since the tracer started, in requests (each
+/// request's spans travel together). Read separately, so at most a batch out of step.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TraceCounts {
+    /// Dropped before an export: queue full or closed, or left when shutdown timed out.
+    pub shed: u64,
+    /// Sent, but the collector did not accept them (after the exporter's retries).
+    pub failed: u64,
+    /// Accepted by the collector.
+    pub exported: u64,
+}
+
 #[derive(Debug, Default)]
 struct Counts {
     /// Requests whose spans were dropped before an export: queue full or closed, or still
@@ -243,6 +255,16 @@ impl Tracer {
     /// Requests whose spans the collector accepted.
     pub fn exported(&self) -> u64 {
         self.count(|c| &c.exported)
+    }
+
+    /// [`Tracer::shed`], [`Tracer::failed`] and [`Tracer::exported`] at once, as `/metrics`
+    /// shows them; all zero when tracing is off.
+    pub fn counts(&self) -> TraceCounts {
+        TraceCounts {
+            shed: self.shed(),
+            failed: self.failed(),
+            exported: self.exported(),
+        }
     }
 
     fn count(&self, which: impl Fn(&Counts) -> &AtomicU64) -> u64 {

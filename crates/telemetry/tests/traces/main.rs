@@ -1,23 +1,18 @@
 //! Traces end to end: a real `Tracer` exporting to real OTLP receivers (HTTP/protobuf and
-//! gRPC) on loopback, asserting on the spans they decoded.
+//! gRPC, from `sluice_testkit::otlp`) on loopback, asserting on the spans they decoded.
 
-#![expect(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    reason = "tests and their helpers may unwrap"
-)]
-
-mod receiver;
+#![expect(clippy::unwrap_used, reason = "tests and their helpers may unwrap")]
 
 use std::collections::HashMap;
 use std::time::Duration;
 
-use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
-use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
-use receiver::{Answer, Received, Receiver, Silent, Value, attributes, spans};
 use secrecy::SecretString;
 use sluice_store::{AttemptRecord, RequestRecord};
-use sluice_telemetry::{OtlpProtocol, TraceSettings, Tracer};
+use sluice_telemetry::{OtlpProtocol, TraceCounts, TraceSettings, Tracer};
+use sluice_testkit::otlp::{
+    Answer, HAS_IS_REMOTE, IS_REMOTE, Received, Receiver, Silent, SpanKind, StatusCode, Value,
+    attributes, hex, spans,
+};
 
 const TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 /// The client's span, from its `traceparent`.
@@ -28,10 +23,6 @@ const BACKUP_SPAN: &str = "2222222222222222";
 /// 2026-01-01T00:00:00.123Z
 const STARTED_AT_MS: i64 = 1_767_225_600_123;
 const START_NS: u64 = 1_767_225_600_123 * 1_000_000;
-
-/// OTLP span flags: the span says whether its parent is remote, and that it is.
-const HAS_IS_REMOTE: u32 = 0x100;
-const IS_REMOTE: u32 = 0x200;
 
 fn tracer(endpoint: &str, protocol: OtlpProtocol) -> Tracer {
     Tracer::start(TraceSettings {
@@ -140,10 +131,6 @@ fn upstream_failure() -> RequestRecord {
         ],
         ..Default::default()
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn s(v: &str) -> Value {
@@ -300,7 +287,7 @@ async fn http_export_sends_one_server_span_and_a_client_span_per_attempt() {
     let mut receiver = Receiver::http(Answer::Accept).await;
     let tracer = tracer(&receiver.endpoint, OtlpProtocol::HttpProtobuf);
     tracer.export(&fallback());
-    let export = receiver.next().await;
+    let export = receiver.next().await.expect("no export arrived");
     assert_fallback_trace(&spans(&[export]));
     tracer.shutdown().await;
     assert_eq!(
@@ -314,7 +301,7 @@ async fn grpc_export_sends_the_same_spans() {
     let mut receiver = Receiver::grpc().await;
     let tracer = tracer(&receiver.endpoint, OtlpProtocol::Grpc);
     tracer.export(&fallback());
-    let export = receiver.next().await;
+    let export = receiver.next().await.expect("no export arrived");
     assert_fallback_trace(&spans(&[export]));
     tracer.shutdown().await;
     assert_eq!(
@@ -456,7 +443,7 @@ async fn headers_go_with_every_export_over_http_and_grpc() {
         })
         .unwrap();
         tracer.export(&fallback());
-        let export = receiver.next().await;
+        let export = receiver.next().await.expect("no export arrived");
         assert_eq!(
             export.headers.get("x-api-key").map(String::as_str),
             Some("k-123"),
@@ -525,7 +512,7 @@ async fn full_queue_sheds_and_counts() {
 
     tracer.export(&fallback());
     // The task has taken that one and is stuck exporting it: the queue is empty again.
-    collector.request_arrived().await;
+    assert!(collector.request_arrived().await, "no export arrived");
     for _ in 0..5 {
         tracer.export(&fallback());
     }
@@ -547,8 +534,12 @@ async fn a_collector_that_refuses_is_counted_as_failed() {
     // 400 means "do not retry": one call, both requests lost, neither shed.
     assert_eq!(receiver.drain().len(), 1);
     assert_eq!(
-        (tracer.failed(), tracer.exported(), tracer.shed()),
-        (2, 0, 0)
+        tracer.counts(),
+        TraceCounts {
+            shed: 0,
+            failed: 2,
+            exported: 0
+        }
     );
 }
 
