@@ -188,6 +188,13 @@ pub(crate) struct TokenLabels {
     pub(crate) r#type: &'static str,
 }
 
+/// `sluice_cost_usd_total`, `sluice_energy_joules_total`, `sluice_carbon_grams_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct SpendLabels {
+    pub(crate) alias: Arc<str>,
+    pub(crate) deployment: Arc<str>,
+}
+
 /// `sluice_usage_estimated_total`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct EstimatedLabels {

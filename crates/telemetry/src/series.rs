@@ -13,6 +13,9 @@ use std::sync::{Arc, OnceLock};
 
 use parking_lot::RwLock;
 use prometheus_client::metrics::counter::Counter;
+
+/// A counter of fractional amounts (dollars, joules, grams).
+type FloatCounter = Counter<f64, std::sync::atomic::AtomicU64>;
 use prometheus_client::metrics::family::{Family, MetricConstructor};
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
@@ -20,7 +23,7 @@ use sluice_store::RequestRecord;
 
 use crate::labels::{
     AttemptLabels, DeploymentLabels, EstimatedLabels, GenAiLabels, GenAiOutcomeLabels,
-    GenAiTokenLabels, Labels, RequestLabels, TokenLabels,
+    GenAiTokenLabels, Labels, RequestLabels, SpendLabels, TokenLabels,
 };
 
 /// `gen_ai.client.operation.duration` boundaries from the semantic conventions, plus three more
@@ -96,6 +99,8 @@ pub(crate) struct Series {
     attempt_duration: HistogramFamily<DeploymentLabels>,
     tokens: Family<TokenLabels, Counter>,
     usage_estimated: Family<EstimatedLabels, Counter>,
+    /// Cost (USD), energy (J), carbon (gCO2e): floats, as Prometheus wants base units.
+    spend: [Family<SpendLabels, FloatCounter>; 3],
     by_request: Handles<RequestKey, RequestSeries>,
     by_attempt: Handles<AttemptLabels, AttemptSeries>,
 }
@@ -113,6 +118,7 @@ impl Series {
             attempt_duration: histograms(&DURATION_BUCKETS),
             tokens: Family::default(),
             usage_estimated: Family::default(),
+            spend: Default::default(),
             by_request: Handles::new(HANDLES_CAP),
             by_attempt: Handles::new(HANDLES_CAP),
         };
@@ -160,6 +166,22 @@ impl Series {
             "sluice_tokens",
             "Tokens by alias, deployment and type (input, output, cached; cached is part of input)",
             series.tokens.clone(),
+        );
+        let [cost, energy, carbon] = &series.spend;
+        registry.register(
+            "sluice_cost_usd",
+            "Cost of requests at list price, every attempt included (lost hedges' prompts too)",
+            cost.clone(),
+        );
+        registry.register(
+            "sluice_energy_joules",
+            "Estimated energy of requests, data-centre overhead (PUE) included",
+            energy.clone(),
+        );
+        registry.register(
+            "sluice_carbon_grams",
+            "Estimated location-based emissions of requests, in grams of CO2e",
+            carbon.clone(),
         );
         registry.register(
             "sluice_usage_estimated",
@@ -247,8 +269,7 @@ impl Series {
             .get_or_init(|| self.requests.get_or_create_owned(&key.request))
             .inc();
         self.observe_tokens(&key.request, &series, record);
-        // Cost and energy go here, beside tokens, once the record carries them: counters by
-        // alias and deployment, in integer micro-units like `Money`.
+        self.observe_spend(&key.request, &series, record);
         if let Some(gen_ai) = &key.gen_ai {
             self.observe_gen_ai(gen_ai, &key.request.error, &series, record);
         }
@@ -287,6 +308,33 @@ impl Series {
                     })
                 })
                 .inc();
+        }
+    }
+
+    /// Cost, energy and carbon, from the record's micro-units to base units.
+    fn observe_spend(
+        &self,
+        request: &RequestLabels,
+        series: &RequestSeries,
+        record: &RequestRecord,
+    ) {
+        let amounts = [
+            record.cost_micros.map(|micros| micros as f64 / 1e6),
+            // 1 Wh is 3,600 J.
+            record.energy_uwh.map(|uwh| uwh as f64 * 3_600.0 / 1e6),
+            record.carbon_ug.map(|ug| ug as f64 / 1e6),
+        ];
+        for ((amount, counter), family) in amounts.into_iter().zip(&series.spend).zip(&self.spend) {
+            if let Some(amount) = amount.filter(|a| *a > 0.0) {
+                counter
+                    .get_or_init(|| {
+                        family.get_or_create_owned(&SpendLabels {
+                            alias: request.alias.clone(),
+                            deployment: request.deployment.clone(),
+                        })
+                    })
+                    .inc_by(amount);
+            }
         }
     }
 
@@ -360,6 +408,8 @@ struct RequestSeries {
     /// Input, output, cached.
     tokens: [OnceLock<Counter>; 3],
     usage_estimated: OnceLock<Counter>,
+    /// Cost, energy, carbon.
+    spend: [OnceLock<FloatCounter>; 3],
     time_to_first_token: OnceLock<Histogram>,
     time_per_output_token: OnceLock<Histogram>,
     /// Input, output.

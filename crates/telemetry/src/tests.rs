@@ -160,6 +160,16 @@ fn success() -> RequestRecord {
     }
 }
 
+/// A success with its cost, energy and carbon.
+fn priced() -> RequestRecord {
+    RequestRecord {
+        cost_micros: Some(1_250),
+        energy_uwh: Some(500_000),
+        carbon_ug: Some(200_000),
+        ..success()
+    }
+}
+
 /// Both deployments failed: a 503 from `primary`, then a timeout on `backup`.
 fn upstream_failure() -> RequestRecord {
     RequestRecord {
@@ -459,6 +469,20 @@ fn failed_stream_has_no_time_to_first_token() {
 }
 
 #[test]
+fn cost_energy_and_carbon_add_up_in_base_units() {
+    let metrics = Metrics::new();
+    metrics.observe(&priced());
+    metrics.observe(&priced());
+    metrics.observe(&success());
+    let s = Scrape::of(&metrics);
+    let labels = [("alias", "fast"), ("deployment", "primary")];
+    assert_close(s.value("sluice_cost_usd_total", &labels), 0.0025);
+    // 2 × 0.5 Wh = 3,600 J.
+    assert_close(s.value("sluice_energy_joules_total", &labels), 3_600.0);
+    assert_close(s.value("sluice_carbon_grams_total", &labels), 0.4);
+}
+
+#[test]
 fn estimated_usage_is_counted_by_deployment() {
     let metrics = Metrics::new();
     metrics.observe(&estimated());
@@ -543,6 +567,7 @@ fn every_family_has_its_prometheus_type() {
     let metrics = Metrics::new();
     metrics.observe(&stream());
     metrics.observe(&estimated());
+    metrics.observe(&priced());
     let gauge = DeploymentGauge {
         deployment: "primary".into(),
         provider: "openai".into(),
@@ -555,6 +580,9 @@ fn every_family_has_its_prometheus_type() {
         ("sluice_upstream_attempt_duration_seconds", "histogram"),
         ("sluice_tokens_total", "counter"),
         ("sluice_usage_estimated_total", "counter"),
+        ("sluice_cost_usd_total", "counter"),
+        ("sluice_energy_joules_total", "counter"),
+        ("sluice_carbon_grams_total", "counter"),
         ("gen_ai_client_operation_duration_seconds", "histogram"),
         ("gen_ai_client_token_usage", "histogram"),
         ("gen_ai_server_time_to_first_token_seconds", "histogram"),
