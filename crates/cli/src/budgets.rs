@@ -497,16 +497,8 @@ mod tests {
 
     #[test]
     fn limits_are_shown_in_their_unit_with_what_remains() {
-        let row = |scope: &str, metric: &str, amount: u64| BudgetRow {
-            scope: scope.into(),
-            metric: metric.into(),
-            period: "month".into(),
-            model: String::new(),
-            amount,
-            soft_amount: None,
-            parent: None,
-            updated_at: 0,
-        };
+        let row =
+            |scope: &str, metric: &str, amount: u64| BudgetRow::new(scope, metric, "month", amount);
         let shown = [
             Shown::from_row(row("team:payments", "usd", 500_000_000), Some(12_500_000)),
             Shown::from_row(row("user:*", "tokens", 1_000_000), None),

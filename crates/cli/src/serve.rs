@@ -215,14 +215,8 @@ async fn shutdown_signal() {
 /// (`x-ratelimit-*`); past 20, `smart` degrades to `gpt-4o-mini`.
 fn demo_quota() -> sluice_store::BudgetRow {
     sluice_store::BudgetRow {
-        scope: "team:demo".into(),
-        metric: "requests".into(),
-        period: "minute".into(),
-        model: String::new(),
-        amount: 120,
         soft_amount: Some(20),
-        parent: None,
-        updated_at: 0,
+        ..sluice_store::BudgetRow::new("team:demo", "requests", "minute", 120)
     }
 }
 

@@ -3,6 +3,8 @@
 
 #![expect(clippy::unwrap_used, reason = "tests may unwrap")]
 
+mod common;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
@@ -96,17 +98,11 @@ fn keys_are_created_listed_and_revoked() {
 #[test]
 fn demo_serves_a_request_and_logs_show_it_after_a_graceful_stop() {
     let dir = temp_dir("demo");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .current_dir(&dir)
-        .args(["demo", "--listen", "127.0.0.1:0", "--json"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    let (mut child, line) = common::first_line(
+        Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .current_dir(&dir)
+            .args(["demo", "--listen", "127.0.0.1:0", "--json"]),
+    );
     let info: serde_json::Value = serde_json::from_str(&line).unwrap();
     let addr = info["base_url"]
         .as_str()
@@ -207,17 +203,11 @@ fn post_chat(addr: &str, key: &str, body: &str) -> String {
 #[test]
 fn demo_degrades_a_caller_over_its_soft_limit_to_the_cheaper_alias() {
     let dir = temp_dir("soft");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .current_dir(&dir)
-        .args(["demo", "--listen", "127.0.0.1:0", "--json"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    let (child, line) = common::first_line(
+        Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .current_dir(&dir)
+            .args(["demo", "--listen", "127.0.0.1:0", "--json"]),
+    );
     let info: serde_json::Value = serde_json::from_str(&line).unwrap();
     let addr = info["base_url"]
         .as_str()
@@ -227,10 +217,7 @@ fn demo_degrades_a_caller_over_its_soft_limit_to_the_cheaper_alias() {
     let key = info["api_key"].as_str().unwrap().to_owned();
     let body = r#"{"model":"smart","messages":[{"role":"user","content":"hi"}]}"#;
     let responses: Vec<String> = (0..21).map(|_| post_chat(&addr, &key, body)).collect();
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    let _ = child.wait();
+    common::stop(child);
 
     for response in &responses[..20] {
         assert!(response.starts_with("HTTP/1.1 200"), "{response}");
@@ -262,16 +249,12 @@ fn demo_degrades_a_caller_over_its_soft_limit_to_the_cheaper_alias() {
 #[test]
 fn drill_prints_the_readiness_of_every_deployment_of_a_route() {
     let dir = temp_dir("drill");
-    let mut mock = Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .args(["mock", "--listen", "127.0.0.1:0"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(mock.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    let (mut mock, line) =
+        common::first_line(&mut Command::new(env!("CARGO_BIN_EXE_sluice")).args([
+            "mock",
+            "--listen",
+            "127.0.0.1:0",
+        ]));
     let mock_url = line
         .split_whitespace()
         .find(|w| w.starts_with("http://"))
@@ -567,18 +550,12 @@ fn mock_refuses_chaos_values_out_of_range() {
 #[test]
 fn mock_fails_every_second_request_at_ratio_one_half() {
     let dir = temp_dir("mock-chaos");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .current_dir(&dir)
-        .args(["mock", "--listen", "127.0.0.1:0", "--fail-ratio", "0.5"])
-        .args(["--fail-status", "503"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    let (mut child, line) = common::first_line(
+        Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .current_dir(&dir)
+            .args(["mock", "--listen", "127.0.0.1:0", "--fail-ratio", "0.5"])
+            .args(["--fail-status", "503"]),
+    );
     let addr = line
         .split_whitespace()
         .find_map(|word| word.strip_prefix("http://"))
@@ -808,18 +785,12 @@ fn budgets_are_set_allocated_shown_and_deleted_in_the_store() {
 fn budgets_show_reads_usage_from_the_running_gateway_and_usage_reports_the_requests() {
     let dir = temp_dir("usage");
     let token_env = [("SLUICE_TEST_ADMIN_TOKEN", "an-admin-token-long-enough-0123")];
-    let mut mock = Stopped(
-        Command::new(env!("CARGO_BIN_EXE_sluice"))
-            .args(["mock", "--listen", "127.0.0.1:0"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let mut line = String::new();
-    BufReader::new(mock.0.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    let (mock, line) = common::first_line(Command::new(env!("CARGO_BIN_EXE_sluice")).args([
+        "mock",
+        "--listen",
+        "127.0.0.1:0",
+    ]));
+    let mock = Stopped(mock);
     let mock_url = line
         .split_whitespace()
         .find(|w| w.starts_with("http://"))
@@ -862,18 +833,12 @@ fn budgets_show_reads_usage_from_the_running_gateway_and_usage_reports_the_reque
         ],
     ));
 
-    let mut gateway = Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .current_dir(&dir)
-        .envs(token_env)
-        .args(["serve", "--listen", "127.0.0.1:0"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(gateway.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    let (gateway, line) = common::first_line(
+        Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .current_dir(&dir)
+            .envs(token_env)
+            .args(["serve", "--listen", "127.0.0.1:0"]),
+    );
     let url = line
         .split_whitespace()
         .find(|w| w.starts_with("http://"))

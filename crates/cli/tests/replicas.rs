@@ -6,9 +6,10 @@
 
 #![expect(clippy::unwrap_used, reason = "tests may unwrap")]
 
-use std::io::{BufRead, BufReader};
+mod common;
+
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 
 use serde_json::json;
 use sluice_store::{BudgetRow, NewKey, Store};
@@ -24,31 +25,17 @@ fn redis_url() -> Option<String> {
 
 /// A replica: `sluice serve` on a free port; returns the process and its base URL.
 fn replica(dir: &Path) -> (Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .current_dir(dir)
-        .args(["serve", "--listen", "127.0.0.1:0"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    let (child, line) = common::first_line(
+        Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .current_dir(dir)
+            .args(["serve", "--listen", "127.0.0.1:0"]),
+    );
     let url = line
         .trim()
         .strip_prefix("sluice listening on ")
         .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
         .to_owned();
     (child, url)
-}
-
-fn stop(mut child: Child) {
-    // SIGTERM: the replica drains its records and settlements before exiting.
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    let _ = child.wait();
 }
 
 struct Fleet {
@@ -117,16 +104,7 @@ fn uuid_like() -> u128 {
 }
 
 fn row(metric: &str, period: &str, amount: u64) -> BudgetRow {
-    BudgetRow {
-        scope: "team:qa".into(),
-        metric: metric.into(),
-        period: period.into(),
-        model: String::new(),
-        amount,
-        soft_amount: None,
-        parent: None,
-        updated_at: 0,
-    }
+    BudgetRow::new("team:qa", metric, period, amount)
 }
 
 /// 200 requests at once, alternating replicas; the statuses.
@@ -152,7 +130,7 @@ async fn burst(fleet: &Fleet, max_tokens: u32) -> Vec<u16> {
 
 async fn records(fleet: Fleet) -> Vec<sluice_store::RequestRecord> {
     for (child, _) in fleet.replicas {
-        stop(child);
+        common::stop(child);
     }
     let store = Store::open(&fleet.store_path).await.unwrap();
     let records = store.latest_records(10_000).await.unwrap();

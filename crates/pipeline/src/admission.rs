@@ -577,16 +577,7 @@ mod tests {
     use super::*;
 
     fn row(scope: &str, metric: &str, period: &str, amount: u64) -> BudgetRow {
-        BudgetRow {
-            scope: scope.into(),
-            metric: metric.into(),
-            period: period.into(),
-            model: String::new(),
-            amount,
-            soft_amount: None,
-            parent: None,
-            updated_at: 0,
-        }
+        BudgetRow::new(scope, metric, period, amount)
     }
 
     #[test]

@@ -242,14 +242,8 @@ mod tests {
         parent: Option<&str>,
     ) -> BudgetRow {
         BudgetRow {
-            scope: scope.into(),
-            metric: metric.into(),
-            period: period.into(),
-            model: String::new(),
-            amount,
-            soft_amount: None,
             parent: parent.map(str::to_owned),
-            updated_at: 0,
+            ..BudgetRow::new(scope, metric, period, amount)
         }
     }
 

@@ -35,6 +35,22 @@ pub struct BudgetRow {
     pub updated_at: i64,
 }
 
+impl BudgetRow {
+    /// A hard limit on every model, with no soft amount and no parent.
+    pub fn new(scope: &str, metric: &str, period: &str, amount: u64) -> BudgetRow {
+        BudgetRow {
+            scope: scope.to_owned(),
+            metric: metric.to_owned(),
+            period: period.to_owned(),
+            model: String::new(),
+            amount,
+            soft_amount: None,
+            parent: None,
+            updated_at: 0,
+        }
+    }
+}
+
 impl Store {
     /// Every budget row, ordered by scope, metric, period, model.
     pub async fn budgets(&self) -> Result<Vec<BudgetRow>, StoreError> {
@@ -125,16 +141,7 @@ mod tests {
     use super::*;
 
     fn row(scope: &str, metric: &str, period: &str, amount: u64) -> BudgetRow {
-        BudgetRow {
-            scope: scope.into(),
-            metric: metric.into(),
-            period: period.into(),
-            model: String::new(),
-            amount,
-            soft_amount: None,
-            parent: None,
-            updated_at: 0,
-        }
+        BudgetRow::new(scope, metric, period, amount)
     }
 
     #[tokio::test]

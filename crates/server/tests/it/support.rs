@@ -88,16 +88,7 @@ pub fn policy_parts() -> PolicyParts {
 
 /// A budget row: `scope` like `team:qa`, `metric` usd|tokens|requests, `period` day|60s|...
 pub fn budget(scope: &str, metric: &str, period: &str, amount: u64) -> BudgetRow {
-    BudgetRow {
-        scope: scope.into(),
-        metric: metric.into(),
-        period: period.into(),
-        model: String::new(),
-        amount,
-        soft_amount: None,
-        parent: None,
-        updated_at: 0,
-    }
+    BudgetRow::new(scope, metric, period, amount)
 }
 
 impl Builder {

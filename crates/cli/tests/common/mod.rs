@@ -1,0 +1,27 @@
+//! What the CLI test binaries share: starting the built `sluice` and reading what it announces.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+
+/// Starts `command` (the built `sluice`, arguments set) with its stdout piped and returns it
+/// with the first line it prints: the address it listens on, or its JSON announcement.
+pub fn first_line(command: &mut Command) -> (Child, String) {
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    (child, line)
+}
+
+/// SIGTERM, then wait: the process drains its records and settlements before exiting.
+pub fn stop(mut child: Child) {
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+}
