@@ -249,12 +249,11 @@ fn demo_degrades_a_caller_over_its_soft_limit_to_the_cheaper_alias() {
 #[test]
 fn drill_prints_the_readiness_of_every_deployment_of_a_route() {
     let dir = temp_dir("drill");
-    let (mut mock, line) =
-        common::first_line(&mut Command::new(env!("CARGO_BIN_EXE_sluice")).args([
-            "mock",
-            "--listen",
-            "127.0.0.1:0",
-        ]));
+    let (mut mock, line) = common::first_line(Command::new(env!("CARGO_BIN_EXE_sluice")).args([
+        "mock",
+        "--listen",
+        "127.0.0.1:0",
+    ]));
     let mock_url = line
         .split_whitespace()
         .find(|w| w.starts_with("http://"))
