@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# bench/callgrind.sh — instructions per request of `sluice serve`, counted by callgrind: a
+# figure that does not move with the machine's load, for A/B comparisons of two builds or of
+# one build with a feature off and on.
+#
+#   bench/callgrind.sh [--admission off|memory|redis] [--requests N] [--bin PATH]
+#
+# Starts `sluice mock` on 127.0.0.1:18200 and `sluice serve` under valgrind on :18210 (a fresh
+# store in bench/.work/callgrind), creates a key, warms up with 300 requests, zeroes the
+# counters, sends N identical non-streaming chat requests (default 2000, oha -c 8), dumps, and
+# prints the instructions per request. Everything the process did in that window counts: the
+# request path, the record writer and SQLite. With --admission, every key has a monthly spend
+# budget and per-minute request and token limits (`sluice budgets set key:* ...`), counted in
+# process or in the Redis at $SLUICE_BENCH_REDIS (default redis://127.0.0.1:6379).
+set -euo pipefail
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+BIN=$HERE/../target/release/sluice
+MODE=off
+N=2000
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --admission) MODE=$2; shift 2 ;;
+    --requests) N=$2; shift 2 ;;
+    --bin) BIN=$2; shift 2 ;;
+    *) sed -n '2,/^set -e/p' "$0" | sed '$d; s/^# \{0,1\}//' >&2; exit 2 ;;
+  esac
+done
+for tool in valgrind callgrind_control oha; do
+  command -v $tool >/dev/null || { echo "missing $tool" >&2; exit 1; }
+done
+DIR=$HERE/.work/callgrind/$MODE
+rm -rf "$DIR"; mkdir -p "$DIR"; cd "$DIR"
+cat > sluice.toml <<TOML
+[store]
+path = "data/sluice.db"
+[providers.mock]
+type = "openai_compatible"
+base_url = "http://127.0.0.1:18200/v1"
+[deployments.mini]
+provider = "mock"
+model = "gpt-4o-mini"
+[aliases.m]
+deployments = ["mini"]
+TOML
+case "$MODE" in
+  off) ;;
+  memory) printf '[budgets]\ncounters = "memory"\n' >> sluice.toml ;;
+  redis) printf '[budgets]\ncounters = "redis"\nredis_url = "%s"\nredis_prefix = "{callgrind-%s}:"\n' \
+           "${SLUICE_BENCH_REDIS:-redis://127.0.0.1:6379}" $$ >> sluice.toml ;;
+  *) echo "--admission must be off, memory or redis" >&2; exit 2 ;;
+esac
+KEY=$("$BIN" --config sluice.toml keys create --name callgrind --json \
+  | python3 -c 'import json,sys; print(json.load(sys.stdin)["secret"])')
+if [ "$MODE" != off ]; then
+  "$BIN" --config sluice.toml budgets set 'key:*' --usd 1000000 --period month > /dev/null
+  "$BIN" --config sluice.toml budgets set 'key:*' --rpm 100000000 > /dev/null
+  "$BIN" --config sluice.toml budgets set 'key:*' --tpm 100000000000 > /dev/null
+fi
+"$BIN" mock --listen 127.0.0.1:18200 > mock.log 2>&1 &
+MOCK=$!
+valgrind --tool=callgrind --callgrind-out-file="$DIR/callgrind.out" \
+  "$BIN" --config sluice.toml serve --listen 127.0.0.1:18210 > serve.log 2>&1 &
+VG=$!
+trap 'kill -TERM $VG $MOCK 2>/dev/null || true' EXIT
+for _ in $(seq 300); do curl -s -o /dev/null http://127.0.0.1:18210/ready && break; sleep 0.2; done
+BODY='{"model":"m","max_tokens":64,"messages":[{"role":"user","content":"Write one sentence about benchmarking gateways."}]}'
+load() { oha --no-tui -n "$1" -c 8 -m POST -T application/json -H "authorization: Bearer $KEY" \
+  -d "$BODY" http://127.0.0.1:18210/v1/chat/completions > "$2"; }
+load 300 warm.txt
+sleep 1
+callgrind_control -z $VG > /dev/null 2>&1
+load "$N" load.txt
+sleep 1   # the record writer's last batch
+callgrind_control -d $VG > /dev/null 2>&1
+grep -q "Success rate:.*100.00%" load.txt || { echo "some requests failed: $DIR/load.txt" >&2; exit 1; }
+total=$(awk '/^totals:/ {print $2}' "$DIR"/callgrind.out.1)
+echo "admission=$MODE requests=$N instructions=$total per_request=$((total / N))"
