@@ -17,7 +17,9 @@ MODELS = [OPENAI_MODEL, ANTHROPIC_MODEL]
 # The demo's third alias: a primary failing every second request, with the Anthropic mock as
 # its fallback.
 RESILIENT_MODEL = "resilient"
-DEMO_MODELS = [*MODELS, RESILIENT_MODEL]
+# The fourth: served by gpt-4o-mini once the demo team is past its soft limit on it.
+SMART_MODEL = "smart"
+DEMO_MODELS = [*MODELS, RESILIENT_MODEL, SMART_MODEL]
 
 # What the mock answers (crates/testkit/src/mock): the requested model plus a version suffix,
 # an echo of the last user message, and `ceil(chars / 4)` tokens for input and output text.

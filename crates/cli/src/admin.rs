@@ -478,10 +478,11 @@ fn ms(us: u64) -> String {
 const EXPLAINED_RECORD_FIELDS: &str = "id started_at endpoint dialect key_id team user alias \
     served_model provider deployment stream status error_code input_tokens output_tokens \
     cached_tokens usage_estimated ttft_us latency_us attempts drill_of schema_valid trace_id \
-    span_id parent_span_id bodies";
+    span_id parent_span_id bodies organisation project feature cost_micros energy_uwh carbon_ug \
+    degraded_from";
 
 const EXPLAINED_ATTEMPT_FIELDS: &str = "deployment provider outcome status latency_us role \
-    hedge ttft_us queue_us next span_id offset_us input_tokens output_tokens";
+    hedge ttft_us queue_us next span_id offset_us input_tokens output_tokens cost_micros";
 
 /// One request, explained for a person reading it: who, what was asked, what served it, the
 /// outcome, tokens, timings, then every attempt in order with what happened next and why.
@@ -508,8 +509,17 @@ fn write_explained(out: &mut impl Write, r: &RequestRecord) -> std::io::Result<(
 
     writeln!(out, "\nwho")?;
     writeln!(out, "  key        {}", or_dash(&r.key_id))?;
+    if r.organisation.is_some() {
+        writeln!(out, "  org        {}", or_dash(&r.organisation))?;
+    }
     writeln!(out, "  team       {}", or_dash(&r.team))?;
+    if r.project.is_some() {
+        writeln!(out, "  project    {}", or_dash(&r.project))?;
+    }
     writeln!(out, "  user       {}", or_dash(&r.user))?;
+    if r.feature.is_some() {
+        writeln!(out, "  feature    {}", or_dash(&r.feature))?;
+    }
 
     writeln!(out, "\nasked")?;
     writeln!(
@@ -519,7 +529,14 @@ fn write_explained(out: &mut impl Write, r: &RequestRecord) -> std::io::Result<(
         r.dialect,
         if r.stream { ", streamed" } else { "" }
     )?;
-    writeln!(out, "  alias      {}", or_dash(&r.alias))?;
+    match &r.degraded_from {
+        Some(asked) => writeln!(
+            out,
+            "  alias      {asked}, served by {} instead (the caller was over a soft limit)",
+            or_dash(&r.alias)
+        )?,
+        None => writeln!(out, "  alias      {}", or_dash(&r.alias))?,
+    }
 
     writeln!(out, "\nserved by")?;
     if r.deployment.is_none() && r.served_model.is_none() {
@@ -569,6 +586,29 @@ fn write_explained(out: &mut impl Write, r: &RequestRecord) -> std::io::Result<(
     writeln!(out, "  input      {}", tokens(r.input_tokens))?;
     writeln!(out, "  output     {}", tokens(r.output_tokens))?;
     writeln!(out, "  cached     {}", tokens(r.cached_tokens))?;
+
+    writeln!(out, "\ncost")?;
+    writeln!(
+        out,
+        "  price      {}",
+        r.cost_micros.map_or_else(
+            || "- (no price for this model)".into(),
+            |micros| crate::usage::usd(micros)
+        )
+    )?;
+    if let (Some(uwh), Some(ug)) = (r.energy_uwh, r.carbon_ug) {
+        // Estimates (docs/cost-energy-carbon.md): milliwatt-hours and milligrams read best.
+        writeln!(
+            out,
+            "  energy     {:.3} mWh (estimated)",
+            uwh as f64 / 1_000.0
+        )?;
+        writeln!(
+            out,
+            "  carbon     {:.3} mg CO2e (estimated)",
+            ug as f64 / 1_000.0
+        )?;
+    }
 
     writeln!(out, "\ntimings")?;
     writeln!(
@@ -622,6 +662,9 @@ fn write_explained(out: &mut impl Write, r: &RequestRecord) -> std::io::Result<(
                 tokens(a.input_tokens),
                 tokens(a.output_tokens)
             )?;
+        }
+        if let Some(micros) = a.cost_micros {
+            writeln!(out, "     cost     {}", crate::usage::usd(micros))?;
         }
         if let Some(span) = &a.span_id {
             writeln!(out, "     span     {span}")?;

@@ -211,12 +211,13 @@ async fn shutdown_signal() {
     tracing::info!("shutting down: draining in-flight requests");
 }
 
-/// The demo team's quota: 120 requests a rolling minute, soft at 20. Every answer reports it
-/// (`x-ratelimit-*`); past 20, `smart` degrades to `gpt-4o-mini`.
+/// The demo team's quota on `smart`: 1,000 requests a rolling minute, soft at 20. Past 20,
+/// `smart` degrades to `gpt-4o-mini` and the answer says so; the other aliases are unlimited.
 fn demo_quota() -> sluice_store::BudgetRow {
     sluice_store::BudgetRow {
+        model: "smart".into(),
         soft_amount: Some(20),
-        ..sluice_store::BudgetRow::new("team:demo", "requests", "minute", 120)
+        ..sluice_store::BudgetRow::new("team:demo", "requests", "minute", 1_000)
     }
 }
 
@@ -346,7 +347,7 @@ pub(crate) async fn demo(
              API key        {key}\n  \
              models         gpt-4o-mini (mock, OpenAI dialect), claude-sonnet-4-5 (mock, Anthropic dialect),\n                 \
              resilient (a primary failing every second request, with a fallback),\n                 \
-             smart (served by gpt-4o-mini past the demo team's soft limit of 20 requests a minute)\n\n\
+             smart (served by gpt-4o-mini past the demo team's soft limit of 20 requests a minute on it)\n\n\
              Either SDK may call either model; Sluice translates.\n\n  \
              curl http://{addr}/v1/chat/completions -H 'Authorization: Bearer {key}' \\\n    \
              -H 'content-type: application/json' \\\n    \

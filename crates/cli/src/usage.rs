@@ -168,7 +168,7 @@ fn write_table(
 }
 
 /// Micro-USD as `$12.50` (exact; at least two decimals).
-fn usd(micros: i64) -> String {
+pub(crate) fn usd(micros: i64) -> String {
     let text = Metric::Usd.format_amount(micros.unsigned_abs());
     if micros < 0 { format!("-{text}") } else { text }
 }

@@ -57,12 +57,16 @@ pub(crate) fn insert(headers: &mut HeaderMap, state: &QuotaState) {
         }
     }
     if let Some(soft) = &state.over_soft_limit {
-        let text = format!(
+        let mut text = format!(
             "{} {} {}",
             soft.scope.to_text(),
             soft.metric.as_str(),
             soft.period.to_text()
         );
+        if let Some(model) = &soft.model {
+            text.push_str(" model=");
+            text.push_str(model);
+        }
         put(headers, SOFT_LIMIT, &text);
     }
     if let Some(alias) = &state.degraded_to {
