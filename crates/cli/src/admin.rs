@@ -593,7 +593,7 @@ fn write_explained(out: &mut impl Write, r: &RequestRecord) -> std::io::Result<(
         "  price      {}",
         r.cost_micros.map_or_else(
             || "- (no price for this model)".into(),
-            |micros| crate::usage::usd(micros)
+            crate::usage::usd
         )
     )?;
     if let (Some(uwh), Some(ug)) = (r.energy_uwh, r.carbon_ug) {
