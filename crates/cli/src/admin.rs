@@ -591,10 +591,8 @@ fn write_explained(out: &mut impl Write, r: &RequestRecord) -> std::io::Result<(
     writeln!(
         out,
         "  price      {}",
-        r.cost_micros.map_or_else(
-            || "- (no price for this model)".into(),
-            crate::usage::usd
-        )
+        r.cost_micros
+            .map_or_else(|| "- (no price for this model)".into(), crate::usage::usd)
     )?;
     if let (Some(uwh), Some(ug)) = (r.energy_uwh, r.carbon_ug) {
         // Estimates (docs/cost-energy-carbon.md): milliwatt-hours and milligrams read best.

@@ -96,19 +96,6 @@ impl PolicyEngine {
         }
     }
 
-    /// No budgets, in-process counters, built-in tables: what tests and `sluice demo` start from.
-    pub fn unlimited() -> PolicyEngine {
-        PolicyEngine::new(PolicyParts {
-            counters: Arc::new(sluice_policy::MemoryCounters::new()),
-            on_counter_error: OnCounterError::Closed,
-            help: String::new(),
-            prices: PriceTable::builtin(),
-            energy: EnergyModel::builtin(),
-            regions: HashMap::new(),
-            routes: HashMap::new(),
-        })
-    }
-
     /// Learns each deployment's model (and region), to price its attempts.
     pub(crate) fn know_deployments<'a>(
         &mut self,
@@ -474,31 +461,54 @@ impl Gateway {
     }
 }
 
+/// Cost (when the model has a price), energy and carbon, and tokens, summed over attempts.
+#[derive(Debug, Default, Clone, Copy)]
+struct Priced {
+    cost: Option<Money>,
+    /// Micro-Wh and micro-g CO2e.
+    energy: Option<(u64, u64)>,
+    tokens: u64,
+}
+
+impl Priced {
+    fn add(&mut self, other: Priced) {
+        if let Some(cost) = other.cost {
+            self.cost = Some(self.cost.unwrap_or(Money::ZERO).saturating_add(cost));
+        }
+        if let Some((uwh, ug)) = other.energy {
+            let (total_uwh, total_ug) = self.energy.unwrap_or((0, 0));
+            self.energy = Some((total_uwh.saturating_add(uwh), total_ug.saturating_add(ug)));
+        }
+        self.tokens = self.tokens.saturating_add(other.tokens);
+    }
+}
+
 /// What a finished request used, priced: filled into the record, settled against the hold.
 impl PolicyEngine {
     /// Prices every attempt of the record at its deployment's model (the served model when
     /// the deployment's is not in the table), and estimates its energy and carbon. Returns what
     /// the budgets are settled to: the cost and tokens of every attempt (a lost hedge's prompt
-    /// included).
+    /// included). Answers without attempts (embeddings) are priced from the record's usage.
     pub(crate) fn price(&self, record: &mut RequestRecord) -> Consumption {
-        let mut cost: Option<Money> = None;
-        let mut energy: Option<(u64, u64)> = None;
-        let mut tokens = 0u64;
-        let served = record.deployment.clone();
-        let served_model = record.served_model.clone();
         let record_usage = Usage {
             input_tokens: record.input_tokens.unwrap_or(0),
             output_tokens: record.output_tokens.unwrap_or(0),
             cached_input_tokens: record.cached_tokens.unwrap_or(0),
             ..Usage::default()
         };
+        let served = record.deployment.as_deref();
+        let served_model = record.served_model.as_deref();
+        let mut total = Priced::default();
         let mut priced_served = false;
         for attempt in &mut record.attempts {
             if attempt.input_tokens.is_none() && attempt.output_tokens.is_none() {
                 continue;
             }
-            let is_served = attempt.outcome == "ok" && Some(&attempt.deployment) == served.as_ref();
-            let usage = if is_served && !priced_served {
+            // The answering attempt is priced from the record's usage, cached tokens included.
+            let usage = if !priced_served
+                && attempt.outcome == "ok"
+                && served == Some(attempt.deployment.as_str())
+            {
                 priced_served = true;
                 record_usage
             } else {
@@ -508,48 +518,44 @@ impl PolicyEngine {
                     ..Usage::default()
                 }
             };
-            let (model, region) = match self.deployments.get(&attempt.deployment) {
-                Some((model, region)) => (model.as_str(), region.as_deref()),
-                None => (served_model.as_deref().unwrap_or_default(), None),
-            };
-            tokens += u64::from(usage.input_tokens) + u64::from(usage.output_tokens);
-            let price = self
-                .prices
-                .lookup(model)
-                .or_else(|| served_model.as_deref().and_then(|m| self.prices.lookup(m)));
-            if let Some(price) = price {
-                let attempt_cost = price.cost(&usage, sluice_policy::Tier::Standard);
-                attempt.cost_micros = Some(attempt_cost.micros());
-                cost = Some(cost.unwrap_or(Money::ZERO).saturating_add(attempt_cost));
-            }
-            let estimate = self.energy.estimate(model, &usage, region);
-            let (uwh, ug) = energy.unwrap_or((0, 0));
-            energy = Some((
-                uwh.saturating_add(estimate.energy_uwh),
-                ug.saturating_add(estimate.carbon_ug),
-            ));
+            let priced = self.price_usage(Some(&attempt.deployment), served_model, &usage);
+            attempt.cost_micros = priced.cost.map(Money::micros);
+            total.add(priced);
         }
-        // Answers without attempts (embeddings record usage on the request only).
         if !priced_served && (record_usage.input_tokens > 0 || record_usage.output_tokens > 0) {
-            let deployment = served.as_deref().and_then(|d| self.deployments.get(d));
-            let model = deployment
-                .map(|(model, _)| model.as_str())
-                .or(served_model.as_deref())
-                .unwrap_or_default();
-            let region = deployment.and_then(|(_, region)| region.as_deref());
-            tokens += u64::from(record_usage.input_tokens) + u64::from(record_usage.output_tokens);
-            if let Some(price) = self.prices.lookup(model) {
-                cost = Some(price.cost(&record_usage, sluice_policy::Tier::Standard));
-            }
-            let estimate = self.energy.estimate(model, &record_usage, region);
-            energy = Some((estimate.energy_uwh, estimate.carbon_ug));
+            total.add(self.price_usage(served, served_model, &record_usage));
         }
-        record.cost_micros = cost.map(Money::micros);
-        record.energy_uwh = energy.map(|(uwh, _)| uwh);
-        record.carbon_ug = energy.map(|(_, ug)| ug);
+        record.cost_micros = total.cost.map(Money::micros);
+        record.energy_uwh = total.energy.map(|(uwh, _)| uwh);
+        record.carbon_ug = total.energy.map(|(_, ug)| ug);
         Consumption {
-            cost: cost.unwrap_or(Money::ZERO),
-            tokens,
+            cost: total.cost.unwrap_or(Money::ZERO),
+            tokens: total.tokens,
+        }
+    }
+
+    /// One usage at a deployment's model and region.
+    fn price_usage(
+        &self,
+        deployment: Option<&str>,
+        served_model: Option<&str>,
+        usage: &Usage,
+    ) -> Priced {
+        let known = deployment.and_then(|d| self.deployments.get(d));
+        let model = known
+            .map(|(model, _)| model.as_str())
+            .or(served_model)
+            .unwrap_or_default();
+        let region = known.and_then(|(_, region)| region.as_deref());
+        let price = self
+            .prices
+            .lookup(model)
+            .or_else(|| served_model.and_then(|m| self.prices.lookup(m)));
+        let estimate = self.energy.estimate(model, usage, region);
+        Priced {
+            cost: price.map(|p| p.cost(usage, sluice_policy::Tier::Standard)),
+            energy: Some((estimate.energy_uwh, estimate.carbon_ug)),
+            tokens: u64::from(usage.input_tokens) + u64::from(usage.output_tokens),
         }
     }
 
