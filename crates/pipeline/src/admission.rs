@@ -414,14 +414,24 @@ impl Gateway {
             demand.max_tokens = Some(max_output);
         }
         let input = demand.input_tokens;
+        // A hedged route may also pay for the losing attempt's prompt.
+        let hedged_input = if plan.policy().hedge.is_some() {
+            input
+        } else {
+            0
+        };
         let cost = deployments
             .filter_map(|d| engine.prices.lookup(&d.model))
-            .map(|price| price.worst_case(input, max_output))
+            .map(|price| {
+                price
+                    .worst_case(input, max_output)
+                    .saturating_add(price.worst_case(hedged_input, 0))
+            })
             .max()
             .unwrap_or(Money::ZERO);
         let demand = Consumption {
             cost,
-            tokens: u64::from(input) + u64::from(max_output),
+            tokens: u64::from(input) + u64::from(max_output) + u64::from(hedged_input),
         };
         let charges = sluice_policy::budget::plan_charges(
             limits.iter().map(|(limit, _)| limit),

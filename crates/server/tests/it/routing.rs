@@ -704,9 +704,10 @@ async fn a_hedge_serves_the_first_answer_and_cancels_the_other_upstream() {
     });
     let primary_mock = MockUpstream::openai().always(stalled).start().await;
     let backup_mock = MockUpstream::openai().start().await;
+    // Priced models, and a token budget: both attempts are charged.
     let (primary, backup) = (
-        on(&primary_mock, ProviderKind::OpenAi, "gpt"),
-        on(&backup_mock, ProviderKind::OpenAi, "gpt"),
+        on(&primary_mock, ProviderKind::OpenAi, "gpt-4o-mini"),
+        on(&backup_mock, ProviderKind::OpenAi, "gpt-4o-mini"),
     );
     let route_policy = policy(|p| {
         p.hedge = Some(HedgePolicy {
@@ -720,8 +721,12 @@ async fn a_hedge_serves_the_first_answer_and_cancels_the_other_upstream() {
             vec![backup.clone()],
             route_policy,
         ))
+        .budget(crate::support::budget(
+            "team:qa", "tokens", "day", 1_000_000,
+        ))
         .start()
         .await;
+    let gateway = gw.gateway.clone();
     let res = gw.openai("/v1/chat/completions", chat(true)).await;
     assert_eq!(res.status(), 200);
     assert_eq!(res.headers()["x-sluice-deployment"], backup.name.as_str());
@@ -746,6 +751,23 @@ async fn a_hedge_serves_the_first_answer_and_cancels_the_other_upstream() {
         "the cancelled attempt's prompt is counted"
     );
     assert!(attempts[0].output_tokens.unwrap() > 0);
+    // The loser's prompt is paid for: in the cost and in what the budget settled to.
+    let attempt_costs: i64 = attempts.iter().filter_map(|a| a.cost_micros).sum();
+    assert!(attempts[1].cost_micros.unwrap() > 0);
+    assert_eq!(records[0].cost_micros, Some(attempt_costs));
+    let limit = sluice_policy::Limit::tokens(
+        sluice_policy::Scope::Team("qa".into()),
+        1_000_000,
+        sluice_policy::Period::Day,
+    )
+    .unwrap();
+    let record_tokens = records[0].input_tokens.unwrap()
+        + records[0].output_tokens.unwrap()
+        + attempts[1].input_tokens.unwrap();
+    assert_eq!(
+        gateway.policy().usage(&limit).await.unwrap(),
+        u64::from(record_tokens)
+    );
 }
 
 #[tokio::test]
