@@ -44,6 +44,16 @@ struct Fleet {
     store_path: std::path::PathBuf,
 }
 
+/// A failed assertion leaves no replica running.
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        for (child, _) in &mut self.replicas {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
 /// A config on `mock` with counters in Redis, a key of team `qa`, `budget` in the store, and
 /// two replicas started.
 async fn fleet(name: &str, mock: &MockUpstream, redis: &str, budget: BudgetRow) -> Fleet {
@@ -128,8 +138,8 @@ async fn burst(fleet: &Fleet, max_tokens: u32) -> Vec<u16> {
         .collect()
 }
 
-async fn records(fleet: Fleet) -> Vec<sluice_store::RequestRecord> {
-    for (child, _) in fleet.replicas {
+async fn records(mut fleet: Fleet) -> Vec<sluice_store::RequestRecord> {
+    for (child, _) in std::mem::take(&mut fleet.replicas) {
         common::stop(child);
     }
     let store = Store::open(&fleet.store_path).await.unwrap();
