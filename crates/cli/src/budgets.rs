@@ -353,32 +353,10 @@ fn write_table(out: &mut impl Write, shown: &[Shown], with_usage: bool) -> anyho
             line.drain(6..8);
         }
     }
-    let columns = lines[0].len();
-    let widths: Vec<usize> = (0..columns)
-        .map(|c| {
-            lines
-                .iter()
-                .map(|l| l[c].chars().count())
-                .max()
-                .unwrap_or(0)
-        })
-        .collect();
-    // Amounts right-aligned, text left-aligned; the last column unpadded.
+    // Amounts right-aligned, text left-aligned.
     let numeric = |header: &str| matches!(header, "LIMIT" | "SOFT" | "USED" | "REMAINING");
     let headers = lines[0].clone();
-    for line in &lines {
-        let mut text = String::new();
-        for (c, cell) in line.iter().enumerate() {
-            if c + 1 == columns {
-                text.push_str(cell);
-            } else if numeric(&headers[c]) {
-                text.push_str(&format!("{cell:>w$}  ", w = widths[c]));
-            } else {
-                text.push_str(&format!("{cell:<w$}  ", w = widths[c]));
-            }
-        }
-        writeln!(out, "{}", text.trim_end())?;
-    }
+    crate::table::write(out, &lines, |c| headers.get(c).is_some_and(|h| numeric(h)))?;
     Ok(())
 }
 

@@ -11,6 +11,7 @@ mod budgets;
 mod policy;
 mod reliability;
 mod serve;
+mod table;
 mod usage;
 
 /// mimalloc instead of the system allocator: the request path allocates many small short-lived

@@ -143,27 +143,8 @@ fn write_table(
     total.extend(figures(&UsageRow::total(rows)));
     lines.push(total);
 
-    let columns = lines[0].len();
-    let widths: Vec<usize> = (0..columns)
-        .map(|c| {
-            lines
-                .iter()
-                .map(|l| l[c].chars().count())
-                .max()
-                .unwrap_or(0)
-        })
-        .collect();
-    for line in &lines {
-        let mut text = String::new();
-        for (c, cell) in line.iter().enumerate() {
-            if c < by.len() {
-                text.push_str(&format!("{cell:<w$}  ", w = widths[c]));
-            } else {
-                text.push_str(&format!("{cell:>w$}  ", w = widths[c]));
-            }
-        }
-        writeln!(out, "{}", text.trim_end())?;
-    }
+    // Dimensions left-aligned, figures right-aligned.
+    crate::table::write(out, &lines, |c| c >= by.len())?;
     Ok(())
 }
 

@@ -28,7 +28,7 @@ use sluice_types::{ChatRequest, Money, Usage};
 use tokio_util::task::TaskTracker;
 
 use crate::tokens::estimate_input;
-use crate::{Caller, Gateway, PipelineError};
+use crate::{Caller, Exchange, Gateway, PipelineError};
 
 /// A route's access and limit rules, from its configuration.
 #[derive(Debug, Clone, Default)]
@@ -281,14 +281,6 @@ impl Demand {
     }
 }
 
-pub(crate) struct Admitted {
-    pub plan: RoutePlan,
-    pub hold: Option<HoldGuard>,
-    pub quota: QuotaState,
-    /// The alias the caller asked for, when a soft limit moved it to another.
-    pub degraded_from: Option<String>,
-}
-
 fn now() -> UnixMs {
     UnixMs(sluice_store::now_ms())
 }
@@ -310,71 +302,56 @@ impl Gateway {
         &self.inner.policy
     }
 
-    /// Reserves the request's worst case against every limit of its caller and alias. Over a
-    /// soft limit, the route's cheaper alias is planned (and reserved) instead. Without max
-    /// tokens, a request under a spend or token limit gets its worst case as `max_tokens`, so
-    /// the reservation bounds what it can use.
+    /// Reserves the request's worst case against every limit of its caller and alias, and
+    /// hands the hold and quota state to the exchange. Over a soft limit, the route's cheaper
+    /// alias is planned (and reserved) instead, and returned. Without max tokens, a request
+    /// under a spend or token limit gets its worst case as `max_tokens`, so the reservation
+    /// bounds what it can use.
     pub(crate) async fn admit(
         &self,
+        exchange: &mut Exchange,
         caller: &Caller,
-        end_user: Option<&str>,
         demand: &mut Demand,
         plan: RoutePlan,
         stream: bool,
-    ) -> Result<Admitted, PipelineError> {
-        let engine = &self.inner.policy;
-        let first = self.reserve(caller, end_user, demand, &plan).await?;
-        let Some((hold, over_soft)) = first else {
-            return Ok(Admitted {
-                plan,
-                hold: None,
-                quota: QuotaState::default(),
-                degraded_from: None,
-            });
+    ) -> Result<RoutePlan, PipelineError> {
+        let end_user = exchange.end_user().map(str::to_owned);
+        let end_user = end_user.as_deref();
+        let Some((hold, over_soft)) = self.reserve(caller, end_user, demand, &plan).await? else {
+            return Ok(plan);
         };
-        let cheaper = engine
+        let cheaper = self
+            .inner
+            .policy
             .rules(plan.alias())
             .and_then(|rules| rules.over_soft_limit.clone());
-        match (over_soft, cheaper) {
-            (Some(soft), Some(cheaper)) => {
-                if let Err(e) = hold.release().await {
-                    tracing::warn!(error = %e, "releasing a hold moved to a cheaper alias failed");
-                }
-                let requested = plan.alias().to_string();
-                let plan = self.inner.router.plan(&cheaper, stream)?;
-                let second = self.reserve(caller, end_user, demand, &plan).await?;
-                let (hold, quotas) = match second {
-                    Some((hold, _)) => {
-                        let quotas = hold.quotas().to_vec();
-                        (Some(hold), quotas)
-                    }
-                    None => (None, Vec::new()),
-                };
-                Ok(Admitted {
-                    plan,
-                    hold,
-                    quota: QuotaState {
-                        quotas,
-                        over_soft_limit: Some(soft),
-                        degraded_to: Some(cheaper),
-                    },
-                    degraded_from: Some(requested),
-                })
-            }
-            (over_soft, _) => {
-                let quotas = hold.quotas().to_vec();
-                Ok(Admitted {
-                    plan,
-                    hold: Some(hold),
-                    quota: QuotaState {
-                        quotas,
-                        over_soft_limit: over_soft,
-                        degraded_to: None,
-                    },
-                    degraded_from: None,
-                })
-            }
+        let (Some(soft), Some(cheaper)) = (&over_soft, cheaper) else {
+            let quota = QuotaState {
+                quotas: hold.quotas().to_vec(),
+                over_soft_limit: over_soft,
+                degraded_to: None,
+            };
+            exchange.admitted(Some(hold), quota, None);
+            return Ok(plan);
+        };
+        if let Err(e) = hold.release().await {
+            tracing::warn!(error = %e, "releasing a hold moved to a cheaper alias failed");
         }
+        let requested = plan.alias().to_string();
+        let plan = self.inner.router.plan(&cheaper, stream)?;
+        let hold = self
+            .reserve(caller, end_user, demand, &plan)
+            .await?
+            .map(|(hold, _)| hold);
+        let quota = QuotaState {
+            quotas: hold.as_ref().map_or_else(Vec::new, |h| h.quotas().to_vec()),
+            over_soft_limit: Some(soft.clone()),
+            degraded_to: Some(cheaper),
+        };
+        // The record names the alias that served; `degraded_from` the one asked for.
+        exchange.set_alias(plan.alias(), stream);
+        exchange.admitted(hold, quota, Some(requested));
+        Ok(plan)
     }
 
     /// One reservation for `plan`: `None` when no limit applies (or the counters failed open).

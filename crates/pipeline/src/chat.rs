@@ -89,23 +89,17 @@ impl Gateway {
             Ok(plan) => plan,
             Err(e) => return Err((exchange, e)),
         };
-        let end_user = exchange.end_user().map(str::to_owned);
         let mut demand = Demand::chat(&req);
-        let admitted = self
-            .admit(caller, end_user.as_deref(), &mut demand, plan, req.stream)
-            .await;
-        let admitted = match admitted {
-            Ok(admitted) => admitted,
+        let stream = req.stream;
+        let plan = match self
+            .admit(&mut exchange, caller, &mut demand, plan, stream)
+            .await
+        {
+            Ok(plan) => plan,
             Err(e) => return Err((exchange, e)),
         };
         // Under a spend or token limit, the reservation is the output bound.
         req.max_tokens = demand.max_tokens;
-        let plan = admitted.plan;
-        if admitted.degraded_from.is_some() {
-            // The record names the alias that served; `degraded_from` the one asked for.
-            exchange.set_alias(plan.alias(), req.stream);
-        }
-        exchange.admitted(admitted.hold, admitted.quota, admitted.degraded_from);
         for (health, why) in &plan.skipped {
             let role = plan
                 .route

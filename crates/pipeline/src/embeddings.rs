@@ -26,24 +26,18 @@ impl Gateway {
             Ok(plan) => plan,
             Err(e) => return Err((exchange, e)),
         };
-        let end_user = exchange.end_user().map(str::to_owned);
         let mut demand = Demand {
             input_tokens: estimate_embeddings_input(&req),
             max_tokens: None,
             generates: false,
         };
-        let admitted = self
-            .admit(caller, end_user.as_deref(), &mut demand, plan, false)
-            .await;
-        let admitted = match admitted {
-            Ok(admitted) => admitted,
+        let plan = match self
+            .admit(&mut exchange, caller, &mut demand, plan, false)
+            .await
+        {
+            Ok(plan) => plan,
             Err(e) => return Err((exchange, e)),
         };
-        let plan = admitted.plan;
-        if admitted.degraded_from.is_some() {
-            exchange.set_alias(plan.alias(), false);
-        }
-        exchange.admitted(admitted.hold, admitted.quota, admitted.degraded_from);
         for (health, why) in &plan.skipped {
             exchange.attempt(skipped(
                 health.name(),
