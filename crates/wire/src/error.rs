@@ -31,6 +31,10 @@ pub enum WireError {
         found: &'static str,
     },
 
+    /// A body did not have the shape a typed decoder expects; `detail` is the decoder's words.
+    #[error("`{path}`: {detail}")]
+    InvalidShape { path: String, detail: String },
+
     /// A string field holds a value outside its enumeration.
     #[error("`{path}`: unknown value `{value}`, expected one of: {}", .expected.join(", "))]
     UnknownValue {
@@ -78,6 +82,7 @@ impl WireError {
         match self {
             WireError::MissingField { path }
             | WireError::InvalidType { path, .. }
+            | WireError::InvalidShape { path, .. }
             | WireError::UnknownValue { path, .. }
             | WireError::InvalidValue { path, .. }
             | WireError::UnsupportedInput { path, .. } => Some(path.clone()),
@@ -107,6 +112,7 @@ impl Classify for WireError {
             | WireError::MalformedJson(_)
             | WireError::MissingField { .. }
             | WireError::InvalidType { .. }
+            | WireError::InvalidShape { .. }
             | WireError::UnknownValue { .. }
             | WireError::InvalidValue { .. } => ErrorKind::InvalidRequest,
             WireError::UnsupportedInput { .. }

@@ -5,6 +5,7 @@
 //! fields, because clients routinely send `"temperature": null` for "unset".
 
 use serde::Serialize;
+use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
 use crate::WireError;
@@ -20,6 +21,39 @@ pub(crate) fn parse_body(body: &[u8]) -> Result<Value, WireError> {
         });
     }
     serde_json::from_slice(body).map_err(WireError::MalformedJson)
+}
+
+/// Deserializes a body into a typed shape in one pass, without a [`Value`] tree. When that
+/// fails the body is read again to say where: the error names the field's path
+/// (`choices[0].message`), as the [`Obj`] walkers' errors do.
+pub(crate) fn from_slice_at_path<T: DeserializeOwned>(body: &[u8]) -> Result<T, WireError> {
+    serde_json::from_slice(body).map_err(|err| locate::<T>(body, err))
+}
+
+fn locate<T: DeserializeOwned>(body: &[u8], err: serde_json::Error) -> WireError {
+    if let Err(e) = std::str::from_utf8(body) {
+        return WireError::InvalidUtf8 {
+            offset: e.valid_up_to(),
+        };
+    }
+    if err.is_syntax() || err.is_eof() {
+        return WireError::MalformedJson(err);
+    }
+    let mut reader = serde_json::Deserializer::from_slice(body);
+    match serde_path_to_error::deserialize::<_, T>(&mut reader) {
+        Err(located) => {
+            let path = match located.path().to_string() {
+                root if root == "." => ROOT.to_owned(),
+                path => path,
+            };
+            WireError::InvalidShape {
+                path,
+                detail: located.into_inner().to_string(),
+            }
+        }
+        // Unreachable for a deterministic deserializer; the first error still says what.
+        Ok(_) => WireError::MalformedJson(err),
+    }
 }
 
 /// Serializes an encoder's wire struct. These hold only string keys and JSON values (serde_json
@@ -62,10 +96,6 @@ fn wrong_type(path: &str, expected: &'static str, found: &Value) -> WireError {
 
 pub(crate) fn as_str<'a>(v: &'a Value, path: &str) -> Result<&'a str, WireError> {
     v.as_str().ok_or_else(|| wrong_type(path, "string", v))
-}
-
-pub(crate) fn as_array<'a>(v: &'a Value, path: &str) -> Result<&'a Vec<Value>, WireError> {
-    v.as_array().ok_or_else(|| wrong_type(path, "array", v))
 }
 
 /// Checks `value` against an enumeration and returns it.
@@ -114,6 +144,12 @@ impl<'a> Obj<'a> {
         field(&self.path, key)
     }
 
+    /// The error for `key` holding the wrong type. Paths are built only for errors: a request
+    /// that decodes cleanly formats none of its leaves' paths.
+    fn wrong_type(&self, key: &str, expected: &'static str, found: &Value) -> WireError {
+        wrong_type(&self.path(key), expected, found)
+    }
+
     /// The value under `key`, with `null` treated as absent.
     pub fn get(&self, key: &str) -> Option<&'a Value> {
         self.map.get(key).filter(|v| !v.is_null())
@@ -131,29 +167,45 @@ impl<'a> Obj<'a> {
 
     pub fn str(&self, key: &str) -> Result<Option<&'a str>, WireError> {
         self.get(key)
-            .map(|v| as_str(v, &self.path(key)))
+            .map(|v| v.as_str().ok_or_else(|| self.wrong_type(key, "string", v)))
             .transpose()
     }
 
     pub fn req_str(&self, key: &str) -> Result<&'a str, WireError> {
-        as_str(self.required(key)?, &self.path(key))
+        let v = self.required(key)?;
+        v.as_str().ok_or_else(|| self.wrong_type(key, "string", v))
+    }
+
+    /// A required string from an enumeration.
+    pub fn req_one_of(
+        &self,
+        key: &str,
+        expected: &'static [&'static str],
+    ) -> Result<&'a str, WireError> {
+        let value = self.req_str(key)?;
+        if expected.contains(&value) {
+            Ok(value)
+        } else {
+            Err(WireError::UnknownValue {
+                path: self.path(key),
+                value: value.to_owned(),
+                expected,
+            })
+        }
     }
 
     pub fn bool(&self, key: &str) -> Result<Option<bool>, WireError> {
         self.get(key)
             .map(|v| {
                 v.as_bool()
-                    .ok_or_else(|| wrong_type(&self.path(key), "boolean", v))
+                    .ok_or_else(|| self.wrong_type(key, "boolean", v))
             })
             .transpose()
     }
 
     pub fn f64(&self, key: &str) -> Result<Option<f64>, WireError> {
         self.get(key)
-            .map(|v| {
-                v.as_f64()
-                    .ok_or_else(|| wrong_type(&self.path(key), "number", v))
-            })
+            .map(|v| v.as_f64().ok_or_else(|| self.wrong_type(key, "number", v)))
             .transpose()
     }
 
@@ -166,7 +218,7 @@ impl<'a> Obj<'a> {
                 path: self.path(key),
                 reason: "must be an integer that fits in 64 bits",
             }),
-            other => Err(wrong_type(&self.path(key), "integer", other)),
+            other => Err(self.wrong_type(key, "integer", other)),
         }
     }
 
@@ -183,7 +235,7 @@ impl<'a> Obj<'a> {
                     path: self.path(key),
                     reason: "must be a non-negative integer below 2^32",
                 }),
-            other => Err(wrong_type(&self.path(key), "integer", other)),
+            other => Err(self.wrong_type(key, "integer", other)),
         }
     }
 
@@ -206,12 +258,13 @@ impl<'a> Obj<'a> {
 
     pub fn array(&self, key: &str) -> Result<Option<&'a Vec<Value>>, WireError> {
         self.get(key)
-            .map(|v| as_array(v, &self.path(key)))
+            .map(|v| v.as_array().ok_or_else(|| self.wrong_type(key, "array", v)))
             .transpose()
     }
 
     pub fn req_array(&self, key: &str) -> Result<&'a Vec<Value>, WireError> {
-        as_array(self.required(key)?, &self.path(key))
+        let v = self.required(key)?;
+        v.as_array().ok_or_else(|| self.wrong_type(key, "array", v))
     }
 
     /// Top-level fields outside `known`, for [`sluice_types::Extras`]. `null` values are skipped:

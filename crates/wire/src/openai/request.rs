@@ -127,13 +127,11 @@ pub fn decode_chat_request(body: &[u8]) -> Result<ChatRequest, WireError> {
 
 fn decode_message(v: &Value, path: String) -> Result<Message, WireError> {
     let o = Obj::at(v, path)?;
-    let role_path = o.path("role");
-    let role = one_of(o.req_str("role")?, &role_path, ROLES)?;
+    let role = o.req_one_of("role", ROLES)?;
     let name = o.str("name")?.map(str::to_owned);
-    let content_path = o.path("content");
     let (role, parts) = match role {
         "system" | "developer" => {
-            let parts = decode_content(o.required("content")?, &content_path, PartSet::TextOnly)?;
+            let parts = decode_content(&o, "content", PartSet::TextOnly)?;
             (
                 if role == "system" {
                     Role::System
@@ -143,14 +141,11 @@ fn decode_message(v: &Value, path: String) -> Result<Message, WireError> {
                 parts,
             )
         }
-        "user" => (
-            Role::User,
-            decode_content(o.required("content")?, &content_path, PartSet::User)?,
-        ),
+        "user" => (Role::User, decode_content(&o, "content", PartSet::User)?),
         "assistant" => (Role::Assistant, decode_assistant(&o)?),
         "tool" => {
             let tool_call_id = o.req_str("tool_call_id")?.to_owned();
-            let content = decode_content(o.required("content")?, &content_path, PartSet::TextOnly)?;
+            let content = decode_content(&o, "content", PartSet::TextOnly)?;
             (
                 Role::Tool,
                 vec![Part::ToolResult {
@@ -162,7 +157,7 @@ fn decode_message(v: &Value, path: String) -> Result<Message, WireError> {
         }
         other => {
             return Err(WireError::UnsupportedInput {
-                path: role_path,
+                path: o.path("role"),
                 value: other.to_owned(),
             });
         }
@@ -180,7 +175,7 @@ fn decode_assistant(o: &Obj<'_>) -> Result<Vec<Part>, WireError> {
         }
     }
     let mut parts = match o.get("content") {
-        Some(v) => decode_content(v, &o.path("content"), PartSet::Assistant)?,
+        Some(_) => decode_content(o, "content", PartSet::Assistant)?,
         None => Vec::new(),
     };
     let refusal = o.str("refusal")?;
@@ -229,16 +224,20 @@ fn check_function_type(kind: &str, path: &str) -> Result<(), WireError> {
     }
 }
 
-fn decode_content(v: &Value, path: &str, set: PartSet) -> Result<Vec<Part>, WireError> {
-    match v {
+/// A message's `content` under `key`: a string or an array of parts.
+fn decode_content(o: &Obj<'_>, key: &str, set: PartSet) -> Result<Vec<Part>, WireError> {
+    match o.required(key)? {
         Value::String(s) => Ok(vec![Part::text(s.as_str())]),
-        Value::Array(items) => items
-            .iter()
-            .enumerate()
-            .map(|(j, item)| decode_part(item, index(path, j), set))
-            .collect(),
+        Value::Array(items) => {
+            let path = o.path(key);
+            items
+                .iter()
+                .enumerate()
+                .map(|(j, item)| decode_part(item, index(&path, j), set))
+                .collect()
+        }
         other => Err(WireError::InvalidType {
-            path: path.to_owned(),
+            path: o.path(key),
             expected: "string or array",
             found: json::type_name(other),
         }),
@@ -247,8 +246,7 @@ fn decode_content(v: &Value, path: &str, set: PartSet) -> Result<Vec<Part>, Wire
 
 fn decode_part(v: &Value, path: String, set: PartSet) -> Result<Part, WireError> {
     let o = Obj::at(v, path)?;
-    let type_path = o.path("type");
-    match one_of(o.req_str("type")?, &type_path, set.expected())? {
+    match o.req_one_of("type", set.expected())? {
         "text" => Ok(Part::text(o.req_str("text")?)),
         "refusal" => Ok(Part::text(o.req_str("refusal")?)),
         "image_url" => {
@@ -266,7 +264,7 @@ fn decode_part(v: &Value, path: String, set: PartSet) -> Result<Part, WireError>
             })
         }
         other => Err(WireError::UnsupportedInput {
-            path: type_path,
+            path: o.path("type"),
             value: other.to_owned(),
         }),
     }
@@ -585,11 +583,11 @@ pub fn encode_chat_request(req: &ChatRequest, opts: &EncodeOptions) -> Result<Ve
 
     let mut messages = Vec::new();
     if !req.system.is_empty() {
-        let content = text_content(&req.system, "system")?;
+        let content = text_content(&req.system, || "system".to_owned())?;
         messages.push(WireMessage::new("system", content, None));
     }
     for (i, m) in req.messages.iter().enumerate() {
-        encode_message(m, &index("messages", i), opts.flavor, &mut messages)?;
+        encode_message(m, i, opts.flavor, &mut messages)?;
     }
 
     let (max_completion_tokens, max_tokens) = match opts.flavor {
@@ -625,14 +623,16 @@ pub fn encode_chat_request(req: &ChatRequest, opts: &EncodeOptions) -> Result<Ve
     Ok(json::to_vec(&wire))
 }
 
+/// Encodes `messages[i]` (its path is built only for an error).
 fn encode_message<'a>(
     m: &'a Message,
-    path: &str,
+    i: usize,
     flavor: OpenAiFlavor,
     out: &mut Vec<WireMessage<'a>>,
 ) -> Result<(), WireError> {
     let name = m.name.as_deref();
-    let content_path = format!("{path}.content");
+    let path = || index("messages", i);
+    let part_path = |j: usize| index(&format!("{}.content", path()), j);
     match m.role {
         Role::System | Role::Developer => {
             let role = match (m.role, flavor) {
@@ -648,7 +648,7 @@ fn encode_message<'a>(
                 match part {
                     Part::Text { text, .. } => texts.push(WirePart::Text { text }),
                     Part::ToolCall(call) => tool_calls.push(WireToolCall::new(call)),
-                    _ => return Err(unsupported(index(&content_path, j))),
+                    _ => return Err(unsupported(part_path(j))),
                 }
             }
             let content = if texts.is_empty() && !tool_calls.is_empty() {
@@ -691,17 +691,16 @@ fn encode_message<'a>(
                                 name,
                             ));
                         }
-                        let result_path = index(&content_path, j);
                         out.push(WireMessage {
                             role: "tool",
-                            content: Some(text_content(content, &result_path)?),
+                            content: Some(text_content(content, || part_path(j))?),
                             name: None,
                             tool_calls: Vec::new(),
                             tool_call_id: Some(tool_call_id),
                         });
                         emitted = true;
                     }
-                    Part::ToolCall(_) => return Err(unsupported(index(&content_path, j))),
+                    Part::ToolCall(_) => return Err(unsupported(part_path(j))),
                 }
             }
             if !pending.is_empty() || !emitted {
@@ -716,14 +715,18 @@ fn encode_message<'a>(
     Ok(())
 }
 
-/// Content that may only hold text (system, developer and tool messages).
-fn text_content<'a>(parts: &'a [Part], path: &str) -> Result<WireContent<'a>, WireError> {
+/// Content that may only hold text (system, developer and tool messages); `path` names the
+/// message, for an error.
+fn text_content<'a>(
+    parts: &'a [Part],
+    path: impl Fn() -> String,
+) -> Result<WireContent<'a>, WireError> {
     let texts = parts
         .iter()
         .enumerate()
         .map(|(j, part)| match part {
             Part::Text { text, .. } => Ok(WirePart::Text { text }),
-            _ => Err(unsupported(index(&format!("{path}.content"), j))),
+            _ => Err(unsupported(index(&format!("{}.content", path()), j))),
         })
         .collect::<Result<Vec<_>, _>>()?;
     Ok(WireContent::from_parts(texts))

@@ -14,84 +14,168 @@
 //! `usage` carries `total_tokens` and `prompt_tokens_details.cached_tokens`; a canonical
 //! `created` of 0 (Anthropic has none) is sent as is, so callers stamp it first.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sluice_types::{ChatResponse, Choice, FinishReason, Part, ToolCall, Usage};
 
 use super::request::WireToolCall;
 use crate::WireError;
-use crate::json::{self, Obj, index};
+use crate::json::{self, Obj};
 
 /// Decodes an upstream `chat.completion` body.
 ///
 /// Errors: [`WireError::UpstreamMalformed`] wrapping the field-level cause.
 pub fn decode_chat_response(body: &[u8]) -> Result<ChatResponse, WireError> {
-    decode(body).map_err(WireError::upstream)
+    let wire: UpstreamResponse = json::from_slice_at_path(body).map_err(WireError::upstream)?;
+    Ok(wire.into_canonical())
 }
 
-fn decode(body: &[u8]) -> Result<ChatResponse, WireError> {
-    let root = json::parse_body(body)?;
-    let obj = Obj::root(&root)?;
-    let choices = obj
-        .req_array("choices")?
-        .iter()
-        .enumerate()
-        .map(|(i, c)| decode_choice(c, i))
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(ChatResponse {
-        id: obj.str("id")?.unwrap_or_default().to_owned(),
-        model: obj.str("model")?.unwrap_or_default().to_owned(),
-        created: obj.i64("created")?.unwrap_or(0),
-        choices,
-        usage: obj.obj("usage")?.map(|u| decode_usage(&u)).transpose()?,
-        system_fingerprint: obj.str("system_fingerprint")?.map(str::to_owned),
-    })
+// The body as it is read: typed, so the answer is decoded in one pass without building a
+// `Value` tree. Every field but `choices` and each choice's `message` may be absent or `null`;
+// unknown fields are skipped.
+
+#[derive(Deserialize)]
+struct UpstreamResponse {
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    model: Option<String>,
+    #[serde(default)]
+    created: Option<i64>,
+    choices: Vec<UpstreamChoice>,
+    #[serde(default)]
+    usage: Option<UpstreamUsage>,
+    #[serde(default)]
+    system_fingerprint: Option<String>,
 }
 
-fn decode_choice(v: &Value, position: usize) -> Result<Choice, WireError> {
-    let o = Obj::at(v, index("choices", position))?;
-    let message = o.req_obj("message")?;
-    let mut parts = Vec::new();
-    match message.get("content") {
-        None => {}
-        Some(Value::String(s)) => parts.push(Part::text(s.as_str())),
-        Some(Value::Array(items)) => {
-            let path = message.path("content");
-            for (j, item) in items.iter().enumerate() {
-                let part = Obj::at(item, index(&path, j))?;
-                if let Some(text) = part.str("text")? {
-                    parts.push(Part::text(text));
+#[derive(Deserialize)]
+struct UpstreamChoice {
+    #[serde(default)]
+    index: Option<u32>,
+    message: UpstreamMessage,
+    #[serde(default)]
+    finish_reason: Option<String>,
+    #[serde(default)]
+    logprobs: Option<Value>,
+}
+
+#[derive(Deserialize)]
+struct UpstreamMessage {
+    #[serde(default)]
+    content: Option<UpstreamContent>,
+    #[serde(default)]
+    refusal: Option<String>,
+    #[serde(default)]
+    tool_calls: Option<Vec<UpstreamToolCall>>,
+}
+
+/// `content`: a string, or (some compatible servers) an array of parts of which only the text
+/// is kept.
+#[derive(Deserialize)]
+#[serde(untagged, expecting = "string, array or null")]
+enum UpstreamContent {
+    Text(String),
+    Parts(Vec<UpstreamContentPart>),
+}
+
+#[derive(Deserialize)]
+struct UpstreamContentPart {
+    #[serde(default)]
+    text: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct UpstreamToolCall {
+    #[serde(default)]
+    id: Option<String>,
+    function: UpstreamFunction,
+}
+
+#[derive(Deserialize)]
+struct UpstreamFunction {
+    name: String,
+    #[serde(default)]
+    arguments: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct UpstreamUsage {
+    #[serde(default)]
+    prompt_tokens: Option<u32>,
+    #[serde(default)]
+    completion_tokens: Option<u32>,
+    #[serde(default)]
+    prompt_tokens_details: Option<UpstreamPromptDetails>,
+}
+
+#[derive(Deserialize)]
+struct UpstreamPromptDetails {
+    #[serde(default)]
+    cached_tokens: Option<u32>,
+    #[serde(default)]
+    cache_write_tokens: Option<u32>,
+}
+
+impl UpstreamResponse {
+    fn into_canonical(self) -> ChatResponse {
+        let choices = self
+            .choices
+            .into_iter()
+            .enumerate()
+            .map(|(position, choice)| choice.into_canonical(position))
+            .collect();
+        ChatResponse {
+            id: self.id.unwrap_or_default(),
+            model: self.model.unwrap_or_default(),
+            created: self.created.unwrap_or(0),
+            choices,
+            usage: self.usage.map(|u| {
+                let details = u.prompt_tokens_details;
+                let detail = |pick: fn(&UpstreamPromptDetails) -> Option<u32>| {
+                    details.as_ref().and_then(pick).unwrap_or(0)
+                };
+                Usage {
+                    input_tokens: u.prompt_tokens.unwrap_or(0),
+                    output_tokens: u.completion_tokens.unwrap_or(0),
+                    cached_input_tokens: detail(|d| d.cached_tokens),
+                    cache_write_tokens: detail(|d| d.cache_write_tokens),
+                    estimated: false,
                 }
+            }),
+            system_fingerprint: self.system_fingerprint,
+        }
+    }
+}
+
+impl UpstreamChoice {
+    fn into_canonical(self, position: usize) -> Choice {
+        let message = self.message;
+        let mut parts = Vec::new();
+        match message.content {
+            None => {}
+            Some(UpstreamContent::Text(text)) => parts.push(Part::text(text)),
+            Some(UpstreamContent::Parts(items)) => {
+                parts.extend(items.into_iter().filter_map(|p| p.text).map(Part::text));
             }
         }
-        Some(other) => {
-            return Err(WireError::InvalidType {
-                path: message.path("content"),
-                expected: "string, array or null",
-                found: json::type_name(other),
-            });
-        }
-    }
-    if let Some(calls) = message.array("tool_calls")? {
-        let path = message.path("tool_calls");
-        for (j, call) in calls.iter().enumerate() {
-            let c = Obj::at(call, index(&path, j))?;
-            let f = c.req_obj("function")?;
+        for call in message.tool_calls.unwrap_or_default() {
             parts.push(Part::ToolCall(ToolCall {
-                id: c.str("id")?.unwrap_or_default().to_owned(),
-                name: f.req_str("name")?.to_owned(),
-                arguments: f.str("arguments")?.unwrap_or_default().to_owned(),
+                id: call.id.unwrap_or_default(),
+                name: call.function.name,
+                arguments: call.function.arguments.unwrap_or_default(),
             }));
         }
+        Choice {
+            index: self
+                .index
+                .unwrap_or_else(|| u32::try_from(position).unwrap_or(u32::MAX)),
+            parts,
+            refusal: message.refusal,
+            finish_reason: self.finish_reason.as_deref().map(decode_finish_reason),
+            logprobs: self.logprobs,
+        }
     }
-    let fallback_index = u32::try_from(position).unwrap_or(u32::MAX);
-    Ok(Choice {
-        index: o.u32("index")?.unwrap_or(fallback_index),
-        parts,
-        refusal: message.str("refusal")?.map(str::to_owned),
-        finish_reason: o.str("finish_reason")?.map(decode_finish_reason),
-        logprobs: o.get("logprobs").cloned(),
-    })
 }
 
 /// Reads an OpenAI `usage` object (shared with the stream decoder). Missing counts are 0.
@@ -252,6 +336,7 @@ mod tests {
     use super::*;
     use serde_json::json;
     use sluice_types::Classify;
+    use std::error::Error as _;
 
     const BODY: &str = r#"{
       "id": "chatcmpl-1", "object": "chat.completion", "created": 1741570283, "model": "gpt-4o-2024-08-06",
@@ -326,8 +411,71 @@ mod tests {
         let WireError::UpstreamMalformed(inner) = err else {
             panic!()
         };
-        assert_eq!(inner.to_string(), "`choices` is required");
+        assert_eq!(
+            inner.to_string(),
+            "`body`: missing field `choices` at line 1 column 10"
+        );
         assert!(decode_chat_response(b"<html>").is_err());
+    }
+
+    #[test]
+    fn a_misshapen_field_is_named_by_its_path() {
+        let cases: [(&[u8], &str); 4] = [
+            (
+                br#"{"choices":[{"message":{"content":5}}]}"#,
+                "`choices[0].message.content`: string, array or null",
+            ),
+            (
+                br#"{"choices":[{"message":null}]}"#,
+                "`choices[0].message`: invalid type: null",
+            ),
+            (
+                br#"{"choices":[{"message":{"tool_calls":[{"function":{}}]}}]}"#,
+                "`choices[0].message.tool_calls[0].function`: missing field `name`",
+            ),
+            (
+                br#"{"choices":[],"usage":{"prompt_tokens":-1}}"#,
+                "`usage.prompt_tokens`: invalid value: integer `-1`",
+            ),
+        ];
+        for (body, expected) in cases {
+            let WireError::UpstreamMalformed(inner) = decode_chat_response(body).unwrap_err()
+            else {
+                panic!()
+            };
+            let message = inner.to_string();
+            assert!(message.starts_with(expected), "{message}");
+        }
+        let err = decode_chat_response(b"{\"choices\":[\"\xff\"]}").unwrap_err();
+        assert!(err.source().unwrap().to_string().contains("UTF-8"), "{err}");
+    }
+
+    #[test]
+    fn nulls_count_as_absent_and_unknown_fields_are_skipped() {
+        let body = br#"{"id":null,"model":null,"created":null,"system_fingerprint":null,
+            "service_tier":"default","usage":{"prompt_tokens":3,"completion_tokens":null,
+            "prompt_tokens_details":null,"completion_tokens_details":{"reasoning_tokens":1}},
+            "choices":[{"index":null,"message":{"content":null,"refusal":"no","annotations":[]},
+            "logprobs":{"content":[]},"finish_reason":null}]}"#;
+        let resp = decode_chat_response(body).unwrap();
+        assert_eq!(
+            (resp.id.as_str(), resp.model.as_str(), resp.created),
+            ("", "", 0)
+        );
+        let choice = &resp.choices[0];
+        assert_eq!((choice.index, choice.parts.len()), (0, 0));
+        assert_eq!(choice.refusal.as_deref(), Some("no"));
+        assert_eq!(choice.finish_reason, None);
+        assert_eq!(choice.logprobs, Some(json!({"content": []})));
+        let usage = resp.usage.unwrap();
+        assert_eq!(
+            (
+                usage.input_tokens,
+                usage.output_tokens,
+                usage.cached_input_tokens
+            ),
+            (3, 0, 0)
+        );
     }
 
     #[test]
