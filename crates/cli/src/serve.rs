@@ -147,6 +147,10 @@ pub(crate) fn build(settings: &Settings) -> anyhow::Result<(Router, Upstream)> {
         .deployments
         .iter()
         .map(|d| {
+            let base_url = d
+                .base_url
+                .parse()
+                .map_err(|e| anyhow::anyhow!("deployment `{}`: base_url {e}", d.name))?;
             let deployment = Arc::new(Deployment {
                 name: d.name.clone(),
                 provider: d.provider.clone(),
@@ -155,14 +159,16 @@ pub(crate) fn build(settings: &Settings) -> anyhow::Result<(Router, Upstream)> {
                     ProviderType::OpenaiCompatible => ProviderKind::OpenAiCompatible,
                     ProviderType::Anthropic => ProviderKind::Anthropic,
                 },
-                base_url: d.base_url.clone(),
+                base_url,
                 model: d.model.clone(),
                 api_key: d.api_key.clone(),
                 default_max_tokens: d.default_max_tokens,
             });
-            Arc::new(DeploymentHealth::new(deployment, d.breaker, d.capacity))
+            Ok(Arc::new(DeploymentHealth::new(
+                deployment, d.breaker, d.capacity,
+            )))
         })
-        .collect();
+        .collect::<anyhow::Result<_>>()?;
     let routes = settings.aliases.iter().map(|(alias, route)| RouteSpec {
         alias: alias.clone(),
         pool: route

@@ -59,11 +59,52 @@ pub struct Deployment {
     pub provider: String,
     pub kind: ProviderKind,
     /// Base URL including the version prefix (`https://api.openai.com/v1`).
-    pub base_url: String,
+    pub base_url: BaseUrl,
     pub model: String,
     pub api_key: Option<SecretString>,
     /// `max_tokens` for providers that require one when the client sent none.
     pub default_max_tokens: u32,
+}
+
+/// A provider's base URL, parsed once: each call appends its path to a copy, so no URL is
+/// parsed per request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BaseUrl(reqwest::Url);
+
+impl BaseUrl {
+    /// The URL of an endpoint under the base: `/v1` + `/chat/completions`.
+    pub(crate) fn join(&self, path: &str) -> reqwest::Url {
+        let mut url = self.0.clone();
+        if let Ok(mut segments) = url.path_segments_mut() {
+            segments
+                .pop_if_empty()
+                .extend(path.split('/').filter(|s| !s.is_empty()));
+        }
+        url
+    }
+
+    pub fn as_str(&self) -> &str {
+        self.0.as_str().trim_end_matches('/')
+    }
+}
+
+impl std::str::FromStr for BaseUrl {
+    type Err = String;
+
+    /// An `http` or `https` URL with a host.
+    fn from_str(text: &str) -> Result<BaseUrl, String> {
+        let url = reqwest::Url::parse(text).map_err(|e| format!("`{text}` is not a URL: {e}"))?;
+        if !matches!(url.scheme(), "http" | "https") || url.cannot_be_a_base() {
+            return Err(format!("`{text}` must be an http:// or https:// URL"));
+        }
+        Ok(BaseUrl(url))
+    }
+}
+
+impl std::fmt::Display for BaseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// Timeouts applied to an upstream call.
@@ -244,6 +285,35 @@ impl Upstream {
                 .await
                 .map(Some),
             ProviderKind::OpenAi | ProviderKind::OpenAiCompatible => Ok(None),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::BaseUrl;
+
+    #[test]
+    fn endpoints_are_appended_to_the_base_path() {
+        for base in ["http://h:8/v1", "http://h:8/v1/"] {
+            let base: BaseUrl = base.parse().unwrap();
+            assert_eq!(base.as_str(), "http://h:8/v1");
+            assert_eq!(
+                base.join("/chat/completions").as_str(),
+                "http://h:8/v1/chat/completions"
+            );
+        }
+        let root: BaseUrl = "https://api.example.com".parse().unwrap();
+        assert_eq!(
+            root.join("/messages/count_tokens").as_str(),
+            "https://api.example.com/messages/count_tokens"
+        );
+    }
+
+    #[test]
+    fn a_base_url_must_be_http() {
+        for bad in ["ftp://h/v1", "mailto:a@b", "http//h", ""] {
+            assert!(bad.parse::<BaseUrl>().is_err(), "{bad}");
         }
     }
 }

@@ -444,7 +444,7 @@ fn deployment(kind: ProviderKind, mock: &MockUpstream, key: &str) -> Deployment 
         name: format!("{}-deployment", kind.as_str()),
         provider: format!("{}-provider", kind.as_str()),
         kind,
-        base_url: format!("{}/v1", mock.base_url()),
+        base_url: format!("{}/v1", mock.base_url()).parse().unwrap(),
         model: model.to_owned(),
         api_key: Some(SecretString::from(key.to_owned())),
         default_max_tokens: DEFAULT_MAX_TOKENS,

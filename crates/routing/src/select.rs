@@ -133,7 +133,7 @@ mod tests {
             name: name.into(),
             provider: "p".into(),
             kind: sluice_providers::ProviderKind::OpenAiCompatible,
-            base_url: "http://127.0.0.1:1/v1".into(),
+            base_url: "http://127.0.0.1:1/v1".parse().unwrap(),
             model: "m".into(),
             api_key: None,
             default_max_tokens: 16,

@@ -10,7 +10,7 @@ fn health(name: &str, breaker_enabled: bool) -> Arc<DeploymentHealth> {
         name: name.into(),
         provider: "p".into(),
         kind: ProviderKind::OpenAiCompatible,
-        base_url: "http://127.0.0.1:1/v1".into(),
+        base_url: "http://127.0.0.1:1/v1".parse().unwrap(),
         model: "m".into(),
         api_key: None,
         default_max_tokens: 16,

@@ -28,7 +28,7 @@ fn post(
 ) -> reqwest::RequestBuilder {
     let request = upstream
         .client
-        .post(format!("{}{path}", deployment.base_url))
+        .post(deployment.base_url.join(path))
         .header(http::header::CONTENT_TYPE, "application/json")
         .body(body);
     match &deployment.api_key {

@@ -92,7 +92,7 @@ async fn unreachable() -> Deployment {
         name: format!("unreachable-{port}"),
         provider: "nowhere".into(),
         kind: ProviderKind::OpenAiCompatible,
-        base_url: format!("http://127.0.0.1:{port}/v1"),
+        base_url: format!("http://127.0.0.1:{port}/v1").parse().unwrap(),
         model: "m".into(),
         api_key: None,
         default_max_tokens: 64,

@@ -24,7 +24,7 @@ pub fn on(mock: &MockUpstream, kind: ProviderKind, model: &str) -> Deployment {
         name: format!("{}-{}", kind.as_str(), mock.addr().port()),
         provider: kind.as_str().to_owned(),
         kind,
-        base_url: format!("{}/v1", mock.base_url()),
+        base_url: format!("{}/v1", mock.base_url()).parse().unwrap(),
         model: model.to_owned(),
         api_key: Some("upstream-secret".to_owned().into()),
         default_max_tokens: 1024,
