@@ -181,8 +181,62 @@ const BATCH: usize = 256;
 /// How long a batch may wait for more records: the delay before a record is readable.
 const LINGER: std::time::Duration = std::time::Duration::from_millis(25);
 
-/// Rows per INSERT statement: 33 bound columns each, far below SQLite's 32,766 parameters.
-const ROWS_PER_INSERT: usize = 64;
+/// Rows per INSERT statement, largest first. A batch is written in statements of these sizes
+/// only, so SQLite prepares (and sqlx caches) four statements rather than one per batch size.
+/// 64 rows bind 2,112 parameters, far below SQLite's 32,766.
+const ROWS_PER_INSERT: [usize; 4] = [64, 16, 4, 1];
+
+/// The columns every record writes, in bind order.
+const RECORD_COLUMNS: [&str; 33] = [
+    "id",
+    "started_at",
+    "endpoint",
+    "dialect",
+    "key_id",
+    "team",
+    "user",
+    "alias",
+    "served_model",
+    "provider",
+    "deployment",
+    "stream",
+    "status",
+    "error_code",
+    "input_tokens",
+    "output_tokens",
+    "cached_tokens",
+    "usage_estimated",
+    "ttft_us",
+    "latency_us",
+    "attempts",
+    "drill_of",
+    "schema_valid",
+    "trace_id",
+    "span_id",
+    "parent_span_id",
+    "organisation",
+    "project",
+    "feature",
+    "cost_micros",
+    "energy_uwh",
+    "carbon_ug",
+    "degraded_from",
+];
+
+/// The INSERT of `ROWS_PER_INSERT[size]` records, built once.
+fn insert_sql(size: usize) -> &'static str {
+    static SQL: std::sync::LazyLock<[String; 4]> = std::sync::LazyLock::new(|| {
+        let row = format!("({})", vec!["?"; RECORD_COLUMNS.len()].join(", "));
+        ROWS_PER_INSERT.map(|rows| {
+            format!(
+                "INSERT INTO requests ({}) VALUES {}",
+                RECORD_COLUMNS.join(", "),
+                vec![row.as_str(); rows].join(", ")
+            )
+        })
+    });
+    &SQL[size]
+}
 
 impl RecordQueue {
     pub fn start(store: Store, capacity: usize) -> RecordQueue {
@@ -274,7 +328,15 @@ impl Store {
     /// SQLite worker per [`ROWS_PER_INSERT`] records instead of one per record).
     pub async fn insert_records(&self, records: &[RequestRecord]) -> Result<(), StoreError> {
         let mut tx = self.records_pool().begin().await?;
-        for chunk in records.chunks(ROWS_PER_INSERT) {
+        let mut rest = records;
+        while !rest.is_empty() {
+            // The largest statement that fits what is left (the last size is 1 row).
+            let size = ROWS_PER_INSERT
+                .iter()
+                .position(|&rows| rows <= rest.len())
+                .unwrap_or(ROWS_PER_INSERT.len() - 1);
+            let (chunk, tail) = rest.split_at(ROWS_PER_INSERT[size]);
+            rest = tail;
             let mut attempts = Vec::with_capacity(chunk.len());
             for r in chunk {
                 attempts.push(
@@ -282,49 +344,44 @@ impl Store {
                         .map_err(|e| StoreError::Corrupt(format!("attempts of {}: {e}", r.id)))?,
                 );
             }
-            let mut insert = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
-                "INSERT INTO requests (id, started_at, endpoint, dialect, key_id, team, user, alias,
-                    served_model, provider, deployment, stream, status, error_code, input_tokens,
-                    output_tokens, cached_tokens, usage_estimated, ttft_us, latency_us, attempts,
-                    drill_of, schema_valid, trace_id, span_id, parent_span_id, organisation,
-                    project, feature, cost_micros, energy_uwh, carbon_ug, degraded_from) ",
-            );
-            insert.push_values(chunk.iter().zip(attempts), |mut row, (r, attempts)| {
-                row.push_bind(&r.id)
-                    .push_bind(r.started_at)
-                    .push_bind(&r.endpoint)
-                    .push_bind(&r.dialect)
-                    .push_bind(&r.key_id)
-                    .push_bind(&r.team)
-                    .push_bind(&r.user)
-                    .push_bind(&r.alias)
-                    .push_bind(&r.served_model)
-                    .push_bind(&r.provider)
-                    .push_bind(&r.deployment)
-                    .push_bind(r.stream)
-                    .push_bind(r.status)
-                    .push_bind(&r.error_code)
-                    .push_bind(r.input_tokens)
-                    .push_bind(r.output_tokens)
-                    .push_bind(r.cached_tokens)
-                    .push_bind(r.usage_estimated)
-                    .push_bind(r.ttft_us.map(clamp_i64))
-                    .push_bind(clamp_i64(r.latency_us))
-                    .push_bind(attempts)
-                    .push_bind(&r.drill_of)
-                    .push_bind(r.schema_valid)
-                    .push_bind(&r.trace_id)
-                    .push_bind(&r.span_id)
-                    .push_bind(&r.parent_span_id)
-                    .push_bind(&r.organisation)
-                    .push_bind(&r.project)
-                    .push_bind(&r.feature)
-                    .push_bind(r.cost_micros)
-                    .push_bind(r.energy_uwh.map(clamp_i64))
-                    .push_bind(r.carbon_ug.map(clamp_i64))
-                    .push_bind(&r.degraded_from);
-            });
-            insert.build().execute(&mut *tx).await?;
+            let mut insert = sqlx::query(insert_sql(size));
+            for (r, attempts) in chunk.iter().zip(attempts) {
+                insert = insert
+                    .bind(&r.id)
+                    .bind(r.started_at)
+                    .bind(&r.endpoint)
+                    .bind(&r.dialect)
+                    .bind(&r.key_id)
+                    .bind(&r.team)
+                    .bind(&r.user)
+                    .bind(&r.alias)
+                    .bind(&r.served_model)
+                    .bind(&r.provider)
+                    .bind(&r.deployment)
+                    .bind(r.stream)
+                    .bind(r.status)
+                    .bind(&r.error_code)
+                    .bind(r.input_tokens)
+                    .bind(r.output_tokens)
+                    .bind(r.cached_tokens)
+                    .bind(r.usage_estimated)
+                    .bind(r.ttft_us.map(clamp_i64))
+                    .bind(clamp_i64(r.latency_us))
+                    .bind(attempts)
+                    .bind(&r.drill_of)
+                    .bind(r.schema_valid)
+                    .bind(&r.trace_id)
+                    .bind(&r.span_id)
+                    .bind(&r.parent_span_id)
+                    .bind(&r.organisation)
+                    .bind(&r.project)
+                    .bind(&r.feature)
+                    .bind(r.cost_micros)
+                    .bind(r.energy_uwh.map(clamp_i64))
+                    .bind(r.carbon_ug.map(clamp_i64))
+                    .bind(&r.degraded_from);
+            }
+            insert.execute(&mut *tx).await?;
         }
         for r in records {
             if let Some(bodies) = &r.bodies {
@@ -666,6 +723,23 @@ mod tests {
         );
         assert_eq!(latest[1], record("a", 1));
         assert_eq!(store.record("a").await.unwrap(), Some(record("a", 1)));
+    }
+
+    #[tokio::test]
+    async fn a_batch_of_any_size_is_written_whole_and_in_order() {
+        let store = Store::open_in_memory().await.unwrap();
+        // 87 = 64 + 16 + 4 + 1 + 1 + 1: every statement size, the 1-row one repeated.
+        let records: Vec<RequestRecord> = (0..87)
+            .map(|i| RequestRecord {
+                cost_micros: Some(i),
+                degraded_from: Some(format!("alias{i}")),
+                ..record(&format!("r{i:02}"), i)
+            })
+            .collect();
+        store.insert_records(&records).await.unwrap();
+        let mut latest = store.latest_records(100).await.unwrap();
+        latest.reverse();
+        assert_eq!(latest, records);
     }
 
     #[tokio::test]
