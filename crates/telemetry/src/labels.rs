@@ -53,7 +53,8 @@ impl Default for Limits {
 #[derive(Debug)]
 pub(crate) struct LabelValues {
     cap: usize,
-    values: RwLock<HashMap<Box<str>, Arc<str>>>,
+    /// foldhash, seeded per table: looked up several times per request, and bounded by `cap`.
+    values: RwLock<HashMap<Box<str>, Arc<str>, foldhash::fast::RandomState>>,
     overflow: Arc<str>,
 }
 
@@ -61,7 +62,7 @@ impl LabelValues {
     pub(crate) fn new(cap: usize) -> LabelValues {
         LabelValues {
             cap,
-            values: RwLock::new(HashMap::new()),
+            values: RwLock::new(HashMap::default()),
             overflow: Arc::from(OVERFLOW),
         }
     }

@@ -434,14 +434,15 @@ struct AttemptSeries {
 #[derive(Debug)]
 struct Handles<K, V> {
     cap: usize,
-    map: RwLock<HashMap<K, Arc<V>>>,
+    /// foldhash, seeded per table: one lookup per request, bounded by `cap`.
+    map: RwLock<HashMap<K, Arc<V>, foldhash::fast::RandomState>>,
 }
 
 impl<K: Hash + Eq + Clone, V: Default> Handles<K, V> {
     fn new(cap: usize) -> Handles<K, V> {
         Handles {
             cap,
-            map: RwLock::new(HashMap::new()),
+            map: RwLock::new(HashMap::default()),
         }
     }
 
