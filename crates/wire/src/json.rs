@@ -1,8 +1,11 @@
 //! Path-tracking access to parsed JSON, shared by the decoders.
 //!
-//! Decoders parse a body into a [`Value`] and walk it with [`Obj`], so every error names the
-//! field it is about (`messages[2].content[0].type`). `null` counts as absent for optional
-//! fields, because clients routinely send `"temperature": null` for "unset".
+//! Client requests are parsed into a [`Value`] and walked with [`Obj`] (they keep unknown
+//! fields, and every error names the field it is about: `messages[2].content[0].type`).
+//! Upstream answers and stream chunks, read on every request and never kept whole, are
+//! deserialized into typed shapes by [`from_slice_at_path`], whose errors name the field too.
+//! `null` counts as absent for optional fields, because clients routinely send
+//! `"temperature": null` for "unset".
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;

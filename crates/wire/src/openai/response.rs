@@ -20,7 +20,7 @@ use sluice_types::{ChatResponse, Choice, FinishReason, Part, ToolCall, Usage};
 
 use super::request::WireToolCall;
 use crate::WireError;
-use crate::json::{self, Obj};
+use crate::json;
 
 /// Decodes an upstream `chat.completion` body.
 ///
@@ -99,8 +99,9 @@ struct UpstreamFunction {
     arguments: Option<String>,
 }
 
+/// An upstream `usage` object (shared with the stream decoder). Missing counts are 0.
 #[derive(Deserialize)]
-struct UpstreamUsage {
+pub(super) struct UpstreamUsage {
     #[serde(default)]
     prompt_tokens: Option<u32>,
     #[serde(default)]
@@ -130,20 +131,24 @@ impl UpstreamResponse {
             model: self.model.unwrap_or_default(),
             created: self.created.unwrap_or(0),
             choices,
-            usage: self.usage.map(|u| {
-                let details = u.prompt_tokens_details;
-                let detail = |pick: fn(&UpstreamPromptDetails) -> Option<u32>| {
-                    details.as_ref().and_then(pick).unwrap_or(0)
-                };
-                Usage {
-                    input_tokens: u.prompt_tokens.unwrap_or(0),
-                    output_tokens: u.completion_tokens.unwrap_or(0),
-                    cached_input_tokens: detail(|d| d.cached_tokens),
-                    cache_write_tokens: detail(|d| d.cache_write_tokens),
-                    estimated: false,
-                }
-            }),
+            usage: self.usage.map(UpstreamUsage::into_canonical),
             system_fingerprint: self.system_fingerprint,
+        }
+    }
+}
+
+impl UpstreamUsage {
+    pub(super) fn into_canonical(self) -> Usage {
+        let details = self.prompt_tokens_details;
+        let detail = |pick: fn(&UpstreamPromptDetails) -> Option<u32>| {
+            details.as_ref().and_then(pick).unwrap_or(0)
+        };
+        Usage {
+            input_tokens: self.prompt_tokens.unwrap_or(0),
+            output_tokens: self.completion_tokens.unwrap_or(0),
+            cached_input_tokens: detail(|d| d.cached_tokens),
+            cache_write_tokens: detail(|d| d.cache_write_tokens),
+            estimated: false,
         }
     }
 }
@@ -176,24 +181,6 @@ impl UpstreamChoice {
             logprobs: self.logprobs,
         }
     }
-}
-
-/// Reads an OpenAI `usage` object (shared with the stream decoder). Missing counts are 0.
-pub(super) fn decode_usage(u: &Obj<'_>) -> Result<Usage, WireError> {
-    let details = u.obj("prompt_tokens_details")?;
-    let detail = |key: &str| -> Result<u32, WireError> {
-        Ok(match &details {
-            Some(d) => d.u32(key)?.unwrap_or(0),
-            None => 0,
-        })
-    };
-    Ok(Usage {
-        input_tokens: u.u32("prompt_tokens")?.unwrap_or(0),
-        output_tokens: u.u32("completion_tokens")?.unwrap_or(0),
-        cached_input_tokens: detail("cached_tokens")?,
-        cache_write_tokens: detail("cache_write_tokens")?,
-        estimated: false,
-    })
 }
 
 pub(super) fn decode_finish_reason(reason: &str) -> FinishReason {

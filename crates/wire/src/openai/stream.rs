@@ -25,14 +25,15 @@
 //! `[DONE]`: OpenAI's SDKs raise on a chunk with an `error` key, and a missing `[DONE]` keeps
 //! any client from mistaking the stream for a clean success.
 
-use serde::Serialize;
+use serde::de::IgnoredAny;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sluice_types::{ErrorKind, StreamError, StreamEvent, Usage};
 
 use super::error::{encode_error, parse_error_value};
-use super::response::{WireUsage, decode_finish_reason, decode_usage, finish_reason_str};
+use super::response::{UpstreamUsage, WireUsage, decode_finish_reason, finish_reason_str};
 use crate::WireError;
-use crate::json::{self, Obj, index};
+use crate::json;
 use crate::sse::{SseEvent, write_event};
 
 /// Turns upstream chunks into canonical events. One per upstream stream.
@@ -61,8 +62,11 @@ impl StreamDecoder {
             // An empty `data:` line is a keep-alive for some compatible servers.
             return Ok(Vec::new());
         }
-        let root = json::parse_body(data.as_bytes()).map_err(WireError::upstream)?;
-        self.decode_chunk(&root).map_err(WireError::upstream)
+        match serde_json::from_str::<UpstreamChunk>(data) {
+            Ok(chunk) if !chunk.is_error() => Ok(self.decode_chunk(chunk)),
+            // An error chunk, or not a chunk at all: read as a tree to tell which.
+            _ => self.decode_irregular(data).map_err(WireError::upstream),
+        }
     }
 
     /// Whether `data: [DONE]` was seen: the stream ended cleanly.
@@ -70,98 +74,156 @@ impl StreamDecoder {
         self.done
     }
 
-    fn decode_chunk(&mut self, root: &Value) -> Result<Vec<StreamEvent>, WireError> {
-        let obj = Obj::root(root)?;
-        if obj.get("error").is_some() || obj.str("object")? == Some("error") {
-            let err = parse_error_value(root);
-            return Ok(vec![StreamEvent::Error(stream_error(err))]);
+    /// An error chunk (`error`, or vLLM's `"object":"error"`) becomes a `StreamEvent::Error`;
+    /// anything else that is not a chunk is reported with the path of the field at fault.
+    fn decode_irregular(&mut self, data: &str) -> Result<Vec<StreamEvent>, WireError> {
+        let root = json::parse_body(data.as_bytes())?;
+        let is_error = root.get("error").is_some_and(|e| !e.is_null())
+            || root.get("object").and_then(Value::as_str) == Some("error");
+        if is_error {
+            return Ok(vec![StreamEvent::Error(stream_error(parse_error_value(
+                &root,
+            )))]);
         }
+        let chunk: UpstreamChunk = json::from_slice_at_path(data.as_bytes())?;
+        Ok(self.decode_chunk(chunk))
+    }
+
+    fn decode_chunk(&mut self, chunk: UpstreamChunk) -> Vec<StreamEvent> {
         let mut out = Vec::new();
         if !self.started {
             self.started = true;
             out.push(StreamEvent::Start {
-                id: obj.str("id")?.unwrap_or_default().to_owned(),
-                model: obj.str("model")?.unwrap_or_default().to_owned(),
-                created: obj.i64("created")?.unwrap_or(0),
+                id: chunk.id.unwrap_or_default(),
+                model: chunk.model.unwrap_or_default(),
+                created: chunk.created.unwrap_or(0),
             });
         }
-        if let Some(choices) = obj.array("choices")? {
-            for (i, c) in choices.iter().enumerate() {
-                self.decode_choice(&Obj::at(c, index("choices", i))?, i, &mut out)?;
-            }
+        for (position, choice) in chunk.choices.unwrap_or_default().into_iter().enumerate() {
+            self.decode_choice(choice, position, &mut out);
         }
-        if let Some(usage) = obj.obj("usage")? {
-            out.push(StreamEvent::Usage(decode_usage(&usage)?));
+        if let Some(usage) = chunk.usage {
+            out.push(StreamEvent::Usage(usage.into_canonical()));
         }
-        Ok(out)
+        out
     }
 
     fn decode_choice(
         &mut self,
-        o: &Obj<'_>,
+        upstream: UpstreamChunkChoice,
         position: usize,
         out: &mut Vec<StreamEvent>,
-    ) -> Result<(), WireError> {
-        let choice = o.u32("index")?.unwrap_or_else(|| to_u32(position));
-        if let Some(delta) = o.obj("delta")? {
-            if let Some(text) = delta.str("content")?
-                && !text.is_empty()
-            {
-                out.push(StreamEvent::TextDelta {
-                    choice,
-                    text: text.to_owned(),
-                });
+    ) {
+        let choice = upstream.index.unwrap_or_else(|| to_u32(position));
+        if let Some(delta) = upstream.delta {
+            if let Some(text) = delta.content.filter(|t| !t.is_empty()) {
+                out.push(StreamEvent::TextDelta { choice, text });
             }
-            if let Some(text) = delta.str("refusal")?
-                && !text.is_empty()
-            {
-                out.push(StreamEvent::RefusalDelta {
-                    choice,
-                    text: text.to_owned(),
-                });
+            if let Some(text) = delta.refusal.filter(|t| !t.is_empty()) {
+                out.push(StreamEvent::RefusalDelta { choice, text });
             }
-            if let Some(calls) = delta.array("tool_calls")? {
-                let path = delta.path("tool_calls");
-                for (j, call) in calls.iter().enumerate() {
-                    let c = Obj::at(call, index(&path, j))?;
-                    let tool = c.u32("index")?.unwrap_or_else(|| to_u32(j));
-                    let function = c.obj("function")?;
-                    if !self.tools_started.contains(&(choice, tool)) {
-                        self.tools_started.push((choice, tool));
-                        out.push(StreamEvent::ToolCallStart {
-                            choice,
-                            index: tool,
-                            id: c.str("id")?.unwrap_or_default().to_owned(),
-                            name: opt_str(&function, "name")?.unwrap_or_default().to_owned(),
-                        });
-                    }
-                    if let Some(arguments) = opt_str(&function, "arguments")?
-                        && !arguments.is_empty()
-                    {
-                        out.push(StreamEvent::ToolCallDelta {
-                            choice,
-                            index: tool,
-                            arguments: arguments.to_owned(),
-                        });
-                    }
+            for (j, call) in delta.tool_calls.unwrap_or_default().into_iter().enumerate() {
+                let tool = call.index.unwrap_or_else(|| to_u32(j));
+                let function = call.function.unwrap_or_default();
+                if !self.tools_started.contains(&(choice, tool)) {
+                    self.tools_started.push((choice, tool));
+                    out.push(StreamEvent::ToolCallStart {
+                        choice,
+                        index: tool,
+                        id: call.id.unwrap_or_default(),
+                        name: function.name.unwrap_or_default(),
+                    });
+                }
+                if let Some(arguments) = function.arguments.filter(|a| !a.is_empty()) {
+                    out.push(StreamEvent::ToolCallDelta {
+                        choice,
+                        index: tool,
+                        arguments,
+                    });
                 }
             }
         }
-        if let Some(reason) = o.str("finish_reason")? {
+        if let Some(reason) = upstream.finish_reason {
             out.push(StreamEvent::Finish {
                 choice,
-                reason: decode_finish_reason(reason),
+                reason: decode_finish_reason(&reason),
             });
         }
-        Ok(())
     }
 }
 
-fn opt_str<'a>(o: &Option<Obj<'a>>, key: &str) -> Result<Option<&'a str>, WireError> {
-    match o {
-        Some(o) => o.str(key),
-        None => Ok(None),
+// A chunk as it is read: typed, one pass, unknown fields (`logprobs`, `system_fingerprint`,
+// ...) skipped; every field may be absent or `null`.
+
+#[derive(Deserialize)]
+struct UpstreamChunk {
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    model: Option<String>,
+    #[serde(default)]
+    created: Option<i64>,
+    #[serde(default)]
+    object: Option<ChunkObject>,
+    #[serde(default)]
+    error: Option<IgnoredAny>,
+    #[serde(default)]
+    choices: Option<Vec<UpstreamChunkChoice>>,
+    #[serde(default)]
+    usage: Option<UpstreamUsage>,
+}
+
+impl UpstreamChunk {
+    fn is_error(&self) -> bool {
+        self.error.is_some() || matches!(self.object, Some(ChunkObject::Error))
     }
+}
+
+/// `object`: only vLLM's `error` matters (`chat.completion.chunk` and anything else do not).
+#[derive(Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum ChunkObject {
+    Error,
+    #[serde(other)]
+    Other,
+}
+
+#[derive(Deserialize)]
+struct UpstreamChunkChoice {
+    #[serde(default)]
+    index: Option<u32>,
+    #[serde(default)]
+    delta: Option<UpstreamDelta>,
+    #[serde(default)]
+    finish_reason: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct UpstreamDelta {
+    #[serde(default)]
+    content: Option<String>,
+    #[serde(default)]
+    refusal: Option<String>,
+    #[serde(default)]
+    tool_calls: Option<Vec<UpstreamToolCallDelta>>,
+}
+
+#[derive(Deserialize)]
+struct UpstreamToolCallDelta {
+    #[serde(default)]
+    index: Option<u32>,
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    function: Option<UpstreamFunctionDelta>,
+}
+
+#[derive(Deserialize, Default)]
+struct UpstreamFunctionDelta {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    arguments: Option<String>,
 }
 
 fn to_u32(n: usize) -> u32 {

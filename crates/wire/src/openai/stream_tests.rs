@@ -92,6 +92,63 @@ fn error_chunk_becomes_error_event() {
 }
 
 #[test]
+fn error_chunks_of_other_shapes_are_errors_too() {
+    let event = |data: &str| SseEvent {
+        event: None,
+        data: data.into(),
+    };
+    // vLLM's shape; and an error whose other fields would not fit a chunk.
+    for data in [
+        r#"{"object":"error","message":"Too many requests","type":"rate_limit_exceeded","code":429}"#,
+        r#"{"error":{"message":"boom","type":"server_error"},"choices":"n/a"}"#,
+    ] {
+        let events = StreamDecoder::new().decode(&event(data)).unwrap();
+        assert!(
+            matches!(&events[..], [StreamEvent::Error(_)]),
+            "{data}: {events:?}"
+        );
+    }
+}
+
+#[test]
+fn a_misshapen_chunk_names_the_field() {
+    let event = SseEvent {
+        event: None,
+        data: r#"{"choices":[{"delta":{"content":7}}]}"#.into(),
+    };
+    let err = StreamDecoder::new().decode(&event).unwrap_err();
+    let WireError::UpstreamMalformed(inner) = err else {
+        panic!("{err:?}")
+    };
+    assert!(
+        inner
+            .to_string()
+            .starts_with("`choices[0].delta.content`: invalid type: integer `7`"),
+        "{inner}"
+    );
+}
+
+#[test]
+fn null_fields_and_unknown_ones_are_skipped() {
+    let event = SseEvent {
+        event: None,
+        data: r#"{"id":null,"object":"chat.completion.chunk","system_fingerprint":"fp",
+            "choices":[{"index":0,"delta":{"role":"assistant","content":null,"refusal":null},
+            "logprobs":null,"finish_reason":null}],"usage":null}"#
+            .into(),
+    };
+    let events = StreamDecoder::new().decode(&event).unwrap();
+    assert_eq!(
+        events,
+        vec![StreamEvent::Start {
+            id: String::new(),
+            model: String::new(),
+            created: 0
+        }]
+    );
+}
+
+#[test]
 fn whole_tool_call_in_one_delta_yields_start_and_delta() {
     let mut dec = StreamDecoder::new();
     let ev = SseEvent {
