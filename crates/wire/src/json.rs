@@ -2,8 +2,9 @@
 //!
 //! Client requests are parsed into a [`Value`] and walked with [`Obj`] (they keep unknown
 //! fields, and every error names the field it is about: `messages[2].content[0].type`).
-//! Upstream answers and stream chunks, read on every request and never kept whole, are
-//! deserialized into typed shapes by [`from_slice_at_path`], whose errors name the field too.
+//! Upstream answers (and OpenAI stream chunks), read on every request and never kept whole,
+//! are deserialized into typed shapes by [`from_slice_at_path`], whose errors name the field
+//! too.
 //! `null` counts as absent for optional fields, because clients routinely send
 //! `"temperature": null` for "unset".
 

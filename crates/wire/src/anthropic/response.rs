@@ -21,13 +21,13 @@
 //! (`input_tokens = input - cached - cache_write`); a reason Anthropic does not know maps to
 //! `end_turn`.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sluice_types::{ChatResponse, Choice, FinishReason, Part, ToolCall, Usage};
 
 use super::blocks::WireBlock;
 use crate::WireError;
-use crate::json::{self, Obj, index};
+use crate::json;
 
 /// Decodes an upstream `message` body. Same as [`decode_chat_response_with`] without a
 /// structured-output tool.
@@ -46,40 +46,43 @@ pub fn decode_chat_response_with(
 }
 
 fn decode(body: &[u8], structured: Option<&str>) -> Result<ChatResponse, WireError> {
-    let root = json::parse_body(body)?;
-    let obj = Obj::root(&root)?;
+    let message: UpstreamMessage = json::from_slice_at_path(body)?;
     let mut parts = Vec::new();
     let mut used_structured = false;
-    for (i, block) in obj.req_array("content")?.iter().enumerate() {
-        let b = Obj::at(block, index("content", i))?;
-        match b.req_str("type")? {
-            "text" => parts.push(Part::text(b.req_str("text")?)),
-            "tool_use" => {
-                let name = b.req_str("name")?;
-                let input = b
-                    .get("input")
-                    .map_or_else(|| "{}".to_owned(), Value::to_string);
-                if structured == Some(name) {
+    for (i, block) in message.content.into_iter().enumerate() {
+        let required = |field: Option<String>, key: &str| {
+            field.ok_or_else(|| WireError::MissingField {
+                path: format!("content[{i}].{key}"),
+            })
+        };
+        match block.kind {
+            BlockKind::Text => parts.push(Part::text(required(block.text, "text")?)),
+            BlockKind::ToolUse => {
+                let name = required(block.name, "name")?;
+                let input = block
+                    .input
+                    .map_or_else(|| "{}".to_owned(), |input| input.to_string());
+                if structured == Some(name.as_str()) {
                     used_structured = true;
                     parts.push(Part::text(input));
                 } else {
                     parts.push(Part::ToolCall(ToolCall {
-                        id: b.req_str("id")?.to_owned(),
-                        name: name.to_owned(),
+                        id: required(block.id, "id")?,
+                        name,
                         arguments: input,
                     }));
                 }
             }
-            _ => {}
+            BlockKind::Other => {}
         }
     }
-    let finish_reason = obj
-        .str("stop_reason")?
-        .map(|r| decode_stop_reason(r, obj.get("stop_sequence").and_then(Value::as_str)))
+    let finish_reason = message
+        .stop_reason
+        .map(|r| decode_stop_reason(&r, message.stop_sequence.as_deref()))
         .map(|r| structured_finish(r, used_structured));
     Ok(ChatResponse {
-        id: obj.str("id")?.unwrap_or_default().to_owned(),
-        model: obj.str("model")?.unwrap_or_default().to_owned(),
+        id: message.id.unwrap_or_default(),
+        model: message.model.unwrap_or_default(),
         created: 0,
         choices: vec![Choice {
             index: 0,
@@ -88,12 +91,100 @@ fn decode(body: &[u8], structured: Option<&str>) -> Result<ChatResponse, WireErr
             finish_reason,
             logprobs: None,
         }],
-        usage: obj
-            .obj("usage")?
-            .map(|u| decode_usage(&u, None))
-            .transpose()?,
+        usage: message.usage.map(|u| u.merge(None)),
         system_fingerprint: None,
     })
+}
+
+// The body as it is read: typed, one pass, unknown fields skipped; everything but `content`
+// and each block's `type` may be absent or `null`.
+
+#[derive(Deserialize)]
+struct UpstreamMessage {
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    model: Option<String>,
+    content: Vec<UpstreamBlock>,
+    #[serde(default)]
+    stop_reason: Option<String>,
+    #[serde(default)]
+    stop_sequence: Option<String>,
+    #[serde(default)]
+    usage: Option<UpstreamUsage>,
+}
+
+#[derive(Deserialize)]
+struct UpstreamBlock {
+    #[serde(rename = "type")]
+    kind: BlockKind,
+    #[serde(default)]
+    text: Option<String>,
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    input: Option<Value>,
+}
+
+/// Block types with a canonical slot; `thinking`, server tools and the like are skipped.
+#[derive(Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum BlockKind {
+    Text,
+    ToolUse,
+    #[serde(other)]
+    Other,
+}
+
+/// An Anthropic `usage` object (also in stream events).
+#[derive(Deserialize)]
+pub(super) struct UpstreamUsage {
+    #[serde(default)]
+    input_tokens: Option<u32>,
+    #[serde(default)]
+    cache_read_input_tokens: Option<u32>,
+    #[serde(default)]
+    cache_creation_input_tokens: Option<u32>,
+    #[serde(default)]
+    output_tokens: Option<u32>,
+}
+
+impl UpstreamUsage {
+    /// Reads a `usage` found in a stream event; an error names `path`.
+    pub(super) fn read(usage: &Value, path: impl FnOnce() -> String) -> Result<Self, WireError> {
+        UpstreamUsage::deserialize(usage).map_err(|e| WireError::InvalidShape {
+            path: path(),
+            detail: e.to_string(),
+        })
+    }
+
+    /// The usage, merged over `base` (stream `message_delta` carries only the counts that
+    /// changed, older API versions only `output_tokens`).
+    pub(super) fn merge(self, base: Option<Usage>) -> Usage {
+        let base = base.unwrap_or_default();
+        let uncached = base
+            .input_tokens
+            .saturating_sub(base.cached_input_tokens + base.cache_write_tokens);
+        let cached_input_tokens = self
+            .cache_read_input_tokens
+            .unwrap_or(base.cached_input_tokens);
+        let cache_write_tokens = self
+            .cache_creation_input_tokens
+            .unwrap_or(base.cache_write_tokens);
+        Usage {
+            input_tokens: self
+                .input_tokens
+                .unwrap_or(uncached)
+                .saturating_add(cached_input_tokens)
+                .saturating_add(cache_write_tokens),
+            output_tokens: self.output_tokens.unwrap_or(base.output_tokens),
+            cached_input_tokens,
+            cache_write_tokens,
+            estimated: false,
+        }
+    }
 }
 
 /// The forced structured-output tool ends the turn; its call is the answer, not a tool use.
@@ -131,30 +222,6 @@ pub(super) fn stop_reason_str(reason: &FinishReason) -> (&'static str, Option<&s
             _ => ("end_turn", None),
         },
     }
-}
-
-/// Reads an Anthropic `usage` object, merging over `base` (stream `message_delta` carries only
-/// the counts that changed, older API versions only `output_tokens`).
-pub(super) fn decode_usage(u: &Obj<'_>, base: Option<Usage>) -> Result<Usage, WireError> {
-    let base = base.unwrap_or_default();
-    let fresh = u.u32("input_tokens")?;
-    let read = u.u32("cache_read_input_tokens")?;
-    let write = u.u32("cache_creation_input_tokens")?;
-    let uncached = base
-        .input_tokens
-        .saturating_sub(base.cached_input_tokens + base.cache_write_tokens);
-    let cached_input_tokens = read.unwrap_or(base.cached_input_tokens);
-    let cache_write_tokens = write.unwrap_or(base.cache_write_tokens);
-    Ok(Usage {
-        input_tokens: fresh
-            .unwrap_or(uncached)
-            .saturating_add(cached_input_tokens)
-            .saturating_add(cache_write_tokens),
-        output_tokens: u.u32("output_tokens")?.unwrap_or(base.output_tokens),
-        cached_input_tokens,
-        cache_write_tokens,
-        estimated: false,
-    })
 }
 
 /// Anthropic `usage` (shared with the stream encoder).
@@ -337,5 +404,46 @@ mod tests {
     fn malformed_body_is_upstream_error() {
         let err = decode_chat_response(br#"{"id":"m"}"#).unwrap_err();
         assert_eq!(err.kind(), sluice_types::ErrorKind::UpstreamMalformed);
+    }
+
+    #[test]
+    fn a_misshapen_block_is_named_by_its_path() {
+        let cases: [(&[u8], &str); 3] = [
+            (
+                br#"{"content":[{"type":"text"}]}"#,
+                "`content[0].text` is required",
+            ),
+            (
+                br#"{"content":[{"type":"text","text":"a"},{"type":"tool_use","name":"f"}]}"#,
+                "`content[1].id` is required",
+            ),
+            (
+                br#"{"content":[],"usage":{"output_tokens":"5"}}"#,
+                "`usage.output_tokens`: invalid type: string",
+            ),
+        ];
+        for (body, expected) in cases {
+            let WireError::UpstreamMalformed(inner) = decode_chat_response(body).unwrap_err()
+            else {
+                panic!()
+            };
+            let message = inner.to_string();
+            assert!(message.starts_with(expected), "{message}");
+        }
+    }
+
+    #[test]
+    fn nulls_count_as_absent() {
+        let resp = decode_chat_response(
+            br#"{"id":null,"model":null,"content":[{"type":"tool_use","id":"t","name":"f","input":null}],
+                "stop_reason":null,"usage":{"input_tokens":3,"cache_read_input_tokens":null,"output_tokens":1}}"#,
+        )
+        .unwrap();
+        assert_eq!((resp.id.as_str(), resp.model.as_str()), ("", ""));
+        let choice = &resp.choices[0];
+        assert!(matches!(&choice.parts[..], [Part::ToolCall(c)] if c.arguments == "{}"));
+        assert_eq!(choice.finish_reason, None);
+        let usage = resp.usage.unwrap();
+        assert_eq!((usage.input_tokens, usage.cached_input_tokens), (3, 0));
     }
 }

@@ -34,7 +34,7 @@ use sluice_types::{FinishReason, StreamError, StreamEvent, Usage};
 use super::blocks::WireBlock;
 use super::error::{WireErrorBody, kind_of, parse_error_value};
 use super::response::{
-    WireUsage, decode_stop_reason, decode_usage, stop_reason_str, structured_finish,
+    UpstreamUsage, WireUsage, decode_stop_reason, stop_reason_str, structured_finish,
 };
 use crate::WireError;
 use crate::json::{self, Obj};
@@ -112,8 +112,8 @@ impl StreamDecoder {
                     model: m.str("model")?.unwrap_or_default().to_owned(),
                     created: 0,
                 });
-                if let Some(u) = m.obj("usage")? {
-                    let usage = decode_usage(&u, None)?;
+                if let Some(u) = m.get("usage") {
+                    let usage = UpstreamUsage::read(u, || m.path("usage"))?.merge(None);
                     self.usage = Some(usage);
                     out.push(StreamEvent::Usage(usage));
                 }
@@ -211,8 +211,8 @@ impl StreamDecoder {
                     let reason = structured_finish(reason, self.used_structured);
                     out.push(StreamEvent::Finish { choice: 0, reason });
                 }
-                if let Some(u) = obj.obj("usage")? {
-                    let usage = decode_usage(&u, self.usage)?;
+                if let Some(u) = obj.get("usage") {
+                    let usage = UpstreamUsage::read(u, || obj.path("usage"))?.merge(self.usage);
                     self.usage = Some(usage);
                     out.push(StreamEvent::Usage(usage));
                 }
