@@ -9,7 +9,8 @@
 # store in bench/.work/callgrind), creates a key, warms up with 300 requests, zeroes the
 # counters, sends N identical non-streaming chat requests (default 2000, oha -c 8), dumps, and
 # prints the instructions per request. Everything the process did in that window counts: the
-# request path, the record writer and SQLite. With --admission, every key has a monthly spend
+# request path, the record writer and SQLite; the share of SQLite statement prepares (one-time
+# costs that vary with the batch sizes the window happens to see) is printed apart. With --admission, every key has a monthly spend
 # budget and per-minute request and token limits (`sluice budgets set key:* ...`), counted in
 # process or in the Redis at $SLUICE_BENCH_REDIS (default redis://127.0.0.1:6379).
 set -euo pipefail
@@ -74,4 +75,10 @@ sleep 1   # the record writer's last batch
 callgrind_control -d $VG > /dev/null 2>&1
 grep -q "Success rate:.*100.00%" load.txt || { echo "some requests failed: $DIR/load.txt" >&2; exit 1; }
 total=$(awk '/^totals:/ {print $2}' "$DIR"/callgrind.out.1)
-echo "admission=$MODE requests=$N instructions=$total per_request=$((total / N))"
+# SQLite prepares each new statement once (an INSERT per batch size the record writer has not
+# met yet; sqlx caches them): a warm-up cost that depends on which batch sizes the window saw.
+callgrind_annotate --inclusive=yes "$DIR"/callgrind.out.1 > "$DIR"/inclusive.txt 2>/dev/null
+prepare=$(awk '/sqlite3LockAndPrepare \[/ {gsub(",", "", $1); print $1; exit}' "$DIR"/inclusive.txt)
+prepare=${prepare:-0}
+echo "admission=$MODE requests=$N instructions=$total per_request=$((total / N))" \
+  "prepares_per_request=$((prepare / N)) per_request_without_prepares=$(((total - prepare) / N))"

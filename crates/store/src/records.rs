@@ -181,61 +181,41 @@ const BATCH: usize = 256;
 /// How long a batch may wait for more records: the delay before a record is readable.
 const LINGER: std::time::Duration = std::time::Duration::from_millis(25);
 
-/// Rows per INSERT statement, largest first. A batch is written in statements of these sizes
-/// only, so SQLite prepares (and sqlx caches) four statements rather than one per batch size.
-/// 64 rows bind 2,112 parameters, far below SQLite's 32,766.
-const ROWS_PER_INSERT: [usize; 4] = [64, 16, 4, 1];
+/// Rows per INSERT statement at most: 33 bound columns each, 2,112 parameters, far below
+/// SQLite's 32,766.
+const ROWS_PER_INSERT: usize = 64;
 
 /// The columns every record writes, in bind order.
 const RECORD_COLUMNS: [&str; 33] = [
-    "id",
-    "started_at",
-    "endpoint",
-    "dialect",
-    "key_id",
-    "team",
-    "user",
-    "alias",
-    "served_model",
-    "provider",
-    "deployment",
-    "stream",
-    "status",
-    "error_code",
-    "input_tokens",
-    "output_tokens",
-    "cached_tokens",
-    "usage_estimated",
-    "ttft_us",
-    "latency_us",
-    "attempts",
-    "drill_of",
-    "schema_valid",
-    "trace_id",
-    "span_id",
-    "parent_span_id",
-    "organisation",
-    "project",
-    "feature",
-    "cost_micros",
-    "energy_uwh",
-    "carbon_ug",
-    "degraded_from",
+    "id", "started_at", "endpoint", "dialect", "key_id", "team", "user", "alias",
+    "served_model", "provider", "deployment", "stream", "status", "error_code", "input_tokens",
+    "output_tokens", "cached_tokens", "usage_estimated", "ttft_us", "latency_us", "attempts",
+    "drill_of", "schema_valid", "trace_id", "span_id", "parent_span_id", "organisation",
+    "project", "feature", "cost_micros", "energy_uwh", "carbon_ug", "degraded_from",
 ];
 
-/// The INSERT of `ROWS_PER_INSERT[size]` records, built once.
-fn insert_sql(size: usize) -> &'static str {
-    static SQL: std::sync::LazyLock<[String; 4]> = std::sync::LazyLock::new(|| {
+/// The INSERT of `rows` records (1 to [`ROWS_PER_INSERT`]): a prefix of the statement for the
+/// most rows, which is built once. One statement per chunk keeps one round trip to the SQLite
+/// worker per chunk; sqlx caches the statement of each size.
+fn insert_sql(rows: usize) -> &'static str {
+    struct Insert {
+        text: String,
+        /// `INSERT INTO requests (...) VALUES `
+        head: usize,
+        /// `(?, ..., ?), `
+        row: usize,
+    }
+    static INSERT: std::sync::LazyLock<Insert> = std::sync::LazyLock::new(|| {
+        let head = format!("INSERT INTO requests ({}) VALUES ", RECORD_COLUMNS.join(", "));
         let row = format!("({})", vec!["?"; RECORD_COLUMNS.len()].join(", "));
-        ROWS_PER_INSERT.map(|rows| {
-            format!(
-                "INSERT INTO requests ({}) VALUES {}",
-                RECORD_COLUMNS.join(", "),
-                vec![row.as_str(); rows].join(", ")
-            )
-        })
+        Insert {
+            text: head.clone() + &vec![row.as_str(); ROWS_PER_INSERT].join(", "),
+            head: head.len(),
+            row: row.len() + ", ".len(),
+        }
     });
-    &SQL[size]
+    let rows = rows.clamp(1, ROWS_PER_INSERT);
+    &INSERT.text[..INSERT.head + rows * INSERT.row - ", ".len()]
 }
 
 impl RecordQueue {
@@ -328,15 +308,7 @@ impl Store {
     /// SQLite worker per [`ROWS_PER_INSERT`] records instead of one per record).
     pub async fn insert_records(&self, records: &[RequestRecord]) -> Result<(), StoreError> {
         let mut tx = self.records_pool().begin().await?;
-        let mut rest = records;
-        while !rest.is_empty() {
-            // The largest statement that fits what is left (the last size is 1 row).
-            let size = ROWS_PER_INSERT
-                .iter()
-                .position(|&rows| rows <= rest.len())
-                .unwrap_or(ROWS_PER_INSERT.len() - 1);
-            let (chunk, tail) = rest.split_at(ROWS_PER_INSERT[size]);
-            rest = tail;
+        for chunk in records.chunks(ROWS_PER_INSERT) {
             let mut attempts = Vec::with_capacity(chunk.len());
             for r in chunk {
                 attempts.push(
@@ -344,7 +316,7 @@ impl Store {
                         .map_err(|e| StoreError::Corrupt(format!("attempts of {}: {e}", r.id)))?,
                 );
             }
-            let mut insert = sqlx::query(insert_sql(size));
+            let mut insert = sqlx::query(insert_sql(chunk.len()));
             for (r, attempts) in chunk.iter().zip(attempts) {
                 insert = insert
                     .bind(&r.id)
@@ -725,10 +697,19 @@ mod tests {
         assert_eq!(store.record("a").await.unwrap(), Some(record("a", 1)));
     }
 
+    #[test]
+    fn the_insert_of_n_rows_binds_n_rows_of_every_column() {
+        for rows in [1, 2, 23, ROWS_PER_INSERT] {
+            let sql = insert_sql(rows);
+            assert_eq!(sql.matches('?').count(), rows * RECORD_COLUMNS.len(), "{rows}");
+            assert!(sql.ends_with(')'), "{rows}: {sql}");
+        }
+    }
+
     #[tokio::test]
     async fn a_batch_of_any_size_is_written_whole_and_in_order() {
         let store = Store::open_in_memory().await.unwrap();
-        // 87 = 64 + 16 + 4 + 1 + 1 + 1: every statement size, the 1-row one repeated.
+        // 87 = 64 + 23: a full statement and a shorter one.
         let records: Vec<RequestRecord> = (0..87)
             .map(|i| RequestRecord {
                 cost_micros: Some(i),
