@@ -4,8 +4,7 @@
 //! fields, and every error names the field it is about: `messages[2].content[0].type`).
 //! Upstream answers (and OpenAI stream chunks), read on every request and never kept whole,
 //! are deserialized into typed shapes by [`from_slice_at_path`], whose errors name the field
-//! too.
-//! `null` counts as absent for optional fields, because clients routinely send
+//! too. `null` counts as absent for optional fields, because clients routinely send
 //! `"temperature": null` for "unset".
 
 use serde::Serialize;

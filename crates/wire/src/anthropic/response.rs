@@ -101,16 +101,11 @@ fn decode(body: &[u8], structured: Option<&str>) -> Result<ChatResponse, WireErr
 
 #[derive(Deserialize)]
 struct UpstreamMessage {
-    #[serde(default)]
     id: Option<String>,
-    #[serde(default)]
     model: Option<String>,
     content: Vec<UpstreamBlock>,
-    #[serde(default)]
     stop_reason: Option<String>,
-    #[serde(default)]
     stop_sequence: Option<String>,
-    #[serde(default)]
     usage: Option<UpstreamUsage>,
 }
 
@@ -118,13 +113,9 @@ struct UpstreamMessage {
 struct UpstreamBlock {
     #[serde(rename = "type")]
     kind: BlockKind,
-    #[serde(default)]
     text: Option<String>,
-    #[serde(default)]
     id: Option<String>,
-    #[serde(default)]
     name: Option<String>,
-    #[serde(default)]
     input: Option<Value>,
 }
 
@@ -141,13 +132,9 @@ enum BlockKind {
 /// An Anthropic `usage` object (also in stream events).
 #[derive(Deserialize)]
 pub(super) struct UpstreamUsage {
-    #[serde(default)]
     input_tokens: Option<u32>,
-    #[serde(default)]
     cache_read_input_tokens: Option<u32>,
-    #[serde(default)]
     cache_creation_input_tokens: Option<u32>,
-    #[serde(default)]
     output_tokens: Option<u32>,
 }
 

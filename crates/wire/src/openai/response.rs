@@ -36,37 +36,26 @@ pub fn decode_chat_response(body: &[u8]) -> Result<ChatResponse, WireError> {
 
 #[derive(Deserialize)]
 struct UpstreamResponse {
-    #[serde(default)]
     id: Option<String>,
-    #[serde(default)]
     model: Option<String>,
-    #[serde(default)]
     created: Option<i64>,
     choices: Vec<UpstreamChoice>,
-    #[serde(default)]
     usage: Option<UpstreamUsage>,
-    #[serde(default)]
     system_fingerprint: Option<String>,
 }
 
 #[derive(Deserialize)]
 struct UpstreamChoice {
-    #[serde(default)]
     index: Option<u32>,
     message: UpstreamMessage,
-    #[serde(default)]
     finish_reason: Option<String>,
-    #[serde(default)]
     logprobs: Option<Value>,
 }
 
 #[derive(Deserialize)]
 struct UpstreamMessage {
-    #[serde(default)]
     content: Option<UpstreamContent>,
-    #[serde(default)]
     refusal: Option<String>,
-    #[serde(default)]
     tool_calls: Option<Vec<UpstreamToolCall>>,
 }
 
@@ -81,13 +70,11 @@ enum UpstreamContent {
 
 #[derive(Deserialize)]
 struct UpstreamContentPart {
-    #[serde(default)]
     text: Option<String>,
 }
 
 #[derive(Deserialize)]
 struct UpstreamToolCall {
-    #[serde(default)]
     id: Option<String>,
     function: UpstreamFunction,
 }
@@ -95,26 +82,20 @@ struct UpstreamToolCall {
 #[derive(Deserialize)]
 struct UpstreamFunction {
     name: String,
-    #[serde(default)]
     arguments: Option<String>,
 }
 
 /// An upstream `usage` object (shared with the stream decoder). Missing counts are 0.
 #[derive(Deserialize)]
 pub(super) struct UpstreamUsage {
-    #[serde(default)]
     prompt_tokens: Option<u32>,
-    #[serde(default)]
     completion_tokens: Option<u32>,
-    #[serde(default)]
     prompt_tokens_details: Option<UpstreamPromptDetails>,
 }
 
 #[derive(Deserialize)]
 struct UpstreamPromptDetails {
-    #[serde(default)]
     cached_tokens: Option<u32>,
-    #[serde(default)]
     cache_write_tokens: Option<u32>,
 }
 

@@ -157,19 +157,12 @@ impl StreamDecoder {
 
 #[derive(Deserialize)]
 struct UpstreamChunk {
-    #[serde(default)]
     id: Option<String>,
-    #[serde(default)]
     model: Option<String>,
-    #[serde(default)]
     created: Option<i64>,
-    #[serde(default)]
     object: Option<ChunkObject>,
-    #[serde(default)]
     error: Option<IgnoredAny>,
-    #[serde(default)]
     choices: Option<Vec<UpstreamChunkChoice>>,
-    #[serde(default)]
     usage: Option<UpstreamUsage>,
 }
 
@@ -190,39 +183,28 @@ enum ChunkObject {
 
 #[derive(Deserialize)]
 struct UpstreamChunkChoice {
-    #[serde(default)]
     index: Option<u32>,
-    #[serde(default)]
     delta: Option<UpstreamDelta>,
-    #[serde(default)]
     finish_reason: Option<String>,
 }
 
 #[derive(Deserialize)]
 struct UpstreamDelta {
-    #[serde(default)]
     content: Option<String>,
-    #[serde(default)]
     refusal: Option<String>,
-    #[serde(default)]
     tool_calls: Option<Vec<UpstreamToolCallDelta>>,
 }
 
 #[derive(Deserialize)]
 struct UpstreamToolCallDelta {
-    #[serde(default)]
     index: Option<u32>,
-    #[serde(default)]
     id: Option<String>,
-    #[serde(default)]
     function: Option<UpstreamFunctionDelta>,
 }
 
 #[derive(Deserialize, Default)]
 struct UpstreamFunctionDelta {
-    #[serde(default)]
     name: Option<String>,
-    #[serde(default)]
     arguments: Option<String>,
 }
 
