@@ -746,13 +746,9 @@ impl ConfigFile {
 
         for (name, provider) in &self.providers {
             if let Some(url) = &provider.base_url
-                && !(url.starts_with("http://") || url.starts_with("https://"))
+                && let Err(why) = url.parse::<sluice_providers::BaseUrl>()
             {
-                push(
-                    &mut problems,
-                    format!("providers.{name}.base_url"),
-                    format!("`{url}` must start with http:// or https://"),
-                );
+                push(&mut problems, format!("providers.{name}.base_url"), why);
             }
             if provider.base_url.is_none() && provider.provider_type.default_base_url().is_none() {
                 push(

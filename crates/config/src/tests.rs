@@ -107,6 +107,14 @@ fn names_the_field_of_every_problem() {
         [providers.vllm]
         type = "openai_compatible"
 
+        [providers.typo]
+        type = "openai_compatible"
+        base_url = "http://exa mple.com/v1"
+
+        [providers.ftp]
+        type = "openai_compatible"
+        base_url = "ftp://files.example.com/v1"
+
         [deployments.claude]
         provider = "anthropic"
         model = "claude-sonnet-4-5"
@@ -122,6 +130,8 @@ fn names_the_field_of_every_problem() {
     let expect = [
         "server.listen: `nowhere` is not an address:port",
         "providers.vllm.base_url: required for type `openai_compatible`",
+        "providers.typo.base_url: `http://exa mple.com/v1` is not a URL: invalid international domain name",
+        "providers.ftp.base_url: `ftp://files.example.com/v1` must be an http:// or https:// URL",
         "providers.anthropic.api_key_env: environment variable `MISSING_KEY` is not set",
         "deployments.ghost.provider: no provider named `nobody`",
         "aliases.main.deployments[1]: no deployment named `absent`",
