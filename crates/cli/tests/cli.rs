@@ -256,15 +256,9 @@ fn drill_prints_the_readiness_of_every_deployment_of_a_route() {
         "--listen",
         "127.0.0.1:0",
     ]));
-    let mock_url = line
-        .split_whitespace()
-        .find(|w| w.starts_with("http://"))
-        .unwrap()
-        .to_owned();
+    let mock_url = common::announced_url(&line);
     // A port nothing listens on.
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let closed_port = closed.local_addr().unwrap().port();
-    drop(closed);
+    let closed_port = closed_port();
     std::fs::write(
         dir.join("sluice.toml"),
         format!(
@@ -519,6 +513,12 @@ fn logs_follow_prints_records_as_they_are_written() {
 }
 
 /// A child process killed when the test ends, passed or failed.
+/// A port on 127.0.0.1 that nothing listens on.
+fn closed_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
+
 struct Stopped(std::process::Child);
 
 impl Drop for Stopped {
@@ -792,15 +792,9 @@ fn budgets_show_reads_usage_from_the_running_gateway_and_usage_reports_the_reque
         "127.0.0.1:0",
     ]));
     let mock = Stopped(mock);
-    let mock_url = line
-        .split_whitespace()
-        .find(|w| w.starts_with("http://"))
-        .unwrap()
-        .to_owned();
+    let mock_url = common::announced_url(&line);
     // Nothing listens on the configured address: `budgets show` without --url says so.
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let closed_port = closed.local_addr().unwrap().port();
-    drop(closed);
+    let closed_port = closed_port();
     std::fs::write(
         dir.join("sluice.toml"),
         format!(
@@ -840,11 +834,7 @@ fn budgets_show_reads_usage_from_the_running_gateway_and_usage_reports_the_reque
             .envs(token_env)
             .args(["serve", "--listen", "127.0.0.1:0"]),
     );
-    let url = line
-        .split_whitespace()
-        .find(|w| w.starts_with("http://"))
-        .unwrap()
-        .to_owned();
+    let url = common::announced_url(&line);
     let gateway = Stopped(gateway);
     let addr = url.trim_start_matches("http://").to_owned();
     for feature in ["checkout", "checkout", "refunds"] {

@@ -30,12 +30,7 @@ fn replica(dir: &Path) -> (Child, String) {
             .current_dir(dir)
             .args(["serve", "--listen", "127.0.0.1:0"]),
     );
-    let url = line
-        .trim()
-        .strip_prefix("sluice listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
-        .to_owned();
-    (child, url)
+    (child, common::announced_url(&line))
 }
 
 struct Fleet {

@@ -68,7 +68,7 @@ pub struct Deployment {
 
 /// A provider's base URL, parsed once: each call appends its path to a copy, so no URL is
 /// parsed per request.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct BaseUrl(reqwest::Url);
 
 impl BaseUrl {
@@ -82,10 +82,6 @@ impl BaseUrl {
         }
         url
     }
-
-    pub fn as_str(&self) -> &str {
-        self.0.as_str().trim_end_matches('/')
-    }
 }
 
 impl std::str::FromStr for BaseUrl {
@@ -98,12 +94,6 @@ impl std::str::FromStr for BaseUrl {
             return Err(format!("`{text}` must be an http:// or https:// URL"));
         }
         Ok(BaseUrl(url))
-    }
-}
-
-impl std::fmt::Display for BaseUrl {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
     }
 }
 
@@ -297,7 +287,6 @@ mod tests {
     fn endpoints_are_appended_to_the_base_path() {
         for base in ["http://h:8/v1", "http://h:8/v1/"] {
             let base: BaseUrl = base.parse().unwrap();
-            assert_eq!(base.as_str(), "http://h:8/v1");
             assert_eq!(
                 base.join("/chat/completions").as_str(),
                 "http://h:8/v1/chat/completions"

@@ -105,6 +105,17 @@ impl WireError {
     }
 }
 
+#[cfg(test)]
+impl WireError {
+    /// What an [`WireError::UpstreamMalformed`] wraps, in words (panics on any other error).
+    pub(crate) fn upstream_cause(&self) -> String {
+        match self {
+            WireError::UpstreamMalformed(inner) => inner.to_string(),
+            other => panic!("not an upstream error: {other:?}"),
+        }
+    }
+}
+
 impl Classify for WireError {
     fn kind(&self) -> ErrorKind {
         match self {

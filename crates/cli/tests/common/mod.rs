@@ -25,3 +25,11 @@ pub fn stop(mut child: Child) {
         .status();
     let _ = child.wait();
 }
+
+/// The URL a process announced in its first line (`sluice mock`, `sluice serve`).
+pub fn announced_url(line: &str) -> String {
+    line.split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .unwrap_or_else(|| panic!("no URL in the first line: {line:?}"))
+        .to_owned()
+}

@@ -410,11 +410,7 @@ mod tests {
             ),
         ];
         for (body, expected) in cases {
-            let WireError::UpstreamMalformed(inner) = decode_chat_response(body).unwrap_err()
-            else {
-                panic!()
-            };
-            let message = inner.to_string();
+            let message = decode_chat_response(body).unwrap_err().upstream_cause();
             assert!(message.starts_with(expected), "{message}");
         }
     }

@@ -116,15 +116,13 @@ fn a_misshapen_chunk_names_the_field() {
         event: None,
         data: r#"{"choices":[{"delta":{"content":7}}]}"#.into(),
     };
-    let err = StreamDecoder::new().decode(&event).unwrap_err();
-    let WireError::UpstreamMalformed(inner) = err else {
-        panic!("{err:?}")
-    };
+    let cause = StreamDecoder::new()
+        .decode(&event)
+        .unwrap_err()
+        .upstream_cause();
     assert!(
-        inner
-            .to_string()
-            .starts_with("`choices[0].delta.content`: invalid type: integer `7`"),
-        "{inner}"
+        cause.starts_with("`choices[0].delta.content`: invalid type: integer `7`"),
+        "{cause}"
     );
 }
 
