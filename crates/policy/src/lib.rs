@@ -23,7 +23,7 @@ pub mod error;
 mod model_id;
 pub mod pricing;
 
-pub use budget::{Consumption, Level, Limit, Metric, ParseProblem, Period, Scope};
+pub use budget::{Consumption, Level, Limit, Metric, ParseProblem, Period, Scope, plain_usd};
 pub use calendar::{Clock, SystemClock, UnixMs};
 pub use counters::{Counters, Hold, HoldGuard, MemoryCounters, OnCounterError, Quota, Refusal};
 pub use energy::{EnergyModel, Estimate};

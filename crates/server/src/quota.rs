@@ -13,7 +13,7 @@
 
 use http::{HeaderMap, HeaderName, HeaderValue};
 use sluice_pipeline::QuotaState;
-use sluice_policy::{Clock, Metric, Quota, Refusal, SystemClock, UnixMs};
+use sluice_policy::{Clock, Metric, Quota, Refusal, SystemClock, UnixMs, plain_usd};
 
 pub(crate) const SOFT_LIMIT: HeaderName = HeaderName::from_static("x-sluice-soft-limit");
 pub(crate) const DEGRADED_TO: HeaderName = HeaderName::from_static("x-sluice-degraded-to");
@@ -90,8 +90,8 @@ fn insert_limit(headers: &mut HeaderMap, quota: &Quota, remaining: u64, now: Uni
         Metric::Requests => &REQUESTS,
         Metric::Tokens => &TOKENS,
         Metric::Usd => {
-            put(headers, BUDGET_LIMIT, &usd(limit.amount));
-            put(headers, BUDGET_REMAINING, &usd(remaining));
+            put(headers, BUDGET_LIMIT, &plain_usd(limit.amount));
+            put(headers, BUDGET_REMAINING, &plain_usd(remaining));
             put(headers, BUDGET_RESET, &quota.resets_at.to_string());
             put(headers, BUDGET_SCOPE, &limit.scope.to_text());
             return;
@@ -101,20 +101,6 @@ fn insert_limit(headers: &mut HeaderMap, quota: &Quota, remaining: u64, now: Uni
     headers.insert(names.limit.clone(), HeaderValue::from(limit.amount));
     headers.insert(names.remaining.clone(), HeaderValue::from(remaining));
     put(headers, names.reset.clone(), &format!("{reset_secs}s"));
-}
-
-/// Micro-USD as a plain decimal number of dollars: `4.98`, `0.000125`.
-fn usd(micros: u64) -> String {
-    let whole = micros / 1_000_000;
-    let fraction = format!("{:06}", micros % 1_000_000);
-    let fraction = fraction.trim_end_matches('0');
-    if fraction.is_empty() {
-        format!("{whole}.00")
-    } else if fraction.len() == 1 {
-        format!("{whole}.{fraction}0")
-    } else {
-        format!("{whole}.{fraction}")
-    }
 }
 
 /// Scope ids come from keys and requests; one that is not a valid header value is left out.
@@ -127,15 +113,8 @@ fn put(headers: &mut HeaderMap, name: HeaderName, value: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sluice_policy::{Limit, Scope};
-
-    #[test]
-    fn dollars_are_plain_decimals() {
-        assert_eq!(usd(4_980_000), "4.98");
-        assert_eq!(usd(5_000_000), "5.00");
-        assert_eq!(usd(125), "0.000125");
-        assert_eq!(usd(100_000), "0.10");
-    }
+    use sluice_policy::{Limit, Period, Scope};
+    use sluice_types::Money;
 
     #[test]
     fn the_tightest_limit_of_each_metric_is_reported() {
@@ -164,5 +143,24 @@ mod tests {
         assert!(reset == "5s" || reset == "4s", "{reset}");
         assert!(!headers.contains_key("x-ratelimit-limit-tokens"));
         assert!(!headers.contains_key("x-sluice-budget-remaining"));
+    }
+
+    #[test]
+    fn a_spend_limit_is_reported_in_plain_dollars() {
+        let budget = Money::from_micros(5_000_000);
+        let state = QuotaState {
+            quotas: vec![Quota {
+                limit: Limit::usd(Scope::Team("a".into()), budget, Period::Day).unwrap(),
+                used: 20_000,
+                resets_at: UnixMs(SystemClock.now().0 + 30_000),
+            }],
+            over_soft_limit: None,
+            degraded_to: None,
+        };
+        let mut headers = HeaderMap::new();
+        insert(&mut headers, &state);
+        assert_eq!(headers["x-sluice-budget-limit"], "5.00");
+        assert_eq!(headers["x-sluice-budget-remaining"], "4.98");
+        assert_eq!(headers["x-sluice-budget-scope"], "team:a");
     }
 }

@@ -635,17 +635,25 @@ fn slot_key(prefix: &str, slot_start: UnixMs) -> String {
     key
 }
 
-/// `$5.00`, `$4.98`, `$0.0012`: at least two decimals, no trailing zeros beyond them, exact.
+/// `$5.00`, `$4.98`, `$1,234.0012`: at least two decimals, no trailing zeros beyond them, exact.
 fn format_usd(micros: u64) -> String {
-    let whole = micros / 1_000_000;
+    format!(
+        "${}.{}",
+        group_thousands(micros / 1_000_000),
+        usd_decimals(micros)
+    )
+}
+
+/// Micro-USD as a plain number of dollars, for headers and machines: `5.00`, `4.98`, `0.000125`.
+pub fn plain_usd(micros: u64) -> String {
+    format!("{}.{}", micros / 1_000_000, usd_decimals(micros))
+}
+
+/// The cents and below of an amount: at least two digits, no trailing zeros beyond them.
+fn usd_decimals(micros: u64) -> String {
     let fraction = format!("{:06}", micros % 1_000_000);
-    let trimmed = fraction.trim_end_matches('0');
-    let decimals = if trimmed.len() < 2 {
-        &fraction[..2]
-    } else {
-        trimmed
-    };
-    format!("${}.{decimals}", group_thousands(whole))
+    let significant = fraction.trim_end_matches('0').len().max(2);
+    fraction[..significant].to_owned()
 }
 
 fn group_thousands(value: u64) -> String {

@@ -222,6 +222,11 @@ fn formats_money_exactly_without_noise() {
     assert_eq!(format_usd(4_980_000), "$4.98");
     assert_eq!(format_usd(1_200), "$0.0012");
     assert_eq!(format_usd(1_234_567_891), "$1,234.567891");
+    assert_eq!(plain_usd(4_980_000), "4.98");
+    assert_eq!(plain_usd(5_000_000), "5.00");
+    assert_eq!(plain_usd(125), "0.000125");
+    assert_eq!(plain_usd(100_000), "0.10");
+    assert_eq!(plain_usd(1_234_567_891), "1234.567891");
     assert_eq!(group_thousands(0), "0");
     assert_eq!(group_thousands(999), "999");
     assert_eq!(group_thousands(1_000), "1,000");
