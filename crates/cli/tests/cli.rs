@@ -93,14 +93,11 @@ fn keys_are_created_listed_and_revoked() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("no key matches"));
 }
 
-/// Starts `sluice demo` on a free port, sends one request with raw HTTP, stops the gateway with
-/// SIGTERM, and finds the request in `sluice logs --json`.
-#[test]
-fn demo_serves_a_request_and_logs_show_it_after_a_graceful_stop() {
-    let dir = temp_dir("demo");
-    let (mut child, line) = common::first_line(
+/// `sluice demo --json` on a free port in `dir`: the process, its address and its key.
+fn start_demo(dir: &Path) -> (std::process::Child, String, String) {
+    let (child, line) = common::first_line(
         Command::new(env!("CARGO_BIN_EXE_sluice"))
-            .current_dir(&dir)
+            .current_dir(dir)
             .args(["demo", "--listen", "127.0.0.1:0", "--json"]),
     );
     let info: serde_json::Value = serde_json::from_str(&line).unwrap();
@@ -109,7 +106,15 @@ fn demo_serves_a_request_and_logs_show_it_after_a_graceful_stop() {
         .unwrap()
         .trim_start_matches("http://")
         .to_owned();
-    let key = info["api_key"].as_str().unwrap();
+    (child, addr, info["api_key"].as_str().unwrap().to_owned())
+}
+
+/// Starts `sluice demo` on a free port, sends one request with raw HTTP, stops the gateway with
+/// SIGTERM, and finds the request in `sluice logs --json`.
+#[test]
+fn demo_serves_a_request_and_logs_show_it_after_a_graceful_stop() {
+    let dir = temp_dir("demo");
+    let (mut child, addr, key) = start_demo(&dir);
 
     let body =
         r#"{"model":"claude-sonnet-4-5","messages":[{"role":"user","content":"hello cli"}]}"#;
@@ -203,18 +208,7 @@ fn post_chat(addr: &str, key: &str, body: &str) -> String {
 #[test]
 fn demo_degrades_a_caller_over_its_soft_limit_to_the_cheaper_alias() {
     let dir = temp_dir("soft");
-    let (child, line) = common::first_line(
-        Command::new(env!("CARGO_BIN_EXE_sluice"))
-            .current_dir(&dir)
-            .args(["demo", "--listen", "127.0.0.1:0", "--json"]),
-    );
-    let info: serde_json::Value = serde_json::from_str(&line).unwrap();
-    let addr = info["base_url"]
-        .as_str()
-        .unwrap()
-        .trim_start_matches("http://")
-        .to_owned();
-    let key = info["api_key"].as_str().unwrap().to_owned();
+    let (child, addr, key) = start_demo(&dir);
     let body = r#"{"model":"smart","messages":[{"role":"user","content":"hi"}]}"#;
     let responses: Vec<String> = (0..21).map(|_| post_chat(&addr, &key, body)).collect();
     common::stop(child);
