@@ -8,7 +8,8 @@ use std::time::Duration;
 use anyhow::Context;
 use secrecy::ExposeSecret;
 use sluice_config::{CounterBackend, Settings};
-use sluice_pipeline::{Gateway, PolicyEngine, PolicyParts, RouteRules};
+use sluice_pipeline::hooks::RequestSize;
+use sluice_pipeline::{Gateway, Hook, Hooks, PolicyEngine, PolicyParts, RouteRules};
 use sluice_policy::Counters;
 use sluice_policy::counters::{RedisCounters, RedisSettings};
 use tokio_util::sync::CancellationToken;
@@ -56,11 +57,21 @@ pub(crate) async fn engine(settings: &Settings) -> anyhow::Result<PolicyEngine> 
                     roles: route.roles.clone(),
                     over_soft_limit: route.over_soft_limit.clone(),
                     limits: route.limits.clone(),
+                    hooks: route_hooks(route),
                 };
                 (alias.clone(), rules)
             })
             .collect::<HashMap<_, _>>(),
     }))
+}
+
+/// A route's request-path hooks from its configuration, in the order they run.
+fn route_hooks(route: &sluice_config::AliasSettings) -> Hooks {
+    let mut hooks: Vec<Arc<dyn Hook>> = Vec::new();
+    if let Some(max_input_tokens) = route.max_input_tokens {
+        hooks.push(Arc::new(RequestSize { max_input_tokens }));
+    }
+    Hooks::new(hooks)
 }
 
 /// Loads the budgets once, then rereads them every `every` until `stop`.

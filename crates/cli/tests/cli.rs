@@ -10,6 +10,8 @@ use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
+use sluice_types::record::{Endpoint, Role};
+
 fn sluice(dir: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_sluice"))
         .current_dir(dir)
@@ -322,11 +324,11 @@ fn logged(id: &str, status: u16, error_code: Option<&str>) -> sluice_store::Requ
     sluice_store::RequestRecord {
         id: id.into(),
         started_at: sluice_store::now_ms(),
-        endpoint: "chat.completions".into(),
-        dialect: "openai".into(),
+        endpoint: Endpoint::ChatCompletions,
+        dialect: sluice_types::Dialect::OpenAi,
         alias: Some("fast".into()),
         status,
-        error_code: error_code.map(Into::into),
+        error_code: error_code.map(|code| code.parse().unwrap()),
         latency_us: 1_500,
         ..Default::default()
     }
@@ -346,9 +348,9 @@ fn logs_filter_by_status_class_and_print_whole_records_as_json() {
         attempts: vec![sluice_store::AttemptRecord {
             deployment: "primary".into(),
             provider: "openai".into(),
-            outcome: "upstream_unavailable".into(),
+            outcome: "upstream_unavailable".parse().unwrap(),
             status: Some(502),
-            next: Some("no_more_deployments".into()),
+            next: Some("no_more_deployments".parse().unwrap()),
             ..Default::default()
         }],
         ..logged("req_a502", 502, Some("upstream_unavailable"))
@@ -406,18 +408,18 @@ fn logs_show_explains_a_record_found_by_a_unique_prefix() {
             sluice_store::AttemptRecord {
                 deployment: "primary".into(),
                 provider: "openai".into(),
-                outcome: "upstream_unavailable".into(),
+                outcome: "upstream_unavailable".parse().unwrap(),
                 status: Some(503),
-                role: Some("pool".into()),
-                next: Some("fallback".into()),
+                role: Some(Role::Pool),
+                next: Some("fallback".parse().unwrap()),
                 ..Default::default()
             },
             sluice_store::AttemptRecord {
                 deployment: "backup".into(),
                 provider: "openai".into(),
-                outcome: "ok".into(),
+                outcome: "ok".parse().unwrap(),
                 status: Some(200),
-                role: Some("fallback".into()),
+                role: Some(Role::Fallback),
                 ..Default::default()
             },
         ],
@@ -496,7 +498,7 @@ fn logs_follow_prints_records_as_they_are_written() {
         &dir,
         &[
             logged("req_fine", 200, None),
-            logged("req_after", 500, Some("internal")),
+            logged("req_after", 500, Some("internal_error")),
         ],
     );
     let next = next_record();

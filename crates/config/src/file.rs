@@ -268,6 +268,8 @@ struct AliasSection {
     /// The alias's own rate limits, whoever calls it.
     #[serde(default)]
     limits: AliasLimitsSection,
+    /// Refuse prompts estimated above this many tokens, before anything is reserved or sent.
+    max_input_tokens: Option<u32>,
 }
 
 fn default_body_max_bytes() -> usize {
@@ -912,6 +914,12 @@ impl ConfigFile {
                 );
             }
             let limits = section.limits.limits(alias, &mut problems);
+            check(
+                &mut problems,
+                section.max_input_tokens != Some(0),
+                format!("aliases.{alias}.max_input_tokens"),
+                "must be at least 1",
+            );
             aliases.insert(
                 alias.clone(),
                 AliasSettings {
@@ -925,6 +933,7 @@ impl ConfigFile {
                     roles: section.roles.clone(),
                     over_soft_limit: section.over_soft_limit.clone(),
                     limits,
+                    max_input_tokens: section.max_input_tokens,
                 },
             );
         }

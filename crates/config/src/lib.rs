@@ -116,6 +116,8 @@ pub struct AliasSettings {
     pub over_soft_limit: Option<String>,
     /// The alias's own rate limits.
     pub limits: Vec<sluice_policy::Limit>,
+    /// Prompts estimated above this many tokens are refused (`policy_blocked`).
+    pub max_input_tokens: Option<u32>,
 }
 
 impl AliasSettings {

@@ -23,11 +23,11 @@ use sluice_policy::{
     PriceTable, Quota, Scope, UnixMs,
 };
 use sluice_routing::RoutePlan;
-use sluice_store::{BudgetRow, RequestRecord};
-use sluice_types::{ChatRequest, Money, Usage};
+use sluice_store::BudgetRow;
+use sluice_types::record::{AttemptOutcome, RequestRecord};
+use sluice_types::{Money, Usage};
 use tokio_util::task::TaskTracker;
 
-use crate::tokens::estimate_input;
 use crate::{Caller, Exchange, Gateway, PipelineError};
 
 /// A route's access and limit rules, from its configuration.
@@ -39,6 +39,8 @@ pub struct RouteRules {
     pub over_soft_limit: Option<String>,
     /// The alias's own rate limits.
     pub limits: Vec<Limit>,
+    /// The route's request-path hooks, in order.
+    pub hooks: crate::hooks::Hooks,
 }
 
 /// Everything admission and settlement need, built once at start.
@@ -262,23 +264,14 @@ fn chain(caller: &Caller, end_user: Option<&str>, alias: &str) -> Vec<Scope> {
 }
 
 /// What a request may use, as admission sees it.
-pub(crate) struct Demand {
+#[derive(Debug, Clone, Copy)]
+pub struct Demand {
     /// The prompt, counted before sending.
     pub input_tokens: u32,
     /// The output bound the client set; admission sets one when it must bound the request.
     pub max_tokens: Option<u32>,
     /// `false` for embeddings: no output tokens.
     pub generates: bool,
-}
-
-impl Demand {
-    pub fn chat(req: &ChatRequest) -> Demand {
-        Demand {
-            input_tokens: estimate_input(req),
-            max_tokens: req.max_tokens,
-            generates: true,
-        }
-    }
 }
 
 fn now() -> UnixMs {
@@ -303,22 +296,22 @@ impl Gateway {
     }
 
     /// Reserves the request's worst case against every limit of its caller and alias, and
-    /// hands the hold and quota state to the exchange. Over a soft limit, the route's cheaper
-    /// alias is planned (and reserved) instead, and returned. Without max tokens, a request
-    /// under a spend or token limit gets its worst case as `max_tokens`, so the reservation
-    /// bounds what it can use.
-    pub(crate) async fn admit(
+    /// binds the hold to the exchange (it is settled with the record, on every path). Over a
+    /// soft limit, the route's cheaper alias is planned (and reserved) instead, and returned.
+    /// Without max tokens, a request under a spend or token limit gets its worst case as
+    /// `max_tokens`, so the reservation bounds what it can use.
+    pub(crate) async fn hold(
         &self,
         exchange: &mut Exchange,
         caller: &Caller,
         demand: &mut Demand,
         plan: RoutePlan,
         stream: bool,
-    ) -> Result<RoutePlan, PipelineError> {
+    ) -> Result<(RoutePlan, Arc<QuotaState>), PipelineError> {
         let end_user = exchange.end_user().map(str::to_owned);
         let end_user = end_user.as_deref();
         let Some((hold, over_soft)) = self.reserve(caller, end_user, demand, &plan).await? else {
-            return Ok(plan);
+            return Ok((plan, Arc::default()));
         };
         let cheaper = self
             .inner
@@ -331,8 +324,8 @@ impl Gateway {
                 over_soft_limit: over_soft,
                 degraded_to: None,
             };
-            exchange.admitted(Some(hold), quota, None);
-            return Ok(plan);
+            let quota = exchange.admitted(Some(hold), quota, None);
+            return Ok((plan, quota));
         };
         if let Err(e) = hold.release().await {
             tracing::warn!(error = %e, "releasing a hold moved to a cheaper alias failed");
@@ -350,8 +343,8 @@ impl Gateway {
         };
         // The record names the alias that served; `degraded_from` the one asked for.
         exchange.set_alias(plan.alias(), stream);
-        exchange.admitted(hold, quota, Some(requested));
-        Ok(plan)
+        let quota = exchange.admitted(hold, quota, Some(requested));
+        Ok((plan, quota))
     }
 
     /// One reservation for `plan`: `None` when no limit applies (or the counters failed open).
@@ -493,7 +486,7 @@ impl PolicyEngine {
             }
             // The answering attempt is priced from the record's usage, cached tokens included.
             let usage = if !priced_served
-                && attempt.outcome == "ok"
+                && attempt.outcome == AttemptOutcome::Ok
                 && served == Some(attempt.deployment.as_str())
             {
                 priced_served = true;

@@ -12,46 +12,35 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::StreamExt;
 use futures_util::future::{Either, select};
-use sluice_providers::{
-    Completion, CompletionStream, ProviderError, Reply, StreamChunk, TimeoutPhase, Timeouts,
-    Upstream,
-};
+use sluice_providers::{ProviderError, TimeoutPhase, Timeouts, Upstream};
 use sluice_routing::{
     Candidate, Condition, Outcome, Role, RoutePlan, RouteTimeouts, Slot, Unavailable,
 };
-use sluice_store::AttemptRecord;
-use sluice_types::{ChatRequest, Classify, FinishReason, StreamEvent};
+use sluice_types::Classify;
+use sluice_types::record::{AttemptOutcome, AttemptRecord, Next};
 use tokio::time::Instant;
 
-use crate::tokens::estimate_input;
+use crate::operation::{FirstAnswer, Operation};
 use crate::trace::{new_span_id, traceparent};
 use crate::{Exchange, PipelineError};
 
-/// What an attempt got back before anything reached the client.
-pub(crate) enum Attempted {
-    Complete(Completion),
-    /// The chunks up to the first content event, and the rest of the stream.
-    Stream(Vec<StreamChunk>, CompletionStream),
-}
-
 /// The attempt that answered, with its slot (held until a stream ends).
-pub(crate) struct Won {
+pub struct Won<A> {
     pub candidate: Candidate,
     pub slot: Slot,
-    pub attempted: Attempted,
+    pub answer: A,
 }
 
-enum AttemptError {
+enum AttemptError<A> {
     /// Not sent: the deployment could not take it (circuit opened, queue full).
     Unavailable(Unavailable),
     Provider(ProviderError),
     /// An answer the provider's content filter cut, kept in case nothing better comes.
-    Filtered(Box<Won>),
+    Filtered(Box<Won<A>>),
 }
 
-struct Finished {
+struct Finished<A> {
     candidate: Candidate,
     hedge: bool,
     queued_for: Duration,
@@ -61,22 +50,22 @@ struct Finished {
     offset: Duration,
     /// The slot comes back with the answer (it is held until a stream ends), and with a
     /// failure when the attempt was sent.
-    result: Result<(Attempted, Slot), (AttemptError, Option<Slot>)>,
+    result: Result<(A, Slot), (AttemptError<A>, Option<Slot>)>,
 }
 
-type Running<'a> = Pin<Box<dyn Future<Output = Finished> + Send + 'a>>;
+type Running<'a, A> = Pin<Box<dyn Future<Output = Finished<A>> + Send + 'a>>;
 
 /// An attempt under way, with the ids it will be recorded under even if it is cancelled.
-struct Started<'a> {
+struct Started<'a, A> {
     span_id: String,
     offset: Duration,
-    running: Running<'a>,
+    running: Running<'a, A>,
 }
 
-pub(crate) struct Dispatch<'a> {
+pub(crate) struct Dispatch<'a, Op: Operation> {
     pub upstream: &'a Upstream,
     pub plan: &'a RoutePlan,
-    pub req: &'a ChatRequest,
+    pub req: &'a Op,
     pub timeouts: RouteTimeouts,
     pub deadline: Instant,
     /// The request's trace, and when it started (attempts record their offset from it).
@@ -84,34 +73,10 @@ pub(crate) struct Dispatch<'a> {
     pub started: std::time::Instant,
 }
 
-/// Why a request stopped trying, in the words of the record's `next`.
-#[derive(Debug, Clone, Copy)]
-enum Stop {
-    NotRetryable,
-    ConditionNotEnabled,
-    RetryBudgetExhausted,
-    MaxAttempts,
-    Deadline,
-    NoMoreDeployments,
-}
-
-impl Stop {
-    fn as_str(self) -> &'static str {
-        match self {
-            Stop::NotRetryable => "not_retryable",
-            Stop::ConditionNotEnabled => "condition_not_enabled",
-            Stop::RetryBudgetExhausted => "retry_budget_exhausted",
-            Stop::MaxAttempts => "max_attempts",
-            Stop::Deadline => "deadline",
-            Stop::NoMoreDeployments => "no_more_deployments",
-        }
-    }
-}
-
-impl<'a> Dispatch<'a> {
+impl<'a, Op: Operation + 'a> Dispatch<'a, Op> {
     /// Runs attempts until one answers. On failure the error is the last attempt's (or, when
     /// nothing could be sent, the route's unavailability).
-    pub async fn run(self, exchange: &mut Exchange) -> Result<Won, PipelineError> {
+    pub async fn run(self, exchange: &mut Exchange) -> Result<Won<Op::Answer>, PipelineError> {
         let candidates = &self.plan.candidates;
         let route = &self.plan.route;
         let policy = route.policy.clone();
@@ -129,7 +94,7 @@ impl<'a> Dispatch<'a> {
         let mut sent = 0u32;
         let mut last_error: Option<ProviderError> = None;
         let mut last_unavailable: Option<Unavailable> = None;
-        let mut filtered: Option<Box<Won>> = None;
+        let mut filtered: Option<Box<Won<Op::Answer>>> = None;
         let mut may_repeat = true;
 
         loop {
@@ -148,7 +113,7 @@ impl<'a> Dispatch<'a> {
                         .unwrap_or_else(Instant::now),
                 );
                 if wait_until >= self.deadline {
-                    exchange.then(candidate.health.name(), Stop::Deadline.as_str());
+                    exchange.then(candidate.health.name(), Next::Deadline);
                     break;
                 }
                 tokio::time::sleep_until(wait_until).await;
@@ -211,22 +176,22 @@ impl<'a> Dispatch<'a> {
             }
             let name = candidates[deployment].health.name();
             let stop = match condition {
-                None => Some(Stop::NotRetryable),
-                Some(c) if !policy.fallback_on.contains(c) => Some(Stop::ConditionNotEnabled),
-                Some(_) if Instant::now() >= self.deadline => Some(Stop::Deadline),
-                Some(_) if sent >= max_attempts => Some(Stop::MaxAttempts),
+                None => Some(Next::NotRetryable),
+                Some(c) if !policy.fallback_on.contains(c) => Some(Next::ConditionNotEnabled),
+                Some(_) if Instant::now() >= self.deadline => Some(Next::Deadline),
+                Some(_) if sent >= max_attempts => Some(Next::MaxAttempts),
                 Some(c) => {
                     may_repeat = c.same_deployment_may_recover();
                     let mut peek = cursor;
                     let rounds = if may_repeat { max_attempts } else { 1 };
                     match self.next_index(&mut peek, &barred, rounds) {
-                        None => Some(Stop::NoMoreDeployments),
-                        Some(_) if !route.spend_retry(name) => Some(Stop::RetryBudgetExhausted),
+                        None => Some(Next::NoMoreDeployments),
+                        Some(_) if !route.spend_retry(name) => Some(Next::RetryBudgetExhausted),
                         Some(next) => {
                             let step = if next == deployment {
-                                "retry"
+                                Next::Retry
                             } else {
-                                "fallback"
+                                Next::Fallback
                             };
                             exchange.then(name, step);
                             None
@@ -235,7 +200,7 @@ impl<'a> Dispatch<'a> {
                 }
             };
             if let Some(stop) = stop {
-                exchange.then(name, stop.as_str());
+                exchange.then(name, stop);
                 break;
             }
         }
@@ -281,7 +246,7 @@ impl<'a> Dispatch<'a> {
         max: u32,
     ) -> Option<(usize, usize)> {
         self.plan.policy().hedge?;
-        if sent >= max {
+        if !self.req.hedges() || sent >= max {
             return None;
         }
         let mut peek = cursor;
@@ -292,7 +257,12 @@ impl<'a> Dispatch<'a> {
     /// Races the primary attempt against the hedge delay; past it, sends the hedge (if the
     /// budget allows) and serves whichever answers first. The other is dropped, which cancels
     /// its upstream request, and recorded as `cancelled`.
-    async fn hedged(&self, primary: Started<'a>, hedge: Hedge, exchange: &mut Exchange) -> Hedged {
+    async fn hedged(
+        &self,
+        primary: Started<'a, Op::Answer>,
+        hedge: Hedge,
+        exchange: &mut Exchange,
+    ) -> Hedged<Op::Answer> {
         let primary_ids = (primary.span_id, primary.offset);
         let primary = primary.running;
         let not_sent = |outcome| Hedged {
@@ -339,21 +309,21 @@ impl<'a> Dispatch<'a> {
                 exchange.attempt(AttemptRecord {
                     deployment: loser.health.name().to_owned(),
                     provider: loser.health.deployment.provider.clone(),
-                    outcome: "cancelled".into(),
-                    role: Some(loser.role.as_str().to_owned()),
+                    outcome: AttemptOutcome::Cancelled,
+                    role: Some(loser.role),
                     hedge: loser_was_hedge,
-                    next: Some("lost_hedge".into()),
+                    next: Some(Next::LostHedge),
                     span_id: Some(loser_span),
                     offset_us: Some(micros(loser_offset)),
                     latency_us: micros(self.started.elapsed().saturating_sub(loser_offset)),
                     // The prompt was sent, and may be billed: its size is the attempt's cost.
-                    input_tokens: Some(estimate_input(self.req)),
+                    input_tokens: Some(self.req.prompt_tokens()),
                     ..AttemptRecord::default()
                 });
                 Ok(won)
             }
             Err((failed, _)) => {
-                exchange.then(self.plan.candidates[failed].health.name(), "hedge");
+                exchange.then(self.plan.candidates[failed].health.name(), Next::Hedge);
                 self.finish(other.await, exchange)
             }
         };
@@ -365,7 +335,7 @@ impl<'a> Dispatch<'a> {
 
     /// Starts one attempt: a slot on the deployment, the call, and (streams) the first event,
     /// all within the attempt's timeouts.
-    fn attempt(&self, candidate: Candidate, hedge: bool) -> Started<'a> {
+    fn attempt(&self, candidate: Candidate, hedge: bool) -> Started<'a, Op::Answer> {
         let upstream = self.upstream;
         let req = self.req;
         let timeouts = self.timeouts;
@@ -406,26 +376,11 @@ impl<'a> Dispatch<'a> {
                 })
                 .with_traceparent(&traceparent);
             let deployment = &candidate.health.deployment;
-            let call = async {
-                match upstream.chat(deployment, req).await? {
-                    Reply::Complete(completion) => Ok(Attempted::Complete(completion)),
-                    Reply::Stream(stream) => {
-                        let (first, rest) = first_event(&deployment.provider, stream).await?;
-                        Ok(Attempted::Stream(first, rest))
-                    }
-                }
+            let first = FirstAnswer {
+                within: first_token,
+                phase,
             };
-            let result = if req.stream {
-                match tokio::time::timeout(first_token, call).await {
-                    Ok(result) => result,
-                    Err(_) => Err(ProviderError::Timeout {
-                        provider: deployment.provider.clone(),
-                        phase,
-                    }),
-                }
-            } else {
-                call.await
-            };
+            let result = req.send(upstream, deployment, first).await;
             let queued_for = slot.queued_for;
             let result = match result {
                 Ok(attempted) => Ok((attempted, slot)),
@@ -451,9 +406,9 @@ impl<'a> Dispatch<'a> {
     /// Records a finished attempt; the winner, or the failure with the candidate's index.
     fn finish(
         &self,
-        done: Finished,
+        done: Finished<Op::Answer>,
         exchange: &mut Exchange,
-    ) -> Result<Won, (usize, AttemptError)> {
+    ) -> Result<Won<Op::Answer>, (usize, AttemptError<Op::Answer>)> {
         let Finished {
             candidate,
             hedge,
@@ -475,7 +430,7 @@ impl<'a> Dispatch<'a> {
             deployment: health.name().to_owned(),
             provider: health.deployment.provider.clone(),
             latency_us: micros(elapsed),
-            role: Some(candidate.role.as_str().to_owned()),
+            role: Some(candidate.role),
             hedge,
             queue_us: (!queued_for.is_zero()).then(|| micros(queued_for)),
             span_id: Some(span_id),
@@ -483,51 +438,52 @@ impl<'a> Dispatch<'a> {
             ..AttemptRecord::default()
         };
         let (error, slot) = match result {
-            Ok((Attempted::Complete(completion), mut slot)) if filtered(&completion) => {
+            Ok((answer, mut slot)) if Op::filtered(&answer) => {
                 // The deployment works; the content was refused.
                 slot.record(Outcome::Neutral, None, None);
-                health.observe("content_filtered", elapsed, None);
-                attempt.outcome = "content_filtered".into();
+                health.observe(AttemptOutcome::ContentFiltered, elapsed, None);
+                attempt.outcome = AttemptOutcome::ContentFiltered;
                 attempt.status = Some(200);
                 exchange.attempt(attempt);
                 let kept = Won {
                     candidate,
                     slot,
-                    attempted: Attempted::Complete(completion),
+                    answer,
                 };
                 return Err((index, AttemptError::Filtered(Box::new(kept))));
             }
-            Ok((attempted, mut slot)) => {
-                let total = matches!(attempted, Attempted::Complete(_)).then_some(elapsed);
+            Ok((answer, mut slot)) => {
+                // A whole answer's time is its total; a stream's is only to its first event.
+                let total = (!self.req.stream()).then_some(elapsed);
                 slot.record(Outcome::Success, Some(elapsed), total);
-                health.observe("ok", elapsed, Some(elapsed));
-                attempt.outcome = "ok".into();
+                health.observe(AttemptOutcome::Ok, elapsed, Some(elapsed));
+                attempt.outcome = AttemptOutcome::Ok;
                 attempt.status = Some(200);
                 attempt.ttft_us = Some(micros(elapsed));
                 exchange.attempt(attempt);
                 return Ok(Won {
                     candidate,
                     slot,
-                    attempted,
+                    answer,
                 });
             }
             Err(failure) => failure,
         };
         let breaker_outcome = match &error {
             AttemptError::Unavailable(why) => {
-                attempt.outcome = "skipped".into();
+                attempt.outcome = AttemptOutcome::Skipped;
                 attempt.latency_us = 0;
-                attempt.next = Some(why.as_str().to_owned());
+                attempt.next = Some(why.next());
                 Outcome::Neutral
             }
             AttemptError::Filtered(_) => Outcome::Neutral,
             AttemptError::Provider(e) => {
                 tracing::debug!(deployment = %health.name(), error = %e, "attempt failed");
-                health.observe(e.kind().code(), elapsed, None);
+                health.observe(AttemptOutcome::Failed(e.kind()), elapsed, None);
                 if matches!(e, ProviderError::Timeout { .. }) {
                     health.observe_slow(elapsed);
                 }
-                attempt.outcome = e.kind().code().to_owned();
+                attempt.outcome = AttemptOutcome::Failed(e.kind());
                 attempt.status = e.status();
                 Outcome::of_failure(e)
             }
@@ -546,54 +502,10 @@ struct Hedge {
     index: usize,
 }
 
-struct Hedged {
-    outcome: Result<Won, (usize, AttemptError)>,
+struct Hedged<A> {
+    outcome: Result<Won<A>, (usize, AttemptError<A>)>,
     /// Whether the hedge was sent (it takes an attempt and a place in the sequence).
     sent_hedge: bool,
-}
-
-/// Whether a whole answer was cut by the provider's content filter.
-fn filtered(completion: &Completion) -> bool {
-    completion
-        .response
-        .choices
-        .iter()
-        .any(|c| c.finish_reason == Some(FinishReason::ContentFilter))
-}
-
-/// Chunks held back at most while waiting for the first content event (pings and other
-/// empty events beyond it are passed on rather than buffered without bound).
-const MAX_HELD_CHUNKS: usize = 256;
-
-/// Waits for the first content event (text, a tool call, a finish — not the opening
-/// `Start`/usage or a ping, which providers send before the model has produced anything), so
-/// a failure or a stall before it can still fall back or be hedged. Returns the chunks up to
-/// and including it.
-pub(crate) async fn first_event(
-    provider: &str,
-    mut stream: CompletionStream,
-) -> Result<(Vec<StreamChunk>, CompletionStream), ProviderError> {
-    let mut held = Vec::new();
-    loop {
-        match stream.next().await {
-            Some(Ok(chunk)) => {
-                let content = chunk
-                    .events
-                    .iter()
-                    .any(|e| !matches!(e, StreamEvent::Start { .. } | StreamEvent::Usage(_)));
-                held.push(chunk);
-                if content || held.len() >= MAX_HELD_CHUNKS {
-                    return Ok((held, stream));
-                }
-            }
-            Some(Err(e)) => return Err(e),
-            None => {
-                return Err(ProviderError::Truncated {
-                    provider: provider.to_owned(),
-                });
-            }
-        }
-    }
 }
 
 pub(crate) fn micros(d: Duration) -> u64 {
@@ -610,9 +522,9 @@ pub(crate) fn skipped(
     AttemptRecord {
         deployment: candidate_name.to_owned(),
         provider: provider.to_owned(),
-        outcome: "skipped".into(),
-        role: Some(role.as_str().to_owned()),
-        next: Some(why.as_str().to_owned()),
+        outcome: AttemptOutcome::Skipped,
+        role: Some(role),
+        next: Some(why.next()),
         ..AttemptRecord::default()
     }
 }

@@ -14,7 +14,7 @@ use futures_util::StreamExt;
 use rand::Rng;
 use sluice_providers::{ProviderError, Reply, TimeoutPhase, Upstream};
 use sluice_routing::{DeploymentHealth, Outcome, Role, RoutePlan, RouteTimeouts, Unavailable};
-use sluice_store::AttemptRecord;
+use sluice_types::record::{AttemptOutcome, AttemptRecord};
 use sluice_types::{ChatRequest, Classify, StreamEvent, Usage};
 use tokio::time::Instant;
 
@@ -84,12 +84,17 @@ pub enum ProbeError {
 }
 
 impl ProbeError {
+    /// The attempt's outcome in the record: skipped, or failed.
+    pub fn outcome(&self) -> AttemptOutcome {
+        match self {
+            ProbeError::Unavailable(_) => AttemptOutcome::Skipped,
+            ProbeError::Provider(e) => AttemptOutcome::Failed(e.kind()),
+        }
+    }
+
     /// The record's word for it: an error code, or `skipped`.
     pub fn code(&self) -> &'static str {
-        match self {
-            ProbeError::Unavailable(_) => "skipped",
-            ProbeError::Provider(e) => e.kind().code(),
-        }
+        self.outcome().as_str()
     }
 }
 
@@ -153,10 +158,10 @@ pub async fn probe(
     match &result {
         Ok(_) => {
             slot.record(Outcome::Success, Some(latency), Some(latency));
-            health.observe("ok", latency, Some(latency));
+            health.observe(AttemptOutcome::Ok, latency, Some(latency));
         }
         Err(e) => {
-            health.observe(e.kind().code(), latency, None);
+            health.observe(AttemptOutcome::Failed(e.kind()), latency, None);
             slot.record(Outcome::of_failure(e), None, None);
         }
     }
@@ -179,9 +184,9 @@ async fn run(
     let mut attempt = AttemptRecord {
         deployment: deployment.name.clone(),
         provider: deployment.provider.clone(),
-        role: Some(Role::Fallback.as_str().to_owned()),
+        role: Some(Role::Fallback),
         latency_us: micros(probe.latency),
-        outcome: "ok".into(),
+        outcome: AttemptOutcome::Ok,
         ..AttemptRecord::default()
     };
     match probe.result {
@@ -198,10 +203,10 @@ async fn run(
             exchange.finish(200);
         }
         Err(error) => {
-            attempt.outcome = error.code().to_owned();
+            attempt.outcome = error.outcome();
             let (kind, status) = match &error {
                 ProbeError::Unavailable(why) => {
-                    attempt.next = Some(why.as_str().to_owned());
+                    attempt.next = Some(why.next());
                     (sluice_types::ErrorKind::RouteUnavailable, None)
                 }
                 ProbeError::Provider(e) => {

@@ -7,8 +7,11 @@
 use std::time::Instant;
 
 use sluice_providers::Deployment;
-use sluice_store::{AttemptRecord, RecordSender, RequestRecord};
+use sluice_store::RecordSender;
 use sluice_telemetry::{Metrics, Tracer};
+use sluice_types::record::{
+    AttemptOutcome, AttemptRecord, Endpoint, ErrorCode, Next, RequestRecord,
+};
 
 use std::sync::Arc;
 
@@ -18,28 +21,6 @@ use crate::trace::{TraceContext, new_span_id};
 use sluice_types::{Dialect, ErrorKind, RequestId, Usage};
 
 use crate::{Caller, Gateway};
-
-/// Which API a request came in on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Endpoint {
-    ChatCompletions,
-    Messages,
-    CountTokens,
-    Embeddings,
-    Models,
-}
-
-impl Endpoint {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Endpoint::ChatCompletions => "chat.completions",
-            Endpoint::Messages => "messages",
-            Endpoint::CountTokens => "messages.count_tokens",
-            Endpoint::Embeddings => "embeddings",
-            Endpoint::Models => "models",
-        }
-    }
-}
 
 /// Status recorded for a request whose client went away before the answer was complete
 /// (nginx's convention).
@@ -94,10 +75,10 @@ impl Exchange {
             record: RequestRecord {
                 id: id.to_string(),
                 started_at: sluice_store::now_ms(),
-                endpoint: endpoint.as_str().to_owned(),
-                dialect: dialect.as_str().to_owned(),
+                endpoint,
+                dialect,
                 status: CLIENT_CLOSED,
-                error_code: Some("client_disconnected".to_owned()),
+                error_code: Some(ErrorCode::ClientDisconnected),
                 ..RequestRecord::default()
             },
             sender,
@@ -161,21 +142,13 @@ impl Exchange {
 
     /// A drill of a live request: its own record, owned by nobody (its cost is the drill's).
     pub(crate) fn drill_of(&self, alias: &str) -> Exchange {
-        let endpoint = match self.record.endpoint.as_str() {
-            "messages" => Endpoint::Messages,
-            _ => Endpoint::ChatCompletions,
-        };
-        let dialect = match self.record.dialect.as_str() {
-            "anthropic" => Dialect::Anthropic,
-            _ => Dialect::OpenAi,
-        };
         let mut drill = Exchange::new(
             self.sender.clone(),
             self.metrics.clone(),
             self.tracer.clone(),
             self.policy.clone(),
-            endpoint,
-            dialect,
+            self.record.endpoint,
+            self.record.dialect,
         );
         // A drill is part of the live request's trace: a sibling of its attempts.
         drill.record.trace_id = self.record.trace_id.clone();
@@ -191,6 +164,7 @@ impl Exchange {
     }
 
     pub fn set_caller(&mut self, caller: &Caller) {
+        self.record.tenant = Some(caller.key.tenant.clone());
         self.record.key_id = Some(caller.key.id.clone());
         self.record.organisation = caller.key.organisation.clone();
         self.record.team = caller.key.team.clone();
@@ -219,12 +193,18 @@ impl Exchange {
         hold: Option<sluice_policy::HoldGuard>,
         quota: QuotaState,
         degraded_from: Option<String>,
-    ) {
+    ) -> Arc<QuotaState> {
         self.hold = hold;
         self.quota = Arc::new(quota);
         if let Some(requested) = degraded_from {
             self.record.degraded_from = Some(requested);
         }
+        self.quota.clone()
+    }
+
+    /// The dialect the client speaks.
+    pub fn dialect(&self) -> Dialect {
+        self.record.dialect
     }
 
     /// The caller's budgets and rate limits as admission left them, for response headers.
@@ -251,17 +231,17 @@ impl Exchange {
         self.record.attempts.push(attempt);
     }
 
-    /// Says what happened after the latest attempt of `deployment` (`retry`, `fallback`,
-    /// `hedge`, or why the request stopped there).
-    pub(crate) fn then(&mut self, deployment: &str, next: &str) {
+    /// Says what happened after the latest attempt of `deployment` (a retry, a fallback, a
+    /// hedge, or why the request stopped there).
+    pub(crate) fn then(&mut self, deployment: &str, next: Next) {
         if let Some(attempt) = self
             .record
             .attempts
             .iter_mut()
             .rev()
-            .find(|a| a.deployment == deployment && a.outcome != "skipped")
+            .find(|a| a.deployment == deployment && a.outcome.was_sent())
         {
-            attempt.next = Some(next.to_owned());
+            attempt.next = Some(next);
         }
     }
 
@@ -272,7 +252,7 @@ impl Exchange {
             .attempts
             .iter_mut()
             .rev()
-            .find(|a| a.deployment == deployment && a.outcome == "ok")
+            .find(|a| a.deployment == deployment && a.outcome == AttemptOutcome::Ok)
         {
             attempt.input_tokens = Some(usage.input_tokens);
             attempt.output_tokens = Some(usage.output_tokens);
@@ -307,11 +287,7 @@ impl Exchange {
 
     /// Attempts sent upstream (skipped deployments not counted).
     pub fn attempts(&self) -> usize {
-        self.record
-            .attempts
-            .iter()
-            .filter(|a| a.outcome != "skipped")
-            .count()
+        self.record.attempts_sent()
     }
 
     /// Ends the exchange successfully with the status sent to the client.
@@ -324,7 +300,7 @@ impl Exchange {
     /// Ends the exchange with a failure of `kind`, answered with `status`.
     pub fn fail(mut self, status: u16, kind: ErrorKind) {
         self.record.status = status;
-        self.record.error_code = Some(kind.code().to_owned());
+        self.record.error_code = Some(ErrorCode::Kind(kind));
         self.submit();
     }
 
@@ -332,14 +308,14 @@ impl Exchange {
     /// never answered.
     pub(crate) fn fail_drill(mut self, kind: ErrorKind, upstream_status: Option<u16>) {
         self.record.status = upstream_status.unwrap_or(0);
-        self.record.error_code = Some(kind.code().to_owned());
+        self.record.error_code = Some(ErrorCode::Kind(kind));
         self.submit();
     }
 
     /// A stream that began (status 200 sent) and then failed.
     pub(crate) fn fail_in_stream(&mut self, kind: ErrorKind) {
         self.record.status = 200;
-        self.record.error_code = Some(kind.code().to_owned());
+        self.record.error_code = Some(ErrorCode::Kind(kind));
         self.submit();
     }
 
@@ -365,11 +341,11 @@ impl Exchange {
         let record = std::mem::take(&mut self.record);
         tracing::debug!(
             request_id = %record.id,
-            endpoint = %record.endpoint,
+            endpoint = record.endpoint.as_str(),
             alias = record.alias.as_deref().unwrap_or(""),
             deployment = record.deployment.as_deref().unwrap_or(""),
             status = record.status,
-            error = record.error_code.as_deref().unwrap_or(""),
+            error = record.error_code.map_or("", |code| code.as_str()),
             latency_us = record.latency_us,
             cost_micros = record.cost_micros.unwrap_or(0),
             "request"

@@ -1,16 +1,19 @@
-//! The request lifecycle, free of HTTP:
+//! The request lifecycle, free of HTTP, in stages that each take the previous one's output:
 //!
 //! ```text
 //! begin        -> Exchange     (the request's record, submitted exactly once, even on drop)
-//! authenticate -> Caller       (virtual key -> team, user, allowed aliases)
-//! plan         -> RoutePlan    (alias -> ordered candidates, open circuits skipped; scope checked)
-//! admit        -> Admitted     (worst case reserved against every budget and rate limit)
-//! dispatch     -> Won          (attempts: retries, fallbacks, hedges, within budget and deadline)
-//! settle       -> ChatOutcome  (usage, served model, attempts, latency; streams settle on end or drop;
-//!                               the record is priced and the hold settled when it is submitted)
+//! authenticate -> Caller       (virtual key -> tenant, hierarchy, roles, allowed aliases)
+//! plan         -> Planned      (alias -> ordered candidates, open circuits skipped; scope checked)
+//! admit        -> Admitted     (request hooks; worst case held against every budget and limit)
+//! dispatch     -> Dispatched   (attempts: retries, fallbacks, hedges, within budget and deadline)
+//! settle       -> Settled      (response hooks; usage, served model, provenance; streams settle
+//!                               on end or drop; the record is priced and the hold settled when
+//!                               it is submitted)
 //! ```
 //!
-//! Drills ([`drill`]) shadow a share of live requests to each fallback in the background.
+//! Chat, embeddings and token counting run through the same stages ([`stages`]); what differs
+//! between them is an [`Operation`]. Route policies attach at one seam, [`hooks`]. Drills
+//! ([`drill`]) shadow a share of live requests to each fallback in the background.
 //!
 //! `sluice-server` decodes the client's dialect before and encodes it after; everything between
 //! is here. See `docs/architecture.md`.
@@ -33,15 +36,24 @@ mod dispatch;
 pub mod drill;
 mod embeddings;
 mod exchange;
+pub mod hooks;
+mod operation;
 mod schema;
+pub mod stages;
+mod stream;
 pub mod tokens;
 pub mod trace;
 
 pub use admission::{PolicyEngine, PolicyParts, QuotaState, RouteRules};
 pub use auth::Caller;
-pub use chat::{ChatOutcome, GuardedStream, Provenance};
-pub use exchange::{Endpoint, Exchange};
+pub use chat::{ChatAnswer, Provenance, Settled};
+pub use exchange::Exchange;
+pub use hooks::{Hook, HookError, Hooks};
+pub use operation::Operation;
 pub use sluice_routing::TimeoutOverrides;
+pub use sluice_types::record::Endpoint;
+pub use stages::{Admitted, Dispatched, Planned};
+pub use stream::GuardedStream;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
@@ -76,6 +88,12 @@ pub enum PipelineError {
     Provider(#[from] ProviderError),
     #[error("the gateway's store failed")]
     Store(#[from] StoreError),
+    /// A hook of the route refused the request or stopped its answer.
+    #[error(transparent)]
+    Hook(#[from] hooks::HookError),
+    /// A state the pipeline should never reach.
+    #[error("internal error: {0}")]
+    Internal(&'static str),
 }
 
 impl Classify for PipelineError {
@@ -94,6 +112,8 @@ impl Classify for PipelineError {
             PipelineError::Routing(e) => e.kind(),
             PipelineError::Provider(e) => e.kind(),
             PipelineError::Store(e) => e.kind(),
+            PipelineError::Hook(e) => e.kind(),
+            PipelineError::Internal(_) => ErrorKind::Internal,
         }
     }
     fn origin(&self) -> Origin {
@@ -102,6 +122,8 @@ impl Classify for PipelineError {
             PipelineError::Provider(e) => e.origin(),
             PipelineError::Store(e) => e.origin(),
             PipelineError::Policy(e) | PipelineError::CountersUnavailable(e) => e.origin(),
+            PipelineError::Hook(e) => e.origin(),
+            PipelineError::Internal(_) => Origin::Gateway,
             _ => Origin::Client,
         }
     }

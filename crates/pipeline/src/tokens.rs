@@ -5,11 +5,13 @@
 //! English with its BPE tokenizers; it is off by tens of percent for code and other languages,
 //! which is why it is labelled, never passed off as the provider's count.
 
-use sluice_store::AttemptRecord;
-use sluice_types::{ChatRequest, Classify, Part};
+use sluice_providers::{Deployment, ProviderError, Upstream};
+use sluice_types::{ChatRequest, Part};
 
-use crate::dispatch::micros;
-use crate::{Caller, Exchange, Gateway, PipelineError, Provenance};
+use crate::admission::Demand;
+use crate::operation::{FirstAnswer, Operation};
+use crate::stages::{Dispatched, Served};
+use crate::{Exchange, Gateway, PipelineError, Provenance};
 
 /// A prompt's token count, and whether the gateway estimated it.
 #[derive(Debug, Clone, Copy)]
@@ -18,63 +20,74 @@ pub struct TokenCount {
     pub estimated: bool,
 }
 
+/// `POST /v1/messages/count_tokens`: the request whose prompt is counted. Counting costs
+/// nothing, so nothing is reserved; it is routed like any call (a deployment whose circuit is
+/// open is skipped, a failing one falls back).
+#[derive(Debug, Clone)]
+pub struct CountTokens(pub ChatRequest);
+
+impl Operation for CountTokens {
+    /// The provider's own count, or `None` where it has no counting endpoint.
+    type Answer = Option<u32>;
+
+    fn model(&self) -> &str {
+        &self.0.model
+    }
+
+    fn demand(&self) -> Option<Demand> {
+        None
+    }
+
+    fn prompt_tokens(&self) -> u32 {
+        0
+    }
+
+    async fn send(
+        &self,
+        upstream: Upstream,
+        deployment: &Deployment,
+        _first: FirstAnswer,
+    ) -> Result<Option<u32>, ProviderError> {
+        upstream.count_tokens(deployment, &self.0).await
+    }
+}
+
 impl Gateway {
-    /// Counts a request's input tokens for the first deployment of its route: with the
-    /// provider's own counter where it has one, otherwise estimated.
-    pub async fn count_tokens(
+    /// Settles a count: the provider's, or the gateway's estimate (flagged).
+    pub fn settle_count(
         &self,
         mut exchange: Exchange,
-        caller: &Caller,
-        req: ChatRequest,
+        dispatched: Dispatched<CountTokens>,
     ) -> Result<(TokenCount, Provenance), (Exchange, PipelineError)> {
-        exchange.set_alias(&req.model, false);
-        let plan = match self.plan(caller, &req.model, false) {
-            Ok(plan) => plan,
-            Err(e) => return Err((exchange, e)),
+        let Served::Upstream(won) = dispatched.served else {
+            return Err((
+                exchange,
+                PipelineError::Internal("a token count answered by a hook"),
+            ));
         };
-        let Some(candidate) = plan.candidates.first() else {
-            let unavailable = plan.unavailable().map_or(
-                PipelineError::Routing(sluice_routing::RoutingError::UnknownAlias(req.model)),
-                PipelineError::Routing,
-            );
-            return Err((exchange, unavailable));
-        };
-        let deployment = &candidate.health.deployment;
-        let started = std::time::Instant::now();
-        let attempt = |outcome: Result<(), &sluice_providers::ProviderError>| AttemptRecord {
-            deployment: deployment.name.clone(),
-            provider: deployment.provider.clone(),
-            outcome: match outcome {
-                Ok(()) => "ok".to_owned(),
-                Err(e) => e.kind().code().to_owned(),
-            },
-            status: outcome.map_or_else(|e| e.status(), |()| Some(200)),
-            latency_us: micros(started.elapsed()),
-            role: Some(candidate.role.as_str().to_owned()),
-            ..AttemptRecord::default()
-        };
-        let count = match self.inner.upstream.count_tokens(deployment, &req).await {
-            Ok(Some(n)) => TokenCount {
+        let deployment = &won.candidate.health.deployment;
+        let count = match won.answer {
+            Some(n) => TokenCount {
                 input_tokens: n,
                 estimated: false,
             },
-            Ok(None) => TokenCount {
-                input_tokens: estimate_input(&req),
+            None => TokenCount {
+                input_tokens: estimate_input(&dispatched.request.0),
                 estimated: true,
             },
-            Err(e) => {
-                exchange.attempt(attempt(Err(&e)));
-                return Err((exchange, e.into()));
-            }
         };
-        exchange.attempt(attempt(Ok(())));
         exchange.served_by(deployment, &deployment.model);
         exchange.usage(&sluice_types::Usage {
             input_tokens: count.input_tokens,
             estimated: count.estimated,
             ..Default::default()
         });
-        let provenance = Provenance::of(&exchange, plan.alias(), deployment, &deployment.model);
+        let provenance = Provenance::of(
+            &exchange,
+            dispatched.plan.alias(),
+            deployment,
+            &deployment.model,
+        );
         exchange.finish(200);
         Ok((count, provenance))
     }

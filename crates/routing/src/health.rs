@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use sluice_providers::Deployment;
+use sluice_types::record::{AttemptOutcome, Next};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
@@ -61,6 +62,16 @@ impl Unavailable {
         }
     }
 
+    /// Why the record says the deployment was not sent the request.
+    pub fn next(self) -> Next {
+        match self {
+            Unavailable::CircuitOpen { .. } => Next::CircuitOpen,
+            Unavailable::CoolingDown { .. } => Next::CoolingDown,
+            Unavailable::QueueFull => Next::QueueFull,
+            Unavailable::QueueTimeout => Next::QueueTimeout,
+        }
+    }
+
     /// When the caller may try again.
     pub fn retry_in(self) -> Duration {
         match self {
@@ -91,7 +102,7 @@ pub struct DeploymentHealth {
 struct Observed {
     at: Instant,
     /// `ok` or the error code (static: every attempt stores one, so no allocation each).
-    outcome: &'static str,
+    outcome: AttemptOutcome,
     latency_us: u64,
     ttft_us: Option<u64>,
 }
@@ -220,9 +231,8 @@ impl DeploymentHealth {
         }
     }
 
-    /// Counts a finished attempt (sent upstream) in the recent view: `outcome` is `ok` or its
-    /// error code.
-    pub fn observe(&self, outcome: &'static str, latency: Duration, ttft: Option<Duration>) {
+    /// Counts a finished attempt (sent upstream) in the recent view.
+    pub fn observe(&self, outcome: AttemptOutcome, latency: Duration, ttft: Option<Duration>) {
         let now = Instant::now();
         let mut recent = lock(&self.recent);
         while recent.len() >= RECENT_CAPACITY
@@ -259,14 +269,14 @@ impl DeploymentHealth {
         let mut latencies = Vec::with_capacity(live.len());
         let mut ttfts = Vec::new();
         for o in &live {
-            if o.outcome == "ok" {
+            if o.outcome == AttemptOutcome::Ok {
                 latencies.push(o.latency_us);
                 ttfts.extend(o.ttft_us);
             } else {
                 stats.errors += 1;
                 *stats
                     .errors_by_kind
-                    .entry(o.outcome.to_owned())
+                    .entry(o.outcome.as_str().to_owned())
                     .or_insert(0) += 1;
             }
         }
@@ -523,6 +533,7 @@ fn nearest_rank(sorted: &[u64], p: f64) -> Option<u64> {
 mod tests {
     use super::*;
     use sluice_providers::ProviderKind;
+    use sluice_types::ErrorKind;
 
     pub(crate) fn deployment(name: &str) -> Arc<Deployment> {
         Arc::new(Deployment {
@@ -587,10 +598,18 @@ mod tests {
         let health = DeploymentHealth::new(deployment("d"), breaker(), limited(10, 0));
         let ms = Duration::from_millis;
         for i in 0..8u64 {
-            health.observe("ok", ms(100 + i), Some(ms(10 + i)));
+            health.observe(AttemptOutcome::Ok, ms(100 + i), Some(ms(10 + i)));
         }
-        health.observe("upstream_malformed_response", ms(5), None);
-        health.observe("upstream_timeout", ms(2000), None);
+        health.observe(
+            AttemptOutcome::Failed(ErrorKind::UpstreamMalformed),
+            ms(5),
+            None,
+        );
+        health.observe(
+            AttemptOutcome::Failed(ErrorKind::UpstreamTimeout),
+            ms(2000),
+            None,
+        );
         tokio::time::advance(Duration::from_secs(60)).await;
         let stats = health.recent();
         assert_eq!((stats.attempts, stats.errors), (10, 2));
@@ -608,7 +627,7 @@ mod tests {
             (Some(13.0), Some(17.0))
         );
         tokio::time::advance(Duration::from_secs(241)).await;
-        health.observe("ok", ms(1), Some(ms(1)));
+        health.observe(AttemptOutcome::Ok, ms(1), Some(ms(1)));
         let stats = health.recent();
         assert_eq!(
             (stats.attempts, stats.errors),

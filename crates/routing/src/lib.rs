@@ -81,21 +81,7 @@ impl Classify for RoutingError {
 }
 
 /// Whether a deployment is part of the pool or one of the fallbacks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Role {
-    Pool,
-    Fallback,
-}
-
-impl Role {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Pool => "pool",
-            Role::Fallback => "fallback",
-        }
-    }
-}
+pub use sluice_types::record::Role;
 
 /// A route as configured: its pool (with weights), its fallbacks, its policy.
 #[derive(Debug, Clone)]

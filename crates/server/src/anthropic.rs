@@ -27,7 +27,7 @@ pub(crate) async fn count_tokens(
 ) -> Response {
     let dialect = Dialect::Anthropic;
     let gateway = &state.gateway;
-    let (exchange, caller, bytes) = match body::admit_with_body(
+    let (mut exchange, caller, bytes) = match body::admit_with_body(
         &state,
         &headers,
         request,
@@ -43,7 +43,16 @@ pub(crate) async fn count_tokens(
         Ok(request) => request,
         Err(e) => return body::fail(exchange, dialect, e.into()),
     };
-    match gateway.count_tokens(exchange, &caller, request).await {
+    let request = sluice_pipeline::tokens::CountTokens(request);
+    let overrides = sluice_pipeline::TimeoutOverrides::default();
+    let dispatched = match gateway
+        .run(&mut exchange, &caller, request, overrides)
+        .await
+    {
+        Ok(dispatched) => dispatched,
+        Err(e) => return body::fail_pipeline(exchange, dialect, e),
+    };
+    match gateway.settle_count(exchange, dispatched) {
         Ok((count, provenance)) => {
             let body = serde_json::json!({ "input_tokens": count.input_tokens }).to_string();
             let mut response = json_response(Bytes::from(body));
@@ -56,6 +65,6 @@ pub(crate) async fn count_tokens(
             }
             response
         }
-        Err((exchange, e)) => body::fail(exchange, dialect, e.into()),
+        Err((exchange, e)) => body::fail_pipeline(exchange, dialect, e),
     }
 }

@@ -3,7 +3,7 @@
 
 use axum::response::Response;
 use http::HeaderMap;
-use sluice_pipeline::{ChatOutcome, Endpoint};
+use sluice_pipeline::{Endpoint, Settled};
 use sluice_types::Dialect;
 
 use crate::{AppState, body, json_response, provenance, stream};
@@ -38,13 +38,20 @@ pub(crate) async fn handle(
         Err(e) => return body::fail(exchange, dialect, e),
     };
     let include_usage = request.include_usage;
-    match gateway.chat(exchange, &caller, request, overrides).await {
+    let dispatched = match gateway
+        .run(&mut exchange, &caller, request, overrides)
+        .await
+    {
+        Ok(dispatched) => dispatched,
+        Err(e) => return body::fail_pipeline(exchange, dialect, e),
+    };
+    match gateway.settle(exchange, dispatched) {
         Err((exchange, e)) => body::fail_pipeline(exchange, dialect, e),
-        Ok(ChatOutcome::Complete {
+        Ok(Settled::Complete {
             completion,
             provenance,
         }) => {
-            let body = if provenance.provider_dialect == dialect {
+            let body = if provenance.passthrough {
                 completion.raw
             } else {
                 match dialect {
@@ -61,7 +68,7 @@ pub(crate) async fn handle(
             provenance::insert_all(response.headers_mut(), &provenance);
             response
         }
-        Ok(ChatOutcome::Stream { stream, provenance }) => {
+        Ok(Settled::Stream { stream, provenance }) => {
             stream::respond(stream, &provenance, dialect, include_usage)
         }
     }

@@ -15,7 +15,8 @@ pub fn status_for(kind: ErrorKind) -> StatusCode {
     match kind {
         ErrorKind::InvalidRequest
         | ErrorKind::UnsupportedParameter
-        | ErrorKind::UpstreamRejected => StatusCode::BAD_REQUEST,
+        | ErrorKind::UpstreamRejected
+        | ErrorKind::PolicyBlocked => StatusCode::BAD_REQUEST,
         ErrorKind::Unauthenticated => StatusCode::UNAUTHORIZED,
         ErrorKind::PermissionDenied => StatusCode::FORBIDDEN,
         ErrorKind::NotFound | ErrorKind::UnknownPath => StatusCode::NOT_FOUND,

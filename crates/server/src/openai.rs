@@ -39,15 +39,19 @@ pub(crate) async fn embeddings(
         Ok(overrides) => overrides,
         Err(e) => return body::fail(exchange, dialect, e),
     };
-    match gateway
-        .embeddings(exchange, &caller, request, overrides)
+    let dispatched = match gateway
+        .run(&mut exchange, &caller, request, overrides)
         .await
     {
+        Ok(dispatched) => dispatched,
+        Err(e) => return body::fail_pipeline(exchange, dialect, e),
+    };
+    match gateway.settle_embeddings(exchange, dispatched) {
         Ok((embeddings, provenance)) => {
             let mut response = json_response(embeddings.raw);
             provenance::insert_all(response.headers_mut(), &provenance);
             response
         }
-        Err((exchange, e)) => body::fail(exchange, dialect, e.into()),
+        Err((exchange, e)) => body::fail_pipeline(exchange, dialect, e),
     }
 }

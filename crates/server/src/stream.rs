@@ -1,7 +1,8 @@
 //! Streaming answers as Server-Sent Events, one upstream event at a time, never buffered.
 //!
-//! When the provider speaks the client's dialect its events pass through byte for byte
-//! (`raw`); otherwise each canonical event is re-encoded. A failure after the first byte ends
+//! When the pipeline allows it (the provider speaks the client's dialect and no hook of the
+//! route reads the answer) events pass through byte for byte (`raw`); otherwise each canonical
+//! event is re-encoded. A chunk without raw bytes (one a hook changed) is always re-encoded. A failure after the first byte ends
 //! the stream with the dialect's error event and no terminal success event.
 
 use axum::body::Body;
@@ -63,7 +64,7 @@ pub(crate) fn respond(
     dialect: Dialect,
     include_usage: bool,
 ) -> Response {
-    let passthrough = provenance.provider_dialect == dialect;
+    let passthrough = provenance.passthrough;
     let state = Translation {
         stream,
         encoder: Encoder::new(dialect, include_usage),

@@ -8,13 +8,15 @@ use rand::RngCore;
 use sha2::{Digest, Sha256};
 use sqlx::Row;
 
+use sluice_types::TenantId;
+
 use crate::{Store, StoreError, now_ms};
 
 /// The columns `key_from_row` reads, as a macro so queries stay `&'static str`.
 macro_rules! key_columns {
     () => {
-        "id, prefix, name, organisation, team, project, user, roles, aliases, created_at,
-         expires_at, revoked_at, log_bodies"
+        "id, prefix, name, tenant, organisation, team, project, user, roles, aliases,
+         created_at, expires_at, revoked_at, log_bodies"
     };
 }
 
@@ -25,6 +27,8 @@ pub const KEY_PREFIX: &str = "sk-sluice-";
 #[derive(Debug, Clone, Default)]
 pub struct NewKey {
     pub name: String,
+    /// The tenant that owns the key's data; `None`: its organisation, else `default`.
+    pub tenant: Option<String>,
     pub organisation: Option<String>,
     pub team: Option<String>,
     pub project: Option<String>,
@@ -46,6 +50,8 @@ pub struct KeyInfo {
     /// The first characters of the secret, to recognise it in listings.
     pub prefix: String,
     pub name: String,
+    /// Who owns the key's data and quota: every record, counter and end-user id of the key.
+    pub tenant: TenantId,
     pub organisation: Option<String>,
     pub team: Option<String>,
     pub project: Option<String>,
@@ -92,6 +98,7 @@ impl Store {
         let info = KeyInfo {
             id,
             prefix: secret[..KEY_PREFIX.len() + 6].to_owned(),
+            tenant: tenant_of(new.tenant.as_deref(), new.organisation.as_deref()),
             name: new.name,
             organisation: new.organisation,
             team: new.team,
@@ -105,14 +112,15 @@ impl Store {
             log_bodies: new.log_bodies,
         };
         sqlx::query(
-            "INSERT INTO keys (id, hash, prefix, name, organisation, team, project, user, roles,
-                aliases, created_at, expires_at, log_bodies)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO keys (id, hash, prefix, name, tenant, organisation, team, project, user,
+                roles, aliases, created_at, expires_at, log_bodies)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&info.id)
         .bind(hash_secret(&secret))
         .bind(&info.prefix)
         .bind(&info.name)
+        .bind(new.tenant.as_deref())
         .bind(&info.organisation)
         .bind(&info.team)
         .bind(&info.project)
@@ -196,11 +204,14 @@ fn key_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<KeyInfo, StoreError> {
         serde_json::from_str(&text)
             .map_err(|e| StoreError::Corrupt(format!("{column} of a key: {e}")))
     };
+    let tenant: Option<String> = row.try_get("tenant")?;
+    let organisation: Option<String> = row.try_get("organisation")?;
     Ok(KeyInfo {
         id: row.try_get("id")?,
         prefix: row.try_get("prefix")?,
         name: row.try_get("name")?,
-        organisation: row.try_get("organisation")?,
+        tenant: tenant_of(tenant.as_deref(), organisation.as_deref()),
+        organisation,
         team: row.try_get("team")?,
         project: row.try_get("project")?,
         user: row.try_get("user")?,
@@ -211,6 +222,16 @@ fn key_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<KeyInfo, StoreError> {
         revoked_at: row.try_get("revoked_at")?,
         log_bodies: row.try_get("log_bodies")?,
     })
+}
+
+/// A key's tenant: the one it names, else its organisation, else the default tenant.
+fn tenant_of(named: Option<&str>, organisation: Option<&str>) -> TenantId {
+    TenantId(
+        named
+            .or(organisation)
+            .unwrap_or(TenantId::DEFAULT)
+            .to_owned(),
+    )
 }
 
 fn aliases_to_text(aliases: &[String]) -> String {
@@ -227,6 +248,7 @@ mod tests {
         let created = store
             .create_key(NewKey {
                 name: "ci".into(),
+                tenant: None,
                 organisation: Some("acme".into()),
                 team: Some("search".into()),
                 project: Some("ranking".into()),

@@ -145,6 +145,11 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (scope, metric, period, model)
     );
     ",
+    // The tenant that owns a key's data (NULL: the key's organisation, else `default`), and
+    // the tenant of each request.
+    "ALTER TABLE keys ADD COLUMN tenant TEXT;
+    ALTER TABLE requests ADD COLUMN tenant TEXT;
+    ",
 ];
 
 /// The embedded SQLite store.
@@ -274,6 +279,8 @@ pub fn now_ms() -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sluice_types::record::{AttemptOutcome, Endpoint, ErrorCode, Next, Role};
+    use sluice_types::{Dialect, ErrorKind, TenantId};
 
     #[tokio::test]
     async fn a_new_file_opened_by_several_at_once_is_created_and_migrated_once() {
@@ -298,5 +305,121 @@ mod tests {
             assert_eq!(mode, "wal");
         }
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test]
+    async fn keys_and_records_keep_their_tenant() {
+        let store = Store::open_in_memory().await.unwrap();
+        let key = |name: &str, tenant: Option<&str>, organisation: Option<&str>| NewKey {
+            name: name.into(),
+            tenant: tenant.map(Into::into),
+            organisation: organisation.map(Into::into),
+            ..Default::default()
+        };
+        let cases = [
+            (key("org", None, Some("acme")), "acme"),
+            (key("none", None, None), "default"),
+            (key("named", Some("t1"), Some("acme")), "t1"),
+        ];
+        for (new, tenant) in cases {
+            let name = new.name.clone();
+            let created = store.create_key(new).await.unwrap();
+            assert_eq!(created.info.tenant, TenantId(tenant.into()), "{name}");
+            let found = store.find_key(&created.secret).await.unwrap().unwrap();
+            assert_eq!(found.tenant, TenantId(tenant.into()), "{name}");
+        }
+
+        let record = RequestRecord {
+            id: "req-t".into(),
+            started_at: 1_000,
+            endpoint: Endpoint::Messages,
+            dialect: Dialect::Anthropic,
+            tenant: Some(TenantId("t1".into())),
+            organisation: Some("acme".into()),
+            status: 504,
+            error_code: Some(ErrorCode::Kind(ErrorKind::UpstreamTimeout)),
+            latency_us: 3_000,
+            attempts: vec![
+                AttemptRecord {
+                    deployment: "local".into(),
+                    provider: "vllm".into(),
+                    outcome: AttemptOutcome::Skipped,
+                    role: Some(Role::Pool),
+                    next: Some(Next::CircuitOpen),
+                    ..Default::default()
+                },
+                AttemptRecord {
+                    deployment: "primary".into(),
+                    provider: "openai".into(),
+                    outcome: AttemptOutcome::Cancelled,
+                    role: Some(Role::Pool),
+                    next: Some(Next::LostHedge),
+                    ..Default::default()
+                },
+                AttemptRecord {
+                    deployment: "backup".into(),
+                    provider: "anthropic".into(),
+                    outcome: AttemptOutcome::Failed(ErrorKind::UpstreamTimeout),
+                    role: Some(Role::Fallback),
+                    hedge: true,
+                    next: Some(Next::NoMoreDeployments),
+                    ..Default::default()
+                },
+            ],
+            ..Default::default()
+        };
+        store
+            .insert_records(std::slice::from_ref(&record))
+            .await
+            .unwrap();
+        let back = store.record("req-t").await.unwrap().unwrap();
+        assert_eq!(back.tenant, Some(TenantId("t1".into())));
+        assert_eq!(back.endpoint, Endpoint::Messages);
+        assert_eq!(back.dialect, Dialect::Anthropic);
+        assert_eq!(
+            back.error_code,
+            Some(ErrorCode::Kind(ErrorKind::UpstreamTimeout))
+        );
+        let attempts: Vec<_> = back
+            .attempts
+            .iter()
+            .map(|a| (a.outcome, a.next, a.role))
+            .collect();
+        assert_eq!(
+            attempts,
+            [
+                (
+                    AttemptOutcome::Skipped,
+                    Some(Next::CircuitOpen),
+                    Some(Role::Pool)
+                ),
+                (
+                    AttemptOutcome::Cancelled,
+                    Some(Next::LostHedge),
+                    Some(Role::Pool)
+                ),
+                (
+                    AttemptOutcome::Failed(ErrorKind::UpstreamTimeout),
+                    Some(Next::NoMoreDeployments),
+                    Some(Role::Fallback)
+                ),
+            ]
+        );
+        assert_eq!(back, record);
+        // Stored as the same text as ever.
+        let (tenant, endpoint, dialect, error_code): (String, String, String, String) =
+            sqlx::query_as("SELECT tenant, endpoint, dialect, error_code FROM requests")
+                .fetch_one(store.pool())
+                .await
+                .unwrap();
+        assert_eq!(
+            (
+                tenant.as_str(),
+                endpoint.as_str(),
+                dialect.as_str(),
+                error_code.as_str()
+            ),
+            ("t1", "messages", "anthropic", "upstream_timeout")
+        );
     }
 }

@@ -243,13 +243,15 @@ fn push_filter(query: &mut QueryBuilder<Sqlite>, filter: &RecordFilter) {
 mod tests {
     use super::*;
     use crate::AttemptRecord;
+    use sluice_types::record::{AttemptOutcome, Endpoint, ErrorCode};
+    use sluice_types::{Dialect, ErrorKind};
 
     fn record(id: &str, started_at: i64) -> RequestRecord {
         RequestRecord {
             id: id.into(),
             started_at,
-            endpoint: "chat.completions".into(),
-            dialect: "openai".into(),
+            endpoint: Endpoint::ChatCompletions,
+            dialect: Dialect::OpenAi,
             status: 200,
             latency_us: 1000,
             ..Default::default()
@@ -284,11 +286,11 @@ mod tests {
             },
             RequestRecord {
                 status: 502,
-                error_code: Some("upstream_unavailable".into()),
+                error_code: Some(ErrorCode::Kind(ErrorKind::UpstreamUnavailable)),
                 attempts: vec![AttemptRecord {
                     deployment: "gpt-west".into(),
                     provider: "azure".into(),
-                    outcome: "upstream_unavailable".into(),
+                    outcome: AttemptOutcome::Failed(ErrorKind::UpstreamUnavailable),
                     status: Some(502),
                     ..Default::default()
                 }],
@@ -296,12 +298,12 @@ mod tests {
             },
             RequestRecord {
                 status: 429,
-                error_code: Some("rate_limit_exceeded".into()),
+                error_code: Some(ErrorCode::Kind(ErrorKind::RateLimited)),
                 ..record("limited", 5_000)
             },
             RequestRecord {
                 stream: true,
-                error_code: Some("upstream_timeout".into()),
+                error_code: Some(ErrorCode::Kind(ErrorKind::UpstreamTimeout)),
                 ..record("stream_failed", 6_000)
             },
         ];
@@ -491,7 +493,7 @@ mod tests {
 
         let failed = |id: &str| RequestRecord {
             status: 500,
-            error_code: Some("internal".into()),
+            error_code: Some(ErrorCode::Kind(ErrorKind::Internal)),
             ..record(id, 3)
         };
         store

@@ -13,7 +13,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
 use sqlx::Row;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -21,125 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{Store, StoreError};
 
-/// One upstream attempt of a request, or a deployment of its route that was not tried.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-pub struct AttemptRecord {
-    pub deployment: String,
-    pub provider: String,
-    /// `ok`; the error code of the failure; `cancelled` (lost a hedge, or the client left);
-    /// `skipped` (not sent: see `next`).
-    pub outcome: String,
-    /// Upstream HTTP status, when there was one.
-    pub status: Option<u16>,
-    pub latency_us: u64,
-    /// `pool` or `fallback`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub role: Option<String>,
-    /// Sent while an earlier attempt was still waiting for its first token.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub hedge: bool,
-    /// Time to the first event (streams) or the whole answer.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ttft_us: Option<u64>,
-    /// Time spent waiting for a slot on the deployment.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub queue_us: Option<u64>,
-    /// What happened next, and why: `retry` / `fallback` / `hedge` when the request moved on;
-    /// why it stopped (`not_retryable`, `condition_not_enabled`, `retry_budget_exhausted`,
-    /// `max_attempts`, `deadline`, `no_more_deployments`); why a deployment was skipped
-    /// (`circuit_open`, `cooling_down`, `queue_full`, `queue_timeout`); `lost_hedge`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub next: Option<String>,
-    /// The attempt's trace span (16 hex), also sent upstream as the parent in `traceparent`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub span_id: Option<String>,
-    /// When the attempt started, in µs after the request started.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub offset_us: Option<u64>,
-    /// Tokens this attempt used (or, for a cancelled one, the prompt it sent), when known.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub input_tokens: Option<u32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub output_tokens: Option<u32>,
-    /// What this attempt cost at its deployment's price, in micro-USD (a lost hedge: its
-    /// prompt), when the price is known.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cost_micros: Option<i64>,
-}
-
-/// Everything known about one request once it ended.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-pub struct RequestRecord {
-    pub id: String,
-    /// Unix milliseconds.
-    pub started_at: i64,
-    /// `chat.completions`, `messages`, `embeddings`, `messages.count_tokens`, `models`.
-    pub endpoint: String,
-    /// The dialect the client spoke.
-    pub dialect: String,
-    pub key_id: Option<String>,
-    /// The key's place in the hierarchy: organisation, team, project.
-    pub organisation: Option<String>,
-    pub team: Option<String>,
-    pub project: Option<String>,
-    /// End user: the request's `user` / `metadata.user_id` / `x-sluice-user`, else the key's.
-    pub user: Option<String>,
-    /// The feature tag the client sent in `x-sluice-feature`, for usage reports.
-    pub feature: Option<String>,
-    /// The model the client asked for.
-    pub alias: Option<String>,
-    /// The model as the provider reported it.
-    pub served_model: Option<String>,
-    pub provider: Option<String>,
-    pub deployment: Option<String>,
-    pub stream: bool,
-    /// HTTP status sent to the client (200 for a stream that later failed; see `error_code`).
-    pub status: u16,
-    pub error_code: Option<String>,
-    pub input_tokens: Option<u32>,
-    pub output_tokens: Option<u32>,
-    pub cached_tokens: Option<u32>,
-    /// The token counts were estimated by the gateway, not reported by the provider.
-    pub usage_estimated: bool,
-    pub ttft_us: Option<u64>,
-    pub latency_us: u64,
-    /// Every attempt's cost, in micro-USD: what the request cost, drawn from its budgets.
-    /// `None` when no attempt's model has a known price.
-    pub cost_micros: Option<i64>,
-    /// Estimated energy (micro-Wh) and carbon (micro-gCO2e) of the tokens processed.
-    pub energy_uwh: Option<u64>,
-    pub carbon_ug: Option<u64>,
-    /// Set when the caller was over a soft limit and was served by the route's cheaper alias:
-    /// the alias it asked for (`alias` is the one that served).
-    pub degraded_from: Option<String>,
-    pub attempts: Vec<AttemptRecord>,
-    /// Set on a drill: the live request it shadowed. Its cost belongs to the drill, not to
-    /// the caller (key, team and user are empty).
-    pub drill_of: Option<String>,
-    /// Whether the answer was valid JSON for the schema the request asked for (`None` when it
-    /// asked for none, or there was no answer).
-    pub schema_valid: Option<bool>,
-    /// W3C trace context: the trace (32 hex; the client's when it sent `traceparent`), the
-    /// request's own span (16 hex), and the client's span it continues, if any.
-    pub trace_id: Option<String>,
-    pub span_id: Option<String>,
-    pub parent_span_id: Option<String>,
-    /// The request and response bodies, when the route or key keeps them (stored apart, in
-    /// the `bodies` table).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub bodies: Option<Bodies>,
-}
-
-/// A request's bodies as kept: already redacted, each cut at the configured size.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-pub struct Bodies {
-    /// What the client sent.
-    pub request: Option<String>,
-    /// What the provider answered (a stream: its events as received, in order).
-    pub response: Option<String>,
-    /// Either was cut at the size cap.
-    pub truncated: bool,
-}
+pub use sluice_types::record::{AttemptRecord, Bodies, RequestRecord};
 
 /// Cheap to clone; handed to the request path.
 #[derive(Clone, Debug)]
@@ -190,7 +71,7 @@ const RECORD_COLUMNS: &str = "id, started_at, endpoint, dialect, key_id, team, u
     served_model, provider, deployment, stream, status, error_code, input_tokens, output_tokens, \
     cached_tokens, usage_estimated, ttft_us, latency_us, attempts, drill_of, schema_valid, \
     trace_id, span_id, parent_span_id, organisation, project, feature, cost_micros, energy_uwh, \
-    carbon_ug, degraded_from";
+    carbon_ug, degraded_from, tenant";
 
 /// The INSERT of `rows` records (1 to [`ROWS_PER_INSERT`]): a prefix of the statement for the
 /// most rows, which is built once. One statement per chunk keeps one round trip to the SQLite
@@ -320,8 +201,8 @@ impl Store {
                 insert = insert
                     .bind(&r.id)
                     .bind(r.started_at)
-                    .bind(&r.endpoint)
-                    .bind(&r.dialect)
+                    .bind(r.endpoint.as_str())
+                    .bind(r.dialect.as_str())
                     .bind(&r.key_id)
                     .bind(&r.team)
                     .bind(&r.user)
@@ -331,7 +212,7 @@ impl Store {
                     .bind(&r.deployment)
                     .bind(r.stream)
                     .bind(r.status)
-                    .bind(&r.error_code)
+                    .bind(r.error_code.map(|code| code.as_str()))
                     .bind(r.input_tokens)
                     .bind(r.output_tokens)
                     .bind(r.cached_tokens)
@@ -350,7 +231,8 @@ impl Store {
                     .bind(r.cost_micros)
                     .bind(r.energy_uwh.map(clamp_i64))
                     .bind(r.carbon_ug.map(clamp_i64))
-                    .bind(&r.degraded_from);
+                    .bind(&r.degraded_from)
+                    .bind(r.tenant.as_ref().map(|t| t.as_str()));
             }
             insert.execute(&mut *tx).await?;
         }
@@ -599,11 +481,25 @@ pub(crate) fn record_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<RequestRe
         let value: Option<i64> = row.try_get(column)?;
         Ok(value.map(|v| u64::try_from(v).unwrap_or(0)))
     };
+    let parsed = |column: &str, text: &str| -> StoreError {
+        StoreError::Corrupt(format!("{column} of a request: `{text}`"))
+    };
+    let endpoint: String = row.try_get("endpoint")?;
+    let dialect: String = row.try_get("dialect")?;
+    let error_code: Option<String> = row.try_get("error_code")?;
+    let tenant: Option<String> = row.try_get("tenant")?;
     Ok(RequestRecord {
         id: row.try_get("id")?,
         started_at: row.try_get("started_at")?,
-        endpoint: row.try_get("endpoint")?,
-        dialect: row.try_get("dialect")?,
+        endpoint: endpoint
+            .parse()
+            .map_err(|_| parsed("endpoint", &endpoint))?,
+        dialect: match dialect.as_str() {
+            "openai" => sluice_types::Dialect::OpenAi,
+            "anthropic" => sluice_types::Dialect::Anthropic,
+            other => return Err(parsed("dialect", other)),
+        },
+        tenant: tenant.map(sluice_types::TenantId),
         key_id: row.try_get("key_id")?,
         team: row.try_get("team")?,
         user: row.try_get("user")?,
@@ -613,7 +509,9 @@ pub(crate) fn record_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<RequestRe
         deployment: row.try_get("deployment")?,
         stream: row.try_get("stream")?,
         status: row.try_get("status")?,
-        error_code: row.try_get("error_code")?,
+        error_code: error_code
+            .map(|code| code.parse().map_err(|_| parsed("error_code", &code)))
+            .transpose()?,
         input_tokens: row.try_get("input_tokens")?,
         output_tokens: row.try_get("output_tokens")?,
         cached_tokens: row.try_get("cached_tokens")?,
@@ -641,30 +539,32 @@ pub(crate) fn record_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<RequestRe
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sluice_types::record::{AttemptOutcome, Endpoint, Next, Role};
+    use sluice_types::{Dialect, ErrorKind};
 
     fn record(id: &str, started_at: i64) -> RequestRecord {
         RequestRecord {
             id: id.into(),
             started_at,
-            endpoint: "chat.completions".into(),
-            dialect: "openai".into(),
+            endpoint: Endpoint::ChatCompletions,
+            dialect: Dialect::OpenAi,
             status: 200,
             input_tokens: Some(12),
             attempts: vec![
                 AttemptRecord {
                     deployment: "primary".into(),
                     provider: "openai".into(),
-                    outcome: "upstream_unavailable".into(),
+                    outcome: AttemptOutcome::Failed(ErrorKind::UpstreamUnavailable),
                     status: Some(500),
                     latency_us: 900,
-                    role: Some("pool".into()),
-                    next: Some("fallback".into()),
+                    role: Some(Role::Pool),
+                    next: Some(Next::Fallback),
                     ..Default::default()
                 },
                 AttemptRecord {
                     deployment: "backup".into(),
                     provider: "openai".into(),
-                    outcome: "ok".into(),
+                    outcome: AttemptOutcome::Ok,
                     status: Some(200),
                     latency_us: 1500,
                     ttft_us: Some(1400),
@@ -701,7 +601,7 @@ mod tests {
         for rows in [1, 2, 23, ROWS_PER_INSERT] {
             let sql = insert_sql(rows);
             let columns = RECORD_COLUMNS.split(", ").count();
-            assert_eq!(columns, 33);
+            assert_eq!(columns, 34);
             assert_eq!(sql.matches('?').count(), rows * columns, "{rows}");
             assert!(sql.ends_with(')'), "{rows}: {sql}");
         }

@@ -307,6 +307,8 @@ impl Store {
 mod tests {
     use super::*;
     use crate::RequestRecord;
+    use sluice_types::record::{Endpoint, ErrorCode};
+    use sluice_types::{Dialect, ErrorKind};
 
     #[expect(
         clippy::too_many_arguments,
@@ -325,8 +327,8 @@ mod tests {
         RequestRecord {
             id: id.into(),
             started_at,
-            endpoint: "chat.completions".into(),
-            dialect: "openai".into(),
+            endpoint: Endpoint::ChatCompletions,
+            dialect: Dialect::OpenAi,
             organisation: Some("acme".into()),
             team: team.map(Into::into),
             feature: feature.map(Into::into),
@@ -346,7 +348,7 @@ mod tests {
     async fn store() -> Store {
         let store = Store::open_in_memory().await.unwrap();
         let failed_stream = RequestRecord {
-            error_code: Some("upstream_timeout".into()),
+            error_code: Some(ErrorCode::Kind(ErrorKind::UpstreamTimeout)),
             ..record(
                 "r3",
                 3_000,

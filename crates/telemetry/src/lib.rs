@@ -37,7 +37,7 @@ mod tests;
 use std::sync::Arc;
 
 use prometheus_client::registry::Registry;
-use sluice_store::RequestRecord;
+use sluice_types::record::RequestRecord;
 
 pub use error::TelemetryError;
 pub use gauges::{BreakerGauge, DeploymentGauge, QueueCounts};

@@ -19,7 +19,7 @@ type FloatCounter = Counter<f64, std::sync::atomic::AtomicU64>;
 use prometheus_client::metrics::family::{Family, MetricConstructor};
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
-use sluice_store::RequestRecord;
+use sluice_types::record::RequestRecord;
 
 use crate::labels::{
     AttemptLabels, DeploymentLabels, EstimatedLabels, GenAiLabels, GenAiOutcomeLabels,
@@ -215,14 +215,14 @@ impl Series {
             Some(a) if !a.is_empty() && !routed => labels.aliases.get_known(a),
             other => labels.of(&labels.aliases, other),
         };
-        let error = labels.of(&labels.error_codes, record.error_code.as_deref());
-        let endpoint = labels.of(&labels.endpoints, Some(&record.endpoint));
+        let error = labels.of(&labels.error_codes, record.error_code.map(|c| c.as_str()));
+        let endpoint = labels.of(&labels.endpoints, Some(record.endpoint.as_str()));
 
         for attempt in &record.attempts {
             let key = AttemptLabels {
                 deployment: labels.deployments.get(&attempt.deployment),
                 provider: labels.providers.get(&attempt.provider),
-                outcome: labels.error_codes.get(&attempt.outcome),
+                outcome: labels.error_codes.get(attempt.outcome.as_str()),
             };
             let series = self.by_attempt.get(&key);
             series
@@ -243,7 +243,9 @@ impl Series {
 
         // GenAI series describe calls to a model: nothing to say about a request that never
         // reached a provider (rejected at admission) or isn't an inference call.
-        let gen_ai = operation_name(&record.endpoint)
+        let gen_ai = record
+            .endpoint
+            .gen_ai_operation()
             .filter(|_| routed)
             .map(|operation| GenAiLabels {
                 gen_ai_operation_name: operation,
@@ -460,16 +462,6 @@ impl<K: Hash + Eq + Clone, V: Default> Handles<K, V> {
             map.insert(key.clone(), series.clone());
         }
         series
-    }
-}
-
-/// `gen_ai.operation.name` for an endpoint, or `None` for one that calls no model.
-fn operation_name(endpoint: &str) -> Option<&'static str> {
-    match endpoint {
-        "chat.completions" | "messages" => Some("chat"),
-        "embeddings" => Some("embeddings"),
-        "completions" => Some("text_completion"),
-        _ => None,
     }
 }
 

@@ -1,6 +1,7 @@
 use std::collections::{BTreeMap, HashMap};
 
-use sluice_store::{AttemptRecord, RequestRecord};
+use sluice_types::record::{AttemptOutcome, AttemptRecord, Endpoint, ErrorCode, RequestRecord};
+use sluice_types::{Dialect, ErrorKind};
 
 use super::*;
 
@@ -124,7 +125,7 @@ fn parse_labels(text: &str) -> BTreeMap<String, String> {
 fn attempt(
     deployment: &str,
     provider: &str,
-    outcome: &str,
+    outcome: AttemptOutcome,
     status: u16,
     latency_us: u64,
 ) -> AttemptRecord {
@@ -142,8 +143,8 @@ fn attempt(
 fn success() -> RequestRecord {
     RequestRecord {
         id: "req-1".into(),
-        endpoint: "chat.completions".into(),
-        dialect: "openai".into(),
+        endpoint: Endpoint::ChatCompletions,
+        dialect: Dialect::OpenAi,
         key_id: Some("key-1".into()),
         user: Some("alice".into()),
         alias: Some("fast".into()),
@@ -155,7 +156,13 @@ fn success() -> RequestRecord {
         output_tokens: Some(30),
         cached_tokens: Some(4),
         latency_us: 850_000,
-        attempts: vec![attempt("primary", "openai", "ok", 200, 800_000)],
+        attempts: vec![attempt(
+            "primary",
+            "openai",
+            AttemptOutcome::Ok,
+            200,
+            800_000,
+        )],
         ..Default::default()
     }
 }
@@ -174,15 +181,27 @@ fn priced() -> RequestRecord {
 fn upstream_failure() -> RequestRecord {
     RequestRecord {
         id: "req-2".into(),
-        endpoint: "messages".into(),
-        dialect: "anthropic".into(),
+        endpoint: Endpoint::Messages,
+        dialect: Dialect::Anthropic,
         alias: Some("fast".into()),
         status: 504,
-        error_code: Some("upstream_timeout".into()),
+        error_code: Some(ErrorCode::Kind(ErrorKind::UpstreamTimeout)),
         latency_us: 3_500_000,
         attempts: vec![
-            attempt("primary", "openai", "upstream_unavailable", 503, 500_000),
-            attempt("backup", "anthropic", "upstream_timeout", 0, 3_000_000),
+            attempt(
+                "primary",
+                "openai",
+                AttemptOutcome::Failed(ErrorKind::UpstreamUnavailable),
+                503,
+                500_000,
+            ),
+            attempt(
+                "backup",
+                "anthropic",
+                AttemptOutcome::Failed(ErrorKind::UpstreamTimeout),
+                0,
+                3_000_000,
+            ),
         ],
         ..Default::default()
     }
@@ -196,7 +215,13 @@ fn stream() -> RequestRecord {
         ttft_us: Some(250_000),
         output_tokens: Some(101),
         latency_us: 2_250_000,
-        attempts: vec![attempt("primary", "openai", "ok", 200, 2_200_000)],
+        attempts: vec![attempt(
+            "primary",
+            "openai",
+            AttemptOutcome::Ok,
+            200,
+            2_200_000,
+        )],
         ..success()
     }
 }
@@ -450,7 +475,7 @@ fn stream_records_time_to_first_token_and_per_output_token() {
 fn failed_stream_has_no_time_to_first_token() {
     let metrics = Metrics::new();
     metrics.observe(&RequestRecord {
-        error_code: Some("upstream_unavailable".into()),
+        error_code: Some(ErrorCode::Kind(ErrorKind::UpstreamUnavailable)),
         ..stream()
     });
     let s = Scrape::of(&metrics);
@@ -648,10 +673,10 @@ fn unrouted_request_adds_no_new_alias() {
     let metrics = Metrics::new();
     // Rejected before routing (an unknown model): the alias is the client's free text.
     let unknown = RequestRecord {
-        endpoint: "chat.completions".into(),
+        endpoint: Endpoint::ChatCompletions,
         alias: Some("made-up-model-1234".into()),
         status: 404,
-        error_code: Some("model_not_found".into()),
+        error_code: Some(ErrorCode::Kind(ErrorKind::NotFound)),
         ..Default::default()
     };
     metrics.observe(&unknown);
@@ -660,7 +685,7 @@ fn unrouted_request_adds_no_new_alias() {
     metrics.observe(&RequestRecord {
         alias: Some("fast".into()),
         status: 401,
-        error_code: Some("invalid_api_key".into()),
+        error_code: Some(ErrorCode::Kind(ErrorKind::Unauthenticated)),
         ..unknown.clone()
     });
     let s = Scrape::of(&metrics);
@@ -698,7 +723,7 @@ fn unrouted_request_adds_no_new_alias() {
 fn endpoints_without_a_model_call_have_no_gen_ai_series() {
     let metrics = Metrics::new();
     metrics.observe(&RequestRecord {
-        endpoint: "models".into(),
+        endpoint: Endpoint::Models,
         status: 200,
         latency_us: 100,
         ..Default::default()

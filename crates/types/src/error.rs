@@ -46,11 +46,36 @@ pub enum ErrorKind {
     RouteUnavailable,
     /// The budget and rate-limit counters could not be reached and policy says fail closed.
     PolicyUnavailable,
+    /// A policy of the route refused the request or stopped the answer (a prompt over the
+    /// route's size bound, ...).
+    PolicyBlocked,
     /// A bug or an unexpected state inside the gateway.
     Internal,
 }
 
 impl ErrorKind {
+    /// Every kind, for reading codes back.
+    pub const ALL: [ErrorKind; 18] = [
+        ErrorKind::InvalidRequest,
+        ErrorKind::UnsupportedParameter,
+        ErrorKind::Unauthenticated,
+        ErrorKind::PermissionDenied,
+        ErrorKind::NotFound,
+        ErrorKind::UnknownPath,
+        ErrorKind::PayloadTooLarge,
+        ErrorKind::RateLimited,
+        ErrorKind::BudgetExceeded,
+        ErrorKind::UpstreamRejected,
+        ErrorKind::UpstreamMalformed,
+        ErrorKind::UpstreamUnavailable,
+        ErrorKind::UpstreamOverloaded,
+        ErrorKind::UpstreamTimeout,
+        ErrorKind::RouteUnavailable,
+        ErrorKind::PolicyUnavailable,
+        ErrorKind::PolicyBlocked,
+        ErrorKind::Internal,
+    ];
+
     /// Stable snake_case code used in error bodies, records and metrics.
     pub fn code(self) -> &'static str {
         match self {
@@ -70,6 +95,7 @@ impl ErrorKind {
             ErrorKind::UpstreamTimeout => "upstream_timeout",
             ErrorKind::RouteUnavailable => "route_unavailable",
             ErrorKind::PolicyUnavailable => "policy_unavailable",
+            ErrorKind::PolicyBlocked => "policy_blocked",
             ErrorKind::Internal => "internal_error",
         }
     }
@@ -84,5 +110,40 @@ pub trait Classify {
     /// Seconds the caller should wait, when the failure says so (Retry-After).
     fn retry_after_secs(&self) -> Option<u64> {
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn all_lists_every_kind_once() {
+        // A new kind must be added to `ALL`: this match fails to compile until it is handled.
+        let listed = |kind: ErrorKind| match kind {
+            ErrorKind::InvalidRequest
+            | ErrorKind::UnsupportedParameter
+            | ErrorKind::Unauthenticated
+            | ErrorKind::PermissionDenied
+            | ErrorKind::NotFound
+            | ErrorKind::UnknownPath
+            | ErrorKind::PayloadTooLarge
+            | ErrorKind::RateLimited
+            | ErrorKind::BudgetExceeded
+            | ErrorKind::UpstreamRejected
+            | ErrorKind::UpstreamMalformed
+            | ErrorKind::UpstreamUnavailable
+            | ErrorKind::UpstreamOverloaded
+            | ErrorKind::UpstreamTimeout
+            | ErrorKind::RouteUnavailable
+            | ErrorKind::PolicyUnavailable
+            | ErrorKind::PolicyBlocked
+            | ErrorKind::Internal => ErrorKind::ALL.contains(&kind),
+        };
+        assert!(ErrorKind::ALL.into_iter().all(listed));
+        let mut codes: Vec<&str> = ErrorKind::ALL.iter().map(|k| k.code()).collect();
+        codes.sort_unstable();
+        codes.dedup();
+        assert_eq!(codes.len(), ErrorKind::ALL.len());
     }
 }

@@ -4,22 +4,28 @@
 //!   to and from (`sluice-wire` owns the JSON shapes and the translation).
 //! - [`error`]: the closed set of failure kinds and the [`Classify`] trait every crate error
 //!   implements, so routing and rendering never guess.
-//! - [`ids`]: request ids.
+//! - [`ids`]: request and tenant ids.
+//! - [`record`]: the typed request record, filled by the pipeline and written by the store.
 
 pub mod chat;
 pub mod error;
 pub mod ids;
 pub mod money;
+pub mod record;
 
 pub use chat::*;
 pub use error::{Classify, ErrorKind, Origin};
-pub use ids::RequestId;
+pub use ids::{RequestId, TenantId};
 pub use money::Money;
 
 /// The two wire formats Sluice speaks, at ingress and towards providers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Dialect {
+    #[default]
+    #[serde(rename = "openai")]
     OpenAi,
     Anthropic,
 }

@@ -64,7 +64,10 @@ async fn refuses_a_request_over_the_team_budget_before_any_upstream_call() {
     let records = gw.finish().await;
     assert_eq!(records.len(), 3);
     assert_eq!(records[2].status, 429);
-    assert_eq!(records[2].error_code.as_deref(), Some("budget_exceeded"));
+    assert_eq!(
+        records[2].error_code.map(|c| c.as_str()),
+        Some("budget_exceeded")
+    );
     assert!(records[2].attempts.is_empty());
 }
 
@@ -103,7 +106,7 @@ async fn a_rate_limited_anthropic_caller_gets_a_rate_limit_error_naming_the_limi
     assert_eq!(mock.hits(), 2);
     let records = gw.finish().await;
     assert_eq!(
-        records[2].error_code.as_deref(),
+        records[2].error_code.map(|c| c.as_str()),
         Some("rate_limit_exceeded")
     );
 }
@@ -462,5 +465,8 @@ async fn embeddings_are_admitted_counted_and_priced_too() {
     assert_eq!(mock.hits(), 1);
     let records = gw.finish().await;
     assert!(records[0].cost_micros.unwrap() > 0, "{:?}", records[0]);
-    assert_eq!(records[1].error_code.as_deref(), Some("budget_exceeded"));
+    assert_eq!(
+        records[1].error_code.map(|c| c.as_str()),
+        Some("budget_exceeded")
+    );
 }

@@ -7,6 +7,7 @@ mod admin;
 mod anthropic_ingress;
 mod budgets;
 mod errors;
+mod hooks;
 mod openai_ingress;
 mod routing;
 mod support;

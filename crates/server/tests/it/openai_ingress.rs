@@ -451,7 +451,10 @@ async fn lists_only_the_models_a_key_may_use_and_embeds() {
         "text-embedding-3-small"
     );
     let records = gw.finish().await;
-    let embed = records.iter().find(|r| r.endpoint == "embeddings").unwrap();
+    let embed = records
+        .iter()
+        .find(|r| r.endpoint.as_str() == "embeddings")
+        .unwrap();
     assert_eq!(
         embed.input_tokens,
         body["usage"]["prompt_tokens"].as_u64().map(|n| n as u32)

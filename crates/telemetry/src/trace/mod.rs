@@ -31,7 +31,7 @@ use opentelemetry::InstrumentationScope;
 use opentelemetry_sdk::trace::{RandomIdGenerator, SpanData, SpanExporter as _};
 use parking_lot::Mutex;
 use secrecy::SecretString;
-use sluice_store::RequestRecord;
+use sluice_types::record::RequestRecord;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;

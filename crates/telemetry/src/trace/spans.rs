@@ -14,7 +14,7 @@ use opentelemetry::trace::{
 };
 use opentelemetry::{InstrumentationScope, KeyValue};
 use opentelemetry_sdk::trace::{IdGenerator, RandomIdGenerator, SpanData, SpanEvents, SpanLinks};
-use sluice_store::{AttemptRecord, RequestRecord};
+use sluice_types::record::{AttemptRecord, Endpoint, ErrorCode, RequestRecord};
 
 /// What the spans of one request are built from: the fields of its [`RequestRecord`] that
 /// spans show, copied so that a queued request holds no bodies or other large fields.
@@ -22,7 +22,7 @@ use sluice_store::{AttemptRecord, RequestRecord};
 pub(crate) struct Traced {
     id: String,
     started_at: i64,
-    endpoint: String,
+    endpoint: Endpoint,
     team: Option<String>,
     alias: Option<String>,
     served_model: Option<String>,
@@ -30,7 +30,7 @@ pub(crate) struct Traced {
     deployment: Option<String>,
     stream: bool,
     status: u16,
-    error_code: Option<String>,
+    error_code: Option<ErrorCode>,
     input_tokens: Option<u32>,
     output_tokens: Option<u32>,
     cached_tokens: Option<u32>,
@@ -49,7 +49,7 @@ impl Traced {
         Traced {
             id: r.id.clone(),
             started_at: r.started_at,
-            endpoint: r.endpoint.clone(),
+            endpoint: r.endpoint,
             team: r.team.clone(),
             alias: r.alias.clone(),
             served_model: r.served_model.clone(),
@@ -57,7 +57,7 @@ impl Traced {
             deployment: r.deployment.clone(),
             stream: r.stream,
             status: r.status,
-            error_code: r.error_code.clone(),
+            error_code: r.error_code,
             input_tokens: r.input_tokens,
             output_tokens: r.output_tokens,
             cached_tokens: r.cached_tokens,
@@ -107,24 +107,6 @@ pub(crate) mod attr {
 /// The event on the request span for a deployment the route did not try.
 pub(crate) const SKIPPED_EVENT: &str = "sluice.attempt.skipped";
 
-/// The `gen_ai.operation.name` of an endpoint; `None` for endpoints that call no model.
-/// The same mapping as the metrics' (`series.rs`).
-fn operation_name(endpoint: &str) -> Option<&'static str> {
-    match endpoint {
-        "chat.completions" | "messages" => Some("chat"),
-        "embeddings" => Some("embeddings"),
-        "completions" => Some("text_completion"),
-        _ => None,
-    }
-}
-
-/// Outcomes of an attempt that are not failures of it: a lost hedge or a client that left
-/// (`cancelled`), a deployment not tried (`skipped`), an answer the provider's filter refused
-/// (`content_filtered`: the deployment worked). Every other outcome is an error code.
-fn failed(outcome: &str) -> bool {
-    !matches!(outcome, "ok" | "cancelled" | "skipped" | "content_filtered")
-}
-
 /// Builds the spans of one request, the request's own span first. Ids come from the record;
 /// a record without them (written before Sluice traced) gets random ones from `ids`.
 pub(crate) fn spans(
@@ -132,7 +114,7 @@ pub(crate) fn spans(
     scope: &InstrumentationScope,
     ids: &RandomIdGenerator,
 ) -> Vec<SpanData> {
-    let operation = operation_name(&request.endpoint);
+    let operation = request.endpoint.gen_ai_operation();
     let recorded = trace_id(request.trace_id.as_deref());
     let trace = recorded.unwrap_or_else(|| ids.new_trace_id());
     // A parent only means something inside the trace the record names.
@@ -144,11 +126,7 @@ pub(crate) fn spans(
     let name = span_name(operation.unwrap_or(request.endpoint.as_str()), alias);
 
     // The deployment that answered; for a request that failed upstream, the last one tried.
-    let tried_last = request
-        .attempts
-        .iter()
-        .rev()
-        .find(|a| a.outcome != "skipped");
+    let tried_last = request.attempts.iter().rev().find(|a| a.outcome.was_sent());
     let deployment = request
         .deployment
         .as_deref()
@@ -162,7 +140,7 @@ pub(crate) fn spans(
         request
             .attempts
             .iter()
-            .rposition(|a| a.outcome != "skipped" && a.deployment == d)
+            .rposition(|a| a.outcome.was_sent() && a.deployment == d)
     });
 
     let mut attributes = Vec::with_capacity(24);
@@ -182,10 +160,13 @@ pub(crate) fn spans(
     put(attr::INPUT_TOKENS, request.input_tokens.map(int));
     put(attr::OUTPUT_TOKENS, request.output_tokens.map(int));
     put(attr::CACHE_READ_TOKENS, request.cached_tokens.map(int));
-    put(attr::ERROR_TYPE, request.error_code.as_deref().map(string));
+    put(
+        attr::ERROR_TYPE,
+        request.error_code.map(|c| string(c.as_str())),
+    );
     put(attr::HTTP_STATUS, Some(int(request.status)));
     put(attr::REQUEST_ID, Some(string(&request.id)));
-    put(attr::ENDPOINT, Some(string(&request.endpoint)));
+    put(attr::ENDPOINT, Some(string(request.endpoint.as_str())));
     put(attr::ALIAS, alias.map(string));
     put(attr::DEPLOYMENT, deployment.map(string));
     put(attr::TEAM, request.team.as_deref().map(string));
@@ -202,7 +183,7 @@ pub(crate) fn spans(
         let offset = attempt.offset_us.map_or(cursor, Duration::from_micros);
         let latency = Duration::from_micros(attempt.latency_us);
         cursor = offset + latency;
-        if attempt.outcome == "skipped" {
+        if !attempt.outcome.was_sent() {
             events.events.push(skipped(attempt, start + offset));
             continue;
         }
@@ -220,8 +201,8 @@ pub(crate) fn spans(
             dropped_attributes_count: 0,
             events: SpanEvents::default(),
             links: SpanLinks::default(),
-            status: if failed(&attempt.outcome) {
-                Status::error(attempt.outcome.clone())
+            status: if attempt.outcome.is_failure() {
+                Status::error(attempt.outcome.as_str())
             } else {
                 Status::Unset
             },
@@ -244,7 +225,7 @@ pub(crate) fn spans(
             events,
             links: SpanLinks::default(),
             status: match &request.error_code {
-                Some(code) => Status::error(code.clone()),
+                Some(code) => Status::error(code.as_str()),
                 None => Status::Unset,
             },
             instrumentation_scope: scope.clone(),
@@ -297,16 +278,19 @@ fn attempt_attributes(
     );
     put(
         attr::ERROR_TYPE,
-        failed(&attempt.outcome).then(|| string(&attempt.outcome)),
+        attempt
+            .outcome
+            .is_failure()
+            .then(|| string(attempt.outcome.as_str())),
     );
     put(attr::HTTP_STATUS, attempt.status.map(int));
     put(attr::REQUEST_ID, Some(string(&request.id)));
     put(attr::ALIAS, alias.map(string));
     put(attr::DEPLOYMENT, Some(string(&attempt.deployment)));
-    put(attr::OUTCOME, Some(string(&attempt.outcome)));
-    put(attr::NEXT, attempt.next.as_deref().map(string));
+    put(attr::OUTCOME, Some(string(attempt.outcome.as_str())));
+    put(attr::NEXT, attempt.next.map(|n| string(n.as_str())));
     put(attr::HEDGE, Some(attempt.hedge.into()));
-    put(attr::ROLE, attempt.role.as_deref().map(string));
+    put(attr::ROLE, attempt.role.map(|r| string(r.as_str())));
     put(attr::QUEUE_US, attempt.queue_us.map(micros));
     put(attr::ATTEMPT_TTFT_US, attempt.ttft_us.map(micros));
     attributes
@@ -318,11 +302,11 @@ fn skipped(attempt: &AttemptRecord, at: SystemTime) -> Event {
         KeyValue::new(attr::DEPLOYMENT, attempt.deployment.clone()),
         KeyValue::new(attr::PROVIDER, attempt.provider.clone()),
     ];
-    if let Some(role) = &attempt.role {
-        attributes.push(KeyValue::new(attr::ROLE, role.clone()));
+    if let Some(role) = attempt.role {
+        attributes.push(KeyValue::new(attr::ROLE, role.as_str()));
     }
-    if let Some(next) = &attempt.next {
-        attributes.push(KeyValue::new(attr::NEXT, next.clone()));
+    if let Some(next) = attempt.next {
+        attributes.push(KeyValue::new(attr::NEXT, next.as_str()));
     }
     Event::new(SKIPPED_EVENT, at, attributes, 0)
 }

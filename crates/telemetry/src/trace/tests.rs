@@ -7,7 +7,7 @@ use opentelemetry::trace::{SpanId, SpanKind, Status, TraceId};
 use opentelemetry::{InstrumentationScope, Value};
 use opentelemetry_sdk::trace::{RandomIdGenerator, SpanData};
 use secrecy::SecretString;
-use sluice_store::{AttemptRecord, RequestRecord};
+use sluice_types::record::{AttemptOutcome, AttemptRecord, Endpoint, Next, RequestRecord, Role};
 
 use super::spans::{Traced, attr, spans};
 use super::*;
@@ -28,11 +28,16 @@ fn text(v: &str) -> Option<Value> {
     Some(Value::String(v.to_owned().into()))
 }
 
-fn attempt(deployment: &str, outcome: &str, offset_us: u64, latency_us: u64) -> AttemptRecord {
+fn attempt(
+    deployment: &str,
+    outcome: AttemptOutcome,
+    offset_us: u64,
+    latency_us: u64,
+) -> AttemptRecord {
     AttemptRecord {
         deployment: deployment.into(),
         provider: "openai".into(),
-        outcome: outcome.into(),
+        outcome,
         latency_us,
         offset_us: Some(offset_us),
         ..Default::default()
@@ -43,7 +48,7 @@ fn hedged() -> RequestRecord {
     RequestRecord {
         id: "req-h".into(),
         started_at: 1_000,
-        endpoint: "messages".into(),
+        endpoint: Endpoint::Messages,
         alias: Some("fast".into()),
         provider: Some("openai".into()),
         deployment: Some("b".into()),
@@ -52,15 +57,15 @@ fn hedged() -> RequestRecord {
         latency_us: 900_000,
         attempts: vec![
             AttemptRecord {
-                next: Some("lost_hedge".into()),
+                next: Some(Next::LostHedge),
                 input_tokens: Some(40),
-                ..attempt("a", "cancelled", 0, 800_000)
+                ..attempt("a", AttemptOutcome::Cancelled, 0, 800_000)
             },
             AttemptRecord {
                 hedge: true,
-                ..attempt("b", "ok", 300_000, 500_000)
+                ..attempt("b", AttemptOutcome::Ok, 300_000, 500_000)
             },
-            attempt("c", "content_filtered", 850_000, 10_000),
+            attempt("c", AttemptOutcome::ContentFiltered, 850_000, 10_000),
         ],
         ..Default::default()
     }
@@ -119,7 +124,7 @@ fn hedged_attempts_overlap_at_their_offsets() {
 fn endpoints_without_a_model_call_are_named_for_the_endpoint() {
     let models = build(&RequestRecord {
         id: "req-m".into(),
-        endpoint: "models".into(),
+        endpoint: Endpoint::Models,
         status: 200,
         ..Default::default()
     });
@@ -131,9 +136,9 @@ fn endpoints_without_a_model_call_are_named_for_the_endpoint() {
 
     let count = build(&RequestRecord {
         id: "req-c".into(),
-        endpoint: "messages.count_tokens".into(),
+        endpoint: Endpoint::CountTokens,
         alias: Some("fast".into()),
-        attempts: vec![attempt("a", "ok", 0, 1_000)],
+        attempts: vec![attempt("a", AttemptOutcome::Ok, 0, 1_000)],
         ..Default::default()
     });
     assert_eq!(count[0].name, "messages.count_tokens fast");
@@ -146,13 +151,13 @@ fn endpoints_without_a_model_call_are_named_for_the_endpoint() {
 fn malformed_ids_are_replaced_and_a_parent_needs_a_valid_trace() {
     let record = RequestRecord {
         id: "req-x".into(),
-        endpoint: "chat.completions".into(),
+        endpoint: Endpoint::ChatCompletions,
         trace_id: Some("not-a-trace-id-at-all-0123456789".into()),
         span_id: Some("0000000000000000".into()),
         parent_span_id: Some("00f067aa0ba902b7".into()),
         attempts: vec![AttemptRecord {
             span_id: Some("00F067AA0BA902B".into()),
-            ..attempt("a", "ok", 0, 1)
+            ..attempt("a", AttemptOutcome::Ok, 0, 1)
         }],
         ..Default::default()
     };
@@ -175,14 +180,14 @@ fn malformed_ids_are_replaced_and_a_parent_needs_a_valid_trace() {
 fn skipped_deployments_are_events_not_spans() {
     let record = RequestRecord {
         id: "req-s".into(),
-        endpoint: "chat.completions".into(),
+        endpoint: Endpoint::ChatCompletions,
         attempts: vec![
             AttemptRecord {
-                role: Some("pool".into()),
-                next: Some("queue_full".into()),
-                ..attempt("a", "skipped", 10, 0)
+                role: Some(Role::Pool),
+                next: Some(Next::QueueFull),
+                ..attempt("a", AttemptOutcome::Skipped, 10, 0)
             },
-            attempt("b", "ok", 20, 5),
+            attempt("b", AttemptOutcome::Ok, 20, 5),
         ],
         ..Default::default()
     };

@@ -7,12 +7,15 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use secrecy::SecretString;
-use sluice_store::{AttemptRecord, RequestRecord};
 use sluice_telemetry::{OtlpProtocol, TraceCounts, TraceSettings, Tracer};
 use sluice_testkit::otlp::{
     Answer, HAS_IS_REMOTE, IS_REMOTE, Received, Receiver, Silent, SpanKind, StatusCode, Value,
     attributes, hex, spans,
 };
+use sluice_types::record::{
+    AttemptOutcome, AttemptRecord, Endpoint, ErrorCode, Next, RequestRecord, Role,
+};
+use sluice_types::{Dialect, ErrorKind};
 
 const TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 /// The client's span, from its `traceparent`.
@@ -40,8 +43,8 @@ fn fallback() -> RequestRecord {
     RequestRecord {
         id: "req-1".into(),
         started_at: STARTED_AT_MS,
-        endpoint: "chat.completions".into(),
-        dialect: "openai".into(),
+        endpoint: Endpoint::ChatCompletions,
+        dialect: Dialect::OpenAi,
         key_id: Some("key-1".into()),
         team: Some("search".into()),
         user: Some("alice".into()),
@@ -60,20 +63,20 @@ fn fallback() -> RequestRecord {
             AttemptRecord {
                 deployment: "local".into(),
                 provider: "vllm".into(),
-                outcome: "skipped".into(),
-                role: Some("pool".into()),
-                next: Some("circuit_open".into()),
+                outcome: AttemptOutcome::Skipped,
+                role: Some(Role::Pool),
+                next: Some(Next::CircuitOpen),
                 offset_us: Some(500),
                 ..Default::default()
             },
             AttemptRecord {
                 deployment: "primary".into(),
                 provider: "openai".into(),
-                outcome: "upstream_unavailable".into(),
+                outcome: AttemptOutcome::Failed(ErrorKind::UpstreamUnavailable),
                 status: Some(503),
                 latency_us: 120_000,
-                role: Some("pool".into()),
-                next: Some("fallback".into()),
+                role: Some(Role::Pool),
+                next: Some(Next::Fallback),
                 span_id: Some(PRIMARY_SPAN.into()),
                 offset_us: Some(1_000),
                 ..Default::default()
@@ -81,10 +84,10 @@ fn fallback() -> RequestRecord {
             AttemptRecord {
                 deployment: "backup".into(),
                 provider: "openai".into(),
-                outcome: "ok".into(),
+                outcome: AttemptOutcome::Ok,
                 status: Some(200),
                 latency_us: 700_000,
-                role: Some("fallback".into()),
+                role: Some(Role::Fallback),
                 ttft_us: Some(180_000),
                 queue_us: Some(2_000),
                 span_id: Some(BACKUP_SPAN.into()),
@@ -104,28 +107,28 @@ fn upstream_failure() -> RequestRecord {
     RequestRecord {
         id: "req-2".into(),
         started_at: STARTED_AT_MS,
-        endpoint: "messages".into(),
-        dialect: "anthropic".into(),
+        endpoint: Endpoint::Messages,
+        dialect: Dialect::Anthropic,
         alias: Some("fast".into()),
         status: 504,
-        error_code: Some("upstream_timeout".into()),
+        error_code: Some(ErrorCode::Kind(ErrorKind::UpstreamTimeout)),
         latency_us: 3_500_000,
         attempts: vec![
             AttemptRecord {
                 deployment: "primary".into(),
                 provider: "openai".into(),
-                outcome: "upstream_unavailable".into(),
+                outcome: AttemptOutcome::Failed(ErrorKind::UpstreamUnavailable),
                 status: Some(503),
                 latency_us: 500_000,
-                next: Some("fallback".into()),
+                next: Some(Next::Fallback),
                 ..Default::default()
             },
             AttemptRecord {
                 deployment: "backup".into(),
                 provider: "anthropic".into(),
-                outcome: "upstream_timeout".into(),
+                outcome: AttemptOutcome::Failed(ErrorKind::UpstreamTimeout),
                 latency_us: 3_000_000,
-                next: Some("no_more_deployments".into()),
+                next: Some(Next::NoMoreDeployments),
                 ..Default::default()
             },
         ],

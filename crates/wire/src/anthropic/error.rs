@@ -19,7 +19,8 @@ pub(super) fn error_type(kind: ErrorKind) -> &'static str {
     match kind {
         ErrorKind::InvalidRequest
         | ErrorKind::UnsupportedParameter
-        | ErrorKind::UpstreamRejected => "invalid_request_error",
+        | ErrorKind::UpstreamRejected
+        | ErrorKind::PolicyBlocked => "invalid_request_error",
         ErrorKind::Unauthenticated => "authentication_error",
         ErrorKind::PermissionDenied => "permission_error",
         ErrorKind::NotFound | ErrorKind::UnknownPath => "not_found_error",

@@ -29,7 +29,8 @@ pub(super) fn error_type(kind: ErrorKind) -> &'static str {
         | ErrorKind::NotFound
         | ErrorKind::UnknownPath
         | ErrorKind::PayloadTooLarge
-        | ErrorKind::UpstreamRejected => "invalid_request_error",
+        | ErrorKind::UpstreamRejected
+        | ErrorKind::PolicyBlocked => "invalid_request_error",
         ErrorKind::RateLimited => "requests",
         // What api.openai.com answers when an account's quota or budget is spent.
         ErrorKind::BudgetExceeded => "insufficient_quota",

@@ -1,0 +1,81 @@
+//! [`Operation`]: what differs between the calls a route can serve (chat, embeddings,
+//! count_tokens). Everything else — plan, admit, dispatch with its retries, fallbacks, hedges
+//! and breakers, settle — is one code path for all of them.
+
+use std::future::Future;
+use std::time::Duration;
+
+use sluice_providers::{Deployment, ProviderError, TimeoutPhase, Upstream};
+
+use crate::admission::Demand;
+use crate::hooks::{HookContext, HookError, Hooks};
+use crate::{Exchange, Gateway};
+use sluice_routing::RoutePlan;
+
+/// The per-attempt timeout on the first answer, and which limit it stands for.
+#[derive(Debug, Clone, Copy)]
+pub struct FirstAnswer {
+    pub within: Duration,
+    pub phase: TimeoutPhase,
+}
+
+/// One kind of upstream call, as the stages need it.
+pub trait Operation: Send + Sync + Sized {
+    /// What an attempt gets back before anything reaches the client.
+    type Answer: Send;
+
+    /// The alias the client asked for.
+    fn model(&self) -> &str;
+
+    /// Whether the answer streams.
+    fn stream(&self) -> bool {
+        false
+    }
+
+    /// The end user the request names itself (`user`, `metadata.user_id`).
+    fn end_user(&self) -> Option<&str> {
+        None
+    }
+
+    /// What admission reserves: `None` for calls that cost nothing (token counting).
+    fn demand(&self) -> Option<Demand>;
+
+    /// Applies the bound admission set on the output (`max_tokens`).
+    fn bound_output(&mut self, _max_tokens: Option<u32>) {}
+
+    /// The prompt tokens, as far as the gateway can tell, for attempts cancelled after sending.
+    fn prompt_tokens(&self) -> u32;
+
+    /// Whether a slow first answer may be hedged (only where there is a first token to wait
+    /// for, and the route hedges).
+    fn hedges(&self) -> bool {
+        false
+    }
+
+    /// Runs the route's request hooks; `Some` is an answer given without an upstream call.
+    fn run_hooks(
+        &mut self,
+        _hooks: &Hooks,
+        _context: HookContext<'_>,
+    ) -> Result<Option<Self::Answer>, HookError> {
+        Ok(None)
+    }
+
+    /// One attempt at one deployment. `first` bounds the time to the first answer (a stream's
+    /// first content event); the upstream client carries the attempt's other timeouts.
+    fn send(
+        &self,
+        upstream: Upstream,
+        deployment: &Deployment,
+        first: FirstAnswer,
+    ) -> impl Future<Output = Result<Self::Answer, ProviderError>> + Send;
+
+    /// Starts the route's drills of this request, if it has any (chat only).
+    fn drill(&self, _gateway: &Gateway, _live: &Exchange, _plan: &RoutePlan) {}
+
+    /// Whether the provider's content filter cut this answer (kept in case nothing better
+    /// comes, but another deployment is tried).
+    fn filtered(_answer: &Self::Answer) -> bool {
+        false
+    }
+}

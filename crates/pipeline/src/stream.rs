@@ -1,0 +1,219 @@
+//! [`GuardedStream`]: a chat stream from the provider, through the route's stream hooks, that
+//! settles the record exactly once — at its end, at its failure (a final chunk carrying
+//! [`StreamEvent::Error`]), or when dropped because the client went away.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use futures_util::{Stream, StreamExt};
+use sluice_providers::{CompletionStream, ProviderError, StreamChunk, TimeoutPhase};
+use sluice_routing::Slot;
+use sluice_types::{Classify, ErrorKind, StreamError, StreamEvent, Usage};
+use tokio::time::Instant;
+
+use crate::Exchange;
+use crate::chat::unix_now;
+use crate::hooks::{HookError, StreamHooks};
+
+/// A chunk's events as the client will get them. With stream hooks on the route, `raw` is
+/// empty whenever the hooks changed anything, so the server re-encodes from the events.
+pub struct GuardedStream {
+    /// Chunks received before the stream was handed over, sent first.
+    held: VecDeque<StreamChunk>,
+    rest: CompletionStream,
+    exchange: Exchange,
+    /// The deployment's slot, held to the end of the stream.
+    slot: Slot,
+    /// The route's total timeout.
+    deadline: Pin<Box<tokio::time::Sleep>>,
+    hooks: Option<StreamHooks>,
+    input_estimate: u32,
+    output_chars: usize,
+    usage: Option<Usage>,
+    /// An error event the provider itself sent inside the stream.
+    upstream_error: Option<ErrorKind>,
+    ended: bool,
+}
+
+impl GuardedStream {
+    pub(crate) fn new(
+        held: Vec<StreamChunk>,
+        rest: CompletionStream,
+        exchange: Exchange,
+        slot: Slot,
+        deadline: Instant,
+        input_estimate: u32,
+        hooks: Option<StreamHooks>,
+    ) -> GuardedStream {
+        let mut stream = GuardedStream {
+            held: VecDeque::with_capacity(held.len()),
+            rest,
+            exchange,
+            slot,
+            deadline: Box::pin(tokio::time::sleep_until(deadline)),
+            hooks,
+            input_estimate,
+            output_chars: 0,
+            usage: None,
+            upstream_error: None,
+            ended: false,
+        };
+        for mut chunk in held {
+            stream.observe(&mut chunk);
+            stream.held.push_back(chunk);
+        }
+        stream
+    }
+
+    fn observe(&mut self, chunk: &mut StreamChunk) {
+        self.exchange.capture_response(&chunk.raw);
+        for event in &mut chunk.events {
+            match event {
+                StreamEvent::Start { created, .. } if *created == 0 => *created = unix_now(),
+                StreamEvent::TextDelta { text, .. } | StreamEvent::RefusalDelta { text, .. } => {
+                    self.output_chars += text.len();
+                }
+                StreamEvent::ToolCallDelta { arguments, .. } => {
+                    self.output_chars += arguments.len()
+                }
+                StreamEvent::Usage(usage) => self.usage = Some(*usage),
+                StreamEvent::Error(error) => self.upstream_error = Some(error.kind),
+                _ => {}
+            }
+        }
+    }
+
+    /// Runs a chunk through the route's stream hooks. A chunk the hooks changed loses its raw
+    /// bytes (they no longer say what the client gets).
+    fn through_hooks(&mut self, chunk: StreamChunk) -> StreamChunk {
+        let Some(hooks) = &mut self.hooks else {
+            return chunk;
+        };
+        let original = chunk.events.clone();
+        match hooks.on_events(chunk.events) {
+            Ok(events) if events == original => StreamChunk {
+                raw: chunk.raw,
+                events,
+            },
+            Ok(events) => StreamChunk {
+                raw: bytes::Bytes::new(),
+                events,
+            },
+            Err(e) => self.blocked(e),
+        }
+    }
+
+    /// The usage so far, on the record and on the attempt that served the stream.
+    fn record_usage(&mut self) {
+        let usage = self.settled_usage();
+        self.exchange.usage(&usage);
+        let deployment = self.slot.health().name().to_owned();
+        self.exchange.attempt_usage(&deployment, &usage);
+    }
+
+    /// Usage as reported, or estimated (and marked so) when the provider sent none.
+    fn settled_usage(&self) -> Usage {
+        self.usage.unwrap_or(Usage {
+            input_tokens: self.input_estimate,
+            output_tokens: u32::try_from(self.output_chars.div_ceil(4)).unwrap_or(u32::MAX),
+            estimated: true,
+            ..Usage::default()
+        })
+    }
+
+    fn end(&mut self, failure: Option<ErrorKind>) {
+        if self.ended {
+            return;
+        }
+        self.ended = true;
+        self.record_usage();
+        match failure {
+            Some(kind) => self.exchange.fail_in_stream(kind),
+            None => self.exchange.finish_stream(),
+        }
+    }
+
+    /// Ends the stream on a failure: the record says so, the client gets an error event.
+    fn fail(&mut self, error: ProviderError) -> StreamChunk {
+        let kind = error.kind();
+        tracing::warn!(request_id = %self.exchange.id, error = %error, "upstream failed mid-stream");
+        self.end(Some(kind));
+        error_chunk(kind, error.client_message())
+    }
+
+    /// Ends the stream because a hook stopped it.
+    fn blocked(&mut self, error: HookError) -> StreamChunk {
+        let kind = error.kind();
+        tracing::info!(request_id = %self.exchange.id, error = %error, "stream stopped by a hook");
+        self.held.clear();
+        self.end(Some(kind));
+        error_chunk(kind, error.to_string())
+    }
+
+    /// The upstream ended: the hooks release what they held, then the record settles.
+    fn finish(&mut self) -> Option<StreamChunk> {
+        let released = match self.hooks.as_mut().map(StreamHooks::finish) {
+            None => None,
+            Some(Ok(events)) => (!events.is_empty()).then(|| StreamChunk {
+                raw: bytes::Bytes::new(),
+                events,
+            }),
+            Some(Err(e)) => return Some(self.blocked(e)),
+        };
+        let failure = self.upstream_error;
+        self.end(failure);
+        released
+    }
+}
+
+fn error_chunk(kind: ErrorKind, message: String) -> StreamChunk {
+    StreamChunk {
+        raw: bytes::Bytes::new(),
+        events: vec![StreamEvent::Error(StreamError { kind, message })],
+    }
+}
+
+impl Stream for GuardedStream {
+    type Item = StreamChunk;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<StreamChunk>> {
+        if let Some(chunk) = self.held.pop_front() {
+            return Poll::Ready(Some(self.through_hooks(chunk)));
+        }
+        if self.ended {
+            return Poll::Ready(None);
+        }
+        if self.deadline.as_mut().poll(cx).is_ready() {
+            let provider = self.slot.health().deployment.provider.clone();
+            let timeout = ProviderError::Timeout {
+                provider,
+                phase: TimeoutPhase::Total,
+            };
+            return Poll::Ready(Some(self.fail(timeout)));
+        }
+        match self.rest.poll_next_unpin(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Some(Ok(mut chunk))) => {
+                self.observe(&mut chunk);
+                Poll::Ready(Some(self.through_hooks(chunk)))
+            }
+            Poll::Ready(Some(Err(e))) => {
+                self.slot.health().record_late_failure();
+                Poll::Ready(Some(self.fail(e)))
+            }
+            Poll::Ready(None) => Poll::Ready(self.finish()),
+        }
+    }
+}
+
+impl Drop for GuardedStream {
+    fn drop(&mut self) {
+        if !self.ended {
+            // The client went away before the end: settle what was used so far.
+            self.ended = true;
+            self.record_usage();
+        }
+    }
+}

@@ -1,0 +1,430 @@
+//! The request record: everything known about one request once it ended, as typed values.
+//!
+//! The pipeline fills it, `sluice-policy` prices it, `sluice-telemetry` turns it into metrics
+//! and spans, `sluice-store` writes it. Every closed set of values (endpoint, outcome, what
+//! happened next, role) is an enum whose wire form is the stable snake_case string the store,
+//! the CLI's `--json` output and the metrics labels have always used.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::{Dialect, ErrorKind, TenantId};
+
+/// Which API a request came in on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Endpoint {
+    #[default]
+    ChatCompletions,
+    Messages,
+    CountTokens,
+    Embeddings,
+    Models,
+}
+
+impl Endpoint {
+    pub const ALL: [Endpoint; 5] = [
+        Endpoint::ChatCompletions,
+        Endpoint::Messages,
+        Endpoint::CountTokens,
+        Endpoint::Embeddings,
+        Endpoint::Models,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Endpoint::ChatCompletions => "chat.completions",
+            Endpoint::Messages => "messages",
+            Endpoint::CountTokens => "messages.count_tokens",
+            Endpoint::Embeddings => "embeddings",
+            Endpoint::Models => "models",
+        }
+    }
+
+    /// The OpenTelemetry GenAI `gen_ai.operation.name`; `None` for endpoints that call no
+    /// model. Metrics and spans both use it.
+    pub fn gen_ai_operation(self) -> Option<&'static str> {
+        match self {
+            Endpoint::ChatCompletions | Endpoint::Messages => Some("chat"),
+            Endpoint::Embeddings => Some("embeddings"),
+            Endpoint::CountTokens | Endpoint::Models => None,
+        }
+    }
+}
+
+/// Why a request failed, as its record says: a failure kind, or the client leaving.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorCode {
+    Kind(ErrorKind),
+    /// The client went away before the answer was complete (status 499).
+    ClientDisconnected,
+}
+
+impl ErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::Kind(kind) => kind.code(),
+            ErrorCode::ClientDisconnected => "client_disconnected",
+        }
+    }
+}
+
+/// How one upstream attempt ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum AttemptOutcome {
+    /// It answered (the first event of a stream, or the whole answer).
+    #[default]
+    Ok,
+    /// It failed with this kind (its code is the outcome's text).
+    Failed(ErrorKind),
+    /// Dropped while under way: it lost a hedge, or the client left.
+    Cancelled,
+    /// Not sent: the deployment could not take it (see `next`).
+    Skipped,
+    /// It answered, but the provider's content filter cut the answer.
+    ContentFiltered,
+}
+
+impl AttemptOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AttemptOutcome::Ok => "ok",
+            AttemptOutcome::Failed(kind) => kind.code(),
+            AttemptOutcome::Cancelled => "cancelled",
+            AttemptOutcome::Skipped => "skipped",
+            AttemptOutcome::ContentFiltered => "content_filtered",
+        }
+    }
+
+    /// Whether the attempt failed. A lost hedge or a client that left, a deployment not tried,
+    /// an answer the provider's filter refused (the deployment worked) are not failures.
+    pub fn is_failure(self) -> bool {
+        matches!(self, AttemptOutcome::Failed(_))
+    }
+
+    /// Whether the attempt was sent upstream.
+    pub fn was_sent(self) -> bool {
+        self != AttemptOutcome::Skipped
+    }
+}
+
+/// What happened after an attempt, and why.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Next {
+    /// The same deployment was tried again.
+    Retry,
+    /// The next deployment was tried.
+    Fallback,
+    /// A hedge was sent while this attempt waited for its first token.
+    Hedge,
+    /// This attempt was cancelled because another answered first.
+    LostHedge,
+    // Why the request stopped trying here.
+    NotRetryable,
+    ConditionNotEnabled,
+    RetryBudgetExhausted,
+    MaxAttempts,
+    Deadline,
+    NoMoreDeployments,
+    // Why a deployment was not sent the request.
+    CircuitOpen,
+    CoolingDown,
+    QueueFull,
+    QueueTimeout,
+}
+
+impl Next {
+    pub const ALL: [Next; 14] = [
+        Next::Retry,
+        Next::Fallback,
+        Next::Hedge,
+        Next::LostHedge,
+        Next::NotRetryable,
+        Next::ConditionNotEnabled,
+        Next::RetryBudgetExhausted,
+        Next::MaxAttempts,
+        Next::Deadline,
+        Next::NoMoreDeployments,
+        Next::CircuitOpen,
+        Next::CoolingDown,
+        Next::QueueFull,
+        Next::QueueTimeout,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Next::Retry => "retry",
+            Next::Fallback => "fallback",
+            Next::Hedge => "hedge",
+            Next::LostHedge => "lost_hedge",
+            Next::NotRetryable => "not_retryable",
+            Next::ConditionNotEnabled => "condition_not_enabled",
+            Next::RetryBudgetExhausted => "retry_budget_exhausted",
+            Next::MaxAttempts => "max_attempts",
+            Next::Deadline => "deadline",
+            Next::NoMoreDeployments => "no_more_deployments",
+            Next::CircuitOpen => "circuit_open",
+            Next::CoolingDown => "cooling_down",
+            Next::QueueFull => "queue_full",
+            Next::QueueTimeout => "queue_timeout",
+        }
+    }
+}
+
+/// A deployment's place in its route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Role {
+    Pool,
+    Fallback,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Pool => "pool",
+            Role::Fallback => "fallback",
+        }
+    }
+}
+
+/// A value of the record read back from text that is not one of its known values.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnknownValue {
+    pub what: &'static str,
+    pub value: String,
+}
+
+impl fmt::Display for UnknownValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "unknown {} `{}`", self.what, self.value)
+    }
+}
+
+impl std::error::Error for UnknownValue {}
+
+/// Text forms: `as_str` one way, `FromStr` back, serde through both.
+macro_rules! text_form {
+    ($ty:ty, $what:literal, $values:expr) => {
+        impl fmt::Display for $ty {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+        impl FromStr for $ty {
+            type Err = UnknownValue;
+            fn from_str(s: &str) -> Result<Self, UnknownValue> {
+                $values
+                    .into_iter()
+                    .find(|v: &$ty| v.as_str() == s)
+                    .ok_or_else(|| UnknownValue {
+                        what: $what,
+                        value: s.to_owned(),
+                    })
+            }
+        }
+        impl Serialize for $ty {
+            fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serializer.serialize_str(self.as_str())
+            }
+        }
+        impl<'de> Deserialize<'de> for $ty {
+            fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                let text = std::borrow::Cow::<str>::deserialize(deserializer)?;
+                text.parse().map_err(serde::de::Error::custom)
+            }
+        }
+    };
+}
+
+text_form!(Endpoint, "endpoint", Endpoint::ALL);
+text_form!(Next, "next step", Next::ALL);
+text_form!(Role, "role", [Role::Pool, Role::Fallback]);
+text_form!(
+    ErrorCode,
+    "error code",
+    ErrorKind::ALL
+        .into_iter()
+        .map(ErrorCode::Kind)
+        .chain([ErrorCode::ClientDisconnected])
+);
+text_form!(
+    AttemptOutcome,
+    "attempt outcome",
+    [
+        AttemptOutcome::Ok,
+        AttemptOutcome::Cancelled,
+        AttemptOutcome::Skipped,
+        AttemptOutcome::ContentFiltered,
+    ]
+    .into_iter()
+    .chain(ErrorKind::ALL.into_iter().map(AttemptOutcome::Failed))
+);
+
+/// One upstream attempt of a request, or a deployment of its route that was not tried.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct AttemptRecord {
+    pub deployment: String,
+    pub provider: String,
+    pub outcome: AttemptOutcome,
+    /// Upstream HTTP status, when there was one.
+    pub status: Option<u16>,
+    pub latency_us: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<Role>,
+    /// Sent while an earlier attempt was still waiting for its first token.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub hedge: bool,
+    /// Time to the first event (streams) or the whole answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttft_us: Option<u64>,
+    /// Time spent waiting for a slot on the deployment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue_us: Option<u64>,
+    /// What happened next, and why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<Next>,
+    /// The attempt's trace span (16 hex), also sent upstream as the parent in `traceparent`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub span_id: Option<String>,
+    /// When the attempt started, in µs after the request started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offset_us: Option<u64>,
+    /// Tokens this attempt used (or, for a cancelled one, the prompt it sent), when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input_tokens: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_tokens: Option<u32>,
+    /// What this attempt cost at its deployment's price, in micro-USD (a lost hedge: its
+    /// prompt), when the price is known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost_micros: Option<i64>,
+}
+
+/// Everything known about one request once it ended.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct RequestRecord {
+    pub id: String,
+    /// Unix milliseconds.
+    pub started_at: i64,
+    pub endpoint: Endpoint,
+    /// The dialect the client spoke.
+    pub dialect: Dialect,
+    /// Who owns the request's data: the key's tenant (`None` before the key is known).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<TenantId>,
+    pub key_id: Option<String>,
+    /// The key's place in the hierarchy: organisation, team, project.
+    pub organisation: Option<String>,
+    pub team: Option<String>,
+    pub project: Option<String>,
+    /// End user: the request's `user` / `metadata.user_id` / `x-sluice-user`, else the key's.
+    pub user: Option<String>,
+    /// The feature tag the client sent in `x-sluice-feature`, for usage reports.
+    pub feature: Option<String>,
+    /// The model the client asked for.
+    pub alias: Option<String>,
+    /// The model as the provider reported it.
+    pub served_model: Option<String>,
+    pub provider: Option<String>,
+    pub deployment: Option<String>,
+    pub stream: bool,
+    /// HTTP status sent to the client (200 for a stream that later failed; see `error_code`).
+    pub status: u16,
+    pub error_code: Option<ErrorCode>,
+    pub input_tokens: Option<u32>,
+    pub output_tokens: Option<u32>,
+    pub cached_tokens: Option<u32>,
+    /// The token counts were estimated by the gateway, not reported by the provider.
+    pub usage_estimated: bool,
+    pub ttft_us: Option<u64>,
+    pub latency_us: u64,
+    /// Every attempt's cost, in micro-USD: what the request cost, drawn from its budgets.
+    /// `None` when no attempt's model has a known price.
+    pub cost_micros: Option<i64>,
+    /// Estimated energy (micro-Wh) and carbon (micro-gCO2e) of the tokens processed.
+    pub energy_uwh: Option<u64>,
+    pub carbon_ug: Option<u64>,
+    /// Set when the caller was over a soft limit and was served by the route's cheaper alias:
+    /// the alias it asked for (`alias` is the one that served).
+    pub degraded_from: Option<String>,
+    pub attempts: Vec<AttemptRecord>,
+    /// Set on a drill: the live request it shadowed. Its cost belongs to the drill, not to
+    /// the caller (key, team and user are empty).
+    pub drill_of: Option<String>,
+    /// Whether the answer was valid JSON for the schema the request asked for (`None` when it
+    /// asked for none, or there was no answer).
+    pub schema_valid: Option<bool>,
+    /// W3C trace context: the trace (32 hex; the client's when it sent `traceparent`), the
+    /// request's own span (16 hex), and the client's span it continues, if any.
+    pub trace_id: Option<String>,
+    pub span_id: Option<String>,
+    pub parent_span_id: Option<String>,
+    /// The request and response bodies, when the route or key keeps them (stored apart).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bodies: Option<Bodies>,
+}
+
+/// A request's bodies as kept: already redacted, each cut at the configured size.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct Bodies {
+    /// What the client sent.
+    pub request: Option<String>,
+    /// What the provider answered (a stream: its events as received, in order).
+    pub response: Option<String>,
+    /// Either was cut at the size cap.
+    pub truncated: bool,
+}
+
+impl RequestRecord {
+    /// Attempts sent upstream (skipped deployments not counted).
+    pub fn attempts_sent(&self) -> usize {
+        self.attempts
+            .iter()
+            .filter(|a| a.outcome.was_sent())
+            .count()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_value_reads_back_from_its_text() {
+        for endpoint in Endpoint::ALL {
+            assert_eq!(endpoint.as_str().parse::<Endpoint>(), Ok(endpoint));
+        }
+        for next in Next::ALL {
+            assert_eq!(next.as_str().parse::<Next>(), Ok(next));
+        }
+        for kind in ErrorKind::ALL {
+            let outcome = AttemptOutcome::Failed(kind);
+            assert_eq!(outcome.as_str().parse::<AttemptOutcome>(), Ok(outcome));
+            assert_eq!(kind.code().parse::<ErrorCode>(), Ok(ErrorCode::Kind(kind)));
+        }
+        assert_eq!(
+            "client_disconnected".parse::<ErrorCode>(),
+            Ok(ErrorCode::ClientDisconnected)
+        );
+        assert!("bogus".parse::<AttemptOutcome>().is_err());
+    }
+
+    #[test]
+    fn attempts_serialise_as_the_stored_text() {
+        let attempt = AttemptRecord {
+            deployment: "a".into(),
+            provider: "p".into(),
+            outcome: AttemptOutcome::Failed(ErrorKind::UpstreamTimeout),
+            role: Some(Role::Fallback),
+            next: Some(Next::RetryBudgetExhausted),
+            ..AttemptRecord::default()
+        };
+        let json = serde_json::to_value(&attempt).unwrap();
+        assert_eq!(json["outcome"], "upstream_timeout");
+        assert_eq!(json["role"], "fallback");
+        assert_eq!(json["next"], "retry_budget_exhausted");
+        let back: AttemptRecord = serde_json::from_value(json).unwrap();
+        assert_eq!(back, attempt);
+    }
+}
