@@ -85,7 +85,11 @@ pub(crate) async fn keep_budgets_loaded(
         tracing::warn!(problem = %row, "budget row ignored");
     }
     tracing::info!(limits = count, "budgets loaded");
-    Ok(tokio::spawn(async move {
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "owned: serve cancels `stop` and awaits the JoinHandle at shutdown"
+    )]
+    let task = tokio::spawn(async move {
         let mut last_bad = bad.len();
         loop {
             tokio::select! {
@@ -106,5 +110,6 @@ pub(crate) async fn keep_budgets_loaded(
                 }
             }
         }
-    }))
+    });
+    Ok(task)
 }

@@ -1,6 +1,10 @@
 //! Smoke tests of the built `sluice` binary: configuration checks, key management, a served
 //! request recorded and shown by `sluice logs`, budgets and usage reports.
-
+#![allow(
+    clippy::disallowed_methods,
+    clippy::panic,
+    reason = "tests spawn the tasks they own and fail loudly"
+)]
 #![expect(clippy::unwrap_used, reason = "tests may unwrap")]
 
 mod common;

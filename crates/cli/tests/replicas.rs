@@ -3,7 +3,11 @@
 //!
 //! Needs a real Redis: `SLUICE_TEST_REDIS_URL` (scripts/test and .ci/run set it). Every run
 //! uses a key prefix of its own.
-
+#![allow(
+    clippy::disallowed_methods,
+    clippy::panic,
+    reason = "tests spawn the tasks they own and fail loudly"
+)]
 #![expect(clippy::unwrap_used, reason = "tests may unwrap")]
 
 mod common;

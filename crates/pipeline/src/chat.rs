@@ -21,7 +21,7 @@ use crate::operation::{FirstAnswer, Operation};
 use crate::stages::{Dispatched, Served};
 use crate::stream::GuardedStream;
 use crate::tokens::{estimate_input, estimate_text};
-use crate::{Exchange, Gateway, PipelineError, schema};
+use crate::{Exchange, Gateway, PipelineError, Unsettled, schema};
 
 /// What a chat attempt got back before anything reached the client.
 pub enum ChatAnswer {
@@ -200,7 +200,7 @@ impl Gateway {
         &self,
         mut exchange: Exchange,
         dispatched: Dispatched<ChatRequest>,
-    ) -> Result<Settled, (Exchange, PipelineError)> {
+    ) -> Result<Settled, Unsettled> {
         let Dispatched {
             request,
             plan,
@@ -223,7 +223,7 @@ impl Gateway {
                     completion.response.created = unix_now();
                 }
                 if let Err(e) = hooks.on_response(&mut completion.response) {
-                    return Err((exchange, e.into()));
+                    return Err(Box::new((exchange, e.into())));
                 }
                 let response = &completion.response;
                 let mut provenance = match &won {
@@ -254,10 +254,10 @@ impl Gateway {
             ChatAnswer::Stream(held, rest) => {
                 // Only an upstream answers with a stream.
                 let Some((candidate, slot)) = won else {
-                    return Err((
+                    return Err(Box::new((
                         exchange,
                         PipelineError::Internal("a stream without an upstream"),
-                    ));
+                    )));
                 };
                 let deployment = candidate.health.deployment.clone();
                 let served_model = held

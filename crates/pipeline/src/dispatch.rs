@@ -32,6 +32,9 @@ pub struct Won<A> {
     pub answer: A,
 }
 
+/// One attempt's end: the answer, or the failed candidate's index and why.
+type Attempt<A> = Result<Won<A>, (usize, AttemptError<A>)>;
+
 enum AttemptError<A> {
     /// Not sent: the deployment could not take it (circuit opened, queue full).
     Unavailable(Unavailable),
@@ -113,7 +116,9 @@ impl<'a, Op: Operation + 'a> Dispatch<'a, Op> {
                         .unwrap_or_else(Instant::now),
                 );
                 if wait_until >= self.deadline {
-                    exchange.then(candidate.health.name(), Next::Deadline);
+                    // The latest attempt (maybe another deployment's) said where it would go
+                    // next; that step never came.
+                    exchange.then_stop(Next::Deadline);
                     break;
                 }
                 tokio::time::sleep_until(wait_until).await;
@@ -404,11 +409,7 @@ impl<'a, Op: Operation + 'a> Dispatch<'a, Op> {
     }
 
     /// Records a finished attempt; the winner, or the failure with the candidate's index.
-    fn finish(
-        &self,
-        done: Finished<Op::Answer>,
-        exchange: &mut Exchange,
-    ) -> Result<Won<Op::Answer>, (usize, AttemptError<Op::Answer>)> {
+    fn finish(&self, done: Finished<Op::Answer>, exchange: &mut Exchange) -> Attempt<Op::Answer> {
         let Finished {
             candidate,
             hedge,
@@ -503,7 +504,7 @@ struct Hedge {
 }
 
 struct Hedged<A> {
-    outcome: Result<Won<A>, (usize, AttemptError<A>)>,
+    outcome: Attempt<A>,
     /// Whether the hedge was sent (it takes an attempt and a place in the sequence).
     sent_hedge: bool,
 }
@@ -528,3 +529,6 @@ pub(crate) fn skipped(
         ..AttemptRecord::default()
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -9,7 +9,7 @@ use crate::admission::Demand;
 use crate::operation::{FirstAnswer, Operation};
 use crate::stages::{Dispatched, Served};
 use crate::tokens::estimate_embeddings_input;
-use crate::{Exchange, Gateway, PipelineError, Provenance};
+use crate::{Exchange, Gateway, PipelineError, Provenance, Unsettled};
 
 impl Operation for EmbeddingsRequest {
     type Answer = Embeddings;
@@ -50,12 +50,12 @@ impl Gateway {
         &self,
         mut exchange: Exchange,
         dispatched: Dispatched<EmbeddingsRequest>,
-    ) -> Result<(Embeddings, Provenance), (Exchange, PipelineError)> {
+    ) -> Result<(Embeddings, Provenance), Unsettled> {
         let Served::Upstream(won) = dispatched.served else {
-            return Err((
+            return Err(Box::new((
                 exchange,
                 PipelineError::Internal("embeddings answered by a hook"),
-            ));
+            )));
         };
         let deployment = &won.candidate.health.deployment;
         let embeddings = won.answer;

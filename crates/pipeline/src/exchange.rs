@@ -202,6 +202,12 @@ impl Exchange {
         self.quota.clone()
     }
 
+    /// The record so far (for tests of the stages).
+    #[cfg(test)]
+    pub(crate) fn record(&self) -> &RequestRecord {
+        &self.record
+    }
+
     /// The dialect the client speaks.
     pub fn dialect(&self) -> Dialect {
         self.record.dialect
@@ -240,6 +246,20 @@ impl Exchange {
             .iter_mut()
             .rev()
             .find(|a| a.deployment == deployment && a.outcome.was_sent())
+        {
+            attempt.next = Some(next);
+        }
+    }
+
+    /// Says why the request stopped after its latest attempt sent, whichever deployment that
+    /// was (the deadline ran out before the next one could be tried).
+    pub(crate) fn then_stop(&mut self, next: Next) {
+        if let Some(attempt) = self
+            .record
+            .attempts
+            .iter_mut()
+            .rev()
+            .find(|a| a.outcome.was_sent())
         {
             attempt.next = Some(next);
         }

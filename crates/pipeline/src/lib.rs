@@ -41,6 +41,8 @@ mod operation;
 mod schema;
 pub mod stages;
 mod stream;
+#[cfg(test)]
+mod test_support;
 pub mod tokens;
 pub mod trace;
 
@@ -161,6 +163,10 @@ impl PipelineError {
         }
     }
 }
+
+/// A settle that failed (a response hook refused the answer): the record, still to be
+/// answered and submitted by the caller, and why.
+pub type Unsettled = Box<(Exchange, PipelineError)>;
 
 /// Everything a request needs, shared by all requests. Cheap to clone.
 #[derive(Clone, Debug)]

@@ -217,3 +217,6 @@ impl Drop for GuardedStream {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

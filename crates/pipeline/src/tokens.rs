@@ -11,7 +11,7 @@ use sluice_types::{ChatRequest, Part};
 use crate::admission::Demand;
 use crate::operation::{FirstAnswer, Operation};
 use crate::stages::{Dispatched, Served};
-use crate::{Exchange, Gateway, PipelineError, Provenance};
+use crate::{Exchange, Gateway, PipelineError, Provenance, Unsettled};
 
 /// A prompt's token count, and whether the gateway estimated it.
 #[derive(Debug, Clone, Copy)]
@@ -58,12 +58,12 @@ impl Gateway {
         &self,
         mut exchange: Exchange,
         dispatched: Dispatched<CountTokens>,
-    ) -> Result<(TokenCount, Provenance), (Exchange, PipelineError)> {
+    ) -> Result<(TokenCount, Provenance), Unsettled> {
         let Served::Upstream(won) = dispatched.served else {
-            return Err((
+            return Err(Box::new((
                 exchange,
                 PipelineError::Internal("a token count answered by a hook"),
-            ));
+            )));
         };
         let deployment = &won.candidate.health.deployment;
         let count = match won.answer {

@@ -93,10 +93,7 @@ pub struct SystemClock;
 
 impl Clock for SystemClock {
     fn now(&self) -> UnixMs {
-        let since_epoch = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default();
-        UnixMs(duration_ms(since_epoch))
+        UnixMs(sluice_types::clock::unix_ms())
     }
 }
 

@@ -132,7 +132,8 @@ pub struct CompletionStream {
 }
 
 impl CompletionStream {
-    pub(crate) fn new(
+    /// A stream of chunks from anywhere (an adapter's SSE decoder; a test's script).
+    pub fn new(
         inner: impl Stream<Item = Result<StreamChunk, ProviderError>> + Send + 'static,
     ) -> Self {
         CompletionStream {

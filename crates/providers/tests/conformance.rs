@@ -6,6 +6,11 @@
 //! error kinds) and then on what the upstream received (path, credentials, model, body).
 //! A kind that cannot support a scenario lists it in [`unsupported`] with the reason; those
 //! entries are checked to be refused before any I/O, so nothing is skipped quietly.
+#![allow(
+    clippy::disallowed_methods,
+    clippy::panic,
+    reason = "tests spawn the tasks they own and fail loudly"
+)]
 #![expect(clippy::unwrap_used, reason = "tests may unwrap")]
 
 use std::fmt;

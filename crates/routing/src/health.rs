@@ -530,6 +530,7 @@ fn nearest_rank(sorted: &[u64], p: f64) -> Option<u64> {
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods, reason = "tests own the tasks they spawn")]
 mod tests {
     use super::*;
     use sluice_providers::ProviderKind;

@@ -65,6 +65,9 @@ pub(crate) async fn count_tokens(
             }
             response
         }
-        Err((exchange, e)) => body::fail_pipeline(exchange, dialect, e),
+        Err(unsettled) => {
+            let (exchange, e) = *unsettled;
+            body::fail_pipeline(exchange, dialect, e)
+        }
     }
 }

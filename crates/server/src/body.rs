@@ -87,6 +87,7 @@ pub(crate) fn fail_pipeline(
     dialect: Dialect,
     error: sluice_pipeline::PipelineError,
 ) -> Response {
+    log_failure(&exchange, &error);
     let refusal = match &error {
         sluice_pipeline::PipelineError::Refused { refusal, .. } => Some(refusal.clone()),
         _ => None,
@@ -96,6 +97,32 @@ pub(crate) fn fail_pipeline(
         crate::quota::insert_refusal(response.headers_mut(), &refusal);
     }
     response
+}
+
+/// Logs a failed request once, here at the edge, with its whole cause chain: a warning when the
+/// gateway itself failed, an info line when an upstream did (an outage is also on `/metrics`),
+/// a debug line when the client's request was at fault.
+fn log_failure(exchange: &Exchange, error: &sluice_pipeline::PipelineError) {
+    use sluice_types::{Classify, Origin};
+    let mut chain = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        chain.push_str(": ");
+        chain.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    let kind = error.kind().code();
+    match error.origin() {
+        Origin::Client => {
+            tracing::debug!(request_id = %exchange.id, kind, error = %chain, "request refused")
+        }
+        Origin::Upstream => {
+            tracing::info!(request_id = %exchange.id, kind, error = %chain, "request failed upstream")
+        }
+        Origin::Gateway => {
+            tracing::warn!(request_id = %exchange.id, kind, error = %chain, "request failed")
+        }
+    }
 }
 
 /// What every API handler starts with: the request's record and its authenticated caller.

@@ -46,7 +46,10 @@ pub(crate) async fn handle(
         Err(e) => return body::fail_pipeline(exchange, dialect, e),
     };
     match gateway.settle(exchange, dispatched) {
-        Err((exchange, e)) => body::fail_pipeline(exchange, dialect, e),
+        Err(unsettled) => {
+            let (exchange, e) = *unsettled;
+            body::fail_pipeline(exchange, dialect, e)
+        }
         Ok(Settled::Complete {
             completion,
             provenance,

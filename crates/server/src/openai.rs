@@ -52,6 +52,9 @@ pub(crate) async fn embeddings(
             provenance::insert_all(response.headers_mut(), &provenance);
             response
         }
-        Err((exchange, e)) => body::fail_pipeline(exchange, dialect, e),
+        Err(unsettled) => {
+            let (exchange, e) = *unsettled;
+            body::fail_pipeline(exchange, dialect, e)
+        }
     }
 }

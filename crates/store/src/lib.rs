@@ -13,7 +13,6 @@
 
 use std::path::Path;
 use std::str::FromStr;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Connection, SqliteConnection, SqlitePool};
@@ -270,13 +269,11 @@ async fn migrate(conn: &mut SqliteConnection) -> Result<(), StoreError> {
 
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
+    sluice_types::clock::unix_ms()
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods, reason = "tests own the tasks they spawn")]
 mod tests {
     use super::*;
     use sluice_types::record::{AttemptOutcome, Endpoint, ErrorCode, Next, Role};

@@ -103,6 +103,10 @@ impl RecordQueue {
         let (tx, mut rx) = mpsc::channel(capacity.max(1));
         let close = tokio_util::sync::CancellationToken::new();
         let closing = close.clone();
+        #[expect(
+            clippy::disallowed_methods,
+            reason = "owned: shutdown awaits the writer's JoinHandle"
+        )]
         let writer = tokio::spawn(async move {
             let mut written = 0u64;
             let mut batch = Vec::with_capacity(BATCH);
@@ -405,6 +409,10 @@ impl RecordRetention {
         let keep_ms = i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
         let retention_days = retention.as_secs() / 86_400;
         let stopping = stop.clone();
+        #[expect(
+            clippy::disallowed_methods,
+            reason = "owned: stop() cancels it and awaits its JoinHandle"
+        )]
         let task = tokio::spawn(async move {
             let mut total = 0u64;
             loop {

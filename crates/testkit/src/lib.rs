@@ -15,6 +15,12 @@
 //! With the `otlp` feature, [`otlp`] adds OTLP collectors (HTTP and gRPC) that decode the
 //! spans a tracer exports, for tests of tracing from the tracer up to the whole gateway.
 
+#![allow(
+    clippy::disallowed_methods,
+    clippy::panic,
+    reason = "test support: the mock and the receiver own their tasks and fail loudly on misuse"
+)]
+
 pub mod mock;
 #[cfg(feature = "otlp")]
 pub mod otlp;

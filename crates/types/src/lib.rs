@@ -8,6 +8,7 @@
 //! - [`record`]: the typed request record, filled by the pipeline and written by the store.
 
 pub mod chat;
+pub mod clock;
 pub mod error;
 pub mod ids;
 pub mod money;

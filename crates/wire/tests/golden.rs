@@ -4,7 +4,11 @@
 //!
 //! To regenerate snapshots after an intended change, run with `SLUICE_BLESS=1` and review the
 //! diff before committing.
-
+#![allow(
+    clippy::disallowed_methods,
+    clippy::panic,
+    reason = "tests spawn the tasks they own and fail loudly"
+)]
 #![expect(
     clippy::unwrap_used,
     reason = "test helpers outside #[test] fns may unwrap"

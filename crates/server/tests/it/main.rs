@@ -1,6 +1,10 @@
 //! Integration tests: the real router on an ephemeral port, real HTTP, mock providers.
 //! Each test asserts on what the client got, what the upstream received, and the records.
-
+#![allow(
+    clippy::disallowed_methods,
+    clippy::panic,
+    reason = "tests spawn the tasks they own and fail loudly"
+)]
 #![expect(clippy::unwrap_used, reason = "tests and their helpers may unwrap")]
 
 mod admin;

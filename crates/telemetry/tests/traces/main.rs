@@ -1,6 +1,10 @@
 //! Traces end to end: a real `Tracer` exporting to real OTLP receivers (HTTP/protobuf and
 //! gRPC, from `sluice_testkit::otlp`) on loopback, asserting on the spans they decoded.
-
+#![allow(
+    clippy::disallowed_methods,
+    clippy::panic,
+    reason = "tests spawn the tasks they own and fail loudly"
+)]
 #![expect(clippy::unwrap_used, reason = "tests and their helpers may unwrap")]
 
 use std::collections::HashMap;

@@ -1,5 +1,10 @@
 //! Drives `MockUpstream` over real HTTP with reqwest, checking the wire
 //! shapes it produces in both dialects, its faults, chaos and recording.
+#![allow(
+    clippy::disallowed_methods,
+    clippy::panic,
+    reason = "tests spawn the tasks they own and fail loudly"
+)]
 #![expect(clippy::unwrap_used, reason = "tests may unwrap")]
 
 mod anthropic;

@@ -1,0 +1,82 @@
+//! What the pipeline's unit tests share: a deployment's health and an exchange whose record
+//! goes to an in-memory store.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sluice_providers::{Deployment, ProviderKind};
+use sluice_routing::{BreakerPolicy, CapacityPolicy, DeploymentHealth};
+use sluice_store::{RecordQueue, Store};
+use sluice_types::Dialect;
+use sluice_types::record::{Endpoint, RequestRecord};
+
+use crate::Exchange;
+use crate::admission::{PolicyEngine, PolicyParts};
+
+pub(crate) fn health(name: &str) -> Arc<DeploymentHealth> {
+    let deployment = Arc::new(Deployment {
+        name: name.into(),
+        provider: "p".into(),
+        kind: ProviderKind::OpenAiCompatible,
+        base_url: "http://127.0.0.1:1/v1".parse().unwrap(),
+        model: "m".into(),
+        api_key: None,
+        default_max_tokens: 16,
+    });
+    let breaker = BreakerPolicy {
+        enabled: false,
+        consecutive_failures: 5,
+        failure_ratio: 0.5,
+        min_requests: 20,
+        window: Duration::from_secs(10),
+        open_for: Duration::from_secs(10),
+        half_open_probes: 1,
+    };
+    let capacity = CapacityPolicy {
+        max_concurrency: None,
+        max_queue: 0,
+        queue_timeout: Duration::from_secs(1),
+    };
+    Arc::new(DeploymentHealth::new(deployment, breaker, capacity))
+}
+
+/// Where an exchange's record goes, to be read back.
+pub(crate) struct Records {
+    store: Store,
+    queue: RecordQueue,
+}
+
+impl Records {
+    /// Every record submitted, oldest first (the clock must be running again).
+    pub(crate) async fn read(self) -> Vec<RequestRecord> {
+        self.queue.shutdown().await;
+        let mut records = self.store.latest_records(100).await.unwrap();
+        records.reverse();
+        records
+    }
+}
+
+/// A new chat exchange, its record bound for an in-memory store.
+pub(crate) async fn exchange() -> (Exchange, Records) {
+    let store = Store::open_in_memory().await.unwrap();
+    let queue = RecordQueue::start(store.clone(), 16);
+    let policy = PolicyEngine::new(PolicyParts {
+        counters: Arc::new(sluice_policy::MemoryCounters::new()),
+        on_counter_error: sluice_policy::OnCounterError::Closed,
+        help: String::new(),
+        prices: sluice_policy::PriceTable::builtin(),
+        energy: sluice_policy::EnergyModel::builtin(),
+        regions: HashMap::new(),
+        routes: HashMap::new(),
+    });
+    let exchange = Exchange::new(
+        queue.sender(),
+        sluice_telemetry::Metrics::new(),
+        sluice_telemetry::Tracer::disabled(),
+        Arc::new(policy),
+        Endpoint::ChatCompletions,
+        Dialect::OpenAi,
+    );
+    (exchange, Records { store, queue })
+}
