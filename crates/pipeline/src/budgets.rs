@@ -53,9 +53,6 @@ impl Classify for BudgetError {
             _ => Origin::Client,
         }
     }
-    fn retryable(&self) -> bool {
-        false
-    }
 }
 
 /// Checks `row` (its text, its soft limit, its parent) and that every parent's children still

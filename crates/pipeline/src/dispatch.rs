@@ -162,7 +162,7 @@ impl<'a, Op: Operation + 'a> Dispatch<'a, Op> {
                     continue;
                 }
                 AttemptError::Filtered(_) => Some(Condition::ContentFilter),
-                AttemptError::Provider(e) => Condition::of(e),
+                AttemptError::Provider(e) => e.condition(),
             };
             if let AttemptError::Filtered(kept) = error {
                 filtered = Some(kept);

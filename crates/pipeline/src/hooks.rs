@@ -46,9 +46,6 @@ impl Classify for HookError {
     fn origin(&self) -> Origin {
         Origin::Client
     }
-    fn retryable(&self) -> bool {
-        false
-    }
 }
 
 /// What a hook sees of the request besides its body.

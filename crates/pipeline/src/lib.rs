@@ -25,7 +25,7 @@ use std::time::Duration;
 use sluice_providers::{ProviderError, Upstream};
 use sluice_routing::{Router, RoutingError};
 use sluice_store::{RecordSender, Store, StoreError};
-use sluice_types::{Classify, ErrorKind, Origin};
+use sluice_types::{Classify, Condition, ErrorKind, Origin};
 
 pub mod admission;
 mod auth;
@@ -129,10 +129,10 @@ impl Classify for PipelineError {
             _ => Origin::Client,
         }
     }
-    fn retryable(&self) -> bool {
+    fn condition(&self) -> Option<Condition> {
         match self {
-            PipelineError::Provider(e) => e.retryable(),
-            _ => false,
+            PipelineError::Provider(e) => e.condition(),
+            _ => None,
         }
     }
     fn retry_after_secs(&self) -> Option<u64> {

@@ -127,9 +127,6 @@ impl Classify for PolicyError {
 
     /// Never: another deployment draws on the same budget, and a store failure is not the
     /// upstream's fault.
-    fn retryable(&self) -> bool {
-        false
-    }
 
     fn retry_after_secs(&self) -> Option<u64> {
         match self {

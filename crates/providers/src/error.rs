@@ -1,7 +1,7 @@
 //! [`ProviderError`]: everything that can go wrong talking to an upstream, classified once
 //! here so routing and rendering never guess.
 
-use sluice_types::{Classify, ErrorKind, Origin};
+use sluice_types::{Classify, Condition, ErrorKind, Origin};
 use sluice_wire::WireError;
 
 /// Which timeout fired.
@@ -119,14 +119,30 @@ impl Classify for ProviderError {
         }
     }
 
-    fn retryable(&self) -> bool {
+    fn condition(&self) -> Option<Condition> {
+        if let Some(cause) = self.cause() {
+            return Some(match cause {
+                RejectCause::ContextLengthExceeded => Condition::ContextLengthExceeded,
+                RejectCause::ContentFiltered => Condition::ContentFilter,
+            });
+        }
         match self {
-            ProviderError::Encode(_) | ProviderError::EndpointUnsupported { .. } => false,
-            ProviderError::Status { kind, .. } => *kind != ErrorKind::UpstreamRejected,
-            ProviderError::Connect { .. }
-            | ProviderError::Timeout { .. }
-            | ProviderError::Malformed { .. }
-            | ProviderError::Truncated { .. } => true,
+            // A request this deployment's dialect cannot carry is refused, not moved on from.
+            ProviderError::Encode(_) | ProviderError::EndpointUnsupported { .. } => None,
+            ProviderError::Connect { .. } => Some(Condition::ConnectError),
+            ProviderError::Timeout { .. } => Some(Condition::Timeout),
+            ProviderError::Malformed { .. } | ProviderError::Truncated { .. } => {
+                Some(Condition::Malformed)
+            }
+            ProviderError::Status { kind, .. } => match kind {
+                ErrorKind::RateLimited => Some(Condition::RateLimited),
+                ErrorKind::UpstreamOverloaded => Some(Condition::Overloaded),
+                ErrorKind::UpstreamTimeout => Some(Condition::Timeout),
+                ErrorKind::UpstreamUnavailable | ErrorKind::UpstreamMalformed => {
+                    Some(Condition::ServerError)
+                }
+                _ => None,
+            },
         }
     }
 

@@ -67,9 +67,6 @@ impl Classify for RoutingError {
             RoutingError::Unavailable { .. } => Origin::Gateway,
         }
     }
-    fn retryable(&self) -> bool {
-        false
-    }
     fn retry_after_secs(&self) -> Option<u64> {
         match self {
             RoutingError::Unavailable { retry_in, .. } => {

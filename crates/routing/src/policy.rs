@@ -6,10 +6,10 @@
 use std::time::Duration;
 
 use rand::Rng;
-use sluice_providers::{ProviderError, RejectCause, Timeouts};
+use sluice_providers::{ProviderError, Timeouts};
 
 use crate::breaker::Outcome;
-use sluice_types::ErrorKind;
+use sluice_types::Classify;
 
 /// How a route orders the deployments of its pool for one request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,115 +47,16 @@ impl Strategy {
     }
 }
 
-/// A failure that may send a request on to another attempt, named as in `fallback_on`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Condition {
-    /// 429.
-    RateLimited,
-    /// 5xx other than 503/529/504, and 401/403 (our provider credentials refused).
-    ServerError,
-    /// 503 / 529.
-    Overloaded,
-    /// Connect, first-token, idle or total timeout; 408 / 504.
-    Timeout,
-    /// The provider could not be reached.
-    ConnectError,
-    /// An answer that could not be decoded, or a stream that stopped before its first event.
-    Malformed,
-    /// The prompt does not fit the model's context window.
-    ContextLengthExceeded,
-    /// The provider's content filter refused the request or the answer.
-    ContentFilter,
-}
-
-impl Condition {
-    pub const ALL: [Condition; 8] = [
-        Condition::RateLimited,
-        Condition::ServerError,
-        Condition::Overloaded,
-        Condition::Timeout,
-        Condition::ConnectError,
-        Condition::Malformed,
-        Condition::ContextLengthExceeded,
-        Condition::ContentFilter,
-    ];
-
-    /// The transient failures a route moves on from unless told otherwise. Context length and
-    /// content filter are opt-in: moving on from them changes what the client gets.
-    pub const DEFAULT: [Condition; 6] = [
-        Condition::RateLimited,
-        Condition::ServerError,
-        Condition::Overloaded,
-        Condition::Timeout,
-        Condition::ConnectError,
-        Condition::Malformed,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Condition::RateLimited => "rate_limited",
-            Condition::ServerError => "server_error",
-            Condition::Overloaded => "overloaded",
-            Condition::Timeout => "timeout",
-            Condition::ConnectError => "connect_error",
-            Condition::Malformed => "malformed",
-            Condition::ContextLengthExceeded => "context_length_exceeded",
-            Condition::ContentFilter => "content_filter",
-        }
-    }
-
-    pub fn parse(name: &str) -> Option<Condition> {
-        Condition::ALL.into_iter().find(|c| c.as_str() == name)
-    }
-
-    /// The condition a failed attempt meets; `None` for failures no other attempt can fix (a
-    /// request the gateway or the provider found invalid).
-    pub fn of(error: &ProviderError) -> Option<Condition> {
-        if let Some(cause) = error.cause() {
-            return Some(match cause {
-                RejectCause::ContextLengthExceeded => Condition::ContextLengthExceeded,
-                RejectCause::ContentFiltered => Condition::ContentFilter,
-            });
-        }
-        match error {
-            ProviderError::Encode(_) | ProviderError::EndpointUnsupported { .. } => None,
-            ProviderError::Connect { .. } => Some(Condition::ConnectError),
-            ProviderError::Timeout { .. } => Some(Condition::Timeout),
-            ProviderError::Malformed { .. } | ProviderError::Truncated { .. } => {
-                Some(Condition::Malformed)
-            }
-            ProviderError::Status { kind, .. } => match kind {
-                ErrorKind::RateLimited => Some(Condition::RateLimited),
-                ErrorKind::UpstreamOverloaded => Some(Condition::Overloaded),
-                ErrorKind::UpstreamTimeout => Some(Condition::Timeout),
-                ErrorKind::UpstreamUnavailable | ErrorKind::UpstreamMalformed => {
-                    Some(Condition::ServerError)
-                }
-                _ => None,
-            },
-        }
-    }
-
-    /// Whether trying the *same* deployment again may help. A refusal for context length or
-    /// content does not change on a second try; only another deployment can differ.
-    pub fn same_deployment_may_recover(self) -> bool {
-        !matches!(
-            self,
-            Condition::ContextLengthExceeded | Condition::ContentFilter
-        )
-    }
-
-    /// Whether the failure says the deployment is unhealthy (counts against its breaker).
-    pub fn is_deployment_fault(self) -> bool {
-        self.same_deployment_may_recover()
-    }
-}
+pub use sluice_types::Condition;
 
 impl Outcome {
     /// What a failed attempt tells the deployment's breaker: a failure when it says the
     /// deployment is unhealthy, nothing otherwise (a request refused for its content or size).
     pub fn of_failure(error: &ProviderError) -> Outcome {
-        if Condition::of(error).is_some_and(Condition::is_deployment_fault) {
+        if error
+            .condition()
+            .is_some_and(Condition::is_deployment_fault)
+        {
             Outcome::Failure
         } else {
             Outcome::Neutral
@@ -341,7 +242,9 @@ impl RoutePolicy {
 mod tests {
     use super::*;
     use rand::SeedableRng;
+    use sluice_providers::RejectCause;
     use sluice_providers::TimeoutPhase;
+    use sluice_types::ErrorKind;
 
     fn status(status: u16, kind: ErrorKind, cause: Option<RejectCause>) -> ProviderError {
         ProviderError::Status {
@@ -406,7 +309,7 @@ mod tests {
         ];
         for (error, expected) in cases {
             assert_eq!(
-                Condition::of(&error).map(Condition::as_str),
+                error.condition().map(Condition::as_str),
                 expected,
                 "{error}"
             );

@@ -55,9 +55,6 @@ impl sluice_types::Classify for StoreError {
     fn origin(&self) -> sluice_types::Origin {
         sluice_types::Origin::Gateway
     }
-    fn retryable(&self) -> bool {
-        false
-    }
 }
 
 /// Each entry moves the schema one version forward; `PRAGMA user_version` says how far a

@@ -101,15 +101,100 @@ impl ErrorKind {
     }
 }
 
-/// Implemented by every crate's error enum.
+/// Implemented by every crate's error enum: the one place a failure says what it is, where it
+/// came from and whether another attempt may fix it. Routing, breakers and rendering read it;
+/// nothing else guesses.
 pub trait Classify {
     fn kind(&self) -> ErrorKind;
     fn origin(&self) -> Origin;
-    /// Whether another attempt (same or next deployment) may succeed. Routing reads this.
-    fn retryable(&self) -> bool;
+    /// The condition a failed attempt meets, as routes name it in `fallback_on`; `None` for
+    /// failures no other attempt can fix (a request the gateway or the provider found invalid).
+    fn condition(&self) -> Option<Condition> {
+        None
+    }
+    /// Whether another attempt (the same deployment or another) may succeed.
+    fn retryable(&self) -> bool {
+        self.condition().is_some()
+    }
     /// Seconds the caller should wait, when the failure says so (Retry-After).
     fn retry_after_secs(&self) -> Option<u64> {
         None
+    }
+}
+
+/// A failure that may send a request on to another attempt, named as in `fallback_on`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Condition {
+    /// 429.
+    RateLimited,
+    /// 5xx other than 503/529/504, and 401/403 (our provider credentials refused).
+    ServerError,
+    /// 503 / 529.
+    Overloaded,
+    /// Connect, first-token, idle or total timeout; 408 / 504.
+    Timeout,
+    /// The provider could not be reached.
+    ConnectError,
+    /// An answer that could not be decoded, or a stream that stopped before its first event.
+    Malformed,
+    /// The prompt does not fit the model's context window.
+    ContextLengthExceeded,
+    /// The provider's content filter refused the request or the answer.
+    ContentFilter,
+}
+
+impl Condition {
+    pub const ALL: [Condition; 8] = [
+        Condition::RateLimited,
+        Condition::ServerError,
+        Condition::Overloaded,
+        Condition::Timeout,
+        Condition::ConnectError,
+        Condition::Malformed,
+        Condition::ContextLengthExceeded,
+        Condition::ContentFilter,
+    ];
+
+    /// The transient failures a route moves on from unless told otherwise. Context length and
+    /// content filter are opt-in: moving on from them changes what the client gets.
+    pub const DEFAULT: [Condition; 6] = [
+        Condition::RateLimited,
+        Condition::ServerError,
+        Condition::Overloaded,
+        Condition::Timeout,
+        Condition::ConnectError,
+        Condition::Malformed,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Condition::RateLimited => "rate_limited",
+            Condition::ServerError => "server_error",
+            Condition::Overloaded => "overloaded",
+            Condition::Timeout => "timeout",
+            Condition::ConnectError => "connect_error",
+            Condition::Malformed => "malformed",
+            Condition::ContextLengthExceeded => "context_length_exceeded",
+            Condition::ContentFilter => "content_filter",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Condition> {
+        Condition::ALL.into_iter().find(|c| c.as_str() == name)
+    }
+
+    /// Whether trying the *same* deployment again may help. A refusal for context length or
+    /// content does not change on a second try; only another deployment can differ.
+    pub fn same_deployment_may_recover(self) -> bool {
+        !matches!(
+            self,
+            Condition::ContextLengthExceeded | Condition::ContentFilter
+        )
+    }
+
+    /// Whether the failure says the deployment is unhealthy (counts against its breaker).
+    pub fn is_deployment_fault(self) -> bool {
+        self.same_deployment_may_recover()
     }
 }
 

@@ -15,7 +15,7 @@ pub mod money;
 pub mod record;
 
 pub use chat::*;
-pub use error::{Classify, ErrorKind, Origin};
+pub use error::{Classify, Condition, ErrorKind, Origin};
 pub use ids::{RequestId, TenantId};
 pub use money::Money;
 

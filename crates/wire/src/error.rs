@@ -141,16 +141,6 @@ impl Classify for WireError {
             _ => Origin::Client,
         }
     }
-
-    fn retryable(&self) -> bool {
-        // Only a target-specific refusal may succeed elsewhere: the next deployment can speak
-        // another dialect. It is raised before any I/O, so trying costs nothing. A malformed
-        // upstream answer was already paid for and is most likely deterministic.
-        matches!(
-            self,
-            WireError::Unsupported { .. } | WireError::Untranslatable { .. }
-        )
-    }
 }
 
 /// An error body an upstream sent, parsed tolerantly (see each dialect's `decode_error`).
@@ -179,13 +169,14 @@ mod tests {
     }
 
     #[test]
-    fn unsupported_is_retryable_on_another_deployment() {
+    fn unsupported_is_refused_not_moved_on_from() {
         let err = WireError::Unsupported {
             param: "top_k".into(),
             target: Dialect::OpenAi,
         };
         assert_eq!(err.kind(), ErrorKind::UnsupportedParameter);
-        assert!(err.retryable());
+        // No `fallback_on` condition names it: the client is told what to change.
+        assert!(!err.retryable());
         assert_eq!(
             err.to_string(),
             "`top_k` is not supported when sending to openai"
