@@ -125,8 +125,8 @@ impl Classify for PolicyError {
         }
     }
 
-    /// Never: another deployment draws on the same budget, and a store failure is not the
-    /// upstream's fault.
+    // No fallback condition (never retryable): another deployment draws on the same budget,
+    // and a store failure is not the upstream's fault.
 
     fn retry_after_secs(&self) -> Option<u64> {
         match self {
