@@ -221,3 +221,77 @@ async fn a_stream_hook_ends_the_stream_with_an_error_event_in_the_callers_dialec
         assert_eq!(r.error_code.map(|c| c.as_str()), Some("policy_blocked"));
     }
 }
+
+/// Answers every request itself, as a cache or an idempotent replay would.
+#[derive(Debug)]
+struct Canned;
+
+impl Hook for Canned {
+    fn name(&self) -> &'static str {
+        "canned"
+    }
+    fn on_request(
+        &self,
+        _context: sluice_pipeline::hooks::HookContext<'_>,
+        _request: &mut sluice_types::ChatRequest,
+    ) -> Result<sluice_pipeline::hooks::Verdict, HookError> {
+        Ok(sluice_pipeline::hooks::Verdict::Answer(Box::new(
+            ChatResponse {
+                id: "canned-1".into(),
+                model: "canned-model".into(),
+                created: 0,
+                choices: vec![sluice_types::Choice {
+                    index: 0,
+                    parts: vec![Part::text("from the gateway")],
+                    refusal: None,
+                    finish_reason: Some(sluice_types::FinishReason::EndTurn),
+                    logprobs: None,
+                }],
+                usage: None,
+                system_fingerprint: None,
+            },
+        )))
+    }
+}
+
+#[tokio::test]
+async fn a_hook_can_answer_without_an_upstream_call_in_either_dialect() {
+    let mock = MockUpstream::openai().start().await;
+    let canned: Arc<dyn Hook> = Arc::new(Canned);
+    let gw = TestGateway::builder()
+        .route("fast", [on(&mock, ProviderKind::OpenAi, "gpt-4o-mini")])
+        .policy(with_hooks(vec![canned]))
+        .start()
+        .await;
+
+    let openai = gw
+        .openai(
+            "/v1/chat/completions",
+            json!({"model": "fast", "messages": [{"role": "user", "content": "hi"}]}),
+        )
+        .await;
+    assert_eq!(openai.status(), 200);
+    assert_eq!(openai.headers()["x-sluice-provider"], "sluice");
+    assert_eq!(openai.headers()["x-sluice-attempts"], "0");
+    let body: Value = openai.json().await.unwrap();
+    assert_eq!(body["choices"][0]["message"]["content"], "from the gateway");
+    assert_eq!(body["model"], "canned-model");
+
+    let anthropic = gw
+        .anthropic("/v1/messages", json!({"model": "fast", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]}))
+        .await;
+    assert_eq!(anthropic.status(), 200);
+    let body: Value = anthropic.json().await.unwrap();
+    assert_eq!(body["content"][0]["text"], "from the gateway");
+
+    assert_eq!(mock.hits(), 0);
+    let records = gw.finish().await;
+    assert_eq!(records.len(), 2);
+    for r in &records {
+        assert_eq!((r.status, r.error_code), (200, None));
+        assert!(r.attempts.is_empty());
+        assert_eq!(r.served_model.as_deref(), None);
+        // The gateway's own estimate, flagged: nothing was reported.
+        assert!(r.usage_estimated);
+    }
+}
