@@ -3,7 +3,7 @@
 # figure that does not move with the machine's load, for A/B comparisons of two builds or of
 # one build with a feature off and on.
 #
-#   bench/callgrind.sh [--admission off|memory|redis] [--requests N] [--bin PATH]
+#   bench/callgrind.sh [--admission off|memory|redis] [--hook] [--requests N] [--bin PATH]
 #
 # Starts `sluice mock` on 127.0.0.1:18200 and `sluice serve` under valgrind on :18210 (a fresh
 # store in bench/.work/callgrind), creates a key, warms up with 300 requests, zeroes the
@@ -12,15 +12,19 @@
 # request path, the record writer and SQLite; the share of SQLite statement prepares (one-time
 # costs that vary with the batch sizes the window happens to see) is printed apart. With --admission, every key has a monthly spend
 # budget and per-minute request and token limits (`sluice budgets set key:* ...`), counted in
-# process or in the Redis at $SLUICE_BENCH_REDIS (default redis://127.0.0.1:6379).
+# process or in the Redis at $SLUICE_BENCH_REDIS (default redis://127.0.0.1:6379). With --hook,
+# the route runs the shipped request hook (`max_input_tokens`, a bound every request passes), so
+# the difference to a run without it is the cost of the policy seam with one hook on it.
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 BIN=$HERE/../target/release/sluice
 MODE=off
+HOOK=
 N=2000
 while [ $# -gt 0 ]; do
   case "$1" in
     --admission) MODE=$2; shift 2 ;;
+    --hook) HOOK=1; shift ;;
     --requests) N=$2; shift 2 ;;
     --bin) BIN=$2; shift 2 ;;
     *) sed -n '2,/^set -e/p' "$0" | sed '$d; s/^# \{0,1\}//' >&2; exit 2 ;;
@@ -29,7 +33,7 @@ done
 for tool in valgrind callgrind_control oha; do
   command -v $tool >/dev/null || { echo "missing $tool" >&2; exit 1; }
 done
-DIR=$HERE/.work/callgrind/$MODE
+DIR=$HERE/.work/callgrind/$MODE${HOOK:+-hook}
 rm -rf "$DIR"; mkdir -p "$DIR"; cd "$DIR"
 cat > sluice.toml <<TOML
 [store]
@@ -43,6 +47,7 @@ model = "gpt-4o-mini"
 [aliases.m]
 deployments = ["mini"]
 TOML
+[ -n "$HOOK" ] && printf 'max_input_tokens = 100000\n' >> sluice.toml
 case "$MODE" in
   off) ;;
   memory) printf '[budgets]\ncounters = "memory"\n' >> sluice.toml ;;
@@ -80,5 +85,5 @@ total=$(awk '/^totals:/ {print $2}' "$DIR"/callgrind.out.1)
 callgrind_annotate --inclusive=yes "$DIR"/callgrind.out.1 > "$DIR"/inclusive.txt 2>/dev/null
 prepare=$(awk '/sqlite3LockAndPrepare \[/ {gsub(",", "", $1); print $1; exit}' "$DIR"/inclusive.txt)
 prepare=${prepare:-0}
-echo "admission=$MODE requests=$N instructions=$total per_request=$((total / N))" \
+echo "admission=$MODE hook=${HOOK:-0} requests=$N instructions=$total per_request=$((total / N))" \
   "prepares_per_request=$((prepare / N)) per_request_without_prepares=$(((total - prepare) / N))"
