@@ -148,7 +148,7 @@ pub(crate) async fn admit(
             exchange.set_end_user(header(&END_USER));
             Ok((exchange, caller))
         }
-        Err(e) => Err(fail(exchange, dialect, e.into())),
+        Err(e) => Err(fail_pipeline(exchange, dialect, e)),
     }
 }
 
