@@ -58,6 +58,14 @@ pub(crate) struct ConfigFile {
 struct ServerSection {
     listen: String,
     max_body_bytes: usize,
+    header_read_timeout_ms: u64,
+    body_read_timeout_ms: u64,
+    idle_timeout_ms: u64,
+    max_connections: usize,
+    max_connections_per_client: usize,
+    shutdown_grace_ms: u64,
+    listen_backlog: u32,
+    metrics_listen: Option<String>,
 }
 
 impl Default for ServerSection {
@@ -65,9 +73,21 @@ impl Default for ServerSection {
         ServerSection {
             listen: "127.0.0.1:4000".into(),
             max_body_bytes: 4 * 1024 * 1024,
+            header_read_timeout_ms: 10_000,
+            body_read_timeout_ms: 30_000,
+            idle_timeout_ms: 60_000,
+            max_connections: 10_000,
+            max_connections_per_client: 1_000,
+            shutdown_grace_ms: 30_000,
+            listen_backlog: 4096,
+            metrics_listen: None,
         }
     }
 }
+
+/// The longest any `[server]` timeout may be set to: an hour. Longer ones would let a client
+/// hold a connection for as long as it likes, which these fields exist to prevent.
+const MAX_SERVER_TIMEOUT_MS: u64 = 3_600_000;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -718,6 +738,60 @@ impl ConfigFile {
                 "must be greater than 0".into(),
             );
         }
+        for (field, value) in [
+            ("header_read_timeout_ms", self.server.header_read_timeout_ms),
+            ("body_read_timeout_ms", self.server.body_read_timeout_ms),
+            ("idle_timeout_ms", self.server.idle_timeout_ms),
+            ("shutdown_grace_ms", self.server.shutdown_grace_ms),
+        ] {
+            if value == 0 || value > MAX_SERVER_TIMEOUT_MS {
+                push(
+                    &mut problems,
+                    format!("server.{field}"),
+                    format!("must be between 1 and {MAX_SERVER_TIMEOUT_MS} (an hour)"),
+                );
+            }
+        }
+        if self.server.max_connections == 0 {
+            push(
+                &mut problems,
+                "server.max_connections".into(),
+                "must be greater than 0".into(),
+            );
+        }
+        if self.server.max_connections_per_client == 0
+            || self.server.max_connections_per_client > self.server.max_connections
+        {
+            push(
+                &mut problems,
+                "server.max_connections_per_client".into(),
+                format!(
+                    "must be between 1 and server.max_connections ({})",
+                    self.server.max_connections
+                ),
+            );
+        }
+        if self.server.listen_backlog == 0 {
+            push(
+                &mut problems,
+                "server.listen_backlog".into(),
+                "must be greater than 0".into(),
+            );
+        }
+        let metrics_listen =
+            self.server.metrics_listen.as_deref().and_then(|text| {
+                match text.parse::<SocketAddr>() {
+                    Ok(addr) => Some(addr),
+                    Err(e) => {
+                        push(
+                            &mut problems,
+                            "server.metrics_listen".into(),
+                            format!("`{text}` is not an address:port ({e})"),
+                        );
+                        None
+                    }
+                }
+            });
         if self.store.record_queue == 0 {
             push(
                 &mut problems,
@@ -944,6 +1018,14 @@ impl ConfigFile {
             server: ServerSettings {
                 listen,
                 max_body_bytes: self.server.max_body_bytes,
+                header_read_timeout: Duration::from_millis(self.server.header_read_timeout_ms),
+                body_read_timeout: Duration::from_millis(self.server.body_read_timeout_ms),
+                idle_timeout: Duration::from_millis(self.server.idle_timeout_ms),
+                max_connections: self.server.max_connections,
+                max_connections_per_client: self.server.max_connections_per_client,
+                shutdown_grace: Duration::from_millis(self.server.shutdown_grace_ms),
+                listen_backlog: self.server.listen_backlog,
+                metrics_listen,
             },
             store: StoreSettings {
                 path: base_dir.join(&self.store.path),

@@ -25,6 +25,13 @@ pub enum ErrorKind {
     NotFound,
     /// No such endpoint.
     UnknownPath,
+    /// The endpoint exists but not for this HTTP method.
+    MethodNotAllowed,
+    /// The client did not send its request body in time.
+    RequestTimeout,
+    /// The client holds more connections than the gateway allows it, or the gateway is at
+    /// its connection limit.
+    TooManyConnections,
     /// Body over the configured limit.
     PayloadTooLarge,
     /// Rate limited (by the gateway or by the upstream).
@@ -60,6 +67,9 @@ impl ErrorKind {
             ErrorKind::PermissionDenied => "permission_denied",
             ErrorKind::NotFound => "model_not_found",
             ErrorKind::UnknownPath => "unknown_url",
+            ErrorKind::MethodNotAllowed => "method_not_allowed",
+            ErrorKind::RequestTimeout => "request_timeout",
+            ErrorKind::TooManyConnections => "too_many_connections",
             ErrorKind::PayloadTooLarge => "request_too_large",
             ErrorKind::RateLimited => "rate_limit_exceeded",
             ErrorKind::BudgetExceeded => "budget_exceeded",

@@ -5,16 +5,19 @@
 //! - [`error`]: the closed set of failure kinds and the [`Classify`] trait every crate error
 //!   implements, so routing and rendering never guess.
 //! - [`ids`]: request ids.
+//! - [`throttle`]: one log line per interval for warnings that can repeat per request.
 
 pub mod chat;
 pub mod error;
 pub mod ids;
 pub mod money;
+pub mod throttle;
 
 pub use chat::*;
 pub use error::{Classify, ErrorKind, Origin};
 pub use ids::RequestId;
 pub use money::Money;
+pub use throttle::LogThrottle;
 
 /// The two wire formats Sluice speaks, at ingress and towards providers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]

@@ -6,6 +6,7 @@
 mod admin;
 mod anthropic_ingress;
 mod budgets;
+mod connections;
 mod errors;
 mod openai_ingress;
 mod routing;

@@ -305,7 +305,7 @@ async fn an_open_circuit_sends_traffic_straight_to_the_fallback_and_shows_in_hea
     assert_eq!((primary_mock.hits(), backup_mock.hits()), (2, 4));
     let health: Value = gw
         .client
-        .get(gw.url("/health"))
+        .get(gw.metrics_url("/health"))
         .send()
         .await
         .unwrap()
@@ -329,7 +329,7 @@ async fn an_open_circuit_sends_traffic_straight_to_the_fallback_and_shows_in_hea
     assert_eq!(backup_health["attempts"], 4);
     let metrics = gw
         .client
-        .get(gw.url("/metrics"))
+        .get(gw.metrics_url("/metrics"))
         .send()
         .await
         .unwrap()
@@ -456,7 +456,7 @@ async fn retries_back_off_and_stop_at_the_budget() {
     assert_eq!(mock.hits(), 5);
     let health: Value = gw
         .client
-        .get(gw.url("/health"))
+        .get(gw.metrics_url("/health"))
         .send()
         .await
         .unwrap()
@@ -980,7 +980,7 @@ async fn a_provider_answering_garbage_shows_in_the_recent_view_of_health() {
     }
     let health: Value = gw
         .client
-        .get(gw.url("/health"))
+        .get(gw.metrics_url("/health"))
         .send()
         .await
         .unwrap()

@@ -28,6 +28,8 @@ pub(super) fn error_type(kind: ErrorKind) -> &'static str {
         | ErrorKind::PermissionDenied
         | ErrorKind::NotFound
         | ErrorKind::UnknownPath
+        | ErrorKind::MethodNotAllowed
+        | ErrorKind::RequestTimeout
         | ErrorKind::PayloadTooLarge
         | ErrorKind::UpstreamRejected => "invalid_request_error",
         ErrorKind::RateLimited => "requests",
@@ -39,6 +41,7 @@ pub(super) fn error_type(kind: ErrorKind) -> &'static str {
         | ErrorKind::UpstreamTimeout
         | ErrorKind::RouteUnavailable
         | ErrorKind::PolicyUnavailable
+        | ErrorKind::TooManyConnections
         | ErrorKind::Internal => "server_error",
     }
 }
