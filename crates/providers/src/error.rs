@@ -156,9 +156,20 @@ impl ProviderError {
     }
 
     /// What the client may be told. Upstream error bodies are never passed on; for a request the
-    /// provider rejected as invalid, its message is, since only it explains what to fix.
+    /// provider rejected as invalid, its message is, since only it explains what to fix, scrubbed
+    /// of secrets it may echo (keys, URLs with credentials, database URLs). Never the gateway's
+    /// internals: a provider that could not be reached is named, its base URL is not (the log
+    /// line of the failure has it).
     pub fn client_message(&self) -> String {
+        let message = self.unscrubbed_client_message();
+        sluice_dlp::secrets::redact(&message).into_owned()
+    }
+
+    fn unscrubbed_client_message(&self) -> String {
         match self {
+            ProviderError::Connect { provider, .. } => {
+                format!("could not reach provider `{provider}`")
+            }
             ProviderError::Status {
                 kind: ErrorKind::UpstreamRejected,
                 message,

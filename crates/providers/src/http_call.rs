@@ -62,8 +62,10 @@ pub(crate) async fn send(
         .unwrap_or_default();
     let decoded = decode_error(&body);
     let cause = decoded.as_ref().and_then(RejectCause::of);
+    // What the provider echoed back may hold a key, a URL with credentials, a database URL:
+    // scrubbed here, before the message reaches a client, a record or a log line.
     let message = decoded
-        .map(|e| e.message)
+        .map(|e| sluice_dlp::secrets::redact(&e.message).into_owned())
         .filter(|m| !m.is_empty())
         .unwrap_or_else(|| format!("the provider rejected the request with status {status}"));
     Err(ProviderError::Status {
@@ -74,6 +76,33 @@ pub(crate) async fn send(
         retry_after,
         cause,
     })
+}
+
+/// An upstream error event inside a stream: its message is scrubbed of secrets, and so are its
+/// raw bytes, which a client of the same dialect receives as they are (the detectors never
+/// match across a JSON string's quotes or escapes, so the event stays valid JSON). Other
+/// events pass untouched.
+fn scrub_errors(events: &mut [StreamEvent], raw: Bytes) -> Bytes {
+    let mut had_error = false;
+    for event in events.iter_mut() {
+        if let StreamEvent::Error(error) = event {
+            had_error = true;
+            if let std::borrow::Cow::Owned(clean) = sluice_dlp::secrets::redact(&error.message) {
+                error.message = clean;
+            }
+        }
+    }
+    if !had_error {
+        return raw;
+    }
+    match std::str::from_utf8(&raw) {
+        Ok(text) => match sluice_dlp::secrets::redact(text) {
+            std::borrow::Cow::Borrowed(_) => raw,
+            std::borrow::Cow::Owned(clean) => Bytes::from(clean),
+        },
+        // Not text: the encoder re-renders the scrubbed event instead.
+        Err(_) => Bytes::new(),
+    }
 }
 
 /// Reads a whole body, bounded in size and by the total timeout.
@@ -179,10 +208,13 @@ pub(crate) fn sse_stream(
                     Ok(events) => {
                         for (event, raw) in events {
                             match st.decoder.decode(&event) {
-                                Ok(decoded) => st.ready.push_back(StreamChunk {
-                                    raw,
-                                    events: decoded,
-                                }),
+                                Ok(mut decoded) => {
+                                    let raw = scrub_errors(&mut decoded, raw);
+                                    st.ready.push_back(StreamChunk {
+                                        raw,
+                                        events: decoded,
+                                    })
+                                }
                                 Err(e) => {
                                     let detail = e.to_string();
                                     st.failure =

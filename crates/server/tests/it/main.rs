@@ -8,6 +8,7 @@ mod anthropic_ingress;
 mod budgets;
 mod connections;
 mod errors;
+mod leaks;
 mod openai_ingress;
 mod routing;
 mod support;
