@@ -13,7 +13,10 @@ use sluice_policy::Counters;
 use sluice_policy::counters::{RedisCounters, RedisSettings};
 use tokio_util::sync::CancellationToken;
 
-pub(crate) async fn engine(settings: &Settings) -> anyhow::Result<PolicyEngine> {
+/// The policy engine, and the count of its counters' failures (for `/metrics`).
+pub(crate) async fn engine(
+    settings: &Settings,
+) -> anyhow::Result<(PolicyEngine, sluice_policy::counters::CounterErrors)> {
     let budgets = &settings.policy.budgets;
     let counters: Arc<dyn Counters> = match &budgets.counters {
         CounterBackend::Memory => Arc::new(sluice_policy::MemoryCounters::new()),
@@ -32,12 +35,16 @@ pub(crate) async fn engine(settings: &Settings) -> anyhow::Result<PolicyEngine> 
             Arc::new(counters)
         }
     };
+    // Failures are counted and logged at a bounded rate, whichever the backend.
+    let observed = sluice_policy::counters::ObservedCounters::new(counters);
+    let counter_errors = observed.errors();
+    let counters: Arc<dyn Counters> = Arc::new(observed);
     for d in &settings.deployments {
         if settings.policy.prices.lookup(&d.model).is_none() {
             tracing::warn!(deployment = %d.name, model = %d.model, "no price for this model: its cost is not recorded and spend budgets do not count it (add it under [prices])");
         }
     }
-    Ok(PolicyEngine::new(PolicyParts {
+    let engine = PolicyEngine::new(PolicyParts {
         counters,
         on_counter_error: budgets.on_counter_error,
         help: budgets.help.clone(),
@@ -60,7 +67,8 @@ pub(crate) async fn engine(settings: &Settings) -> anyhow::Result<PolicyEngine> 
                 (alias.clone(), rules)
             })
             .collect::<HashMap<_, _>>(),
-    }))
+    });
+    Ok((engine, counter_errors))
 }
 
 /// Loads the budgets once, then rereads them every `every` until `stop`.

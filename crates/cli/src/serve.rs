@@ -75,7 +75,7 @@ async fn run(settings: Settings, store: Store, on_ready: impl FnOnce(Bound)) -> 
     let queue = RecordQueue::start(store.clone(), settings.store.record_queue);
     let retention = sluice_store::RecordRetention::start(store.clone(), settings.store.retention);
     let tracer = start_tracer(&settings)?;
-    let policy = crate::policy::engine(&settings).await?;
+    let (policy, counter_errors) = crate::policy::engine(&settings).await?;
     let gateway = Gateway::new(
         gateway_parts.0,
         gateway_parts.1,
@@ -106,6 +106,7 @@ async fn run(settings: Settings, store: Store, on_ready: impl FnOnce(Bound)) -> 
         max_body_bytes: settings.server.max_body_bytes,
         body_read_timeout: settings.server.body_read_timeout,
         connections: connections.clone(),
+        counter_errors,
         admin_token,
     };
     let server = &settings.server;

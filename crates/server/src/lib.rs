@@ -40,6 +40,8 @@ pub struct AppState {
     pub body_read_timeout: std::time::Duration,
     /// What the listener did with client connections, for `/metrics`.
     pub connections: std::sync::Arc<ConnectionStats>,
+    /// Failed budget counter operations, for `/metrics`.
+    pub counter_errors: sluice_policy::counters::CounterErrors,
     /// The admin API's token; `None` turns the admin API off (its routes answer 404).
     pub admin_token: Option<AdminToken>,
 }
@@ -222,7 +224,7 @@ async fn metrics(State(state): State<AppState>) -> Response {
         records_shed: state.gateway.records_shed(),
         traces: state.gateway.tracer().counts(),
         connections: state.connections.counts(),
-        counter_errors: 0,
+        counter_errors: state.counter_errors.get(),
     };
     let text = state.gateway.metrics().render(&gauges, queues);
     (

@@ -16,6 +16,7 @@
 //! (budgets are never overspent) but pessimistic. [`HoldGuard`] releases on drop.
 
 mod memory;
+mod observed;
 #[cfg(feature = "redis")]
 mod redis;
 #[cfg(test)]
@@ -36,6 +37,7 @@ use crate::error::PolicyError;
 #[cfg(feature = "redis")]
 pub use self::redis::{RedisCounters, RedisSettings};
 pub use memory::MemoryCounters;
+pub use observed::{CounterErrors, ObservedCounters};
 
 /// The largest amount a limit or a charge may carry: counters add in the integer range that
 /// Redis's Lua numbers (doubles) represent exactly, 2^53 - 1. That is $9 billion in micro-USD.

@@ -241,6 +241,7 @@ impl Builder {
             max_body_bytes: self.max_body_bytes.unwrap_or(1 << 20),
             body_read_timeout: self.body_read_timeout.unwrap_or(Duration::from_secs(30)),
             connections: connections.clone(),
+            counter_errors: Default::default(),
             admin_token: self
                 .admin_token
                 .map(|t| AdminToken::new(&secrecy::SecretString::from(t))),
