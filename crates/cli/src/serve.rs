@@ -75,7 +75,10 @@ async fn run(settings: Settings, store: Store, on_ready: impl FnOnce(Bound)) -> 
     let queue = RecordQueue::start(store.clone(), settings.store.record_queue);
     let retention = sluice_store::RecordRetention::start(store.clone(), settings.store.retention);
     let tracer = start_tracer(&settings)?;
-    let (policy, counter_errors) = crate::policy::engine(&settings).await?;
+    let (policy, counter_errors, counters) = crate::policy::engine(&settings).await?;
+    // Before the first request: budgets do not start over because the counters did.
+    let rebuild = crate::policy::CounterRebuild::new(&settings, store.clone(), counters);
+    rebuild.run_and_log().await;
     let gateway = Gateway::new(
         gateway_parts.0,
         gateway_parts.1,
@@ -88,6 +91,7 @@ async fn run(settings: Settings, store: Store, on_ready: impl FnOnce(Bound)) -> 
     let reload = crate::policy::keep_budgets_loaded(
         gateway.clone(),
         settings.policy.budgets.reload,
+        rebuild,
         stop_reload.clone(),
     )
     .await?;

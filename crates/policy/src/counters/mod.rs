@@ -17,6 +17,7 @@
 
 mod memory;
 mod observed;
+pub mod rebuild;
 #[cfg(feature = "redis")]
 mod redis;
 #[cfg(test)]
@@ -78,6 +79,30 @@ pub trait Counters: Send + Sync {
         limit: &'a Limit,
         now: UnixMs,
     ) -> CounterFuture<'a, Result<u64, PolicyError>>;
+
+    /// Raises each counter to at least its amount (never lowers one), creating it with its
+    /// expiry when missing: counters rebuilt from the request records ([`rebuild`]).
+    fn restore<'a>(&'a self, amounts: &'a [Restore]) -> CounterFuture<'a, Result<(), PolicyError>>;
+
+    /// Marks the counters as holding this deployment's state, and says whether they did not
+    /// already: `true` the first time in process (memory), or when Redis has lost its data
+    /// (restarted empty, flushed) since the last mark. The caller then rebuilds them.
+    fn claim_rebuild(&self) -> CounterFuture<'_, Result<bool, PolicyError>>;
+}
+
+/// One counter to raise to at least `amount`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Restore {
+    pub(crate) key: String,
+    pub amount: u64,
+    pub(crate) expires_at: UnixMs,
+}
+
+impl Restore {
+    /// The counter's key (under the store's prefix).
+    pub fn key(&self) -> &str {
+        &self.key
+    }
 }
 
 /// What admission does when the counters cannot be reached (Redis down or slow).

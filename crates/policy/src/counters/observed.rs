@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use sluice_types::LogThrottle;
 
-use super::{CounterFuture, Counters, Hold};
+use super::{CounterFuture, Counters, Hold, Restore};
 use crate::budget::{Consumption, Limit};
 use crate::calendar::UnixMs;
 use crate::error::PolicyError;
@@ -68,6 +68,14 @@ impl ObservedCounters {
 }
 
 impl Counters for ObservedCounters {
+    fn restore<'a>(&'a self, amounts: &'a [Restore]) -> CounterFuture<'a, Result<(), PolicyError>> {
+        Box::pin(async move { self.observe("restore", self.inner.restore(amounts).await) })
+    }
+
+    fn claim_rebuild(&self) -> CounterFuture<'_, Result<bool, PolicyError>> {
+        Box::pin(async move { self.observe("claim_rebuild", self.inner.claim_rebuild().await) })
+    }
+
     fn reserve<'a>(
         &'a self,
         charges: &'a [super::Charge],
@@ -123,6 +131,12 @@ mod tests {
             _: &'a Limit,
             _: UnixMs,
         ) -> CounterFuture<'a, Result<u64, PolicyError>> {
+            Box::pin(async { Err(timeout()) })
+        }
+        fn restore<'a>(&'a self, _: &'a [Restore]) -> CounterFuture<'a, Result<(), PolicyError>> {
+            Box::pin(async { Err(timeout()) })
+        }
+        fn claim_rebuild(&self) -> CounterFuture<'_, Result<bool, PolicyError>> {
             Box::pin(async { Err(timeout()) })
         }
     }

@@ -18,7 +18,7 @@ use std::time::Duration;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 use super::{
-    Adjustment, Charge, CounterFuture, Counters, HeldAmount, Hold, Quota, check_distinct,
+    Adjustment, Charge, CounterFuture, Counters, HeldAmount, Hold, Quota, Restore, check_distinct,
     quota_resets_at,
 };
 use crate::budget::{Consumption, Limit};
@@ -105,6 +105,27 @@ end
 return #KEYS
 ";
 
+/// KEYS: counters to raise. ARGV: per key, the amount and the expiry (Unix ms). Each counter
+/// becomes the larger of its value and the amount; one created gets the expiry.
+const RESTORE_SCRIPT: &str = r"
+for index = 1, #KEYS do
+  local key = KEYS[index]
+  local amount = tonumber(ARGV[index * 2 - 1])
+  local value = tonumber(redis.call('GET', key) or '0')
+  if amount > value then
+    redis.call('INCRBY', key, string.format('%.0f', amount - value))
+    if value == 0 then
+      redis.call('PEXPIREAT', key, ARGV[index * 2])
+    end
+  end
+end
+return #KEYS
+";
+
+/// The key whose presence says the counters hold the deployment's state: set when they are
+/// rebuilt; a Redis that lost its data lost it too.
+const LIVE_MARKER: &str = "counters-live";
+
 /// How to reach the shared Redis.
 #[derive(Clone)]
 pub struct RedisSettings {
@@ -155,6 +176,7 @@ pub struct RedisCounters {
     key_prefix: String,
     reserve_script: redis::Script,
     adjust_script: redis::Script,
+    restore_script: redis::Script,
     timeout: Duration,
     /// Redis's clock minus ours, in ms.
     clock_offset_ms: std::sync::Arc<std::sync::atomic::AtomicI64>,
@@ -227,6 +249,7 @@ impl RedisCounters {
             key_prefix: key_prefix.into(),
             reserve_script: redis::Script::new(RESERVE_SCRIPT),
             adjust_script: redis::Script::new(ADJUST_SCRIPT),
+            restore_script: redis::Script::new(RESTORE_SCRIPT),
             timeout: Duration::from_millis(500),
             clock_offset_ms: std::sync::Arc::default(),
         }
@@ -380,6 +403,42 @@ fn decode_reserve_reply(charges: &[Charge], reply: &[i64]) -> Result<Hold, Polic
 }
 
 impl Counters for RedisCounters {
+    fn restore<'a>(&'a self, amounts: &'a [Restore]) -> CounterFuture<'a, Result<(), PolicyError>> {
+        Box::pin(async move {
+            // In batches, so one script never holds Redis for long.
+            for batch in amounts.chunks(512) {
+                let mut invocation = self.restore_script.prepare_invoke();
+                for restore in batch {
+                    invocation
+                        .key(self.full_key(&restore.key))
+                        .arg(restore.amount)
+                        .arg(restore.expires_at.0);
+                }
+                let mut connection = self.connection.clone();
+                let _restored: i64 = self
+                    .bounded(invocation.invoke_async(&mut connection))
+                    .await?;
+            }
+            Ok(())
+        })
+    }
+
+    fn claim_rebuild(&self) -> CounterFuture<'_, Result<bool, PolicyError>> {
+        Box::pin(async move {
+            let mut connection = self.connection.clone();
+            let set: Option<String> = self
+                .bounded(
+                    redis::cmd("SET")
+                        .arg(self.full_key(LIVE_MARKER))
+                        .arg(wall_clock_ms())
+                        .arg("NX")
+                        .query_async(&mut connection),
+                )
+                .await?;
+            Ok(set.is_some())
+        })
+    }
+
     fn reserve<'a>(
         &'a self,
         charges: &'a [Charge],
