@@ -180,6 +180,7 @@ struct BreakerSection {
     window_ms: u64,
     open_ms: u64,
     half_open_probes: u32,
+    min_callers: u32,
 }
 
 impl Default for BreakerSection {
@@ -192,6 +193,7 @@ impl Default for BreakerSection {
             window_ms: 10_000,
             open_ms: 10_000,
             half_open_probes: 1,
+            min_callers: 2,
         }
     }
 }
@@ -207,6 +209,7 @@ struct BreakerOverride {
     window_ms: Option<u64>,
     open_ms: Option<u64>,
     half_open_probes: Option<u32>,
+    min_callers: Option<u32>,
 }
 
 impl BreakerOverride {
@@ -221,6 +224,7 @@ impl BreakerOverride {
             window_ms: self.window_ms.unwrap_or(base.window_ms),
             open_ms: self.open_ms.unwrap_or(base.open_ms),
             half_open_probes: self.half_open_probes.unwrap_or(base.half_open_probes),
+            min_callers: self.min_callers.unwrap_or(base.min_callers),
         }
     }
 }
@@ -555,6 +559,7 @@ fn breaker_policy(
         window: Duration::from_millis(section.window_ms),
         open_for: Duration::from_millis(section.open_ms),
         half_open_probes: section.half_open_probes,
+        min_callers: section.min_callers,
     }
 }
 

@@ -9,7 +9,7 @@ use sluice_types::StreamEvent;
 use sluice_wire::WireError;
 use sluice_wire::sse::{SseEvent, SseParser};
 
-use crate::error::{RejectCause, kind_for_status, retry_after};
+use crate::error::{RejectCause, kind_for_status, quota_exhausted, retry_after};
 use crate::{CompletionStream, Deployment, ProviderError, StreamChunk, TimeoutPhase, Upstream};
 
 /// Largest non-streamed upstream body accepted (a 64 MiB answer is far beyond any model's
@@ -56,6 +56,7 @@ pub(crate) async fn send(
         return Ok(response);
     }
     let retry_after = retry_after(response.headers());
+    let quota_exhausted = quota_exhausted(status, response.headers());
     // The error body is read only to find its message; a broken one still yields the status.
     let body = read_body(upstream, deployment, response)
         .await
@@ -75,6 +76,7 @@ pub(crate) async fn send(
         message,
         retry_after,
         cause,
+        quota_exhausted,
     })
 }
 

@@ -51,6 +51,7 @@ pub fn breaker_off() -> BreakerPolicy {
         window: Duration::from_secs(10),
         open_for: Duration::from_secs(10),
         half_open_probes: 1,
+        min_callers: 1,
     }
 }
 
