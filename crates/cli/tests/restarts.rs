@@ -141,19 +141,20 @@ async fn a_restarted_gateway_keeps_the_days_counters() {
 }
 
 /// A `redis-server` of the test's own on `port`.
-fn start_redis(port: u16) -> Killed {
-    let child = Command::new("redis-server")
+async fn start_redis(port: u16) -> Killed {
+    let redis = Command::new("redis-server")
         .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
         .args(["--save", "", "--appendonly", "no"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
+        .map(|child| Killed(Some(child)))
         .unwrap();
     for _ in 0..100 {
         if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return Killed(Some(child));
+            return redis;
         }
-        std::thread::sleep(Duration::from_millis(50));
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
     panic!("redis-server did not start on port {port}");
 }
@@ -183,7 +184,7 @@ async fn a_redis_that_restarts_empty_gets_the_days_counters_back() {
         .local_addr()
         .unwrap()
         .port();
-    let redis = start_redis(port);
+    let redis = start_redis(port).await;
     let mock = MockUpstream::openai().start().await;
     let config = format!(
         "{}\n[budgets]\ncounters = \"redis\"\nredis_url = \"redis://127.0.0.1:{port}\"\n\
@@ -198,7 +199,7 @@ async fn a_redis_that_restarts_empty_gets_the_days_counters_back() {
 
     // Redis restarts with nothing in it.
     drop(redis);
-    let _redis = start_redis(port);
+    let _redis = start_redis(port).await;
     assert_eq!(dbsize(port), 0);
     // The gateway notices within `reload_ms` and rebuilds: the marker and the team's counter.
     let mut size = 0;
@@ -207,7 +208,7 @@ async fn a_redis_that_restarts_empty_gets_the_days_counters_back() {
         if size >= 2 {
             break;
         }
-        std::thread::sleep(Duration::from_millis(50));
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(size >= 2, "no rebuild: {size} keys");
 

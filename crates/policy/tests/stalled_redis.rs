@@ -24,7 +24,7 @@ struct OwnRedis {
 }
 
 impl OwnRedis {
-    fn start() -> Option<OwnRedis> {
+    async fn start() -> Option<OwnRedis> {
         // A free port: bind, read it, let it go.
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
@@ -44,7 +44,7 @@ impl OwnRedis {
             if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
                 return Some(redis);
             }
-            std::thread::sleep(Duration::from_millis(50));
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
         panic!("redis-server did not start on port {port}");
     }
@@ -80,7 +80,7 @@ fn now() -> UnixMs {
 
 #[tokio::test]
 async fn reservations_given_up_on_during_a_stall_are_not_charged_when_redis_resumes() {
-    let Some(redis) = OwnRedis::start() else {
+    let Some(redis) = OwnRedis::start().await else {
         eprintln!("skipped: no redis-server on the PATH");
         return;
     };

@@ -54,10 +54,9 @@ async fn slowloris(mut stream: TcpStream) -> Ended {
     }
     // Every byte sent: the server never closed it (or closed it after the last byte).
     let mut rest = Vec::new();
-    let closed = matches!(
-        tokio::time::timeout(Duration::from_secs(2), stream.read_to_end(&mut rest)).await,
-        Ok(_)
-    );
+    let closed = tokio::time::timeout(Duration::from_secs(2), stream.read_to_end(&mut rest))
+        .await
+        .is_ok();
     answer.extend_from_slice(&rest);
     Ended {
         closed_by_server: closed && answer.is_empty(),
