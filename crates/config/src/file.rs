@@ -61,8 +61,10 @@ struct ServerSection {
     header_read_timeout_ms: u64,
     body_read_timeout_ms: u64,
     idle_timeout_ms: u64,
-    max_connections: usize,
-    max_connections_per_client: usize,
+    /// Default: from the open-file limit ([`default_max_connections`]).
+    max_connections: Option<usize>,
+    /// Default: 1,000, or `max_connections` when that is lower.
+    max_connections_per_client: Option<usize>,
     shutdown_grace_ms: u64,
     listen_backlog: u32,
     metrics_listen: Option<String>,
@@ -76,12 +78,33 @@ impl Default for ServerSection {
             header_read_timeout_ms: 10_000,
             body_read_timeout_ms: 30_000,
             idle_timeout_ms: 60_000,
-            max_connections: 10_000,
-            max_connections_per_client: 1_000,
+            max_connections: None,
+            max_connections_per_client: None,
             shutdown_grace_ms: 30_000,
             listen_backlog: 4096,
             metrics_listen: None,
         }
+    }
+}
+
+/// Client connections at most when `server.max_connections` is not set: half the process's
+/// open-file limit (each client connection may hold an upstream connection too) less 256 for
+/// the store, logs and listeners, between 64 and 100,000; 10,000 where the limit cannot be read.
+/// So a flood of connections is refused before descriptors run out and `/health` stops
+/// answering.
+pub(crate) fn default_max_connections() -> usize {
+    let soft_limit = std::fs::read_to_string("/proc/self/limits")
+        .ok()
+        .and_then(|limits| {
+            limits
+                .lines()
+                .find(|line| line.starts_with("Max open files"))
+                .and_then(|line| line.split_whitespace().nth(3).map(str::to_owned))
+        })
+        .and_then(|soft| soft.parse::<usize>().ok());
+    match soft_limit {
+        Some(limit) => (limit.saturating_sub(256) / 2).clamp(64, 100_000),
+        None => 10_000,
     }
 }
 
@@ -757,23 +780,26 @@ impl ConfigFile {
                 );
             }
         }
-        if self.server.max_connections == 0 {
+        let max_connections = self
+            .server
+            .max_connections
+            .unwrap_or_else(default_max_connections);
+        if max_connections == 0 {
             push(
                 &mut problems,
                 "server.max_connections".into(),
                 "must be greater than 0".into(),
             );
         }
-        if self.server.max_connections_per_client == 0
-            || self.server.max_connections_per_client > self.server.max_connections
-        {
+        let max_connections_per_client = self
+            .server
+            .max_connections_per_client
+            .unwrap_or(1_000.min(max_connections));
+        if max_connections_per_client == 0 || max_connections_per_client > max_connections {
             push(
                 &mut problems,
                 "server.max_connections_per_client".into(),
-                format!(
-                    "must be between 1 and server.max_connections ({})",
-                    self.server.max_connections
-                ),
+                format!("must be between 1 and server.max_connections ({max_connections})"),
             );
         }
         if self.server.listen_backlog == 0 {
@@ -1026,8 +1052,8 @@ impl ConfigFile {
                 header_read_timeout: Duration::from_millis(self.server.header_read_timeout_ms),
                 body_read_timeout: Duration::from_millis(self.server.body_read_timeout_ms),
                 idle_timeout: Duration::from_millis(self.server.idle_timeout_ms),
-                max_connections: self.server.max_connections,
-                max_connections_per_client: self.server.max_connections_per_client,
+                max_connections,
+                max_connections_per_client,
                 shutdown_grace: Duration::from_millis(self.server.shutdown_grace_ms),
                 listen_backlog: self.server.listen_backlog,
                 metrics_listen,

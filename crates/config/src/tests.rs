@@ -495,12 +495,18 @@ fn connection_bounds_have_defaults_and_are_checked() {
     assert_eq!(server.body_read_timeout, Duration::from_secs(30));
     assert_eq!(server.idle_timeout, Duration::from_secs(60));
     assert_eq!(
-        (server.max_connections, server.max_connections_per_client),
-        (10_000, 1_000)
+        server.max_connections,
+        crate::file::default_max_connections()
+    );
+    assert_eq!(
+        server.max_connections_per_client,
+        1_000.min(server.max_connections)
     );
     assert_eq!(server.shutdown_grace, Duration::from_secs(30));
     assert_eq!(server.listen_backlog, 4096);
     assert_eq!(server.metrics_listen, None);
+    // Within the bounds of the open-file limit, whatever it is here.
+    assert!((64..=100_000).contains(&server.max_connections));
 
     let server = load(
         "[server]\nheader_read_timeout_ms = 2000\nmax_connections = 50\n\

@@ -85,7 +85,8 @@ pub struct ConnectionLimits {
 }
 
 impl Default for ConnectionLimits {
-    /// The defaults of `[server]` (see `docs/configuration.md`).
+    /// The defaults of `[server]` (see `docs/configuration.md`), but for `max_connections`,
+    /// which the configuration derives from the open-file limit.
     fn default() -> Self {
         ConnectionLimits {
             header_read_timeout: Duration::from_secs(10),
