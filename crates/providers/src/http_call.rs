@@ -218,7 +218,9 @@ pub(crate) fn sse_stream(
                                     })
                                 }
                                 Err(e) => {
-                                    let detail = e.to_string();
+                                    // A decoding error may quote what the upstream sent.
+                                    let detail =
+                                        sluice_dlp::secrets::redact(&e.to_string()).into_owned();
                                     st.failure =
                                         Some(ProviderError::Malformed { provider, detail });
                                     break;

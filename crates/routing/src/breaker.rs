@@ -34,7 +34,8 @@ impl CallerTag {
     /// The tag of a key (its id).
     pub fn of(key_id: &str) -> CallerTag {
         use std::hash::{Hash, Hasher};
-        // SipHash with fixed keys: the same key gives the same tag in every process.
+        // Fixed keys (not a per-process random state): the same key id always gives the same
+        // tag in this process, which is all the evidence needs; tags are never stored.
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         key_id.hash(&mut hasher);
         CallerTag(hasher.finish().max(1))
