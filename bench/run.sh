@@ -130,6 +130,7 @@ HOLD_PORT=18102   # mock for figure 5: an SSE event every HOLD_MS
 GW_PORT=18110     # Sluice for figures 1-4
 GWH_PORT=18111    # Sluice for figure 5
 SINK_PORT=18120   # OTLP sink for --tracing
+GW_METRICS_PORT=18112  # Sluice's operators' listener (server.metrics_listen): /metrics for --tracing
 
 # ---------------------------------------------------------------- build / install
 if [ "$BUILD" = 1 ]; then
@@ -253,11 +254,16 @@ HCFG=$(MOCK_FAST_URL=http://127.0.0.1:$FAST_PORT/v1 MOCK_SLOW_URL=http://127.0.0
 HKEY=$(MOCK_FAST_URL=http://127.0.0.1:$FAST_PORT/v1 MOCK_SLOW_URL=http://127.0.0.1:$HOLD_PORT/v1 \
   "$HERE/sluice-target.sh" key "$WORK/hold")
 DB=$WORK/main/sluice-data/bench.db
+GW_CFG=$CFG
 if [ "$TRACING" = 1 ]; then
   # The base configuration has no [telemetry] section: this adds it.
   for c in "$CFG" "$HCFG"; do
     printf '\n[telemetry]\notlp_endpoint = "http://127.0.0.1:%s"\n' "$SINK_PORT" >> "$c"
   done
+  # /metrics is served without a token only on the operators' listener: the gateway of
+  # figures 1-4 gets one (a copy of the configuration, so figure 6's starts do not bind it).
+  GW_CFG="${CFG%.toml}-metrics.toml"
+  sed "s/^\[server\]\$/[server]\nmetrics_listen = \"127.0.0.1:$GW_METRICS_PORT\"/" "$CFG" > "$GW_CFG"
   TRACING_SAYS="traces over OTLP/HTTP to bench/otlp_sink.py (cpu $LOAD_CPU)"
 else
   TRACING_SAYS="no tracing"
@@ -328,7 +334,7 @@ probe_run() { # probe_run OUTFILE URL probe-args...
 
 records() { sqlite3 "file:$DB?mode=ro" 'select count(*) from requests' 2>/dev/null || echo '?'; }
 
-trace_counts() { # trace_counts LABEL PORT — Sluice's trace counters, appended to logs/trace-counts.txt
+trace_counts() { # trace_counts LABEL PORT — Sluice's trace counters (from its metrics listener), appended to logs/trace-counts.txt
   [ "$TRACING" = 1 ] || return 0
   local counts
   counts=$(curl -s --max-time 5 "http://127.0.0.1:$2/metrics" | grep '^sluice_traces_' | tr '\n' ' ')
@@ -348,7 +354,7 @@ if [ "$TRACING" = 1 ]; then
     --stats "$OUT/logs/otlp-sink.json"
   wait_http "http://127.0.0.1:$SINK_PORT/health" 10
 fi
-start_sluice sluice "$GW_PORT" "$CFG"
+start_sluice sluice "$GW_PORT" "$GW_CFG"
 GW=${PID[sluice]}
 log "sluice pid $GW on cpu $GW_CPU; mocks on cpu $LOAD_CPU; ulimit -n $NOFILE"
 
@@ -465,7 +471,7 @@ if has_fig 4; then
   done
 fi
 
-trace_counts "figures 1-4" "$GW_PORT"
+trace_counts "figures 1-4" "$GW_METRICS_PORT"
 
 # ---------------------------------------------------------------- figure 6
 # (before figure 5, whose 20k sockets linger in TIME_WAIT for a minute)

@@ -31,14 +31,15 @@ def test_limited_key_lists_only_its_models(gateway: Any, limited: dict[str, Any]
 
 
 def test_limited_key_is_refused_other_models(gateway: Any, limited: dict[str, Any]) -> None:
-    with pytest.raises(openai.PermissionDeniedError) as oinfo:
+    # Answered as if the model did not exist: a key may not learn which aliases exist.
+    with pytest.raises(openai.NotFoundError) as oinfo:
         gateway.openai(limited["secret"]).chat.completions.create(model=ANTHROPIC_MODEL, messages=user("hi"))
-    assert oinfo.value.status_code == 403
-    assert oinfo.value.response.json()["error"]["code"] == "permission_denied"
-    with pytest.raises(anthropic.PermissionDeniedError) as ainfo:
+    assert oinfo.value.status_code == 404
+    assert oinfo.value.response.json()["error"]["code"] == "model_not_found"
+    with pytest.raises(anthropic.NotFoundError) as ainfo:
         gateway.anthropic(limited["secret"]).messages.create(model=ANTHROPIC_MODEL, max_tokens=50, messages=user("hi"))
-    assert ainfo.value.status_code == 403
-    assert ainfo.value.type == "permission_error"
+    assert ainfo.value.status_code == 404
+    assert ainfo.value.type == "not_found_error"
 
 
 def test_limited_key_records_its_bindings(gateway: Any, limited: dict[str, Any]) -> None:

@@ -14,7 +14,15 @@ use sluice_policy::Counters;
 use sluice_policy::counters::{RedisCounters, RedisSettings};
 use tokio_util::sync::CancellationToken;
 
-pub(crate) async fn engine(settings: &Settings) -> anyhow::Result<PolicyEngine> {
+/// The policy engine, the count of its counters' failures (for `/metrics`), and the counters
+/// themselves (to rebuild them from the records).
+pub(crate) async fn engine(
+    settings: &Settings,
+) -> anyhow::Result<(
+    PolicyEngine,
+    sluice_policy::counters::CounterErrors,
+    Arc<dyn Counters>,
+)> {
     let budgets = &settings.policy.budgets;
     let counters: Arc<dyn Counters> = match &budgets.counters {
         CounterBackend::Memory => Arc::new(sluice_policy::MemoryCounters::new()),
@@ -33,13 +41,17 @@ pub(crate) async fn engine(settings: &Settings) -> anyhow::Result<PolicyEngine> 
             Arc::new(counters)
         }
     };
+    // Failures are counted and logged at a bounded rate, whichever the backend.
+    let observed = sluice_policy::counters::ObservedCounters::new(counters);
+    let counter_errors = observed.errors();
+    let counters: Arc<dyn Counters> = Arc::new(observed);
     for d in &settings.deployments {
         if settings.policy.prices.lookup(&d.model).is_none() {
             tracing::warn!(deployment = %d.name, model = %d.model, "no price for this model: its cost is not recorded and spend budgets do not count it (add it under [prices])");
         }
     }
-    Ok(PolicyEngine::new(PolicyParts {
-        counters,
+    let engine = PolicyEngine::new(PolicyParts {
+        counters: counters.clone(),
         on_counter_error: budgets.on_counter_error,
         help: budgets.help.clone(),
         prices: settings.policy.prices.clone(),
@@ -62,7 +74,8 @@ pub(crate) async fn engine(settings: &Settings) -> anyhow::Result<PolicyEngine> 
                 (alias.clone(), rules)
             })
             .collect::<HashMap<_, _>>(),
-    }))
+    });
+    Ok((engine, counter_errors, counters))
 }
 
 /// A route's request-path hooks from its configuration, in the order they run.
@@ -74,10 +87,101 @@ fn route_hooks(route: &sluice_config::AliasSettings) -> Hooks {
     Hooks::new(hooks)
 }
 
-/// Loads the budgets once, then rereads them every `every` until `stop`.
+/// Rebuilds budget counters that lost the deployment's state from the request records: at
+/// start (in-process counters start empty; a Redis may have restarted empty while the gateway
+/// was down) and whenever Redis is found to have lost its data.
+#[derive(Clone)]
+pub(crate) struct CounterRebuild {
+    store: sluice_store::Store,
+    counters: Arc<dyn Counters>,
+    /// Each alias's own limits, from the configuration.
+    alias_limits: Vec<sluice_policy::Limit>,
+}
+
+impl CounterRebuild {
+    pub(crate) fn new(
+        settings: &Settings,
+        store: sluice_store::Store,
+        counters: Arc<dyn Counters>,
+    ) -> CounterRebuild {
+        CounterRebuild {
+            store,
+            counters,
+            alias_limits: settings
+                .aliases
+                .values()
+                .flat_map(|route| route.limits.iter().cloned())
+                .collect(),
+        }
+    }
+
+    /// Rebuilds the counters if they do not hold the deployment's state; returns how many
+    /// counters were restored (`None`: they held it).
+    pub(crate) async fn run_if_lost(&self) -> anyhow::Result<Option<usize>> {
+        use sluice_policy::counters::rebuild::{LimitBook, RecordedUsage, restorations};
+        if !self.counters.claim_rebuild().await? {
+            return Ok(None);
+        }
+        let rows = self
+            .store
+            .budgets()
+            .await
+            .context("reading the budget rows")?;
+        let limits = rows
+            .iter()
+            .filter_map(|row| sluice_pipeline::admission::parse_budget_row(row).ok())
+            .map(|(limit, _)| limit)
+            .chain(self.alias_limits.iter().cloned());
+        let book = LimitBook::new(limits);
+        if book.is_empty() {
+            return Ok(Some(0));
+        }
+        let now = sluice_policy::UnixMs(sluice_store::now_ms());
+        let usage = self
+            .store
+            .charged_usage(book.earliest_start(now).0, book.granularity_ms())
+            .await
+            .context("reading the request records")?;
+        let usage = usage.into_iter().map(|u| RecordedUsage {
+            organisation: u.organisation,
+            team: u.team,
+            project: u.project,
+            key: u.key_id,
+            end_user: u.user,
+            alias: u.alias,
+            at: sluice_policy::UnixMs(u.slot_start),
+            requests: u.requests,
+            tokens: u.tokens,
+            cost_micros: u.cost_micros,
+        });
+        let restores = restorations(&book, usage, now)?;
+        self.counters.restore(&restores).await?;
+        Ok(Some(restores.len()))
+    }
+
+    /// [`CounterRebuild::run_if_lost`], logging what it did.
+    pub(crate) async fn run_and_log(&self) {
+        match self.run_if_lost().await {
+            Ok(Some(restored)) => {
+                tracing::info!(
+                    counters = restored,
+                    "budget counters rebuilt from the request records"
+                )
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), "rebuilding budget counters failed")
+            }
+        }
+    }
+}
+
+/// Loads the budgets once, then rereads them every `every` until `stop`; each time, rebuilds
+/// the counters if they lost their state (a Redis that restarted empty or was flushed).
 pub(crate) async fn keep_budgets_loaded(
     gateway: Gateway,
     every: Duration,
+    rebuild: CounterRebuild,
     stop: CancellationToken,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     let (count, bad) = gateway.reload_budgets().await.context("loading budgets")?;
@@ -96,6 +200,7 @@ pub(crate) async fn keep_budgets_loaded(
                 () = stop.cancelled() => return,
                 () = tokio::time::sleep(every) => {}
             }
+            rebuild.run_and_log().await;
             match gateway.reload_budgets().await {
                 Ok((_, bad)) => {
                     if bad.len() != last_bad {

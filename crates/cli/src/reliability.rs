@@ -15,20 +15,29 @@ use sluice_types::ChatRequest;
 
 use crate::serve::{build, load_settings};
 
-/// `sluice status`: reads `/health` of the gateway at `url` (default: the configured listen
-/// address) and prints one row per deployment, then each route's retry budgets.
+/// `sluice status`: reads the detailed `/health` of the gateway at `url` (default: the
+/// configured `server.metrics_listen`, else `server.listen`) and prints one row per
+/// deployment, then each route's retry budgets. The client-facing listener shows the detail
+/// only with the admin token, sent when `[admin] token_env` is configured.
 pub(crate) async fn status(
     config: Option<PathBuf>,
     url: Option<String>,
     json: bool,
 ) -> anyhow::Result<()> {
+    let settings = load_settings(config.as_deref())?;
     let url = match url {
         Some(url) => url.trim_end_matches('/').to_owned(),
-        None => gateway_url(&load_settings(config.as_deref())?),
+        None => match settings.server.metrics_listen {
+            Some(metrics) => base_url(metrics),
+            None => gateway_url(&settings),
+        },
     };
     let client = admin_client()?;
-    let health: Value = client
-        .get(format!("{url}/health"))
+    let mut request = client.get(format!("{url}/health"));
+    if let Some(token) = &settings.policy.admin_token {
+        request = request.bearer_auth(secrecy::ExposeSecret::expose_secret(token));
+    }
+    let health: Value = request
         .send()
         .await
         .with_context(|| format!("no gateway answering at {url} (is `sluice serve` running?)"))?
@@ -36,6 +45,13 @@ pub(crate) async fn status(
         .json()
         .await
         .context("reading /health")?;
+    if health.get("deployments").is_none() {
+        anyhow::bail!(
+            "the gateway at {url} answered its liveness only ({}): point --url at its \
+             `server.metrics_listen`, or configure `[admin] token_env` to read the detail here",
+            health["status"]
+        );
+    }
     if json {
         println!("{health}");
         return Ok(());
@@ -47,7 +63,11 @@ pub(crate) async fn status(
 /// The base URL of the gateway the configuration describes (`server.listen`; an unspecified
 /// address is reached on loopback).
 pub(crate) fn gateway_url(settings: &sluice_config::Settings) -> String {
-    let listen = settings.server.listen;
+    base_url(settings.server.listen)
+}
+
+/// `http://host:port` for a listen address (an unspecified address is reached on loopback).
+fn base_url(listen: std::net::SocketAddr) -> String {
     let host = if listen.ip().is_unspecified() {
         "127.0.0.1".to_owned()
     } else {

@@ -50,24 +50,35 @@ pub(crate) async fn serve(config: Option<PathBuf>, listen: Option<String>) -> an
     let store = Store::open(&settings.store.path)
         .await
         .with_context(|| format!("opening the store at {}", settings.store.path.display()))?;
-    run(settings, store, |addr| {
-        println!("sluice listening on http://{addr}")
+    run(settings, store, |bound| {
+        println!("sluice listening on http://{}", bound.addr);
+        if let Some(metrics) = bound.metrics {
+            println!("metrics and health detail on http://{metrics}");
+        }
     })
     .await
 }
 
-/// Runs the gateway until Ctrl-C or SIGTERM, then drains in-flight requests and the record
-/// queue. `on_ready` is called once the socket is bound.
-async fn run(
-    settings: Settings,
-    store: Store,
-    on_ready: impl FnOnce(SocketAddr),
-) -> anyhow::Result<()> {
+/// Where the gateway listens once bound: the client-facing address and, when configured, the
+/// operators' metrics listener.
+#[derive(Debug, Clone, Copy)]
+struct Bound {
+    addr: SocketAddr,
+    metrics: Option<SocketAddr>,
+}
+
+/// Runs the gateway until Ctrl-C or SIGTERM, then drains in-flight requests (for at most
+/// `server.shutdown_grace_ms`) and the record queue. `on_ready` is called once the sockets are
+/// bound.
+async fn run(settings: Settings, store: Store, on_ready: impl FnOnce(Bound)) -> anyhow::Result<()> {
     let gateway_parts = build(&settings)?;
     let queue = RecordQueue::start(store.clone(), settings.store.record_queue);
     let retention = sluice_store::RecordRetention::start(store.clone(), settings.store.retention);
     let tracer = start_tracer(&settings)?;
-    let policy = crate::policy::engine(&settings).await?;
+    let (policy, counter_errors, counters) = crate::policy::engine(&settings).await?;
+    // Before the first request: budgets do not start over because the counters did.
+    let rebuild = crate::policy::CounterRebuild::new(&settings, store.clone(), counters);
+    rebuild.run_and_log().await;
     let gateway = Gateway::new(
         gateway_parts.0,
         gateway_parts.1,
@@ -80,6 +91,7 @@ async fn run(
     let reload = crate::policy::keep_budgets_loaded(
         gateway.clone(),
         settings.policy.budgets.reload,
+        rebuild,
         stop_reload.clone(),
     )
     .await?;
@@ -92,18 +104,64 @@ async fn run(
     if admin_token.is_some() {
         tracing::info!("admin API on at /admin/v1");
     }
-    let app = sluice_server::app(AppState {
+    let connections = Arc::new(sluice_server::ConnectionStats::default());
+    let state = AppState {
         gateway,
         max_body_bytes: settings.server.max_body_bytes,
+        body_read_timeout: settings.server.body_read_timeout,
+        connections: connections.clone(),
+        counter_errors,
         admin_token,
-    });
-    let listener = tokio::net::TcpListener::bind(settings.server.listen)
-        .await
-        .with_context(|| format!("binding {}", settings.server.listen))?;
+    };
+    let server = &settings.server;
+    let limits = sluice_server::ConnectionLimits {
+        header_read_timeout: server.header_read_timeout,
+        idle_timeout: server.idle_timeout,
+        max_connections: server.max_connections,
+        max_connections_per_client: server.max_connections_per_client,
+        shutdown_grace: server.shutdown_grace,
+    };
+    let listener = sluice_server::bind(server.listen, server.listen_backlog)
+        .with_context(|| format!("binding {}", server.listen))?;
     let addr = listener.local_addr()?;
+    // The operators' listener: `/metrics` and the detailed `/health` without a token.
+    let stop_metrics = tokio_util::sync::CancellationToken::new();
+    let metrics_listener = match server.metrics_listen {
+        Some(metrics_addr) => {
+            let listener = sluice_server::bind(metrics_addr, 128)
+                .with_context(|| format!("binding server.metrics_listen {metrics_addr}"))?;
+            let bound = listener.local_addr()?;
+            tracing::info!(addr = %bound, "metrics and health detail listening");
+            let app = sluice_server::metrics_app(state.clone());
+            let stats = Arc::new(sluice_server::ConnectionStats::default());
+            let stop = stop_metrics.clone();
+            let metrics_limits = sluice_server::ConnectionLimits {
+                shutdown_grace: std::time::Duration::from_secs(1),
+                ..limits
+            };
+            #[expect(
+                clippy::disallowed_methods,
+                reason = "owned: shutdown cancels `stop_metrics` and awaits the JoinHandle"
+            )]
+            let task = tokio::spawn(async move {
+                sluice_server::serve(listener, app, metrics_limits, stats, stop.cancelled_owned())
+                    .await
+            });
+            Some((bound, task))
+        }
+        None => None,
+    };
+    let app = sluice_server::app(state);
     tracing::info!(%addr, deployments = settings.deployments.len(), aliases = settings.aliases.len(), "ready");
-    on_ready(addr);
-    sluice_server::serve(listener, app, shutdown_signal()).await?;
+    on_ready(Bound {
+        addr,
+        metrics: metrics_listener.as_ref().map(|(bound, _)| *bound),
+    });
+    sluice_server::serve(listener, app, limits, connections, shutdown_signal()).await?;
+    stop_metrics.cancel();
+    if let Some((_, task)) = metrics_listener {
+        let _ = task.await;
+    }
     drills.drain_drills().await;
     stop_reload.cancel();
     let _ = reload.await;
@@ -239,6 +297,8 @@ fn demo_settings(
         r#"
         [server]
         listen = "{listen}"
+        # `/metrics` and the detailed `/health` (what `sluice status` reads), on a port of their own.
+        metrics_listen = "127.0.0.1:0"
 
         [store]
         path = "{store}"
@@ -340,9 +400,13 @@ pub(crate) async fn demo(
         .await
         .context("setting the demo team's quota")?;
     let aliases: Vec<String> = settings.aliases.keys().cloned().collect();
-    run(settings, store, move |addr| {
+    run(settings, store, move |bound| {
+        let addr = bound.addr;
+        let metrics_url = bound
+            .metrics
+            .map_or_else(String::new, |metrics| format!("http://{metrics}"));
         if json {
-            let line = serde_json::json!({ "base_url": format!("http://{addr}"), "api_key": key.secret, "models": aliases });
+            let line = serde_json::json!({ "base_url": format!("http://{addr}"), "metrics_url": metrics_url, "api_key": key.secret, "models": aliases });
             println!("{line}");
             return;
         }
@@ -358,7 +422,8 @@ pub(crate) async fn demo(
              curl http://{addr}/v1/chat/completions -H 'Authorization: Bearer {key}' \\\n    \
              -H 'content-type: application/json' \\\n    \
              -d '{{\"model\":\"claude-sonnet-4-5\",\"messages\":[{{\"role\":\"user\",\"content\":\"Hello\"}}]}}'\n\n\
-             Then `sluice logs` shows the request records and `sluice status` the deployments. Ctrl-C stops.",
+             Then `sluice logs` shows the request records and `sluice status --url {metrics_url}` the\n\
+             deployments (metrics: {metrics_url}/metrics). Ctrl-C stops.",
             key = key.secret,
         );
     })

@@ -99,8 +99,9 @@ fn keys_are_created_listed_and_revoked() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("no key matches"));
 }
 
-/// `sluice demo --json` on a free port in `dir`: the process, its address and its key.
-fn start_demo(dir: &Path) -> (std::process::Child, String, String) {
+/// `sluice demo --json` on a free port in `dir`: the process, its address, its key and the
+/// URL of its operators' listener (metrics, detailed health).
+fn start_demo(dir: &Path) -> (std::process::Child, String, String, String) {
     let (child, line) = common::first_line(
         Command::new(env!("CARGO_BIN_EXE_sluice"))
             .current_dir(dir)
@@ -112,7 +113,13 @@ fn start_demo(dir: &Path) -> (std::process::Child, String, String) {
         .unwrap()
         .trim_start_matches("http://")
         .to_owned();
-    (child, addr, info["api_key"].as_str().unwrap().to_owned())
+    let metrics_url = info["metrics_url"].as_str().unwrap().to_owned();
+    (
+        child,
+        addr,
+        info["api_key"].as_str().unwrap().to_owned(),
+        metrics_url,
+    )
 }
 
 /// Starts `sluice demo` on a free port, sends one request with raw HTTP, stops the gateway with
@@ -120,7 +127,7 @@ fn start_demo(dir: &Path) -> (std::process::Child, String, String) {
 #[test]
 fn demo_serves_a_request_and_logs_show_it_after_a_graceful_stop() {
     let dir = temp_dir("demo");
-    let (mut child, addr, key) = start_demo(&dir);
+    let (mut child, addr, key, metrics_url) = start_demo(&dir);
 
     let body =
         r#"{"model":"claude-sonnet-4-5","messages":[{"role":"user","content":"hello cli"}]}"#;
@@ -148,7 +155,16 @@ fn demo_serves_a_request_and_logs_show_it_after_a_graceful_stop() {
         .trim()
         .to_owned();
 
+    // The client-facing listener tells anyone only that it is alive...
     let status = sluice(&dir, &["status", "--url", &format!("http://{addr}")]);
+    assert!(!status.status.success());
+    assert!(
+        String::from_utf8_lossy(&status.stderr).contains("answered its liveness only"),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    // ...the operators' listener the detail.
+    let status = sluice(&dir, &["status", "--url", &metrics_url]);
     let table = String::from_utf8(status.stdout).unwrap();
     assert!(
         status.status.success(),
@@ -214,7 +230,7 @@ fn post_chat(addr: &str, key: &str, body: &str) -> String {
 #[test]
 fn demo_degrades_a_caller_over_its_soft_limit_to_the_cheaper_alias() {
     let dir = temp_dir("soft");
-    let (child, addr, key) = start_demo(&dir);
+    let (child, addr, key, _) = start_demo(&dir);
     let body = r#"{"model":"smart","messages":[{"role":"user","content":"hi"}]}"#;
     let responses: Vec<String> = (0..21).map(|_| post_chat(&addr, &key, body)).collect();
     common::stop(child);

@@ -58,6 +58,16 @@ pub(crate) struct ConfigFile {
 struct ServerSection {
     listen: String,
     max_body_bytes: usize,
+    header_read_timeout_ms: u64,
+    body_read_timeout_ms: u64,
+    idle_timeout_ms: u64,
+    /// Default: from the open-file limit ([`default_max_connections`]).
+    max_connections: Option<usize>,
+    /// Default: 1,000, or `max_connections` when that is lower.
+    max_connections_per_client: Option<usize>,
+    shutdown_grace_ms: u64,
+    listen_backlog: u32,
+    metrics_listen: Option<String>,
 }
 
 impl Default for ServerSection {
@@ -65,9 +75,42 @@ impl Default for ServerSection {
         ServerSection {
             listen: "127.0.0.1:4000".into(),
             max_body_bytes: 4 * 1024 * 1024,
+            header_read_timeout_ms: 10_000,
+            body_read_timeout_ms: 30_000,
+            idle_timeout_ms: 60_000,
+            max_connections: None,
+            max_connections_per_client: None,
+            shutdown_grace_ms: 30_000,
+            listen_backlog: 4096,
+            metrics_listen: None,
         }
     }
 }
+
+/// Client connections at most when `server.max_connections` is not set: half the process's
+/// open-file limit (each client connection may hold an upstream connection too) less 256 for
+/// the store, logs and listeners, between 64 and 100,000; 10,000 where the limit cannot be read.
+/// So a flood of connections is refused before descriptors run out and `/health` stops
+/// answering.
+pub(crate) fn default_max_connections() -> usize {
+    let soft_limit = std::fs::read_to_string("/proc/self/limits")
+        .ok()
+        .and_then(|limits| {
+            limits
+                .lines()
+                .find(|line| line.starts_with("Max open files"))
+                .and_then(|line| line.split_whitespace().nth(3).map(str::to_owned))
+        })
+        .and_then(|soft| soft.parse::<usize>().ok());
+    match soft_limit {
+        Some(limit) => (limit.saturating_sub(256) / 2).clamp(64, 100_000),
+        None => 10_000,
+    }
+}
+
+/// The longest any `[server]` timeout may be set to: an hour. Longer ones would let a client
+/// hold a connection for as long as it likes, which these fields exist to prevent.
+const MAX_SERVER_TIMEOUT_MS: u64 = 3_600_000;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -160,6 +203,7 @@ struct BreakerSection {
     window_ms: u64,
     open_ms: u64,
     half_open_probes: u32,
+    min_callers: u32,
 }
 
 impl Default for BreakerSection {
@@ -172,6 +216,7 @@ impl Default for BreakerSection {
             window_ms: 10_000,
             open_ms: 10_000,
             half_open_probes: 1,
+            min_callers: 2,
         }
     }
 }
@@ -187,6 +232,7 @@ struct BreakerOverride {
     window_ms: Option<u64>,
     open_ms: Option<u64>,
     half_open_probes: Option<u32>,
+    min_callers: Option<u32>,
 }
 
 impl BreakerOverride {
@@ -201,6 +247,7 @@ impl BreakerOverride {
             window_ms: self.window_ms.unwrap_or(base.window_ms),
             open_ms: self.open_ms.unwrap_or(base.open_ms),
             half_open_probes: self.half_open_probes.unwrap_or(base.half_open_probes),
+            min_callers: self.min_callers.unwrap_or(base.min_callers),
         }
     }
 }
@@ -537,6 +584,7 @@ fn breaker_policy(
         window: Duration::from_millis(section.window_ms),
         open_for: Duration::from_millis(section.open_ms),
         half_open_probes: section.half_open_probes,
+        min_callers: section.min_callers,
     }
 }
 
@@ -720,6 +768,63 @@ impl ConfigFile {
                 "must be greater than 0".into(),
             );
         }
+        for (field, value) in [
+            ("header_read_timeout_ms", self.server.header_read_timeout_ms),
+            ("body_read_timeout_ms", self.server.body_read_timeout_ms),
+            ("idle_timeout_ms", self.server.idle_timeout_ms),
+            ("shutdown_grace_ms", self.server.shutdown_grace_ms),
+        ] {
+            if value == 0 || value > MAX_SERVER_TIMEOUT_MS {
+                push(
+                    &mut problems,
+                    format!("server.{field}"),
+                    format!("must be between 1 and {MAX_SERVER_TIMEOUT_MS} (an hour)"),
+                );
+            }
+        }
+        let max_connections = self
+            .server
+            .max_connections
+            .unwrap_or_else(default_max_connections);
+        if max_connections == 0 {
+            push(
+                &mut problems,
+                "server.max_connections".into(),
+                "must be greater than 0".into(),
+            );
+        }
+        let max_connections_per_client = self
+            .server
+            .max_connections_per_client
+            .unwrap_or(1_000.min(max_connections));
+        if max_connections_per_client == 0 || max_connections_per_client > max_connections {
+            push(
+                &mut problems,
+                "server.max_connections_per_client".into(),
+                format!("must be between 1 and server.max_connections ({max_connections})"),
+            );
+        }
+        if self.server.listen_backlog == 0 {
+            push(
+                &mut problems,
+                "server.listen_backlog".into(),
+                "must be greater than 0".into(),
+            );
+        }
+        let metrics_listen =
+            self.server.metrics_listen.as_deref().and_then(|text| {
+                match text.parse::<SocketAddr>() {
+                    Ok(addr) => Some(addr),
+                    Err(e) => {
+                        push(
+                            &mut problems,
+                            "server.metrics_listen".into(),
+                            format!("`{text}` is not an address:port ({e})"),
+                        );
+                        None
+                    }
+                }
+            });
         if self.store.record_queue == 0 {
             push(
                 &mut problems,
@@ -953,6 +1058,14 @@ impl ConfigFile {
             server: ServerSettings {
                 listen,
                 max_body_bytes: self.server.max_body_bytes,
+                header_read_timeout: Duration::from_millis(self.server.header_read_timeout_ms),
+                body_read_timeout: Duration::from_millis(self.server.body_read_timeout_ms),
+                idle_timeout: Duration::from_millis(self.server.idle_timeout_ms),
+                max_connections,
+                max_connections_per_client,
+                shutdown_grace: Duration::from_millis(self.server.shutdown_grace_ms),
+                listen_backlog: self.server.listen_backlog,
+                metrics_listen,
             },
             store: StoreSettings {
                 path: base_dir.join(&self.store.path),

@@ -134,6 +134,22 @@ impl AliasSettings {
 pub struct ServerSettings {
     pub listen: SocketAddr,
     pub max_body_bytes: usize,
+    /// A request's head must arrive within this (also the longest a kept-alive connection
+    /// stays idle between requests).
+    pub header_read_timeout: Duration,
+    /// A request's body must arrive within this once its handler reads it.
+    pub body_read_timeout: Duration,
+    /// An answer the client reads none of for this long closes its connection.
+    pub idle_timeout: Duration,
+    /// Client connections open at once, in total and per client IP address.
+    pub max_connections: usize,
+    pub max_connections_per_client: usize,
+    /// On shutdown, how long requests under way may still take.
+    pub shutdown_grace: Duration,
+    /// The listening socket's accept backlog.
+    pub listen_backlog: u32,
+    /// A second listener serving only `/metrics` and the detailed `/health`, without a token.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 #[derive(Debug, Clone)]

@@ -487,3 +487,55 @@ fn redis_counters_need_a_url() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn connection_bounds_have_defaults_and_are_checked() {
+    let server = load("").unwrap().server;
+    assert_eq!(server.header_read_timeout, Duration::from_secs(10));
+    assert_eq!(server.body_read_timeout, Duration::from_secs(30));
+    assert_eq!(server.idle_timeout, Duration::from_secs(60));
+    assert_eq!(
+        server.max_connections,
+        crate::file::default_max_connections()
+    );
+    assert_eq!(
+        server.max_connections_per_client,
+        1_000.min(server.max_connections)
+    );
+    assert_eq!(server.shutdown_grace, Duration::from_secs(30));
+    assert_eq!(server.listen_backlog, 4096);
+    assert_eq!(server.metrics_listen, None);
+    // Within the bounds of the open-file limit, whatever it is here.
+    assert!((64..=100_000).contains(&server.max_connections));
+
+    let server = load(
+        "[server]\nheader_read_timeout_ms = 2000\nmax_connections = 50\n\
+         max_connections_per_client = 5\nmetrics_listen = \"127.0.0.1:9464\"\n",
+    )
+    .unwrap()
+    .server;
+    assert_eq!(server.header_read_timeout, Duration::from_secs(2));
+    assert_eq!(server.max_connections_per_client, 5);
+    assert_eq!(
+        server.metrics_listen.map(|a| a.to_string()).as_deref(),
+        Some("127.0.0.1:9464")
+    );
+
+    let found = problems(
+        "[server]\nheader_read_timeout_ms = 0\nshutdown_grace_ms = 3600001\n\
+         max_connections = 10\nmax_connections_per_client = 11\nlisten_backlog = 0\n\
+         metrics_listen = \"nowhere\"\n",
+    );
+    for field in [
+        "server.header_read_timeout_ms",
+        "server.shutdown_grace_ms",
+        "server.max_connections_per_client",
+        "server.listen_backlog",
+        "server.metrics_listen",
+    ] {
+        assert!(
+            found.iter().any(|p| p.starts_with(field)),
+            "{field}: {found:?}"
+        );
+    }
+}

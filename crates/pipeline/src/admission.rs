@@ -420,11 +420,11 @@ impl Gateway {
             }
             Err(e) => match engine.on_counter_error {
                 OnCounterError::Closed => {
-                    tracing::warn!(error = %e, "budget counters failed; refused (on_counter_error = closed)");
+                    tracing::debug!(error = %e, "budget counters failed; refused (on_counter_error = closed)");
                     return Err(PipelineError::CountersUnavailable(e));
                 }
                 OnCounterError::Open => {
-                    tracing::warn!(error = %e, "budget counters failed; admitted unmetered (on_counter_error = open)");
+                    tracing::debug!(error = %e, "budget counters failed; admitted unmetered (on_counter_error = open)");
                     return Ok(None);
                 }
             },

@@ -14,8 +14,9 @@ use std::time::Duration;
 
 use futures_util::future::{Either, select};
 use sluice_providers::{ProviderError, TimeoutPhase, Timeouts, Upstream};
+use sluice_routing::health::RateLimitEvidence;
 use sluice_routing::{
-    Candidate, Condition, Outcome, Role, RoutePlan, RouteTimeouts, Slot, Unavailable,
+    CallerTag, Candidate, Condition, Outcome, Role, RoutePlan, RouteTimeouts, Slot, Unavailable,
 };
 use sluice_types::Classify;
 use sluice_types::record::{AttemptOutcome, AttemptRecord, Next};
@@ -67,6 +68,9 @@ struct Started<'a, A> {
 
 pub(crate) struct Dispatch<'a, Op: Operation> {
     pub upstream: &'a Upstream,
+    /// Who is asking: a deployment's breaker and its 429 pauses weigh evidence per caller, so
+    /// no single key can take a deployment away from everyone.
+    pub caller: CallerTag,
     pub plan: &'a RoutePlan,
     pub req: &'a Op,
     pub timeouts: RouteTimeouts,
@@ -170,9 +174,16 @@ impl<'a, Op: Operation + 'a> Dispatch<'a, Op> {
                 if let Some(secs) = e.retry_after_secs() {
                     let wait = Duration::from_secs(secs);
                     let capped = wait.min(policy.retry.retry_after_max);
-                    candidates[deployment]
-                        .health
-                        .cool_down(Instant::now() + capped);
+                    let evidence = if e.quota_exhausted() {
+                        RateLimitEvidence::ProviderQuota
+                    } else {
+                        RateLimitEvidence::ThisRequest
+                    };
+                    candidates[deployment].health.cool_down_after(
+                        self.caller,
+                        Instant::now() + capped,
+                        evidence,
+                    );
                     if wait > policy.retry.retry_after_max {
                         barred[deployment] = true;
                     }
@@ -342,6 +353,7 @@ impl<'a, Op: Operation + 'a> Dispatch<'a, Op> {
     /// all within the attempt's timeouts.
     fn attempt(&self, candidate: Candidate, hedge: bool) -> Started<'a, Op::Answer> {
         let upstream = self.upstream;
+        let caller = self.caller;
         let req = self.req;
         let timeouts = self.timeouts;
         let deadline = self.deadline;
@@ -350,7 +362,8 @@ impl<'a, Op: Operation + 'a> Dispatch<'a, Op> {
         let traceparent = traceparent(&self.trace_id, &span_id);
         let ids = (span_id.clone(), offset);
         let running = Box::pin(async move {
-            let acquired = tokio::time::timeout_at(deadline, candidate.health.acquire()).await;
+            let acquired =
+                tokio::time::timeout_at(deadline, candidate.health.acquire_for(caller)).await;
             let slot = match acquired.unwrap_or(Err(Unavailable::QueueTimeout)) {
                 Ok(slot) => slot,
                 Err(why) => {

@@ -13,7 +13,7 @@
 
 use std::sync::Arc;
 
-use sluice_routing::{Role, RoutePlan, TimeoutOverrides};
+use sluice_routing::{CallerTag, Role, RoutePlan, TimeoutOverrides};
 use tokio::time::Instant;
 
 use crate::admission::QuotaState;
@@ -193,6 +193,7 @@ impl Gateway {
         request.drill(self, exchange, &plan);
         let won = Dispatch {
             upstream: self.upstream_for(timeouts.connect),
+            caller: CallerTag::of(&caller.key.id),
             plan: &plan,
             req: &request,
             timeouts,

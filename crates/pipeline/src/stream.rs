@@ -200,7 +200,7 @@ impl Stream for GuardedStream {
                 Poll::Ready(Some(self.through_hooks(chunk)))
             }
             Poll::Ready(Some(Err(e))) => {
-                self.slot.health().record_late_failure();
+                self.slot.record_late_failure();
                 Poll::Ready(Some(self.fail(e)))
             }
             Poll::Ready(None) => Poll::Ready(self.finish()),

@@ -32,6 +32,7 @@ pub(crate) fn health(name: &str) -> Arc<DeploymentHealth> {
         window: Duration::from_secs(10),
         open_for: Duration::from_secs(10),
         half_open_probes: 1,
+        min_callers: 1,
     };
     let capacity = CapacityPolicy {
         max_concurrency: None,

@@ -40,6 +40,11 @@ pub enum PolicyError {
     #[error("counter store: {0}")]
     CounterStore(#[from] redis::RedisError),
 
+    /// The counter store did not answer within its timeout (`budgets.redis_timeout_ms`), or
+    /// ran a reservation only after its deadline had passed (so it did not apply it).
+    #[error("counter store: no answer within {} ms", .timeout.as_millis())]
+    CounterTimeout { timeout: std::time::Duration },
+
     /// The counter store answered something the scripts never return.
     #[error("counter store returned an unexpected reply to {operation}")]
     UnexpectedReply { operation: &'static str },
@@ -115,6 +120,7 @@ impl Classify for PolicyError {
             | PolicyError::UnexpectedReply { .. } => ErrorKind::Internal,
             #[cfg(feature = "redis")]
             PolicyError::CounterStore(_) => ErrorKind::PolicyUnavailable,
+            PolicyError::CounterTimeout { .. } => ErrorKind::PolicyUnavailable,
         }
     }
 

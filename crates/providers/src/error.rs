@@ -88,6 +88,9 @@ pub enum ProviderError {
         retry_after: Option<u64>,
         /// Why the provider refused a request it could read, when its body says.
         cause: Option<RejectCause>,
+        /// A 429 whose headers say the deployment's quota is spent for the window
+        /// (`x-ratelimit-remaining-requests: 0` and the like), not only this request refused.
+        quota_exhausted: bool,
     },
     /// The provider's answer could not be decoded.
     #[error("provider `{provider}` sent a malformed response: {detail}")]
@@ -163,6 +166,18 @@ impl ProviderError {
         }
     }
 
+    /// Whether the provider said its quota is spent for everyone (a 429 with a remaining
+    /// count of 0), rather than refusing this request alone.
+    pub fn quota_exhausted(&self) -> bool {
+        matches!(
+            self,
+            ProviderError::Status {
+                quota_exhausted: true,
+                ..
+            }
+        )
+    }
+
     /// The upstream HTTP status, when the provider answered one.
     pub fn status(&self) -> Option<u16> {
         match self {
@@ -172,9 +187,20 @@ impl ProviderError {
     }
 
     /// What the client may be told. Upstream error bodies are never passed on; for a request the
-    /// provider rejected as invalid, its message is, since only it explains what to fix.
+    /// provider rejected as invalid, its message is, since only it explains what to fix, scrubbed
+    /// of secrets it may echo (keys, URLs with credentials, database URLs). Never the gateway's
+    /// internals: a provider that could not be reached is named, its base URL is not (the log
+    /// line of the failure has it).
     pub fn client_message(&self) -> String {
+        let message = self.unscrubbed_client_message();
+        sluice_dlp::secrets::redact(&message).into_owned()
+    }
+
+    fn unscrubbed_client_message(&self) -> String {
         match self {
+            ProviderError::Connect { provider, .. } => {
+                format!("could not reach provider `{provider}`")
+            }
             ProviderError::Status {
                 kind: ErrorKind::UpstreamRejected,
                 message,
@@ -211,6 +237,27 @@ pub(crate) fn kind_for_status(status: u16) -> ErrorKind {
     }
 }
 
+/// Whether a 429's headers say the quota is spent for the window: OpenAI's
+/// `x-ratelimit-remaining-requests` / `-tokens`, Anthropic's
+/// `anthropic-ratelimit-{requests,tokens,input-tokens,output-tokens}-remaining`, at 0.
+pub(crate) fn quota_exhausted(status: u16, headers: &http::HeaderMap) -> bool {
+    const REMAINING: [&str; 6] = [
+        "x-ratelimit-remaining-requests",
+        "x-ratelimit-remaining-tokens",
+        "anthropic-ratelimit-requests-remaining",
+        "anthropic-ratelimit-tokens-remaining",
+        "anthropic-ratelimit-input-tokens-remaining",
+        "anthropic-ratelimit-output-tokens-remaining",
+    ];
+    status == 429
+        && REMAINING.iter().any(|name| {
+            headers
+                .get(*name)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.trim() == "0")
+        })
+}
+
 /// Reads `Retry-After` as whole seconds (the HTTP-date form is rare from LLM APIs and is
 /// ignored), falling back to OpenAI's `retry-after-ms`.
 pub(crate) fn retry_after(headers: &http::HeaderMap) -> Option<u64> {
@@ -226,4 +273,49 @@ pub(crate) fn retry_after(headers: &http::HeaderMap) -> Option<u64> {
     text("retry-after-ms")
         .and_then(|v| v.parse::<f64>().ok())
         .map(|ms| (ms.max(0.0) / 1000.0).ceil() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_429_with_no_quota_left_is_the_deployments_not_the_requests() {
+        let headers = |pairs: &[(&'static str, &'static str)]| {
+            let mut map = http::HeaderMap::new();
+            for (name, value) in pairs {
+                map.insert(*name, http::HeaderValue::from_static(value));
+            }
+            map
+        };
+        let spent = headers(&[("x-ratelimit-remaining-requests", "0")]);
+        assert!(quota_exhausted(429, &spent));
+        assert!(!quota_exhausted(503, &spent));
+        assert!(quota_exhausted(
+            429,
+            &headers(&[("anthropic-ratelimit-output-tokens-remaining", "0")])
+        ));
+        assert!(!quota_exhausted(
+            429,
+            &headers(&[("x-ratelimit-remaining-requests", "12")])
+        ));
+        assert!(!quota_exhausted(429, &headers(&[])));
+    }
+
+    #[test]
+    fn a_rejections_message_reaches_the_client_scrubbed_of_secrets() {
+        let error = ProviderError::Status {
+            provider: "openai".into(),
+            status: 400,
+            kind: ErrorKind::UpstreamRejected,
+            message: "bad key sk-proj-abcdefghijklmnop0123 given".into(),
+            retry_after: None,
+            cause: None,
+            quota_exhausted: false,
+        };
+        assert_eq!(
+            error.client_message(),
+            "bad key [redacted provider_key] given"
+        );
+    }
 }

@@ -9,7 +9,7 @@ use sluice_types::StreamEvent;
 use sluice_wire::WireError;
 use sluice_wire::sse::{SseEvent, SseParser};
 
-use crate::error::{RejectCause, kind_for_status, retry_after};
+use crate::error::{RejectCause, kind_for_status, quota_exhausted, retry_after};
 use crate::{CompletionStream, Deployment, ProviderError, StreamChunk, TimeoutPhase, Upstream};
 
 /// Largest non-streamed upstream body accepted (a 64 MiB answer is far beyond any model's
@@ -56,14 +56,17 @@ pub(crate) async fn send(
         return Ok(response);
     }
     let retry_after = retry_after(response.headers());
+    let quota_exhausted = quota_exhausted(status, response.headers());
     // The error body is read only to find its message; a broken one still yields the status.
     let body = read_body(upstream, deployment, response)
         .await
         .unwrap_or_default();
     let decoded = decode_error(&body);
     let cause = decoded.as_ref().and_then(RejectCause::of);
+    // What the provider echoed back may hold a key, a URL with credentials, a database URL:
+    // scrubbed here, before the message reaches a client, a record or a log line.
     let message = decoded
-        .map(|e| e.message)
+        .map(|e| sluice_dlp::secrets::redact(&e.message).into_owned())
         .filter(|m| !m.is_empty())
         .unwrap_or_else(|| format!("the provider rejected the request with status {status}"));
     Err(ProviderError::Status {
@@ -73,7 +76,35 @@ pub(crate) async fn send(
         message,
         retry_after,
         cause,
+        quota_exhausted,
     })
+}
+
+/// An upstream error event inside a stream: its message is scrubbed of secrets, and so are its
+/// raw bytes, which a client of the same dialect receives as they are (the detectors never
+/// match across a JSON string's quotes or escapes, so the event stays valid JSON). Other
+/// events pass untouched.
+fn scrub_errors(events: &mut [StreamEvent], raw: Bytes) -> Bytes {
+    let mut had_error = false;
+    for event in events.iter_mut() {
+        if let StreamEvent::Error(error) = event {
+            had_error = true;
+            if let std::borrow::Cow::Owned(clean) = sluice_dlp::secrets::redact(&error.message) {
+                error.message = clean;
+            }
+        }
+    }
+    if !had_error {
+        return raw;
+    }
+    match std::str::from_utf8(&raw) {
+        Ok(text) => match sluice_dlp::secrets::redact(text) {
+            std::borrow::Cow::Borrowed(_) => raw,
+            std::borrow::Cow::Owned(clean) => Bytes::from(clean),
+        },
+        // Not text: the encoder re-renders the scrubbed event instead.
+        Err(_) => Bytes::new(),
+    }
 }
 
 /// Reads a whole body, bounded in size and by the total timeout.
@@ -179,12 +210,17 @@ pub(crate) fn sse_stream(
                     Ok(events) => {
                         for (event, raw) in events {
                             match st.decoder.decode(&event) {
-                                Ok(decoded) => st.ready.push_back(StreamChunk {
-                                    raw,
-                                    events: decoded,
-                                }),
+                                Ok(mut decoded) => {
+                                    let raw = scrub_errors(&mut decoded, raw);
+                                    st.ready.push_back(StreamChunk {
+                                        raw,
+                                        events: decoded,
+                                    })
+                                }
                                 Err(e) => {
-                                    let detail = e.to_string();
+                                    // A decoding error may quote what the upstream sent.
+                                    let detail =
+                                        sluice_dlp::secrets::redact(&e.to_string()).into_owned();
                                     st.failure =
                                         Some(ProviderError::Malformed { provider, detail });
                                     break;

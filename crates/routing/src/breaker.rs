@@ -7,6 +7,13 @@
 //! succeeds closes it, one that fails opens it again. Only failures that say the deployment is
 //! unhealthy are counted (the caller decides: see `Condition::is_deployment_fault`).
 //!
+//! No shared fate: a failure is counted with the [`CallerTag`] of the request that failed, and
+//! the breaker opens only once failures in its window came from `min_callers` distinct callers
+//! (2 by default). One key sending requests that make the upstream fail (an input it chokes
+//! on) therefore cannot open the circuit for everyone; an upstream that fails for several
+//! callers still opens it. A half-open probe's failure re-opens it whoever sent it: the
+//! evidence that opened it was already shared.
+//!
 //! Time comes in as arguments (`tokio::time::Instant`), so a paused clock drives the tests.
 
 use std::time::Duration;
@@ -14,6 +21,70 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::window::Window;
+
+/// Who sent a request, as far as shared-fate decisions care: an opaque tag of the caller's
+/// key. [`CallerTag::UNATTRIBUTED`] is a request whose caller is not known (its failures are
+/// treated as evidence of their own, as before callers were told apart).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct CallerTag(u64);
+
+impl CallerTag {
+    pub const UNATTRIBUTED: CallerTag = CallerTag(0);
+
+    /// The tag of a key (its id).
+    pub fn of(key_id: &str) -> CallerTag {
+        use std::hash::{Hash, Hasher};
+        // Fixed keys (not a per-process random state): the same key id always gives the same
+        // tag in this process, which is all the evidence needs; tags are never stored.
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        key_id.hash(&mut hasher);
+        CallerTag(hasher.finish().max(1))
+    }
+}
+
+/// Failures remembered with their caller, at most (the oldest are forgotten first; a bound,
+/// since only whether there were `min_callers` distinct ones matters).
+const FAILING_CALLERS: usize = 32;
+
+/// The callers of recent events (failures, rate limits) within a window: whether they came
+/// from enough distinct callers.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct CallerEvidence {
+    events: std::collections::VecDeque<(CallerTag, Instant)>,
+}
+
+impl CallerEvidence {
+    pub(crate) fn add(&mut self, caller: CallerTag, now: Instant) {
+        self.events
+            .retain(|(tag, _)| *tag != caller || caller == CallerTag::UNATTRIBUTED);
+        if self.events.len() == FAILING_CALLERS {
+            self.events.pop_front();
+        }
+        self.events.push_back((caller, now));
+    }
+
+    /// Whether the events of the last `window` came from at least `min_callers` distinct
+    /// callers (an unattributed one always suffices).
+    pub(crate) fn enough(&mut self, now: Instant, window: Duration, min_callers: u32) -> bool {
+        self.events
+            .retain(|(_, at)| now.saturating_duration_since(*at) < window);
+        if min_callers <= 1 {
+            return !self.events.is_empty();
+        }
+        if self
+            .events
+            .iter()
+            .any(|(tag, _)| *tag == CallerTag::UNATTRIBUTED)
+        {
+            return true;
+        }
+        self.events.len() >= min_callers as usize
+    }
+
+    pub(crate) fn clear(&mut self) {
+        self.events.clear();
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct BreakerPolicy {
@@ -24,6 +95,11 @@ pub struct BreakerPolicy {
     pub window: Duration,
     pub open_for: Duration,
     pub half_open_probes: u32,
+    /// Distinct callers whose failures must be in the window before it opens: no single key
+    /// can open a deployment's circuit for everyone by sending requests that make it fail.
+    /// `0` or `1`: any caller's failures suffice. Failures of unknown callers always count as
+    /// evidence of their own.
+    pub min_callers: u32,
 }
 
 impl BreakerPolicy {
@@ -37,6 +113,7 @@ impl BreakerPolicy {
             window: Duration::from_secs(10),
             open_for: Duration::from_secs(10),
             half_open_probes: 1,
+            min_callers: 1,
         }
     }
 }
@@ -95,6 +172,8 @@ pub struct Breaker {
     /// a = successes, b = failures, while closed.
     window: Window,
     consecutive: u32,
+    /// Who the window's failures came from.
+    failing: CallerEvidence,
     /// Times it opened since start.
     opened: u64,
 }
@@ -106,6 +185,7 @@ impl Breaker {
             state: State::Closed,
             window: Window::new(policy.window, now),
             consecutive: 0,
+            failing: CallerEvidence::default(),
             opened: 0,
         }
     }
@@ -174,12 +254,25 @@ impl Breaker {
         }
     }
 
-    /// Counts an admitted request's outcome; returns the new state when it changed.
+    /// Counts an admitted request's outcome, its caller unknown; returns the new state when it
+    /// changed.
     pub fn record(
         &mut self,
         now: Instant,
         admission: Admission,
         outcome: Outcome,
+    ) -> Option<BreakerState> {
+        self.record_from(now, admission, outcome, CallerTag::UNATTRIBUTED)
+    }
+
+    /// Counts an admitted request's outcome and who sent it; returns the new state when it
+    /// changed.
+    pub fn record_from(
+        &mut self,
+        now: Instant,
+        admission: Admission,
+        outcome: Outcome,
+        caller: CallerTag,
     ) -> Option<BreakerState> {
         if !self.policy.enabled {
             return None;
@@ -207,13 +300,17 @@ impl Breaker {
             Outcome::Failure => {
                 self.consecutive += 1;
                 self.window.add_b(now, 1);
+                self.failing.add(caller, now);
                 let counts = self.window.totals(now);
                 let seen = counts.a + counts.b;
                 let ratio_tripped = seen >= u64::from(self.policy.min_requests.max(1))
                     && counts.b as f64 >= self.policy.failure_ratio * seen as f64;
                 let run_tripped = self.policy.consecutive_failures > 0
                     && self.consecutive >= self.policy.consecutive_failures;
-                if ratio_tripped || run_tripped {
+                let shared = self
+                    .failing
+                    .enough(now, self.policy.window, self.policy.min_callers);
+                if (ratio_tripped || run_tripped) && shared {
                     return Some(self.open(now));
                 }
             }
@@ -233,6 +330,7 @@ impl Breaker {
     fn close(&mut self, now: Instant) -> BreakerState {
         self.state = State::Closed;
         self.consecutive = 0;
+        self.failing.clear();
         self.window = Window::new(self.policy.window, now);
         BreakerState::Closed
     }
@@ -251,6 +349,7 @@ mod tests {
             window: Duration::from_secs(10),
             open_for: Duration::from_secs(30),
             half_open_probes: 1,
+            min_callers: 1,
         }
     }
 
@@ -349,6 +448,53 @@ mod tests {
         assert_eq!(run(&mut breaker, t1, Outcome::Neutral), Admission::Probe);
         assert_eq!(breaker.state(t1), BreakerState::HalfOpen);
         assert_eq!(breaker.admit(t1), Admission::Probe);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn one_caller_failing_alone_never_opens_it_two_do() {
+        let t0 = Instant::now();
+        let mut breaker = Breaker::new(
+            BreakerPolicy {
+                min_callers: 2,
+                ..policy()
+            },
+            t0,
+        );
+        let (bad, good) = (CallerTag::of("key_bad"), CallerTag::of("key_good"));
+        let fail = |breaker: &mut Breaker, caller| {
+            let admission = breaker.admit(t0);
+            breaker.record_from(t0, admission, Outcome::Failure, caller);
+            admission
+        };
+        // Fifty failures in a row from one key: past both thresholds, still closed.
+        for _ in 0..50 {
+            assert_eq!(fail(&mut breaker, bad), Admission::Allowed);
+        }
+        assert_eq!(breaker.state(t0), BreakerState::Closed);
+        assert_eq!(breaker.window_counts(t0), (50, 50));
+        // A second caller failing too: the upstream is failing for everyone.
+        fail(&mut breaker, good);
+        assert_eq!(breaker.state(t0), BreakerState::Open);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn another_callers_failure_outside_the_window_is_not_evidence() {
+        let t0 = Instant::now();
+        let mut breaker = Breaker::new(
+            BreakerPolicy {
+                min_callers: 2,
+                ..policy()
+            },
+            t0,
+        );
+        let admission = breaker.admit(t0);
+        breaker.record_from(t0, admission, Outcome::Failure, CallerTag::of("a"));
+        let later = t0 + Duration::from_secs(11);
+        for _ in 0..10 {
+            let admission = breaker.admit(later);
+            breaker.record_from(later, admission, Outcome::Failure, CallerTag::of("b"));
+        }
+        assert_eq!(breaker.state(later), BreakerState::Closed);
     }
 
     #[tokio::test(start_paused = true)]

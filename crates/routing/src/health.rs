@@ -4,6 +4,13 @@
 //! bounded queue. Shared by every route that uses the deployment; kept across requests,
 //! rebuilt on restart.
 //!
+//! No shared fate: every slot is taken for a [`CallerTag`]. The breaker counts failures with
+//! their caller (see `breaker.rs`), and a provider's `Retry-After` on a 429 pauses the whole
+//! deployment only when the provider says its quota is spent for everyone
+//! ([`RateLimitEvidence::ProviderQuota`]) or when 429s came from `min_callers` distinct callers
+//! within the breaker's window; otherwise only the caller that got it backs off
+//! ([`DeploymentHealth::cool_down_after`]).
+//!
 //! Locks are `std` mutexes held for a few arithmetic operations, never across `.await`.
 
 use std::collections::VecDeque;
@@ -16,7 +23,9 @@ use sluice_types::record::{AttemptOutcome, Next};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
-use crate::breaker::{Admission, Breaker, BreakerPolicy, BreakerState, Outcome};
+use crate::breaker::{
+    Admission, Breaker, BreakerPolicy, BreakerState, CallerEvidence, CallerTag, Outcome,
+};
 
 /// Weight of a new sample in the latency EWMAs (the last ~10 samples dominate).
 const EWMA_ALPHA: f64 = 0.2;
@@ -33,6 +42,20 @@ pub const RECENT_WINDOW: Duration = Duration::from_secs(300);
 /// Attempts kept for the recent view at most (a bound, not a sample: at more than this per
 /// window, the view covers the latest ones only, and says how far back it reaches).
 const RECENT_CAPACITY: usize = 4096;
+
+/// Per-caller cool-downs kept at most; past it, expired ones are dropped first, then the
+/// earliest to end (a bound on memory whatever the number of keys).
+const CALLER_COOLDOWNS: usize = 1024;
+
+/// What a provider's 429 says about who is rate-limited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RateLimitEvidence {
+    /// The provider said the deployment's quota is spent (`x-ratelimit-remaining-requests: 0`
+    /// or its tokens or Anthropic equivalents): everyone waits.
+    ProviderQuota,
+    /// Nothing says it is more than this request's (its size, its caller's pace).
+    ThisRequest,
+}
 
 /// A deployment's concurrency limit: at most `max_concurrency` requests in flight, at most
 /// `max_queue` waiting for a slot, each for at most `queue_timeout`.
@@ -89,6 +112,11 @@ pub struct DeploymentHealth {
     breaker: Mutex<Breaker>,
     latency: Mutex<Latency>,
     cooldown_until: Mutex<Option<Instant>>,
+    /// Cool-downs of single callers: a 429 that was theirs alone.
+    caller_cooldowns: Mutex<std::collections::HashMap<CallerTag, Instant>>,
+    /// Who got 429s lately, to tell one caller's rate limit from the deployment's.
+    rate_limited: Mutex<CallerEvidence>,
+    breaker_policy: BreakerPolicy,
     capacity: CapacityPolicy,
     slots: Option<Arc<Semaphore>>,
     queued: AtomicUsize,
@@ -150,6 +178,7 @@ pub struct Slot {
     health: Arc<DeploymentHealth>,
     _permit: Option<OwnedSemaphorePermit>,
     admission: Admission,
+    caller: CallerTag,
     recorded: bool,
     /// Time spent waiting in the deployment's queue.
     pub queued_for: Duration,
@@ -164,6 +193,17 @@ impl Slot {
         self.admission
     }
 
+    /// Who the slot was taken for.
+    pub fn caller(&self) -> CallerTag {
+        self.caller
+    }
+
+    /// The attempt's stream, already started, failed later: the breaker counts it as this
+    /// caller's failure.
+    pub fn record_late_failure(&self) {
+        self.health.record_late_failure_from(self.caller);
+    }
+
     /// How the attempt ended, for the breaker and the latency estimates (successes only).
     /// `ttft` is the time to the first event (streams) or to the whole answer; `total` the
     /// time to the whole answer. Only the first call counts.
@@ -171,7 +211,8 @@ impl Slot {
         if std::mem::replace(&mut self.recorded, true) {
             return;
         }
-        self.health.record(self.admission, outcome, ttft, total);
+        self.health
+            .record(self.admission, outcome, self.caller, ttft, total);
     }
 }
 
@@ -220,6 +261,9 @@ impl DeploymentHealth {
             breaker: Mutex::new(Breaker::new(breaker, now)),
             latency: Mutex::default(),
             cooldown_until: Mutex::new(None),
+            caller_cooldowns: Mutex::default(),
+            rate_limited: Mutex::default(),
+            breaker_policy: breaker,
             capacity,
             slots: capacity
                 .max_concurrency
@@ -325,10 +369,31 @@ impl DeploymentHealth {
         }
     }
 
-    /// Asks for a slot: through the breaker, then the concurrency limit, waiting in the
-    /// bounded queue when it is full. Cancel-safe: dropping the future leaves the queue.
+    /// [`DeploymentHealth::available`] for one caller: also not while that caller waits out a
+    /// rate limit of its own.
+    pub fn available_for(&self, caller: CallerTag, now: Instant) -> Result<(), Unavailable> {
+        self.available(now)?;
+        if caller == CallerTag::UNATTRIBUTED {
+            return Ok(());
+        }
+        match lock(&self.caller_cooldowns).get(&caller) {
+            Some(until) if now < *until => Err(Unavailable::CoolingDown {
+                retry_in: *until - now,
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// A slot for a caller not told apart ([`CallerTag::UNATTRIBUTED`]).
     pub async fn acquire(self: &Arc<Self>) -> Result<Slot, Unavailable> {
-        self.available(Instant::now())?;
+        self.acquire_for(CallerTag::UNATTRIBUTED).await
+    }
+
+    /// Asks for a slot for `caller`: through the breaker and the cool-downs, then the
+    /// concurrency limit, waiting in the bounded queue when it is full. Cancel-safe: dropping
+    /// the future leaves the queue.
+    pub async fn acquire_for(self: &Arc<Self>, caller: CallerTag) -> Result<Slot, Unavailable> {
+        self.available_for(caller, Instant::now())?;
         let started = Instant::now();
         let permit = match &self.slots {
             None => None,
@@ -347,6 +412,7 @@ impl DeploymentHealth {
             health: self.clone(),
             _permit: permit,
             admission,
+            caller,
             recorded: false,
             queued_for: started.elapsed(),
         })
@@ -375,11 +441,12 @@ impl DeploymentHealth {
         &self,
         admission: Admission,
         outcome: Outcome,
+        caller: CallerTag,
         ttft: Option<Duration>,
         total: Option<Duration>,
     ) {
         let now = Instant::now();
-        let changed = lock(&self.breaker).record(now, admission, outcome);
+        let changed = lock(&self.breaker).record_from(now, admission, outcome, caller);
         match changed {
             Some(BreakerState::Open) => {
                 tracing::warn!(deployment = %self.deployment.name, "circuit opened")
@@ -425,13 +492,61 @@ impl DeploymentHealth {
         );
     }
 
-    /// A stream that had started failed later: the breaker counts it like any failure.
+    /// A stream that had started failed later, its caller unknown: the breaker counts it like
+    /// any failure ([`Slot::record_late_failure`] tells the caller).
     pub fn record_late_failure(&self) {
+        self.record_late_failure_from(CallerTag::UNATTRIBUTED);
+    }
+
+    fn record_late_failure_from(&self, caller: CallerTag) {
         let now = Instant::now();
         let mut breaker = lock(&self.breaker);
-        if breaker.record(now, Admission::Allowed, Outcome::Failure) == Some(BreakerState::Open) {
+        if breaker.record_from(now, Admission::Allowed, Outcome::Failure, caller)
+            == Some(BreakerState::Open)
+        {
             tracing::warn!(deployment = %self.deployment.name, "circuit opened");
         }
+    }
+
+    /// A provider's 429 with `Retry-After` (until `until`) on `caller`'s request: the whole
+    /// deployment cools down when the provider said its quota is spent, or when 429s came
+    /// from `min_callers` distinct callers within the breaker's window (or the caller is
+    /// unknown); otherwise only `caller` does. Returns whether the whole deployment cools down.
+    pub fn cool_down_after(
+        &self,
+        caller: CallerTag,
+        until: Instant,
+        evidence: RateLimitEvidence,
+    ) -> bool {
+        let now = Instant::now();
+        let shared = evidence == RateLimitEvidence::ProviderQuota || {
+            let mut rate_limited = lock(&self.rate_limited);
+            rate_limited.add(caller, now);
+            rate_limited.enough(
+                now,
+                self.breaker_policy.window,
+                self.breaker_policy.min_callers,
+            )
+        };
+        if shared {
+            self.cool_down(until);
+            return true;
+        }
+        let mut cooldowns = lock(&self.caller_cooldowns);
+        if cooldowns.len() >= CALLER_COOLDOWNS && !cooldowns.contains_key(&caller) {
+            cooldowns.retain(|_, until| now < *until);
+            if cooldowns.len() >= CALLER_COOLDOWNS
+                && let Some(earliest) = cooldowns
+                    .iter()
+                    .min_by_key(|(_, until)| **until)
+                    .map(|(tag, _)| *tag)
+            {
+                cooldowns.remove(&earliest);
+            }
+        }
+        let entry = cooldowns.entry(caller).or_insert(until);
+        *entry = (*entry).max(until);
+        false
     }
 
     /// Until when a `Retry-After` keeps requests away, if it still does.
@@ -467,6 +582,11 @@ impl DeploymentHealth {
     pub fn ttft_percentile(&self, p: f64) -> Option<Duration> {
         let latency = lock(&self.latency);
         percentile(&latency.ttft_samples, p).map(Duration::from_micros)
+    }
+
+    /// The breaker's state now (cheaper than [`DeploymentHealth::status`]).
+    pub fn breaker_state(&self) -> BreakerState {
+        lock(&self.breaker).state(Instant::now())
     }
 
     pub fn status(&self) -> DeploymentStatus {
@@ -557,6 +677,7 @@ mod tests {
             window: Duration::from_secs(10),
             open_for: Duration::from_secs(5),
             half_open_probes: 1,
+            min_callers: 1,
         }
     }
 
@@ -714,6 +835,102 @@ mod tests {
         ));
         tokio::time::advance(Duration::from_secs(3)).await;
         assert!(health.available(Instant::now()).is_ok());
+    }
+
+    fn shared_fate_breaker() -> BreakerPolicy {
+        BreakerPolicy {
+            min_callers: 2,
+            ..breaker()
+        }
+    }
+
+    fn unlimited() -> CapacityPolicy {
+        CapacityPolicy {
+            max_concurrency: None,
+            max_queue: 0,
+            queue_timeout: Duration::from_secs(1),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_key_whose_requests_make_the_upstream_fail_leaves_others_served() {
+        let health = Arc::new(DeploymentHealth::new(
+            deployment("d"),
+            shared_fate_breaker(),
+            unlimited(),
+        ));
+        let (bad, good) = (CallerTag::of("key_bad"), CallerTag::of("key_good"));
+        // Far past `consecutive_failures` (2), all from one key, some of them late in streams.
+        for i in 0..20 {
+            let mut slot = health.acquire_for(bad).await.unwrap();
+            if i % 4 == 0 {
+                slot.record(Outcome::Success, None, None);
+                slot.record_late_failure();
+            } else {
+                slot.record(Outcome::Failure, None, None);
+            }
+        }
+        assert_eq!(health.status().breaker, BreakerState::Closed);
+        // Both keys are still served.
+        let mut slot = health.acquire_for(good).await.unwrap();
+        slot.record(Outcome::Success, None, None);
+        drop(slot);
+        assert!(health.acquire_for(bad).await.is_ok());
+        // When the other key's requests fail as well, the deployment is the problem.
+        for _ in 0..2 {
+            health
+                .acquire_for(good)
+                .await
+                .unwrap()
+                .record(Outcome::Failure, None, None);
+        }
+        assert_eq!(health.status().breaker, BreakerState::Open);
+        assert!(matches!(
+            health.acquire_for(good).await.unwrap_err(),
+            Unavailable::CircuitOpen { .. }
+        ));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn one_callers_429_backs_off_that_caller_only_unless_the_quota_is_spent() {
+        let health = Arc::new(DeploymentHealth::new(
+            deployment("d"),
+            shared_fate_breaker(),
+            unlimited(),
+        ));
+        let (a, b, c) = (CallerTag::of("a"), CallerTag::of("b"), CallerTag::of("c"));
+        let until = Instant::now() + Duration::from_secs(30);
+        assert!(!health.cool_down_after(a, until, RateLimitEvidence::ThisRequest));
+        assert!(matches!(
+            health.acquire_for(a).await.unwrap_err(),
+            Unavailable::CoolingDown { retry_in } if retry_in == Duration::from_secs(30)
+        ));
+        assert!(
+            health.acquire_for(b).await.is_ok(),
+            "another caller is served"
+        );
+        assert_eq!(health.status().cooling_down_ms, None);
+        // The same caller again is still its own rate limit.
+        assert!(!health.cool_down_after(a, until, RateLimitEvidence::ThisRequest));
+        assert!(health.acquire_for(c).await.is_ok());
+        // A second caller rate-limited in the window: the deployment is.
+        assert!(health.cool_down_after(b, until, RateLimitEvidence::ThisRequest));
+        assert!(matches!(
+            health.acquire_for(c).await.unwrap_err(),
+            Unavailable::CoolingDown { .. }
+        ));
+        tokio::time::advance(Duration::from_secs(30)).await;
+        assert!(health.acquire_for(a).await.is_ok());
+
+        // The provider saying the quota is spent pauses it for everyone at once.
+        let health = Arc::new(DeploymentHealth::new(
+            deployment("e"),
+            shared_fate_breaker(),
+            unlimited(),
+        ));
+        let until = Instant::now() + Duration::from_secs(5);
+        assert!(health.cool_down_after(a, until, RateLimitEvidence::ProviderQuota));
+        assert!(health.acquire_for(b).await.is_err());
     }
 
     #[tokio::test(start_paused = true)]

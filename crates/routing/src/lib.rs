@@ -26,10 +26,11 @@ pub mod policy;
 mod select;
 mod window;
 
-pub use breaker::{Admission, BreakerPolicy, BreakerState, Outcome};
+pub use breaker::{Admission, BreakerPolicy, BreakerState, CallerTag, Outcome};
 pub use budget::{BudgetStatus, RetryBudget};
 pub use health::{
-    CapacityPolicy, DeploymentHealth, DeploymentStatus, RecentStats, Slot, Unavailable,
+    CapacityPolicy, DeploymentHealth, DeploymentStatus, RateLimitEvidence, RecentStats, Slot,
+    Unavailable,
 };
 pub use policy::{
     BudgetPolicy, Condition, Conditions, HedgePolicy, RetryPolicy, RoutePolicy, RouteTimeouts,

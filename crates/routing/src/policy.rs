@@ -254,6 +254,7 @@ mod tests {
             message: "m".into(),
             retry_after: None,
             cause,
+            quota_exhausted: false,
         }
     }
 

@@ -146,6 +146,7 @@ mod tests {
             window: Duration::from_secs(1),
             open_for: Duration::from_secs(1),
             half_open_probes: 1,
+            min_callers: 1,
         };
         let capacity = CapacityPolicy {
             max_concurrency: None,

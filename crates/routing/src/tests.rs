@@ -23,6 +23,7 @@ fn health(name: &str, breaker_enabled: bool) -> Arc<DeploymentHealth> {
         window: Duration::from_secs(10),
         open_for: Duration::from_secs(7),
         half_open_probes: 1,
+        min_callers: 1,
     };
     let capacity = CapacityPolicy {
         max_concurrency: None,

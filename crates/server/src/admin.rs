@@ -79,27 +79,35 @@ pub(crate) fn routes(state: AppState) -> Router<AppState> {
 
 /// Lets a request through only with the admin token; answers 404 when the API is off.
 async fn authenticate(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    match authorize(&state, request.headers()) {
+        Ok(()) => next.run(request).await,
+        Err(error) => error.into_response(),
+    }
+}
+
+/// Whether `headers` carry the admin token: `Ok` if so; otherwise the error to answer (404 when
+/// the admin API is off, 401 for a missing or wrong token).
+pub(crate) fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), AdminError> {
     let Some(token) = &state.admin_token else {
-        return AdminError::new(
+        return Err(AdminError::new(
             ErrorKind::UnknownPath,
             "the admin API is off: set `[admin] token_env` in the configuration to the name of \
              an environment variable holding a token of at least 24 characters, then restart",
         )
-        .with_code("admin_api_disabled")
-        .into_response();
+        .with_code("admin_api_disabled"));
     };
-    match bearer(request.headers()) {
-        Some(presented) if token.matches(presented) => next.run(request).await,
-        Some(_) => AdminError::new(ErrorKind::Unauthenticated, "invalid admin token")
-            .with_code("invalid_admin_token")
-            .into_response(),
-        None => AdminError::new(
+    match bearer(headers) {
+        Some(presented) if token.matches(presented) => Ok(()),
+        Some(_) => Err(
+            AdminError::new(ErrorKind::Unauthenticated, "invalid admin token")
+                .with_code("invalid_admin_token"),
+        ),
+        None => Err(AdminError::new(
             ErrorKind::Unauthenticated,
             "missing admin token: send it as `Authorization: Bearer <token>` (the value of the \
              variable `[admin] token_env` names)",
         )
-        .with_code("invalid_admin_token")
-        .into_response(),
+        .with_code("invalid_admin_token")),
     }
 }
 
@@ -125,7 +133,7 @@ async fn put_budget(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, AdminError> {
-    let bytes: Bytes = crate::body::read(body, &headers, state.max_body_bytes)
+    let bytes: Bytes = crate::body::read(body, &headers, &state)
         .await
         .map_err(|e| AdminError::new(e.kind, e.message))?;
     let row: BudgetRow = serde_json::from_slice(&bytes).map_err(|e| {

@@ -37,8 +37,31 @@ pub(crate) fn presented_key(headers: &HeaderMap, dialect: Dialect) -> Option<&st
     }
 }
 
-/// Reads the whole body, refusing anything over `limit` bytes.
-pub(crate) async fn read(body: Body, headers: &HeaderMap, limit: usize) -> Result<Bytes, ApiError> {
+/// Reads the whole body, refusing anything over `state.max_body_bytes` and answering 408
+/// when it has not all arrived within `state.body_read_timeout` (a client sending it a byte at
+/// a time holds a connection and a handler for no longer than that).
+pub(crate) async fn read(
+    body: Body,
+    headers: &HeaderMap,
+    state: &AppState,
+) -> Result<Bytes, ApiError> {
+    let timeout = state.body_read_timeout;
+    match tokio::time::timeout(timeout, read_capped(body, headers, state.max_body_bytes)).await {
+        Ok(read) => read,
+        Err(_) => {
+            state.connections.body_timed_out();
+            Err(ApiError::new(
+                ErrorKind::RequestTimeout,
+                format!(
+                    "the request body did not arrive within {} ms",
+                    timeout.as_millis()
+                ),
+            ))
+        }
+    }
+}
+
+async fn read_capped(body: Body, headers: &HeaderMap, limit: usize) -> Result<Bytes, ApiError> {
     let too_large = || {
         ApiError::new(
             ErrorKind::PayloadTooLarge,
@@ -161,7 +184,7 @@ pub(crate) async fn admit_with_body(
     dialect: Dialect,
 ) -> Result<(Exchange, Caller, Bytes), Response> {
     let (exchange, caller) = admit(state, headers, endpoint, dialect).await?;
-    match read(body, headers, state.max_body_bytes).await {
+    match read(body, headers, state).await {
         Ok(bytes) => Ok((exchange, caller, bytes)),
         Err(e) => Err(fail(exchange, dialect, e)),
     }

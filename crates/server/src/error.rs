@@ -20,12 +20,15 @@ pub fn status_for(kind: ErrorKind) -> StatusCode {
         ErrorKind::Unauthenticated => StatusCode::UNAUTHORIZED,
         ErrorKind::PermissionDenied => StatusCode::FORBIDDEN,
         ErrorKind::NotFound | ErrorKind::UnknownPath => StatusCode::NOT_FOUND,
+        ErrorKind::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+        ErrorKind::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
         ErrorKind::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         ErrorKind::RateLimited | ErrorKind::BudgetExceeded => StatusCode::TOO_MANY_REQUESTS,
         ErrorKind::UpstreamMalformed | ErrorKind::UpstreamUnavailable => StatusCode::BAD_GATEWAY,
         ErrorKind::UpstreamOverloaded
         | ErrorKind::RouteUnavailable
-        | ErrorKind::PolicyUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+        | ErrorKind::PolicyUnavailable
+        | ErrorKind::TooManyConnections => StatusCode::SERVICE_UNAVAILABLE,
         ErrorKind::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
         ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
     }
@@ -113,6 +116,12 @@ impl AdminError {
         self
     }
 
+    /// The same error, its message followed by `suffix`.
+    pub fn with_message_suffix(mut self, suffix: &str) -> Self {
+        self.message.push_str(suffix);
+        self
+    }
+
     pub fn status(&self) -> StatusCode {
         status_for(self.kind)
     }
@@ -169,6 +178,12 @@ impl From<sluice_pipeline::budgets::BudgetError> for AdminError {
 
 impl From<sluice_pipeline::PipelineError> for ApiError {
     fn from(error: sluice_pipeline::PipelineError) -> Self {
+        // A key outside an alias's scope is told what a key would be told of an alias that does
+        // not exist, word for word: a 403 would confirm to any key which aliases exist.
+        if let sluice_pipeline::PipelineError::AliasNotAllowed(model) = error {
+            let unknown = sluice_routing::RoutingError::UnknownAlias(model);
+            return ApiError::from_classified(&unknown, unknown.to_string());
+        }
         let message = error.client_message();
         let mut api = ApiError::from_classified(&error, message);
         // A parameter refused while encoding for the upstream is named, as in a decoding error.

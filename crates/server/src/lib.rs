@@ -21,6 +21,7 @@ mod anthropic;
 mod body;
 mod chat;
 pub mod error;
+pub mod listener;
 mod openai;
 mod provenance;
 mod quota;
@@ -28,56 +29,126 @@ mod stream;
 
 pub use admin::AdminToken;
 pub use error::{AdminError, ApiError};
+pub use listener::{ConnectionLimits, ConnectionStats, bind, serve};
 
 #[derive(Clone, Debug)]
 pub struct AppState {
     pub gateway: Gateway,
     /// Largest request body accepted.
     pub max_body_bytes: usize,
+    /// A request body must arrive within this once its handler starts reading it.
+    pub body_read_timeout: std::time::Duration,
+    /// What the listener did with client connections, for `/metrics`.
+    pub connections: std::sync::Arc<ConnectionStats>,
+    /// Failed budget counter operations, for `/metrics`.
+    pub counter_errors: sluice_policy::counters::CounterErrors,
     /// The admin API's token; `None` turns the admin API off (its routes answer 404).
     pub admin_token: Option<AdminToken>,
 }
 
-/// Builds the router serving every route.
+/// Builds the router of the client-facing listener. `/health` answers liveness to anyone and
+/// its detail (circuits, load, retry budgets: the names of every deployment and route) only
+/// with the admin token; `/metrics` needs the admin token. [`metrics_app`] serves both
+/// without one, for a listener operators keep private (`server.metrics_listen`).
 pub fn app(state: AppState) -> Router {
     Router::new()
         .nest(admin::PREFIX, admin::routes(state.clone()))
-        .route("/v1/chat/completions", post(openai::chat_completions))
-        .route("/v1/embeddings", post(openai::embeddings))
-        .route("/v1/models", get(models))
-        .route("/v1/messages", post(anthropic::messages))
-        .route("/v1/messages/count_tokens", post(anthropic::count_tokens))
+        .route(
+            "/v1/chat/completions",
+            post(openai::chat_completions).fallback(wrong_method_openai),
+        )
+        .route(
+            "/v1/embeddings",
+            post(openai::embeddings).fallback(wrong_method_openai),
+        )
+        .route("/v1/models", get(models).fallback(wrong_method_any))
+        .route(
+            "/v1/messages",
+            post(anthropic::messages).fallback(wrong_method_anthropic),
+        )
+        .route(
+            "/v1/messages/count_tokens",
+            post(anthropic::count_tokens).fallback(wrong_method_anthropic),
+        )
         .route("/health", get(health))
+        .route("/metrics", get(metrics_with_token))
+        .route("/ready", get(ready))
+        .fallback(not_found)
+        .with_state(state)
+}
+
+/// Builds the router of the operators' listener (`server.metrics_listen`): `/metrics`, the
+/// detailed `/health` and `/ready`, without a token. Bind it where only operators and the
+/// Prometheus scraper reach it.
+pub fn metrics_app(state: AppState) -> Router {
+    Router::new()
+        .route("/health", get(detailed_health))
         .route("/metrics", get(metrics))
         .route("/ready", get(ready))
         .fallback(not_found)
         .with_state(state)
 }
 
-/// Liveness, with the counters an operator checks first.
-/// Serves `app` on `listener` until `shutdown` resolves, then lets in-flight requests (streams
-/// included) finish. Accepted sockets get `TCP_NODELAY`: stream events are small writes that
-/// Nagle's algorithm would otherwise hold back until the client's delayed ACK (~40 ms).
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    app: Router,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    use axum::serve::ListenerExt;
-    let listener = listener.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "could not set TCP_NODELAY");
-        }
-    });
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
+/// `405` in the OpenAI dialect, with `Allow`.
+async fn wrong_method_openai(request: Request) -> Response {
+    wrong_method(&request, Dialect::OpenAi)
 }
 
-/// Liveness, with what an operator checks first: shed records and drills, and per
-/// deployment its circuit, load and latency, and per route its retry budgets. `status` is
-/// `degraded` while any circuit is open (the gateway still serves: fallbacks carry the traffic).
-async fn health(State(state): State<AppState>) -> Response {
+/// `405` in the Anthropic dialect, with `Allow`.
+async fn wrong_method_anthropic(request: Request) -> Response {
+    wrong_method(&request, Dialect::Anthropic)
+}
+
+/// `405` for an endpoint both SDKs call (`/v1/models`): the dialect the client speaks.
+async fn wrong_method_any(request: Request) -> Response {
+    let dialect = dialect_of(request.headers());
+    wrong_method(&request, dialect)
+}
+
+/// The methods each API path takes, for `Allow`.
+fn allowed_methods(path: &str) -> &'static str {
+    if path == "/v1/models" {
+        "GET, HEAD"
+    } else {
+        "POST"
+    }
+}
+
+fn wrong_method(request: &Request, dialect: Dialect) -> Response {
+    let path = request.uri().path();
+    let allow = allowed_methods(path);
+    let message = format!("{} is not allowed on {path}; use {allow}", request.method());
+    let mut response = ApiError::new(ErrorKind::MethodNotAllowed, message).render(dialect);
+    response
+        .headers_mut()
+        .insert(header::ALLOW, http::HeaderValue::from_static(allow));
+    provenance::request_id(
+        response.headers_mut(),
+        &sluice_types::RequestId::new().to_string(),
+    );
+    response
+}
+
+/// Liveness. To anyone, only `status` (`ok`, or `degraded` while any circuit is not closed:
+/// the gateway still serves, fallbacks carry the traffic). With the admin token, the detail of
+/// [`detailed_health`].
+async fn health(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    if state.admin_token.is_some() && admin::authorize(&state, &headers).is_ok() {
+        return detailed_health(State(state)).await;
+    }
+    let degraded = state
+        .gateway
+        .router()
+        .deployments()
+        .iter()
+        .any(|d| d.breaker_state() != sluice_routing::BreakerState::Closed);
+    let body = serde_json::json!({ "status": if degraded { "degraded" } else { "ok" } });
+    json_response(Bytes::from(body.to_string()))
+}
+
+/// Liveness with what an operator checks first: shed records and drills, and per deployment its
+/// circuit, load and latency, and per route its retry budgets.
+async fn detailed_health(State(state): State<AppState>) -> Response {
     let router = state.gateway.router();
     let deployments: Vec<_> = router.deployments().iter().map(|d| d.status()).collect();
     let degraded = deployments
@@ -101,6 +172,19 @@ async fn health(State(state): State<AppState>) -> Response {
         "routes": routes,
     });
     json_response(Bytes::from(body.to_string()))
+}
+
+/// `/metrics` on the client-facing listener: only with the admin token (the series name every
+/// alias, deployment and their traffic).
+async fn metrics_with_token(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    match admin::authorize(&state, &headers) {
+        Ok(()) => metrics(State(state)).await,
+        Err(error) => error
+            .with_message_suffix(
+                " (`/metrics` needs the admin token here; or scrape the listener of `server.metrics_listen`)",
+            )
+            .into_response(),
+    }
 }
 
 /// Prometheus metrics: request series from the records, gauges read from routing now, and the
@@ -139,6 +223,8 @@ async fn metrics(State(state): State<AppState>) -> Response {
     let queues = QueueCounts {
         records_shed: state.gateway.records_shed(),
         traces: state.gateway.tracer().counts(),
+        connections: state.connections.counts(),
+        counter_errors: state.counter_errors.get(),
     };
     let text = state.gateway.metrics().render(&gauges, queues);
     (
@@ -159,7 +245,7 @@ async fn ready() -> impl IntoResponse {
 
 /// The dialect of a request that reached no route: Anthropic SDKs always send
 /// `anthropic-version`, OpenAI ones never do.
-fn dialect_of(headers: &HeaderMap) -> Dialect {
+pub(crate) fn dialect_of(headers: &HeaderMap) -> Dialect {
     if headers.contains_key("anthropic-version") {
         Dialect::Anthropic
     } else {
@@ -175,9 +261,6 @@ async fn not_found(request: Request) -> Response {
         response.headers_mut(),
         &sluice_types::RequestId::new().to_string(),
     );
-    if request.method() != http::Method::GET && request.method() != http::Method::POST {
-        *response.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
-    }
     response
 }
 

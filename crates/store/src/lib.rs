@@ -18,12 +18,14 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Connection, SqliteConnection, SqlitePool};
 
 pub mod budgets;
+pub mod charged;
 pub mod keys;
 pub mod query;
 pub mod records;
 pub mod usage;
 
 pub use budgets::BudgetRow;
+pub use charged::ChargedUsage;
 pub use keys::{CreatedKey, KeyInfo, NewKey};
 pub use query::{RecordCursor, RecordFilter, RecordMatch, RecordPage, StatusFilter};
 pub use records::{

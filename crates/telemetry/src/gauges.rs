@@ -10,13 +10,13 @@
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
-use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 use crate::TraceCounts;
-use crate::labels::DeploymentLabels;
+use crate::labels::{DeploymentLabels, ReasonLabels};
 
 /// A deployment's circuit breaker, as `sluice_deployment_breaker_state` reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -63,6 +63,29 @@ pub struct QueueCounts {
     pub records_shed: u64,
     /// The tracer's ([`Tracer::counts`](crate::Tracer::counts)); zero when tracing is off.
     pub traces: TraceCounts,
+    /// Client connections: open now, and those shed or closed for being slow.
+    pub connections: ConnectionCounts,
+    /// Budget counter operations that failed (the counter store unreachable or too slow).
+    pub counter_errors: u64,
+}
+
+/// What the listener did with client connections, since start.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ConnectionCounts {
+    /// Connections open now.
+    pub open: u64,
+    /// Refused because their client address held `max_connections_per_client` already.
+    pub shed_per_client: u64,
+    /// Refused because the gateway held `max_connections` already.
+    pub shed_total: u64,
+    /// Closed because a request's headers did not arrive within `header_read_timeout_ms`.
+    pub header_timeouts: u64,
+    /// Answered 408 because a request's body did not arrive within `body_read_timeout_ms`.
+    pub body_timeouts: u64,
+    /// Closed because the client read none of its answer for `idle_timeout_ms`.
+    pub write_timeouts: u64,
+    /// Still open when the shutdown grace ran out, and closed.
+    pub cut_at_shutdown: u64,
 }
 
 /// Encodes the scrape-time gauges and counters, appending to `out`.
@@ -124,6 +147,44 @@ pub(crate) fn render(out: &mut String, deployments: &[DeploymentGauge], queues: 
         "sluice_traces_exported",
         "Finished requests whose spans the OTLP collector accepted",
         ConstCounter::new(queues.traces.exported),
+    );
+    let c = queues.connections;
+    let open = Gauge::<u64, AtomicU64>::default();
+    open.set(c.open);
+    registry.register(
+        "sluice_connections_open",
+        "Client connections open now",
+        open,
+    );
+    let shed = Family::<ReasonLabels, Counter<u64, AtomicU64>>::default();
+    for (reason, count) in [("per_client", c.shed_per_client), ("total", c.shed_total)] {
+        shed.get_or_create(&ReasonLabels { reason }).inc_by(count);
+    }
+    registry.register(
+        "sluice_connections_shed",
+        "Client connections refused at accept: over the per-client or the total connection limit",
+        shed,
+    );
+    let timed_out = Family::<ReasonLabels, Counter<u64, AtomicU64>>::default();
+    for (reason, count) in [
+        ("header", c.header_timeouts),
+        ("body", c.body_timeouts),
+        ("write", c.write_timeouts),
+        ("shutdown", c.cut_at_shutdown),
+    ] {
+        timed_out
+            .get_or_create(&ReasonLabels { reason })
+            .inc_by(count);
+    }
+    registry.register(
+        "sluice_connections_timed_out",
+        "Client connections closed for being too slow: headers, body, reading the answer, or still open when the shutdown grace ran out",
+        timed_out,
+    );
+    registry.register(
+        "sluice_counter_errors",
+        "Budget counter operations that failed: the counter store was unreachable or too slow",
+        ConstCounter::new(queues.counter_errors),
     );
     crate::encode(out, &registry);
 }

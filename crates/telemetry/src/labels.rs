@@ -202,6 +202,13 @@ pub(crate) struct EstimatedLabels {
     pub(crate) deployment: Arc<str>,
 }
 
+/// `sluice_connections_shed_total` (`reason`) and `sluice_connections_timed_out_total`
+/// (`phase`): closed sets of values.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct ReasonLabels {
+    pub(crate) reason: &'static str,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -543,6 +543,16 @@ fn deployment_gauges_and_queue_counters_render() {
             failed: 512,
             exported: 9_000,
         },
+        connections: crate::ConnectionCounts {
+            open: 12,
+            shed_per_client: 5,
+            shed_total: 1,
+            header_timeouts: 4,
+            body_timeouts: 2,
+            write_timeouts: 3,
+            cut_at_shutdown: 0,
+        },
+        counter_errors: 6,
     };
     let gauges = [
         DeploymentGauge {
@@ -581,6 +591,33 @@ fn deployment_gauges_and_queue_counters_render() {
     assert_eq!(s.value("sluice_traces_shed_total", &[]), 3.0);
     assert_eq!(s.value("sluice_traces_export_failed_total", &[]), 512.0);
     assert_eq!(s.value("sluice_traces_exported_total", &[]), 9_000.0);
+    assert_eq!(s.value("sluice_connections_open", &[]), 12.0);
+    let shed = |reason| [("reason", reason)];
+    assert_eq!(
+        s.value("sluice_connections_shed_total", &shed("per_client")),
+        5.0
+    );
+    assert_eq!(
+        s.value("sluice_connections_shed_total", &shed("total")),
+        1.0
+    );
+    assert_eq!(
+        s.value("sluice_connections_timed_out_total", &shed("header")),
+        4.0
+    );
+    assert_eq!(
+        s.value("sluice_connections_timed_out_total", &shed("body")),
+        2.0
+    );
+    assert_eq!(
+        s.value("sluice_connections_timed_out_total", &shed("write")),
+        3.0
+    );
+    assert_eq!(
+        s.value("sluice_connections_timed_out_total", &shed("shutdown")),
+        0.0
+    );
+    assert_eq!(s.value("sluice_counter_errors_total", &[]), 6.0);
 
     // The next scrape shows only the deployments it is given.
     let s = Scrape::parse(&metrics.render(&gauges[..1], queues));
@@ -620,6 +657,10 @@ fn every_family_has_its_prometheus_type() {
         ("sluice_traces_shed_total", "counter"),
         ("sluice_traces_export_failed_total", "counter"),
         ("sluice_traces_exported_total", "counter"),
+        ("sluice_connections_open", "gauge"),
+        ("sluice_connections_shed_total", "counter"),
+        ("sluice_connections_timed_out_total", "counter"),
+        ("sluice_counter_errors_total", "counter"),
     ];
     for (name, kind) in expected {
         assert_eq!(s.types.get(name).map(String::as_str), Some(kind), "{name}");

@@ -25,6 +25,13 @@ pub enum ErrorKind {
     NotFound,
     /// No such endpoint.
     UnknownPath,
+    /// The endpoint exists but not for this HTTP method.
+    MethodNotAllowed,
+    /// The client did not send its request body in time.
+    RequestTimeout,
+    /// The client holds more connections than the gateway allows it, or the gateway is at
+    /// its connection limit.
+    TooManyConnections,
     /// Body over the configured limit.
     PayloadTooLarge,
     /// Rate limited (by the gateway or by the upstream).
@@ -55,13 +62,16 @@ pub enum ErrorKind {
 
 impl ErrorKind {
     /// Every kind, for reading codes back.
-    pub const ALL: [ErrorKind; 18] = [
+    pub const ALL: [ErrorKind; 21] = [
         ErrorKind::InvalidRequest,
         ErrorKind::UnsupportedParameter,
         ErrorKind::Unauthenticated,
         ErrorKind::PermissionDenied,
         ErrorKind::NotFound,
         ErrorKind::UnknownPath,
+        ErrorKind::MethodNotAllowed,
+        ErrorKind::RequestTimeout,
+        ErrorKind::TooManyConnections,
         ErrorKind::PayloadTooLarge,
         ErrorKind::RateLimited,
         ErrorKind::BudgetExceeded,
@@ -85,6 +95,9 @@ impl ErrorKind {
             ErrorKind::PermissionDenied => "permission_denied",
             ErrorKind::NotFound => "model_not_found",
             ErrorKind::UnknownPath => "unknown_url",
+            ErrorKind::MethodNotAllowed => "method_not_allowed",
+            ErrorKind::RequestTimeout => "request_timeout",
+            ErrorKind::TooManyConnections => "too_many_connections",
             ErrorKind::PayloadTooLarge => "request_too_large",
             ErrorKind::RateLimited => "rate_limit_exceeded",
             ErrorKind::BudgetExceeded => "budget_exceeded",
@@ -212,6 +225,9 @@ mod tests {
             | ErrorKind::PermissionDenied
             | ErrorKind::NotFound
             | ErrorKind::UnknownPath
+            | ErrorKind::MethodNotAllowed
+            | ErrorKind::RequestTimeout
+            | ErrorKind::TooManyConnections
             | ErrorKind::PayloadTooLarge
             | ErrorKind::RateLimited
             | ErrorKind::BudgetExceeded

@@ -6,6 +6,7 @@
 //!   implements, so routing and rendering never guess.
 //! - [`ids`]: request and tenant ids.
 //! - [`record`]: the typed request record, filled by the pipeline and written by the store.
+//! - [`throttle`]: one log line per interval for warnings that can repeat per request.
 
 pub mod chat;
 pub mod clock;
@@ -13,11 +14,13 @@ pub mod error;
 pub mod ids;
 pub mod money;
 pub mod record;
+pub mod throttle;
 
 pub use chat::*;
 pub use error::{Classify, Condition, ErrorKind, Origin};
 pub use ids::{RequestId, TenantId};
 pub use money::Money;
+pub use throttle::LogThrottle;
 
 /// The two wire formats Sluice speaks, at ingress and towards providers.
 #[derive(

@@ -69,6 +69,7 @@ impl Operation for Scripted {
             message: "scripted".into(),
             retry_after: None,
             cause: None,
+            quota_exhausted: false,
         })
     }
 }
@@ -125,6 +126,7 @@ async fn run(
     };
     Dispatch {
         upstream: &upstream,
+        caller: sluice_routing::CallerTag::of("key_test"),
         plan,
         req: &op,
         timeouts: timeouts(),

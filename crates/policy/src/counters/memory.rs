@@ -9,7 +9,7 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use super::{
-    Adjustment, Charge, CounterFuture, Counters, HeldAmount, Hold, Quota, check_distinct,
+    Adjustment, Charge, CounterFuture, Counters, HeldAmount, Hold, Quota, Restore, check_distinct,
     quota_resets_at,
 };
 use crate::budget::{Consumption, Limit};
@@ -28,6 +28,8 @@ pub struct MemoryCounters {
 struct State {
     counters: HashMap<String, Counter>,
     next_sweep_at: Option<UnixMs>,
+    /// Whether [`Counters::claim_rebuild`] was called: in process, counters start empty once.
+    claimed: bool,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -167,6 +169,27 @@ impl MemoryCounters {
 }
 
 impl Counters for MemoryCounters {
+    fn restore<'a>(&'a self, amounts: &'a [Restore]) -> CounterFuture<'a, Result<(), PolicyError>> {
+        let mut state = self.lock();
+        for restore in amounts {
+            let counter = state
+                .counters
+                .entry(restore.key.clone())
+                .or_insert(Counter {
+                    value: 0,
+                    expires_at: restore.expires_at,
+                });
+            counter.value = counter.value.max(restore.amount);
+            counter.expires_at = counter.expires_at.max(restore.expires_at);
+        }
+        Box::pin(std::future::ready(Ok(())))
+    }
+
+    fn claim_rebuild(&self) -> CounterFuture<'_, Result<bool, PolicyError>> {
+        let first = !std::mem::replace(&mut self.lock().claimed, true);
+        Box::pin(std::future::ready(Ok(first)))
+    }
+
     fn reserve<'a>(
         &'a self,
         charges: &'a [Charge],

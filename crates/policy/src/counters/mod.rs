@@ -16,6 +16,8 @@
 //! (budgets are never overspent) but pessimistic. [`HoldGuard`] releases on drop.
 
 mod memory;
+mod observed;
+pub mod rebuild;
 #[cfg(feature = "redis")]
 mod redis;
 #[cfg(test)]
@@ -36,6 +38,7 @@ use crate::error::PolicyError;
 #[cfg(feature = "redis")]
 pub use self::redis::{RedisCounters, RedisSettings};
 pub use memory::MemoryCounters;
+pub use observed::{CounterErrors, ObservedCounters};
 
 /// The largest amount a limit or a charge may carry: counters add in the integer range that
 /// Redis's Lua numbers (doubles) represent exactly, 2^53 - 1. That is $9 billion in micro-USD.
@@ -76,6 +79,30 @@ pub trait Counters: Send + Sync {
         limit: &'a Limit,
         now: UnixMs,
     ) -> CounterFuture<'a, Result<u64, PolicyError>>;
+
+    /// Raises each counter to at least its amount (never lowers one), creating it with its
+    /// expiry when missing: counters rebuilt from the request records ([`rebuild`]).
+    fn restore<'a>(&'a self, amounts: &'a [Restore]) -> CounterFuture<'a, Result<(), PolicyError>>;
+
+    /// Marks the counters as holding this deployment's state, and says whether they did not
+    /// already: `true` the first time in process (memory), or when Redis has lost its data
+    /// (restarted empty, flushed) since the last mark. The caller then rebuilds them.
+    fn claim_rebuild(&self) -> CounterFuture<'_, Result<bool, PolicyError>>;
+}
+
+/// One counter to raise to at least `amount`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Restore {
+    pub(crate) key: String,
+    pub amount: u64,
+    pub(crate) expires_at: UnixMs,
+}
+
+impl Restore {
+    /// The counter's key (under the store's prefix).
+    pub fn key(&self) -> &str {
+        &self.key
+    }
 }
 
 /// What admission does when the counters cannot be reached (Redis down or slow).

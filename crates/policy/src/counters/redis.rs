@@ -18,7 +18,7 @@ use std::time::Duration;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 use super::{
-    Adjustment, Charge, CounterFuture, Counters, HeldAmount, Hold, Quota, check_distinct,
+    Adjustment, Charge, CounterFuture, Counters, HeldAmount, Hold, Quota, Restore, check_distinct,
     quota_resets_at,
 };
 use crate::budget::{Consumption, Limit};
@@ -26,14 +26,23 @@ use crate::calendar::UnixMs;
 use crate::error::PolicyError;
 
 /// KEYS: every charge's slot keys, charge after charge, oldest slot first.
-/// ARGV: the number of charges, then per charge: slot count, amount, limit, expiry (Unix ms).
-/// Reply: `{0, charge, used, oldest non-empty slot}` (1-based, 0 for none) when a charge does
-/// not fit and nothing was added; otherwise `{1, used after, oldest non-empty slot after, ...}`
-/// with one pair per charge.
+/// ARGV: the deadline (Unix ms on Redis's clock, `0` for none), the number of charges, then per
+/// charge: slot count, amount, limit, expiry (Unix ms).
+/// Reply: `{2, now}` when Redis runs it after its deadline (the gateway has given up on it and
+/// answered the request already: nothing is added); `{0, charge, used, oldest non-empty slot}`
+/// (1-based, 0 for none) when a charge does not fit and nothing was added; otherwise
+/// `{1, used after, oldest non-empty slot after, ..., now}` with one pair per charge and
+/// Redis's clock (Unix ms) last.
 const RESERVE_SCRIPT: &str = r"
-local charge_count = tonumber(ARGV[1])
+local time = redis.call('TIME')
+local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+local deadline = tonumber(ARGV[1])
+if deadline > 0 and now > deadline then
+  return {2, now}
+end
+local charge_count = tonumber(ARGV[2])
 local key_index = 1
-local arg_index = 2
+local arg_index = 3
 local plans = {}
 for charge = 1, charge_count do
   local slot_count = tonumber(ARGV[arg_index])
@@ -71,6 +80,7 @@ for charge = 1, charge_count do
   reply[#reply + 1] = plan[5]
   reply[#reply + 1] = plan[6]
 end
+reply[#reply + 1] = now
 return reply
 ";
 
@@ -94,6 +104,27 @@ for index = 1, #KEYS do
 end
 return #KEYS
 ";
+
+/// KEYS: counters to raise. ARGV: per key, the amount and the expiry (Unix ms). Each counter
+/// becomes the larger of its value and the amount; one created gets the expiry.
+const RESTORE_SCRIPT: &str = r"
+for index = 1, #KEYS do
+  local key = KEYS[index]
+  local amount = tonumber(ARGV[index * 2 - 1])
+  local value = tonumber(redis.call('GET', key) or '0')
+  if amount > value then
+    redis.call('INCRBY', key, string.format('%.0f', amount - value))
+    if value == 0 then
+      redis.call('PEXPIREAT', key, ARGV[index * 2])
+    end
+  end
+end
+return #KEYS
+";
+
+/// The key whose presence says the counters hold the deployment's state: set when they are
+/// rebuilt; a Redis that lost its data lost it too.
+const LIVE_MARKER: &str = "counters-live";
 
 /// How to reach the shared Redis.
 #[derive(Clone)]
@@ -132,12 +163,23 @@ impl fmt::Debug for RedisSettings {
 }
 
 /// Counters shared through Redis. Cloning shares the connection.
+///
+/// Every operation is bounded by `response_timeout` as a whole (reconnection attempts
+/// included), so a refusal for an unreachable Redis takes one timeout. A reservation carries a
+/// deadline on Redis's clock (estimated from the offset measured at connect and refreshed by
+/// every reservation's reply), half a timeout after it is sent: a Redis that stalled (a paused
+/// process, a long fork) and runs it later, after the gateway answered the request 503, refuses
+/// to apply it, so no budget is charged for a request that was never served.
 #[derive(Clone)]
 pub struct RedisCounters {
     connection: ConnectionManager,
     key_prefix: String,
     reserve_script: redis::Script,
     adjust_script: redis::Script,
+    restore_script: redis::Script,
+    timeout: Duration,
+    /// Redis's clock minus ours, in ms.
+    clock_offset_ms: std::sync::Arc<std::sync::atomic::AtomicI64>,
 }
 
 impl fmt::Debug for RedisCounters {
@@ -158,10 +200,43 @@ impl RedisCounters {
             .set_response_timeout(Some(settings.response_timeout))
             .set_number_of_retries(2);
         let connection = ConnectionManager::new_with_config(client, config).await?;
-        Ok(RedisCounters::from_connection(
-            connection,
-            settings.key_prefix.clone(),
-        ))
+        let mut counters = RedisCounters::from_connection(connection, settings.key_prefix.clone());
+        counters.timeout = settings.response_timeout;
+        counters.measure_clock().await?;
+        Ok(counters)
+    }
+
+    /// Measures Redis's clock against ours (`TIME`, half the round trip taken as the lag).
+    async fn measure_clock(&self) -> Result<(), PolicyError> {
+        let mut connection = self.connection.clone();
+        let sent = wall_clock_ms();
+        let time: (String, String) = self
+            .bounded(redis::cmd("TIME").query_async(&mut connection))
+            .await?;
+        let received = wall_clock_ms();
+        let parse = |text: &str| text.parse::<i64>().unwrap_or(0);
+        let redis_now = parse(&time.0) * 1_000 + parse(&time.1) / 1_000;
+        let ours = sent + (received - sent) / 2;
+        self.clock_offset_ms
+            .store(redis_now - ours, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// `operation`, failing with [`PolicyError::CounterTimeout`] past the timeout.
+    async fn bounded<T>(
+        &self,
+        operation: impl std::future::Future<Output = redis::RedisResult<T>>,
+    ) -> Result<T, PolicyError> {
+        let timed_out = || PolicyError::CounterTimeout {
+            timeout: self.timeout,
+        };
+        match tokio::time::timeout(self.timeout, operation).await {
+            Ok(Ok(value)) => Ok(value),
+            // The client's own response timeout is the same bound.
+            Ok(Err(error)) if error.is_timeout() => Err(timed_out()),
+            Ok(Err(error)) => Err(error.into()),
+            Err(_) => Err(timed_out()),
+        }
     }
 
     /// Counters on an existing connection.
@@ -174,6 +249,9 @@ impl RedisCounters {
             key_prefix: key_prefix.into(),
             reserve_script: redis::Script::new(RESERVE_SCRIPT),
             adjust_script: redis::Script::new(ADJUST_SCRIPT),
+            restore_script: redis::Script::new(RESTORE_SCRIPT),
+            timeout: Duration::from_millis(500),
+            clock_offset_ms: std::sync::Arc::default(),
         }
     }
 
@@ -198,8 +276,18 @@ impl RedisCounters {
                 quotas: Vec::new(),
             });
         }
+        // Half a timeout after sending, on Redis's clock: a reply to a script run before it has
+        // the other half to arrive before the gateway gives up.
+        let offset = self
+            .clock_offset_ms
+            .load(std::sync::atomic::Ordering::Relaxed);
+        let half = i64::try_from(self.timeout.as_millis() / 2).unwrap_or(i64::MAX);
+        let deadline = wall_clock_ms()
+            .saturating_add(offset)
+            .saturating_add(half)
+            .max(1);
         let mut invocation = self.reserve_script.prepare_invoke();
-        invocation.arg(charges.len());
+        invocation.arg(deadline).arg(charges.len());
         for charge in charges {
             for slot in &charge.slots {
                 invocation.key(self.full_key(&slot.key));
@@ -211,8 +299,26 @@ impl RedisCounters {
                 .arg(charge.expires_at.0);
         }
         let mut connection = self.connection.clone();
-        let reply: Vec<i64> = invocation.invoke_async(&mut connection).await?;
-        decode_reserve_reply(charges, &reply)
+        let reply: Vec<i64> = self
+            .bounded(invocation.invoke_async(&mut connection))
+            .await?;
+        let received = wall_clock_ms();
+        let (reply, redis_now) = match reply.as_slice() {
+            [2, _] => {
+                return Err(PolicyError::CounterTimeout {
+                    timeout: self.timeout,
+                });
+            }
+            [1, rest @ .., now] => (&reply[..=rest.len()], Some(*now)),
+            _ => (reply.as_slice(), None),
+        };
+        if let Some(redis_now) = redis_now {
+            // The script ran before the reply arrived: this estimate errs towards an earlier
+            // deadline, never a later one.
+            self.clock_offset_ms
+                .store(redis_now - received, std::sync::atomic::Ordering::Relaxed);
+        }
+        decode_reserve_reply(charges, reply)
     }
 
     async fn adjust(&self, adjustments: Vec<Adjustment>) -> Result<(), PolicyError> {
@@ -227,7 +333,9 @@ impl RedisCounters {
                 .arg(adjustment.expires_at.0);
         }
         let mut connection = self.connection.clone();
-        let _adjusted: i64 = invocation.invoke_async(&mut connection).await?;
+        let _adjusted: i64 = self
+            .bounded(invocation.invoke_async(&mut connection))
+            .await?;
         Ok(())
     }
 
@@ -239,15 +347,19 @@ impl RedisCounters {
             .map(|slot| self.full_key(&slot.key))
             .collect();
         let mut connection = self.connection.clone();
-        let values: Vec<Option<i64>> = redis::cmd("MGET")
-            .arg(&keys)
-            .query_async(&mut connection)
+        let values: Vec<Option<i64>> = self
+            .bounded(redis::cmd("MGET").arg(&keys).query_async(&mut connection))
             .await?;
         Ok(values
             .into_iter()
             .map(|value| u64::try_from(value.unwrap_or(0)).unwrap_or(0))
             .fold(0_u64, u64::saturating_add))
     }
+}
+
+/// Our wall clock, Unix ms (what deadlines sent to Redis are measured against).
+fn wall_clock_ms() -> i64 {
+    sluice_types::clock::unix_ms()
 }
 
 fn decode_reserve_reply(charges: &[Charge], reply: &[i64]) -> Result<Hold, PolicyError> {
@@ -289,6 +401,42 @@ fn decode_reserve_reply(charges: &[Charge], reply: &[i64]) -> Result<Hold, Polic
 }
 
 impl Counters for RedisCounters {
+    fn restore<'a>(&'a self, amounts: &'a [Restore]) -> CounterFuture<'a, Result<(), PolicyError>> {
+        Box::pin(async move {
+            // In batches, so one script never holds Redis for long.
+            for batch in amounts.chunks(512) {
+                let mut invocation = self.restore_script.prepare_invoke();
+                for restore in batch {
+                    invocation
+                        .key(self.full_key(&restore.key))
+                        .arg(restore.amount)
+                        .arg(restore.expires_at.0);
+                }
+                let mut connection = self.connection.clone();
+                let _restored: i64 = self
+                    .bounded(invocation.invoke_async(&mut connection))
+                    .await?;
+            }
+            Ok(())
+        })
+    }
+
+    fn claim_rebuild(&self) -> CounterFuture<'_, Result<bool, PolicyError>> {
+        Box::pin(async move {
+            let mut connection = self.connection.clone();
+            let set: Option<String> = self
+                .bounded(
+                    redis::cmd("SET")
+                        .arg(self.full_key(LIVE_MARKER))
+                        .arg(wall_clock_ms())
+                        .arg("NX")
+                        .query_async(&mut connection),
+                )
+                .await?;
+            Ok(set.is_some())
+        })
+    }
+
     fn reserve<'a>(
         &'a self,
         charges: &'a [Charge],

@@ -414,6 +414,17 @@ impl Counters for Unreachable {
     ) -> sluice_policy::counters::CounterFuture<'a, Result<u64, PolicyError>> {
         Box::pin(async { Ok(0) })
     }
+    fn restore<'a>(
+        &'a self,
+        _: &'a [sluice_policy::counters::Restore],
+    ) -> sluice_policy::counters::CounterFuture<'a, Result<(), PolicyError>> {
+        Box::pin(async { Ok(()) })
+    }
+    fn claim_rebuild(
+        &self,
+    ) -> sluice_policy::counters::CounterFuture<'_, Result<bool, PolicyError>> {
+        Box::pin(async { Ok(false) })
+    }
 }
 
 #[tokio::test]

@@ -122,19 +122,207 @@ async fn authentication_failures_answer_in_each_dialect() {
             .unwrap(),
     )
     .await;
-    assert_eq!((status, anthropic_type(&body)), (403, "permission_error"));
+    // An alias outside the key's scope is answered as if it did not exist.
+    assert_eq!((status, anthropic_type(&body)), (404, "not_found_error"));
+    assert_eq!(
+        body["error"]["message"],
+        "the model `m` does not exist or is not served by this gateway"
+    );
     assert_eq!(mock.hits(), 0);
 
     let records = gw.finish().await;
     assert_eq!(records.len(), 4, "every refused request leaves a record");
     assert_eq!(
         records.iter().map(|r| r.status).collect::<Vec<_>>(),
-        [401, 401, 401, 403]
+        [401, 401, 401, 404]
     );
     assert_eq!(
         records[3].error_code.map(|c| c.as_str()),
-        Some("permission_denied")
+        Some("model_not_found")
     );
+}
+
+/// A key may not learn which aliases exist by trying names: an alias outside its scope and one
+/// that does not exist get the same answer, byte for byte, in either dialect.
+#[tokio::test]
+async fn forbidden_and_unknown_aliases_are_answered_alike() {
+    let mock = MockUpstream::both().start().await;
+    let gw = TestGateway::builder()
+        .route("secret-model", [on(&mock, ProviderKind::OpenAi, "gpt")])
+        .route("open", [on(&mock, ProviderKind::OpenAi, "gpt")])
+        .start()
+        .await;
+    let scoped = gw
+        .store
+        .create_key(sluice_store::NewKey {
+            name: "s".into(),
+            aliases: vec!["open".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let ask = |model: &str, dialect: &str| {
+        let request = match dialect {
+            "openai" => gw
+                .client
+                .post(gw.url("/v1/chat/completions"))
+                .bearer_auth(&scoped.secret)
+                .json(&json!({"model": model, "messages": [{"role": "user", "content": "hi"}]})),
+            _ => gw
+                .client
+                .post(gw.url("/v1/messages"))
+                .header("x-api-key", &scoped.secret)
+                .header("anthropic-version", "2023-06-01")
+                .json(&json!({"model": model, "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]})),
+        };
+        async move {
+            let res = request.send().await.unwrap();
+            (res.status().as_u16(), res.json::<Value>().await.unwrap())
+        }
+    };
+    for dialect in ["openai", "anthropic"] {
+        let (forbidden_status, forbidden) = ask("secret-model", dialect).await;
+        let (unknown_status, unknown) = ask("no-such-model", dialect).await;
+        assert_eq!((forbidden_status, unknown_status), (404, 404));
+        assert_eq!(
+            forbidden.to_string().replace("secret-model", "X"),
+            unknown.to_string().replace("no-such-model", "X"),
+        );
+    }
+    let (_, body) = ask("secret-model", "openai").await;
+    assert_eq!(openai_code(&body), "model_not_found");
+    assert_eq!(mock.hits(), 0);
+}
+
+/// A wrong HTTP method on an API endpoint is answered 405 in that endpoint's dialect, with
+/// `Allow`; an unknown path is a 404 whatever the method.
+#[tokio::test]
+async fn wrong_methods_get_405_in_the_endpoints_dialect_with_allow() {
+    let mock = MockUpstream::both().start().await;
+    let gw = TestGateway::builder()
+        .route("m", [on(&mock, ProviderKind::OpenAi, "gpt")])
+        .start()
+        .await;
+    for (method, path, allow) in [
+        (reqwest::Method::GET, "/v1/chat/completions", "POST"),
+        (reqwest::Method::PUT, "/v1/embeddings", "POST"),
+        (reqwest::Method::POST, "/v1/models", "GET, HEAD"),
+    ] {
+        let res = gw
+            .client
+            .request(method.clone(), gw.url(path))
+            .bearer_auth(&gw.key)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.headers()["allow"], allow, "{method} {path}");
+        let (status, body) = error_of(res).await;
+        assert_eq!((status, openai_code(&body)), (405, "method_not_allowed"));
+        assert_eq!(body["error"]["type"], "invalid_request_error");
+        assert_eq!(
+            body["error"]["message"],
+            format!("{method} is not allowed on {path}; use {allow}")
+        );
+    }
+    for (method, path) in [
+        (reqwest::Method::GET, "/v1/messages"),
+        (reqwest::Method::DELETE, "/v1/messages/count_tokens"),
+    ] {
+        let res = gw
+            .client
+            .request(method.clone(), gw.url(path))
+            .header("x-api-key", &gw.key)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.headers()["allow"], "POST");
+        let (status, body) = error_of(res).await;
+        assert_eq!(
+            (status, anthropic_type(&body)),
+            (405, "invalid_request_error")
+        );
+        assert_eq!(
+            body["error"]["message"],
+            format!("{method} is not allowed on {path}; use POST")
+        );
+    }
+    let res = gw
+        .client
+        .delete(gw.url("/v1/nothing-here"))
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = error_of(res).await;
+    assert_eq!((status, openai_code(&body)), (404, "unknown_url"));
+    assert_eq!(mock.hits(), 0);
+}
+
+/// Liveness and readiness are open but say nothing about the configuration; the detail and the
+/// metrics need the admin token, or the operators' listener.
+#[tokio::test]
+async fn health_is_minimal_to_anyone_and_detailed_with_the_admin_token() {
+    const TOKEN: &str = "an-admin-token-of-some-length-0123";
+    let mock = MockUpstream::both().start().await;
+    let gw = TestGateway::builder()
+        .route("private-alias", [on(&mock, ProviderKind::OpenAi, "gpt")])
+        .admin_token(TOKEN)
+        .start()
+        .await;
+    let res = gw.client.get(gw.url("/health")).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.json::<Value>().await.unwrap(), json!({"status": "ok"}));
+    // A client key is not the admin token.
+    let res = gw
+        .client
+        .get(gw.url("/health"))
+        .bearer_auth(&gw.key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.json::<Value>().await.unwrap(), json!({"status": "ok"}));
+    let res = gw.client.get(gw.url("/ready")).send().await.unwrap();
+    assert_eq!(
+        res.json::<Value>().await.unwrap(),
+        json!({"status": "ready"})
+    );
+
+    let res = gw
+        .client
+        .get(gw.url("/health"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    let detail: Value = res.json().await.unwrap();
+    assert!(detail["routes"].get("private-alias").is_some(), "{detail}");
+    assert_eq!(detail, gw.health().await);
+
+    for key in [None, Some(gw.key.as_str())] {
+        let mut request = gw.client.get(gw.url("/metrics"));
+        if let Some(key) = key {
+            request = request.bearer_auth(key);
+        }
+        let res = request.send().await.unwrap();
+        assert_eq!(res.status(), 401);
+        let text = res.text().await.unwrap();
+        assert!(!text.contains("private-alias"), "{text}");
+        assert!(text.contains("invalid_admin_token"), "{text}");
+    }
+    let res = gw
+        .client
+        .get(gw.url("/metrics"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert!(
+        res.text()
+            .await
+            .unwrap()
+            .contains("sluice_connections_open")
+    );
+    assert!(gw.metrics().await.contains("sluice_connections_open"));
 }
 
 #[tokio::test]
@@ -547,7 +735,7 @@ async fn health_and_readiness_answer_without_a_key() {
     let gw = TestGateway::builder().start().await;
     let health: Value = gw
         .client
-        .get(gw.url("/health"))
+        .get(gw.metrics_url("/health"))
         .send()
         .await
         .unwrap()

@@ -10,8 +10,10 @@
 mod admin;
 mod anthropic_ingress;
 mod budgets;
+mod connections;
 mod errors;
 mod hooks;
+mod leaks;
 mod openai_ingress;
 mod routing;
 mod support;

@@ -311,7 +311,7 @@ async fn an_open_circuit_sends_traffic_straight_to_the_fallback_and_shows_in_hea
     assert_eq!((primary_mock.hits(), backup_mock.hits()), (2, 4));
     let health: Value = gw
         .client
-        .get(gw.url("/health"))
+        .get(gw.metrics_url("/health"))
         .send()
         .await
         .unwrap()
@@ -335,7 +335,7 @@ async fn an_open_circuit_sends_traffic_straight_to_the_fallback_and_shows_in_hea
     assert_eq!(backup_health["attempts"], 4);
     let metrics = gw
         .client
-        .get(gw.url("/metrics"))
+        .get(gw.metrics_url("/metrics"))
         .send()
         .await
         .unwrap()
@@ -465,7 +465,7 @@ async fn retries_back_off_and_stop_at_the_budget() {
     assert_eq!(mock.hits(), 5);
     let health: Value = gw
         .client
-        .get(gw.url("/health"))
+        .get(gw.metrics_url("/health"))
         .send()
         .await
         .unwrap()
@@ -998,7 +998,7 @@ async fn a_provider_answering_garbage_shows_in_the_recent_view_of_health() {
     }
     let health: Value = gw
         .client
-        .get(gw.url("/health"))
+        .get(gw.metrics_url("/health"))
         .send()
         .await
         .unwrap()
@@ -1113,4 +1113,57 @@ async fn bodies_are_kept_only_where_the_route_or_key_asks_and_within_the_cap() {
             .unwrap()
             .contains("keep me")
     );
+}
+
+/// No single key can take a deployment away from everyone: one key's requests that make the
+/// upstream fail never open the breaker on their own; failures from a second key do.
+#[tokio::test]
+async fn one_keys_failures_do_not_open_the_breaker_for_everyone() {
+    let mock = MockUpstream::openai().start().await;
+    let gw = TestGateway::builder()
+        .breaker(BreakerPolicy {
+            enabled: true,
+            consecutive_failures: 3,
+            open_for: Duration::from_secs(60),
+            min_callers: 2,
+            ..breaker_off()
+        })
+        .route("chat", [on(&mock, ProviderKind::OpenAi, "gpt")])
+        .start()
+        .await;
+    let other = gw
+        .store
+        .create_key(sluice_store::NewKey {
+            name: "other".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let as_other = || {
+        gw.client
+            .post(gw.url("/v1/chat/completions"))
+            .bearer_auth(&other.secret)
+            .json(&chat(false))
+            .send()
+    };
+
+    for _ in 0..5 {
+        mock.push_reply(status(500, None));
+        let res = gw.openai("/v1/chat/completions", chat(false)).await;
+        assert_eq!(res.status(), 502);
+    }
+    // Five consecutive failures, all one key's: the other key is still served.
+    let res = as_other().await.unwrap();
+    assert_eq!(res.status(), 200);
+
+    // Now the other key's requests fail too: failures from two callers within the window, so
+    // the deployment is unhealthy and its circuit opens for everyone.
+    for _ in 0..3 {
+        mock.push_reply(status(500, None));
+        assert_eq!(as_other().await.unwrap().status(), 502);
+    }
+    let res = gw.openai("/v1/chat/completions", chat(false)).await;
+    assert_eq!(res.status(), 503);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "route_unavailable");
 }

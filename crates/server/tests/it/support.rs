@@ -51,6 +51,7 @@ pub fn breaker_off() -> BreakerPolicy {
         window: Duration::from_secs(10),
         open_for: Duration::from_secs(10),
         half_open_probes: 1,
+        min_callers: 1,
     }
 }
 
@@ -64,6 +65,8 @@ pub struct Builder {
     budgets: Vec<BudgetRow>,
     admin_token: Option<String>,
     tracing: Option<TraceSettings>,
+    limits: Option<sluice_server::ConnectionLimits>,
+    body_read_timeout: Option<Duration>,
 }
 
 /// The harness key's place in the hierarchy: `org:acme`, `team:qa`, `project:checkout`,
@@ -139,6 +142,18 @@ impl Builder {
     /// Turns the admin API on with this token.
     pub fn admin_token(mut self, token: &str) -> Self {
         self.admin_token = Some(token.to_owned());
+        self
+    }
+
+    /// Bounds on client connections (default: `[server]`'s defaults).
+    pub fn limits(mut self, limits: sluice_server::ConnectionLimits) -> Self {
+        self.limits = Some(limits);
+        self
+    }
+
+    /// How long a request body may take to arrive (default 30 s).
+    pub fn body_read_timeout(mut self, timeout: Duration) -> Self {
+        self.body_read_timeout = Some(timeout);
         self
     }
 
@@ -221,24 +236,56 @@ impl Builder {
         let (_, bad) = gateway.reload_budgets().await.unwrap();
         assert!(bad.is_empty(), "{bad:?}");
         let handle = gateway.clone();
-        let app = sluice_server::app(AppState {
+        let connections = Arc::new(sluice_server::ConnectionStats::default());
+        let state = AppState {
             gateway: handle,
             max_body_bytes: self.max_body_bytes.unwrap_or(1 << 20),
+            body_read_timeout: self.body_read_timeout.unwrap_or(Duration::from_secs(30)),
+            connections: connections.clone(),
+            counter_errors: Default::default(),
             admin_token: self
                 .admin_token
                 .map(|t| AdminToken::new(&secrecy::SecretString::from(t))),
-        });
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        };
+        let metrics_app = sluice_server::metrics_app(state.clone());
+        let app = sluice_server::app(state);
+        let listener = sluice_server::bind(
+            "127.0.0.1:0".parse().unwrap(),
+            sluice_server::listener::DEFAULT_BACKLOG,
+        )
+        .unwrap();
         let addr = listener.local_addr().unwrap();
+        let metrics_listener = sluice_server::bind("127.0.0.1:0".parse().unwrap(), 128).unwrap();
+        let metrics_addr = metrics_listener.local_addr().unwrap();
         let stop = CancellationToken::new();
         let stopping = stop.clone();
+        let limits = self.limits.unwrap_or_default();
         let server = tokio::spawn(async move {
-            sluice_server::serve(listener, app, stopping.cancelled_owned())
-                .await
-                .unwrap();
+            sluice_server::serve(
+                listener,
+                app,
+                limits,
+                connections,
+                stopping.cancelled_owned(),
+            )
+            .await
+            .unwrap();
+        });
+        let stopping = stop.clone();
+        tokio::spawn(async move {
+            sluice_server::serve(
+                metrics_listener,
+                metrics_app,
+                sluice_server::ConnectionLimits::default(),
+                Arc::default(),
+                stopping.cancelled_owned(),
+            )
+            .await
+            .unwrap();
         });
         TestGateway {
             addr,
+            metrics_addr,
             key: key.secret,
             gateway,
             store,
@@ -253,6 +300,8 @@ impl Builder {
 
 pub struct TestGateway {
     pub addr: SocketAddr,
+    /// The operators' listener: `/metrics` and the detailed `/health` without a token.
+    pub metrics_addr: SocketAddr,
     /// A key that may use every alias.
     pub key: String,
     pub gateway: Gateway,
@@ -296,9 +345,31 @@ impl TestGateway {
             .unwrap()
     }
 
-    /// The `/metrics` text.
+    /// A URL on the operators' listener.
+    pub fn metrics_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.metrics_addr)
+    }
+
+    /// The detailed `/health`, from the operators' listener.
+    pub async fn health(&self) -> Value {
+        let res = self
+            .client
+            .get(self.metrics_url("/health"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+        res.json().await.unwrap()
+    }
+
+    /// The `/metrics` text, from the operators' listener.
     pub async fn metrics(&self) -> String {
-        let res = self.client.get(self.url("/metrics")).send().await.unwrap();
+        let res = self
+            .client
+            .get(self.metrics_url("/metrics"))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(res.status(), 200);
         res.text().await.unwrap()
     }

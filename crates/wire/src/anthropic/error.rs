@@ -19,6 +19,7 @@ pub(super) fn error_type(kind: ErrorKind) -> &'static str {
     match kind {
         ErrorKind::InvalidRequest
         | ErrorKind::UnsupportedParameter
+        | ErrorKind::MethodNotAllowed
         | ErrorKind::UpstreamRejected
         | ErrorKind::PolicyBlocked => "invalid_request_error",
         ErrorKind::Unauthenticated => "authentication_error",
@@ -28,8 +29,9 @@ pub(super) fn error_type(kind: ErrorKind) -> &'static str {
         ErrorKind::RateLimited | ErrorKind::BudgetExceeded => "rate_limit_error",
         ErrorKind::UpstreamOverloaded
         | ErrorKind::RouteUnavailable
-        | ErrorKind::PolicyUnavailable => "overloaded_error",
-        ErrorKind::UpstreamTimeout => "timeout_error",
+        | ErrorKind::PolicyUnavailable
+        | ErrorKind::TooManyConnections => "overloaded_error",
+        ErrorKind::UpstreamTimeout | ErrorKind::RequestTimeout => "timeout_error",
         ErrorKind::UpstreamMalformed | ErrorKind::UpstreamUnavailable | ErrorKind::Internal => {
             "api_error"
         }

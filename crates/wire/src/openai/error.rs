@@ -28,6 +28,8 @@ pub(super) fn error_type(kind: ErrorKind) -> &'static str {
         | ErrorKind::PermissionDenied
         | ErrorKind::NotFound
         | ErrorKind::UnknownPath
+        | ErrorKind::MethodNotAllowed
+        | ErrorKind::RequestTimeout
         | ErrorKind::PayloadTooLarge
         | ErrorKind::UpstreamRejected
         | ErrorKind::PolicyBlocked => "invalid_request_error",
@@ -40,6 +42,7 @@ pub(super) fn error_type(kind: ErrorKind) -> &'static str {
         | ErrorKind::UpstreamTimeout
         | ErrorKind::RouteUnavailable
         | ErrorKind::PolicyUnavailable
+        | ErrorKind::TooManyConnections
         | ErrorKind::Internal => "server_error",
     }
 }
