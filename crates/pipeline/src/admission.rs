@@ -28,6 +28,7 @@ use sluice_types::record::{AttemptOutcome, RequestRecord};
 use sluice_types::{Money, Usage};
 use tokio_util::task::TaskTracker;
 
+use crate::operation::Operation;
 use crate::{Caller, Exchange, Gateway, PipelineError};
 
 /// A route's access and limit rules, from its configuration.
@@ -263,6 +264,32 @@ fn chain(caller: &Caller, end_user: Option<&str>, alias: &str) -> Vec<Scope> {
     scopes
 }
 
+/// What admission decided: the route that serves (another one past a soft limit), the quota
+/// state after the reservation, and the output bound it set, if any.
+pub(crate) struct Held {
+    pub plan: RoutePlan,
+    pub quota: Arc<QuotaState>,
+    pub max_tokens: Option<u32>,
+}
+
+/// A request's demand, estimated only once a limit needs it: the prompt estimate tokenizes the
+/// request, which a route without limits never pays for.
+pub(crate) struct LazyDemand<'a, Op> {
+    request: &'a Op,
+    demand: Option<Demand>,
+}
+
+impl<Op: Operation> LazyDemand<'_, Op> {
+    fn get(&mut self) -> &mut Demand {
+        self.demand.get_or_insert_with(|| self.request.demand())
+    }
+
+    /// The output bound, once estimated (`None`: no limit looked at it).
+    fn bound(&self) -> Option<u32> {
+        self.demand.and_then(|d| d.max_tokens)
+    }
+}
+
 /// What a request may use, as admission sees it.
 #[derive(Debug, Clone, Copy)]
 pub struct Demand {
@@ -300,18 +327,27 @@ impl Gateway {
     /// soft limit, the route's cheaper alias is planned (and reserved) instead, and returned.
     /// Without max tokens, a request under a spend or token limit gets its worst case as
     /// `max_tokens`, so the reservation bounds what it can use.
-    pub(crate) async fn hold(
+    pub(crate) async fn hold<Op: Operation>(
         &self,
         exchange: &mut Exchange,
         caller: &Caller,
-        demand: &mut Demand,
+        request: &Op,
         plan: RoutePlan,
-        stream: bool,
-    ) -> Result<(RoutePlan, Arc<QuotaState>), PipelineError> {
+    ) -> Result<Held, PipelineError> {
+        let stream = request.stream();
         let end_user = exchange.end_user().map(str::to_owned);
         let end_user = end_user.as_deref();
-        let Some((hold, over_soft)) = self.reserve(caller, end_user, demand, &plan).await? else {
-            return Ok((plan, Arc::default()));
+        let mut demand = LazyDemand {
+            request,
+            demand: None,
+        };
+        let Some((hold, over_soft)) = self.reserve(caller, end_user, &mut demand, &plan).await?
+        else {
+            return Ok(Held {
+                plan,
+                quota: Arc::default(),
+                max_tokens: demand.bound(),
+            });
         };
         let cheaper = self
             .inner
@@ -325,7 +361,11 @@ impl Gateway {
                 degraded_to: None,
             };
             let quota = exchange.admitted(Some(hold), quota, None);
-            return Ok((plan, quota));
+            return Ok(Held {
+                plan,
+                quota,
+                max_tokens: demand.bound(),
+            });
         };
         if let Err(e) = hold.release().await {
             tracing::warn!(error = %e, "releasing a hold moved to a cheaper alias failed");
@@ -333,7 +373,7 @@ impl Gateway {
         let requested = plan.alias().to_string();
         let plan = self.inner.router.plan(&cheaper, stream)?;
         let hold = self
-            .reserve(caller, end_user, demand, &plan)
+            .reserve(caller, end_user, &mut demand, &plan)
             .await?
             .map(|(hold, _)| hold);
         let quota = QuotaState {
@@ -344,15 +384,19 @@ impl Gateway {
         // The record names the alias that served; `degraded_from` the one asked for.
         exchange.set_alias(plan.alias(), stream);
         let quota = exchange.admitted(hold, quota, Some(requested));
-        Ok((plan, quota))
+        Ok(Held {
+            plan,
+            quota,
+            max_tokens: demand.bound(),
+        })
     }
 
     /// One reservation for `plan`: `None` when no limit applies (or the counters failed open).
-    async fn reserve(
+    async fn reserve<Op: Operation>(
         &self,
         caller: &Caller,
         end_user: Option<&str>,
-        demand: &mut Demand,
+        demand: &mut LazyDemand<'_, Op>,
         plan: &RoutePlan,
     ) -> Result<Option<(HoldGuard, Option<Limit>)>, PipelineError> {
         let engine = &self.inner.policy;
@@ -367,6 +411,7 @@ impl Gateway {
         if limits.is_empty() {
             return Ok(None);
         }
+        let demand = demand.get();
         let bounded_output = limits
             .iter()
             .any(|(limit, _)| limit.metric != Metric::Requests);

@@ -114,12 +114,12 @@ impl Operation for ChatRequest {
         self.user.as_deref()
     }
 
-    fn demand(&self) -> Option<Demand> {
-        Some(Demand {
+    fn demand(&self) -> Demand {
+        Demand {
             input_tokens: estimate_input(self),
             max_tokens: self.max_tokens,
             generates: true,
-        })
+        }
     }
 
     fn bound_output(&mut self, max_tokens: Option<u32>) {
@@ -278,7 +278,7 @@ impl Gateway {
                     exchange,
                     slot,
                     deadline,
-                    estimate_input(&request),
+                    request,
                     hooks.on_stream(),
                 );
                 Ok(Settled::Stream {

@@ -22,12 +22,12 @@ impl Operation for EmbeddingsRequest {
         self.body.get("user").and_then(|u| u.as_str())
     }
 
-    fn demand(&self) -> Option<Demand> {
-        Some(Demand {
+    fn demand(&self) -> Demand {
+        Demand {
             input_tokens: estimate_embeddings_input(self),
             max_tokens: None,
             generates: false,
-        })
+        }
     }
 
     fn prompt_tokens(&self) -> u32 {

@@ -37,8 +37,13 @@ pub trait Operation: Send + Sync + Sized {
         None
     }
 
-    /// What admission reserves: `None` for calls that cost nothing (token counting).
-    fn demand(&self) -> Option<Demand>;
+    /// Whether admission reserves anything for it (`false`: token counting costs nothing).
+    fn reserves(&self) -> bool {
+        true
+    }
+
+    /// What admission reserves. Only called when a limit applies: it may estimate the prompt.
+    fn demand(&self) -> Demand;
 
     /// Applies the bound admission set on the output (`max_tokens`).
     fn bound_output(&mut self, _max_tokens: Option<u32>) {}

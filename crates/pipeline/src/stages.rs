@@ -124,17 +124,16 @@ impl Gateway {
             alias: plan.alias(),
         };
         let answered = request.run_hooks(&hooks, context)?;
-        let (plan, quota) = match request.demand() {
-            // Nothing to reserve for an answer that costs nothing, or one a hook already gave.
-            Some(mut demand) if answered.is_none() => {
-                let admission = self
-                    .hold(exchange, caller, &mut demand, plan, request.stream())
-                    .await?;
-                // Under a spend or token limit, the reservation is the output bound.
-                request.bound_output(demand.max_tokens);
-                admission
+        // Nothing to reserve for an answer that costs nothing, or one a hook already gave.
+        let (plan, quota) = if request.reserves() && answered.is_none() {
+            let held = self.hold(exchange, caller, &request, plan).await?;
+            // Under a spend or token limit, the reservation is the output bound.
+            if let Some(max_tokens) = held.max_tokens {
+                request.bound_output(Some(max_tokens));
             }
-            _ => (plan, Arc::default()),
+            (held.plan, held.quota)
+        } else {
+            (plan, Arc::default())
         };
         // A soft limit may have moved the request to another route, with hooks of its own.
         let hooks = self.hooks_of(plan.alias());

@@ -10,12 +10,13 @@ use std::task::{Context, Poll};
 use futures_util::{Stream, StreamExt};
 use sluice_providers::{CompletionStream, ProviderError, StreamChunk, TimeoutPhase};
 use sluice_routing::Slot;
-use sluice_types::{Classify, ErrorKind, StreamError, StreamEvent, Usage};
+use sluice_types::{ChatRequest, Classify, ErrorKind, StreamError, StreamEvent, Usage};
 use tokio::time::Instant;
 
 use crate::Exchange;
 use crate::chat::unix_now;
 use crate::hooks::{HookError, StreamHooks};
+use crate::tokens::estimate_input;
 
 /// A chunk's events as the client will get them. With stream hooks on the route, `raw` is
 /// empty whenever the hooks changed anything, so the server re-encodes from the events.
@@ -29,7 +30,8 @@ pub struct GuardedStream {
     /// The route's total timeout.
     deadline: Pin<Box<tokio::time::Sleep>>,
     hooks: Option<StreamHooks>,
-    input_estimate: u32,
+    /// The request, for the prompt estimate when the provider reports no usage.
+    request: ChatRequest,
     output_chars: usize,
     usage: Option<Usage>,
     /// An error event the provider itself sent inside the stream.
@@ -44,7 +46,7 @@ impl GuardedStream {
         exchange: Exchange,
         slot: Slot,
         deadline: Instant,
-        input_estimate: u32,
+        request: ChatRequest,
         hooks: Option<StreamHooks>,
     ) -> GuardedStream {
         let mut stream = GuardedStream {
@@ -54,7 +56,7 @@ impl GuardedStream {
             slot,
             deadline: Box::pin(tokio::time::sleep_until(deadline)),
             hooks,
-            input_estimate,
+            request,
             output_chars: 0,
             usage: None,
             upstream_error: None,
@@ -115,8 +117,8 @@ impl GuardedStream {
 
     /// Usage as reported, or estimated (and marked so) when the provider sent none.
     fn settled_usage(&self) -> Usage {
-        self.usage.unwrap_or(Usage {
-            input_tokens: self.input_estimate,
+        self.usage.unwrap_or_else(|| Usage {
+            input_tokens: estimate_input(&self.request),
             output_tokens: u32::try_from(self.output_chars.div_ceil(4)).unwrap_or(u32::MAX),
             estimated: true,
             ..Usage::default()

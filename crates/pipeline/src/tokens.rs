@@ -34,8 +34,16 @@ impl Operation for CountTokens {
         &self.0.model
     }
 
-    fn demand(&self) -> Option<Demand> {
-        None
+    fn reserves(&self) -> bool {
+        false
+    }
+
+    fn demand(&self) -> Demand {
+        Demand {
+            input_tokens: 0,
+            max_tokens: None,
+            generates: false,
+        }
     }
 
     fn prompt_tokens(&self) -> u32 {

@@ -37,8 +37,15 @@ impl Operation for Scripted {
     fn stream(&self) -> bool {
         self.stream
     }
-    fn demand(&self) -> Option<Demand> {
-        None
+    fn reserves(&self) -> bool {
+        false
+    }
+    fn demand(&self) -> Demand {
+        Demand {
+            input_tokens: 0,
+            max_tokens: None,
+            generates: false,
+        }
     }
     fn prompt_tokens(&self) -> u32 {
         7

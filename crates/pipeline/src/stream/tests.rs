@@ -33,6 +33,13 @@ fn usage(input: u32, output: u32) -> StreamChunk {
     }
 }
 
+fn prompt() -> sluice_types::ChatRequest {
+    sluice_wire::openai::decode_chat_request(
+        br#"{"model":"m","messages":[{"role":"user","content":"Count to five, please."}]}"#,
+    )
+    .unwrap()
+}
+
 /// A guarded stream over `rest`, every `gap` one chunk, with a deadline `total` from now.
 async fn guarded(
     rest: Vec<Result<StreamChunk, ProviderError>>,
@@ -53,7 +60,7 @@ async fn guarded(
         exchange,
         slot,
         Instant::now() + total,
-        11,
+        prompt(),
         None,
     );
     (stream, records)
@@ -109,9 +116,12 @@ async fn a_stream_past_the_route_deadline_ends_with_a_timeout_event_and_record()
         r.error_code,
         Some(ErrorCode::Kind(ErrorKind::UpstreamTimeout))
     );
-    // No usage came: the estimate, flagged: 11 in, and "first" + two " more" out.
+    // No usage came: the estimate, flagged: the prompt's, and "first" + two " more" out.
     assert!(r.usage_estimated);
-    assert_eq!(r.input_tokens, Some(11));
+    assert_eq!(
+        r.input_tokens,
+        Some(crate::tokens::estimate_input(&prompt()))
+    );
     assert_eq!(r.output_tokens, Some(15u32.div_ceil(4)));
 }
 
