@@ -13,7 +13,7 @@ use sluice_pipeline::drill::{Probe, probe};
 use sluice_routing::{BreakerPolicy, CapacityPolicy, DeploymentHealth, health};
 use sluice_types::ChatRequest;
 
-use crate::serve::{build, load_settings};
+use crate::serve::{build, load_settings, load_settings_read_only};
 
 /// `sluice status`: reads `/health` of the gateway at `url` (default: the configured listen
 /// address) and prints one row per deployment, then each route's retry budgets.
@@ -24,7 +24,7 @@ pub(crate) async fn status(
 ) -> anyhow::Result<()> {
     let url = match url {
         Some(url) => url.trim_end_matches('/').to_owned(),
-        None => gateway_url(&load_settings(config.as_deref())?),
+        None => gateway_url(&load_settings_read_only(config.as_deref())?),
     };
     let client = admin_client()?;
     let health: Value = client
