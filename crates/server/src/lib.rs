@@ -1,5 +1,5 @@
-//! The HTTP surface of Sluice: OpenAI routes (`/v1/chat/completions`, `/v1/embeddings`,
-//! `/v1/models`), Anthropic routes (`/v1/messages`, `/v1/messages/count_tokens`), health, and
+//! The HTTP surface of Sluice: OpenAI routes (`/v1/chat/completions`, `/v1/embeddings`),
+//! `/v1/models` and `/v1/models/{id}` in both dialects ([`models`]), Anthropic routes (`/v1/messages`, `/v1/messages/count_tokens`), health, and
 //! the admin API under `/admin/v1` ([`admin`]: budgets and usage, behind its own token).
 //!
 //! Handlers stay thin: read the body, decode the dialect (`sluice-wire`), call the pipeline,
@@ -21,6 +21,7 @@ mod anthropic;
 mod body;
 mod chat;
 pub mod error;
+mod models;
 mod openai;
 mod provenance;
 mod quota;
@@ -40,11 +41,25 @@ pub struct AppState {
 
 /// Builds the router serving every route.
 pub fn app(state: AppState) -> Router {
+    let loaded = models::LoadedAt::now();
     Router::new()
         .nest(admin::PREFIX, admin::routes(state.clone()))
         .route("/v1/chat/completions", post(openai::chat_completions))
         .route("/v1/embeddings", post(openai::embeddings))
-        .route("/v1/models", get(models))
+        .route(
+            "/v1/models",
+            get(move |state: State<AppState>, headers: HeaderMap| {
+                models::list(state, headers, loaded)
+            }),
+        )
+        .route(
+            "/v1/models/{*id}",
+            get(
+                move |state: State<AppState>, id: axum::extract::Path<String>, headers: HeaderMap| {
+                    models::retrieve(state, id, headers, loaded)
+                },
+            ),
+        )
         .route("/v1/messages", post(anthropic::messages))
         .route("/v1/messages/count_tokens", post(anthropic::count_tokens))
         .route("/health", get(health))
@@ -159,7 +174,7 @@ async fn ready() -> impl IntoResponse {
 
 /// The dialect of a request that reached no route: Anthropic SDKs always send
 /// `anthropic-version`, OpenAI ones never do.
-fn dialect_of(headers: &HeaderMap) -> Dialect {
+pub(crate) fn dialect_of(headers: &HeaderMap) -> Dialect {
     if headers.contains_key("anthropic-version") {
         Dialect::Anthropic
     } else {
@@ -178,38 +193,6 @@ async fn not_found(request: Request) -> Response {
     if request.method() != http::Method::GET && request.method() != http::Method::POST {
         *response.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
     }
-    response
-}
-
-/// `GET /v1/models`: the aliases the caller's key may use, in the shape of the SDK asking.
-async fn models(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    let dialect = dialect_of(&headers);
-    let (exchange, caller) =
-        match body::admit(&state, &headers, sluice_pipeline::Endpoint::Models, dialect).await {
-            Ok(admitted) => admitted,
-            Err(response) => return response,
-        };
-    let models = state.gateway.models_for(&caller);
-    let json = match dialect {
-        Dialect::OpenAi => serde_json::json!({
-            "object": "list",
-            "data": models.iter().map(|id| serde_json::json!({
-                "id": id, "object": "model", "created": 0, "owned_by": "sluice",
-            })).collect::<Vec<_>>(),
-        }),
-        Dialect::Anthropic => serde_json::json!({
-            "data": models.iter().map(|id| serde_json::json!({
-                "type": "model", "id": id, "display_name": id, "created_at": "1970-01-01T00:00:00Z",
-            })).collect::<Vec<_>>(),
-            "has_more": false,
-            "first_id": models.first(),
-            "last_id": models.last(),
-        }),
-    };
-    let request_id = exchange.id.to_string();
-    exchange.finish(200);
-    let mut response = json_response(Bytes::from(json.to_string()));
-    provenance::request_id(response.headers_mut(), &request_id);
     response
 }
 
