@@ -274,8 +274,9 @@ async fn counts_tokens_with_the_provider_or_flags_the_estimate() {
     assert_eq!(res.headers()["x-sluice-token-count"], "estimated");
     let estimated: Value = res.json().await.unwrap();
     assert_eq!(
-        estimated["input_tokens"], 6,
-        "24 bytes at 4 bytes per token"
+        estimated["input_tokens"],
+        4 + 5 + 3,
+        "four words, a message's chat template and the reply's priming"
     );
     assert_eq!(gpt.hits(), 0);
 }
