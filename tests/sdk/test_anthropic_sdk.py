@@ -338,6 +338,7 @@ def test_models_list(ant: anthropic.Anthropic) -> None:
     for m in models:
         assert m.type == "model"
         assert m.display_name
+        assert m.lifecycle == "active"
         # The time the gateway loaded its configuration, not the Unix epoch.
         assert m.created_at.tzinfo is not None
         assert m.created_at > datetime.now(timezone.utc) - timedelta(days=1)

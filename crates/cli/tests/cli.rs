@@ -1006,7 +1006,15 @@ fn read_only_commands_need_no_provider_keys_and_take_config_anywhere() {
     }
     let out = sluice(
         &dir,
-        &["logs", "--team", "search", "show", "req_readonly01", "--config", "gateway.toml"],
+        &[
+            "logs",
+            "--team",
+            "search",
+            "show",
+            "req_readonly01",
+            "--config",
+            "gateway.toml",
+        ],
     );
     assert!(!out.status.success());
     assert!(

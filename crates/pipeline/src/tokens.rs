@@ -297,7 +297,13 @@ mod tests {
         assert_eq!(Counter::for_model("o1"), Counter::O200k);
         assert_eq!(Counter::for_model("gpt-4-turbo"), Counter::Cl100k);
         assert_eq!(Counter::for_model("gpt-3.5-turbo"), Counter::Cl100k);
-        for other in ["claude-sonnet-4-5", "llama-3.1-8b", "smollm2", "o1ne", "mistral-large"] {
+        for other in [
+            "claude-sonnet-4-5",
+            "llama-3.1-8b",
+            "smollm2",
+            "o1ne",
+            "mistral-large",
+        ] {
             assert_eq!(Counter::for_model(other), Counter::Scan, "{other}");
         }
     }
@@ -328,7 +334,10 @@ mod tests {
     #[test]
     fn input_counts_the_chat_template_of_every_message() {
         let one = estimate_input(&request("smollm2", &[("user", "Say hello")]));
-        assert_eq!(one, 2 + TEMPLATE_PER_MESSAGE as u32 + TEMPLATE_REPLY_PRIMING as u32);
+        assert_eq!(
+            one,
+            2 + TEMPLATE_PER_MESSAGE as u32 + TEMPLATE_REPLY_PRIMING as u32
+        );
         let two = estimate_input(&request(
             "smollm2",
             &[("system", "Be terse"), ("user", "Say hello")],

@@ -55,7 +55,9 @@ pub fn app(state: AppState) -> Router {
         .route(
             "/v1/models/{*id}",
             get(
-                move |state: State<AppState>, id: axum::extract::Path<String>, headers: HeaderMap| {
+                move |state: State<AppState>,
+                      id: axum::extract::Path<String>,
+                      headers: HeaderMap| {
                     models::retrieve(state, id, headers, loaded)
                 },
             ),

@@ -1,6 +1,8 @@
 //! `GET /v1/models` and `GET /v1/models/{id}`: the aliases the caller's key may use, in the
 //! shape of the SDK asking (Anthropic when `anthropic-version` is sent, OpenAI otherwise).
 //!
+//! Anthropic model objects carry what the current SDK's `ModelInfo` requires: `type`, `id`,
+//! `display_name`, `created_at` and `lifecycle` (always `active`: an alias that is served).
 //! An alias has no creation date of its own, so `created` (OpenAI, Unix seconds) and
 //! `created_at` (Anthropic, RFC 3339) are the time this gateway loaded its configuration.
 //! Anthropic lists carry `first_id`, `last_id` and `has_more` (always `false`: every alias fits
@@ -45,6 +47,7 @@ fn model(id: &str, dialect: Dialect, loaded: LoadedAt) -> Value {
         }),
         Dialect::Anthropic => json!({
             "type": "model", "id": id, "display_name": id, "created_at": loaded.rfc3339(),
+            "lifecycle": "active",
         }),
     }
 }
@@ -92,9 +95,13 @@ pub(crate) async fn retrieve(
             Ok(admitted) => admitted,
             Err(response) => return response,
         };
-    if !state.gateway.models_for(&caller).iter().any(|m| *m == id) {
+    if !state.gateway.models_for(&caller).contains(&id) {
         let message = format!("model `{id}` does not exist or this key may not use it");
-        return body::fail(exchange, dialect, ApiError::new(ErrorKind::NotFound, message));
+        return body::fail(
+            exchange,
+            dialect,
+            ApiError::new(ErrorKind::NotFound, message),
+        );
     }
     let request_id = exchange.id.to_string();
     exchange.finish(200);

@@ -288,7 +288,8 @@ async fn tool_schema_and_input_key_order_reach_an_openai_upstream_as_written() {
         .route("gpt", [on(&mock, ProviderKind::OpenAiCompatible, "llama")])
         .start()
         .await;
-    let params = r#"{"type":"object","properties":{"zeta":{"type":"integer"},"alpha":{"type":"integer"}}}"#;
+    let params =
+        r#"{"type":"object","properties":{"zeta":{"type":"integer"},"alpha":{"type":"integer"}}}"#;
     let body = format!(
         r#"{{"model":"gpt","max_tokens":50,"tools":[{{"name":"add","input_schema":{params}}}],
         "messages":[{{"role":"user","content":"add"}},
@@ -308,7 +309,10 @@ async fn tool_schema_and_input_key_order_reach_an_openai_upstream_as_written() {
     assert_eq!(res.status(), 200);
     let sent = String::from_utf8(mock.last_request().unwrap().raw.to_vec()).unwrap();
     assert!(sent.contains(params), "{sent}");
-    assert!(sent.contains(r#""arguments":"{\"zeta\":1,\"alpha\":2}""#), "{sent}");
+    assert!(
+        sent.contains(r#""arguments":"{\"zeta\":1,\"alpha\":2}""#),
+        "{sent}"
+    );
     // The tool-calling turn carries `content: ""`, which strict servers (llama.cpp) accept.
     let sent: Value = serde_json::from_str(&sent).unwrap();
     assert_eq!(sent["messages"][1]["content"], "");

@@ -517,8 +517,12 @@ async fn models_are_listed_and_retrieved_in_the_dialect_asking() {
         (&first["type"], &first["id"], &first["display_name"]),
         (&json!("model"), &json!("fast"), &json!("fast"))
     );
+    assert_eq!(first["lifecycle"], "active");
     let created_at = first["created_at"].as_str().unwrap();
-    assert!(created_at.ends_with('Z') && !created_at.starts_with("1970"), "{created_at}");
+    assert!(
+        created_at.ends_with('Z') && !created_at.starts_with("1970"),
+        "{created_at}"
+    );
     let one: Value = get("/v1/models/fast", &gw.key, true)
         .await
         .unwrap()
@@ -545,7 +549,9 @@ async fn models_are_listed_and_retrieved_in_the_dialect_asking() {
             "{path}"
         );
     }
-    let res = get("/v1/models/fast", "sk-sluice-wrong", false).await.unwrap();
+    let res = get("/v1/models/fast", "sk-sluice-wrong", false)
+        .await
+        .unwrap();
     assert_eq!(res.status(), 401);
 
     let records = gw.finish().await;
@@ -566,12 +572,17 @@ async fn schema_and_tool_key_order_reach_the_upstream_as_the_client_wrote_them()
         .route("gpt", [on(&openai_mock, ProviderKind::OpenAi, "gpt-4o")])
         .route(
             "claude",
-            [on(&anthropic_mock, ProviderKind::Anthropic, "claude-sonnet-4-5")],
+            [on(
+                &anthropic_mock,
+                ProviderKind::Anthropic,
+                "claude-sonnet-4-5",
+            )],
         )
         .start()
         .await;
     let schema = r#"{"type":"object","properties":{"reasoning":{"type":"string"},"answer":{"type":"string"}},"required":["reasoning","answer"]}"#;
-    let params = r#"{"type":"object","properties":{"zeta":{"type":"integer"},"alpha":{"type":"integer"}}}"#;
+    let params =
+        r#"{"type":"object","properties":{"zeta":{"type":"integer"},"alpha":{"type":"integer"}}}"#;
     let structured = |model: &str| {
         format!(
             r#"{{"model":"{model}","messages":[{{"role":"user","content":"why?"}}],
@@ -594,19 +605,29 @@ async fn schema_and_tool_key_order_reach_the_upstream_as_the_client_wrote_them()
             .body(body)
             .send()
     };
-    let received = |mock: &MockUpstream| {
-        String::from_utf8(mock.last_request().unwrap().raw.to_vec()).unwrap()
-    };
+    let received =
+        |mock: &MockUpstream| String::from_utf8(mock.last_request().unwrap().raw.to_vec()).unwrap();
 
     assert_eq!(post(structured("gpt")).await.unwrap().status(), 200);
-    assert!(received(&openai_mock).contains(schema), "{}", received(&openai_mock));
+    assert!(
+        received(&openai_mock).contains(schema),
+        "{}",
+        received(&openai_mock)
+    );
     assert_eq!(post(structured("claude")).await.unwrap().status(), 200);
-    assert!(received(&anthropic_mock).contains(schema), "{}", received(&anthropic_mock));
+    assert!(
+        received(&anthropic_mock).contains(schema),
+        "{}",
+        received(&anthropic_mock)
+    );
 
     assert_eq!(post(with_tools("gpt")).await.unwrap().status(), 200);
     let sent = received(&openai_mock);
     assert!(sent.contains(params), "{sent}");
-    assert!(sent.contains(r#""arguments":"{\"zeta\":1,\"alpha\":2}""#), "{sent}");
+    assert!(
+        sent.contains(r#""arguments":"{\"zeta\":1,\"alpha\":2}""#),
+        "{sent}"
+    );
     assert_eq!(post(with_tools("claude")).await.unwrap().status(), 200);
     let sent = received(&anthropic_mock);
     assert!(sent.contains(params), "{sent}");

@@ -339,9 +339,7 @@ fn json_schema_becomes_a_forced_tool() {
         cache_control: None,
     });
     let err = encode_err(&req);
-    assert!(
-        matches!(&err, WireError::Untranslatable { param, .. } if param == "response_format")
-    );
+    assert!(matches!(&err, WireError::Untranslatable { param, .. } if param == "response_format"));
     // Says what cannot be combined, and what would work instead.
     let message = err.to_string();
     assert!(message.contains("`tools`"), "{message}");

@@ -420,6 +420,12 @@ fn schema_and_tool_key_order_survive_translation_to_openai() {
         .unwrap(),
     )
     .unwrap();
-    assert!(body.contains(r#""properties":{"zeta":{},"alpha":{}}"#), "{body}");
-    assert!(body.contains(r#""arguments":"{\"zeta\":1,\"alpha\":2}""#), "{body}");
+    assert!(
+        body.contains(r#""properties":{"zeta":{},"alpha":{}}"#),
+        "{body}"
+    );
+    assert!(
+        body.contains(r#""arguments":"{\"zeta\":1,\"alpha\":2}""#),
+        "{body}"
+    );
 }

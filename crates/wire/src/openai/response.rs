@@ -497,7 +497,11 @@ mod tests {
             r#""finish_reason":"stop","stop_reason":128001"#,
             r#""finish_reason":"stop""#,
         ] {
-            assert_eq!(decode_reason(natural), Some(FinishReason::EndTurn), "{natural}");
+            assert_eq!(
+                decode_reason(natural),
+                Some(FinishReason::EndTurn),
+                "{natural}"
+            );
         }
     }
 }
