@@ -867,9 +867,10 @@ mod tests {
             "cost": {"micros": 120}, "trace_id": null});
         let mut out = Vec::new();
         write_other_fields(&mut out, &record, EXPLAINED_RECORD_FIELDS, "  ", 11).unwrap();
+        // In the record's own order (its fields' declaration order when read back).
         assert_eq!(
             String::from_utf8(out).unwrap(),
-            "  cost       {\"micros\":120}\n  region     eu-west\n"
+            "  region     eu-west\n  cost       {\"micros\":120}\n"
         );
     }
 }
