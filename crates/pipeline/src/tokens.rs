@@ -5,8 +5,12 @@
 //! - OpenAI models (by name: `gpt-4o`, `gpt-4.1`, `gpt-5`, `o1`/`o3`/`o4` use `o200k_base`;
 //!   `gpt-4`, `gpt-3.5` use `cl100k_base`) are counted with their real tokenizer (tiktoken-rs),
 //!   plus the chat format's overhead OpenAI documents: 3 tokens per message and 3 that prime the
-//!   reply. The tokenizer's tables load on first use (once per process); texts over
-//!   [`TOKENIZER_MAX_BYTES`] are estimated instead, to bound the time spent on one request.
+//!   reply. The tokenizer's tables load on first use (once per process, about 0.15 s).
+//!   Tokenizing is not cheap — about 300 instructions per byte of text (o200k_base, measured
+//!   with callgrind), against some 225,000 for everything else a request costs the gateway —
+//!   and the estimate runs on every request (admission prices the worst case with it), so a
+//!   request with more than [`TOKENIZER_MAX_BYTES`] of text is scanned as below instead, with
+//!   OpenAI's chat-format overhead.
 //! - Any other model (Llama, Mistral, Qwen, SmolLM... behind OpenAI-compatible servers) has no
 //!   tokenizer here, so text is scanned in runs: a run of letters is one token per started 8
 //!   letters, every digit is a token (Llama-family tokenizers split numbers into digits), a run
@@ -96,9 +100,10 @@ impl Gateway {
     }
 }
 
-/// Texts longer than this are estimated by the scan even for OpenAI models: tokenizing costs
-/// about a microsecond per few dozen bytes, and the estimate runs on every request.
-pub const TOKENIZER_MAX_BYTES: usize = 64 * 1024;
+/// Requests with more text than this are estimated by the scan even for OpenAI models: at about
+/// 300 instructions per byte, 4 KiB of tokenizing is some 1.2 million instructions (a few
+/// tenths of a millisecond) on the request path.
+pub const TOKENIZER_MAX_BYTES: usize = 4 * 1024;
 
 /// Chat-format tokens per message and for priming the reply, by tokenizer family.
 const OPENAI_PER_MESSAGE: usize = 3;
@@ -142,10 +147,16 @@ impl Counter {
         }
     }
 
-    fn count(self, text: &str) -> usize {
-        if text.len() > TOKENIZER_MAX_BYTES {
-            return scan(text);
+    /// This counter, or the scan when `text_bytes` is over the tokenizing budget.
+    fn within_budget(self, text_bytes: usize) -> Counter {
+        if text_bytes > TOKENIZER_MAX_BYTES {
+            Counter::Scan
+        } else {
+            self
         }
+    }
+
+    fn count(self, text: &str) -> usize {
         match self {
             Counter::O200k => tiktoken_rs::o200k_base_singleton()
                 .encode_ordinary(text)
@@ -218,8 +229,34 @@ pub fn estimate_text(text: &str) -> u32 {
 /// Estimated prompt tokens of a request for `req.model`: every text, tool definition and tool
 /// call, and the chat template around each message (see the module docs).
 pub fn estimate_input(req: &ChatRequest) -> u32 {
-    let counter = Counter::for_model(&req.model);
-    let (per_message, reply_priming) = counter.template();
+    let family = Counter::for_model(&req.model);
+    let (per_message, reply_priming) = family.template();
+    let schemas: Vec<String> = req
+        .tools
+        .iter()
+        .map(|t| {
+            if t.parameters.is_null() {
+                String::new()
+            } else {
+                t.parameters.to_string()
+            }
+        })
+        .collect();
+    let text_bytes = parts_bytes(&req.system)
+        + req
+            .messages
+            .iter()
+            .map(|m| parts_bytes(&m.parts))
+            .sum::<usize>()
+        + req
+            .tools
+            .iter()
+            .zip(&schemas)
+            .map(|(t, schema)| {
+                t.name.len() + t.description.as_ref().map_or(0, String::len) + schema.len()
+            })
+            .sum::<usize>();
+    let counter = family.within_budget(text_bytes);
     let mut tokens = reply_priming;
     if !req.system.is_empty() {
         tokens += per_message + parts_tokens(counter, &req.system);
@@ -227,15 +264,11 @@ pub fn estimate_input(req: &ChatRequest) -> u32 {
     for message in &req.messages {
         tokens += per_message + parts_tokens(counter, &message.parts);
     }
-    for tool in &req.tools {
+    for (tool, schema) in req.tools.iter().zip(&schemas) {
         tokens += PER_TOOL
             + counter.count(&tool.name)
             + tool.description.as_deref().map_or(0, |d| counter.count(d))
-            + if tool.parameters.is_null() {
-                0
-            } else {
-                counter.count(&tool.parameters.to_string())
-            };
+            + counter.count(schema);
     }
     u32::try_from(tokens).unwrap_or(u32::MAX)
 }
@@ -252,13 +285,34 @@ pub fn estimate_embeddings_input(req: &sluice_types::EmbeddingsRequest) -> u32 {
             _ => 0,
         }
     }
+    fn bytes(value: &Value) -> usize {
+        match value {
+            Value::String(text) => text.len(),
+            Value::Array(items) => items.iter().map(bytes).sum(),
+            _ => 0,
+        }
+    }
     let counter = match req.body.get("model").and_then(Value::as_str) {
         // OpenAI's embedding models all use cl100k_base.
         Some(model) if model.starts_with("text-embedding-") => Counter::Cl100k,
         Some(model) => Counter::for_model(model),
         None => Counter::Scan,
-    };
+    }
+    .within_budget(req.body.get("input").map_or(0, bytes));
     u32::try_from(req.body.get("input").map_or(0, |v| tokens(counter, v))).unwrap_or(u32::MAX)
+}
+
+/// Bytes of text in `parts` (what the tokenizing budget is measured in).
+fn parts_bytes(parts: &[Part]) -> usize {
+    parts
+        .iter()
+        .map(|part| match part {
+            Part::Text { text, .. } => text.len(),
+            Part::ToolCall(call) => call.name.len() + call.arguments.len(),
+            Part::ToolResult { content, .. } => parts_bytes(content),
+            Part::Image { .. } => 0,
+        })
+        .sum()
 }
 
 fn parts_tokens(counter: Counter, parts: &[Part]) -> usize {
@@ -346,9 +400,13 @@ mod tests {
     }
 
     #[test]
-    fn very_long_texts_are_scanned_not_tokenized() {
-        let long = "word ".repeat(TOKENIZER_MAX_BYTES / 5 + 1);
-        assert_eq!(Counter::O200k.count(&long), scan(&long));
+    fn requests_over_the_tokenizing_budget_are_scanned_with_openai_overhead() {
+        // 1,000 digits: o200k_base groups them by three, the scan counts each.
+        let digits = "7".repeat(1000);
+        let small = request("gpt-4o", &[("user", &digits)]);
+        assert_eq!(estimate_input(&small), 334 + 3 + 3);
+        let big: Vec<(&str, &str)> = vec![("user", digits.as_str()); 5];
+        assert_eq!(estimate_input(&request("gpt-4o", &big)), 5 * (1000 + 3) + 3);
     }
 
     #[test]
