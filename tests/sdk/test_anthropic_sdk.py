@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+from datetime import datetime, timedelta, timezone
 from typing import Any, Optional
 
 import anthropic
@@ -337,8 +338,33 @@ def test_models_list(ant: anthropic.Anthropic) -> None:
     for m in models:
         assert m.type == "model"
         assert m.display_name
-        assert m.created_at is not None
+        assert m.lifecycle == "active"
+        # The time the gateway loaded its configuration, not the Unix epoch.
+        assert m.created_at.tzinfo is not None
+        assert m.created_at > datetime.now(timezone.utc) - timedelta(days=1)
     assert page.has_more is False
+    assert page.first_id == models[0].id and page.last_id == models[-1].id
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_models_retrieve(ant: anthropic.Anthropic, model: str) -> None:
+    info = ant.models.retrieve(model)
+    assert (info.id, info.type, info.display_name) == (model, "model", model)
+    assert info == next(m for m in ant.models.list() if m.id == model)
+
+
+def test_models_retrieve_unknown_is_not_found(ant: anthropic.Anthropic) -> None:
+    with pytest.raises(anthropic.NotFoundError) as caught:
+        ant.models.retrieve("no-such-model")
+    assert error_type(caught.value) == "not_found_error"
+
+
+def test_models_retrieve_of_a_model_the_key_may_not_use_is_not_found(gateway: Any) -> None:
+    scoped = gateway.create_key("--name", "scoped-models", "--alias", OPENAI_MODEL)
+    client = gateway.anthropic(api_key=scoped["secret"])
+    assert client.models.retrieve(OPENAI_MODEL).id == OPENAI_MODEL
+    with pytest.raises(anthropic.NotFoundError):
+        client.models.retrieve(ANTHROPIC_MODEL)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -363,8 +363,26 @@ def test_models_list(oai: openai.OpenAI) -> None:
     assert sorted(m.id for m in models) == sorted(DEMO_MODELS)
     for m in models:
         assert m.object == "model"
-        assert isinstance(m.created, int)
+        # The time the gateway loaded its configuration, not 0.
+        assert m.created > time.time() - 86_400
         assert m.owned_by
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_models_retrieve(oai: openai.OpenAI, model: str) -> None:
+    info = oai.models.retrieve(model)
+    assert (info.id, info.object, info.owned_by) == (model, "model", "sluice")
+    assert info == next(m for m in oai.models.list() if m.id == model)
+
+
+def test_models_retrieve_unknown_or_forbidden_is_not_found(gateway: Any) -> None:
+    scoped = gateway.create_key("--name", "scoped-oai-models", "--alias", ANTHROPIC_MODEL)
+    client = gateway.openai(api_key=scoped["secret"])
+    assert client.models.retrieve(ANTHROPIC_MODEL).id == ANTHROPIC_MODEL
+    for model in ("no-such-model", OPENAI_MODEL):
+        with pytest.raises(openai.NotFoundError) as caught:
+            client.models.retrieve(model)
+        assert caught.value.code == "model_not_found"
 
 
 def test_embeddings_float(oai: openai.OpenAI) -> None:

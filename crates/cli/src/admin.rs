@@ -10,7 +10,7 @@ use sluice_store::{
     KeyInfo, NewKey, RecordFilter, RecordMatch, RequestRecord, StatusFilter, Store,
 };
 
-use crate::serve::load_settings;
+use crate::serve::{load_settings, load_settings_read_only};
 use sluice_types::record::Next;
 
 #[derive(Subcommand)]
@@ -61,7 +61,7 @@ pub(crate) enum KeysCommand {
 }
 
 async fn open_store(config: Option<PathBuf>) -> anyhow::Result<Store> {
-    let settings = load_settings(config.as_deref())?;
+    let settings = load_settings_read_only(config.as_deref())?;
     open_configured_store(&settings).await
 }
 
@@ -201,9 +201,14 @@ fn print_keys(keys: &[KeyInfo]) {
     }
 }
 
+/// Records `sluice logs` prints when `-n` is not given.
+const DEFAULT_LIMIT: u32 = 20;
+
 /// `sluice logs`: which records to print, and how.
+///
+/// Global options (`--config`) go anywhere, `logs show` included; the list's filters are
+/// refused with `show` (see [`LogsArgs::filters_given`]).
 #[derive(clap::Args)]
-#[command(args_conflicts_with_subcommands = true)]
 pub(crate) struct LogsArgs {
     #[command(subcommand)]
     command: Option<LogsCommand>,
@@ -236,7 +241,7 @@ pub(crate) struct LogsArgs {
     #[arg(long, value_name = "WHEN", value_parser = parse_time, conflicts_with = "follow")]
     until: Option<TimeArg>,
     /// How many records (with --follow: how many earlier ones before the new ones).
-    #[arg(short = 'n', long, default_value_t = 20)]
+    #[arg(short = 'n', long, default_value_t = DEFAULT_LIMIT)]
     limit: u32,
     /// One JSON object per line, the whole record, instead of a table.
     #[arg(long)]
@@ -329,6 +334,21 @@ fn parse_ago(text: &str) -> Option<std::time::Duration> {
 }
 
 impl LogsArgs {
+    /// Whether any option of the list was given (`--json` aside, which `show` also takes).
+    fn filters_given(&self) -> bool {
+        self.key_id.is_some()
+            || self.team.is_some()
+            || self.user.is_some()
+            || self.alias.is_some()
+            || self.provider.is_some()
+            || self.deployment.is_some()
+            || self.status.is_some()
+            || self.since.is_some()
+            || self.until.is_some()
+            || self.limit != DEFAULT_LIMIT
+            || self.follow
+    }
+
     fn filter(&self, now_ms: i64) -> RecordFilter {
         RecordFilter {
             key_id: self.key_id.clone(),
@@ -353,7 +373,11 @@ const FOLLOW_PAGE: u32 = 256;
 pub(crate) async fn logs(config: Option<PathBuf>, args: LogsArgs) -> anyhow::Result<()> {
     let store = open_store(config).await?;
     let result = match &args.command {
-        Some(LogsCommand::Show { id, json }) => show(&store, id, *json).await,
+        Some(LogsCommand::Show { .. }) if args.filters_given() => Err(anyhow::anyhow!(
+            "`logs show` explains one record: the list's filters (--key, --team, --status, -n, \
+             --follow, ...) do not apply to it"
+        )),
+        Some(LogsCommand::Show { id, json }) => show(&store, id, *json || args.json).await,
         None => list(&store, &args).await,
     };
     store.close().await;
@@ -825,9 +849,10 @@ mod tests {
             "cost": {"micros": 120}, "trace_id": null});
         let mut out = Vec::new();
         write_other_fields(&mut out, &record, EXPLAINED_RECORD_FIELDS, "  ", 11).unwrap();
+        // In the record's own order (its fields' declaration order when read back).
         assert_eq!(
             String::from_utf8(out).unwrap(),
-            "  cost       {\"micros\":120}\n  region     eu-west\n"
+            "  region     eu-west\n  cost       {\"micros\":120}\n"
         );
     }
 }

@@ -17,7 +17,7 @@ use sluice_types::Money;
 
 use crate::admin::open_configured_store;
 use crate::reliability::{admin_client, gateway_url};
-use crate::serve::load_settings;
+use crate::serve::load_settings_read_only;
 
 #[derive(Subcommand)]
 pub(crate) enum BudgetsCommand {
@@ -157,7 +157,7 @@ pub(crate) async fn budgets(
     config: Option<PathBuf>,
     command: BudgetsCommand,
 ) -> anyhow::Result<()> {
-    let settings = load_settings(config.as_deref())?;
+    let settings = load_settings_read_only(config.as_deref())?;
     let store = open_configured_store(&settings).await?;
     let result = match command {
         BudgetsCommand::Set {

@@ -13,7 +13,7 @@ use sluice_pipeline::drill::{Probe, probe};
 use sluice_routing::{BreakerPolicy, CapacityPolicy, DeploymentHealth, health};
 use sluice_types::ChatRequest;
 
-use crate::serve::{build, load_settings};
+use crate::serve::{build, load_settings, load_settings_read_only};
 
 /// `sluice status`: reads the detailed `/health` of the gateway at `url` (default: the
 /// configured `server.metrics_listen`, else `server.listen`) and prints one row per
@@ -24,7 +24,7 @@ pub(crate) async fn status(
     url: Option<String>,
     json: bool,
 ) -> anyhow::Result<()> {
-    let settings = load_settings(config.as_deref())?;
+    let settings = load_settings_read_only(config.as_deref())?;
     let url = match url {
         Some(url) => url.trim_end_matches('/').to_owned(),
         None => match settings.server.metrics_listen {

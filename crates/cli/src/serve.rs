@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context;
-use sluice_config::{ProviderType, Settings};
+use sluice_config::{ProviderKeys, ProviderType, Settings};
 use sluice_pipeline::Gateway;
 use sluice_providers::{Deployment, ProviderKind, Timeouts, Upstream};
 use sluice_routing::{DeploymentHealth, RouteSpec, Router};
@@ -19,12 +19,23 @@ const DEFAULT_CONFIG: &str = "sluice.toml";
 
 /// Loads the configuration: the given file, else `./sluice.toml` if present, else defaults.
 pub(crate) fn load_settings(config: Option<&Path>) -> anyhow::Result<Settings> {
+    load_settings_with(config, ProviderKeys::Required)
+}
+
+/// The settings for a command that only reads the store or asks a running gateway (`logs`,
+/// `usage`, `keys`, `budgets`, `status`): it never calls a provider, so it does not need
+/// their API keys in its environment.
+pub(crate) fn load_settings_read_only(config: Option<&Path>) -> anyhow::Result<Settings> {
+    load_settings_with(config, ProviderKeys::NotNeeded)
+}
+
+fn load_settings_with(config: Option<&Path>, keys: ProviderKeys) -> anyhow::Result<Settings> {
     let path = match config {
         Some(path) => Some(path.to_owned()),
         None => Some(PathBuf::from(DEFAULT_CONFIG)).filter(|p| p.exists()),
     };
     Ok(match path {
-        Some(path) => Settings::load(&path)?,
+        Some(path) => Settings::load_with(&path, keys)?,
         None => Settings::defaults()?,
     })
 }

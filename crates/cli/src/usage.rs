@@ -12,7 +12,7 @@ use sluice_policy::Metric;
 use sluice_store::{DrillRecords, UsageDimension, UsageQuery, UsageRow};
 
 use crate::admin::{TimeArg, open_configured_store, parse_time};
-use crate::serve::load_settings;
+use crate::serve::load_settings_read_only;
 
 /// `sluice usage`: what to group by, over which span, and how to print it.
 #[derive(clap::Args)]
@@ -61,7 +61,7 @@ impl UsageArgs {
 }
 
 pub(crate) async fn usage(config: Option<PathBuf>, args: UsageArgs) -> anyhow::Result<()> {
-    let settings = load_settings(config.as_deref())?;
+    let settings = load_settings_read_only(config.as_deref())?;
     let store = open_configured_store(&settings).await?;
     let query = args.query(sluice_store::now_ms());
     let rows = store.usage_report(&query).await;

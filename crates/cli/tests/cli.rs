@@ -972,3 +972,95 @@ fn budgets_show_reads_usage_from_the_running_gateway_and_usage_reports_the_reque
     ));
     assert_eq!(cells(&none, "TOTAL")[1], "0");
 }
+
+/// Read-only commands run without provider secrets, and `--config` works in any position.
+#[test]
+fn read_only_commands_need_no_provider_keys_and_take_config_anywhere() {
+    let dir = temp_dir("read-only");
+    // A configuration serving traffic would need both keys; neither variable is set.
+    std::fs::write(
+        dir.join("gateway.toml"),
+        "[store]\npath = \"records/sluice.db\"\n\n\
+         [providers.openai]\ntype = \"openai\"\napi_key_env = \"SLUICE_TEST_UNSET_OPENAI\"\n\n\
+         [providers.anthropic]\ntype = \"anthropic\"\napi_key_env = \"SLUICE_TEST_UNSET_ANTHROPIC\"\n\n\
+         [deployments.gpt]\nprovider = \"openai\"\nmodel = \"gpt-4o\"\n\n\
+         [deployments.claude]\nprovider = \"anthropic\"\nmodel = \"claude-sonnet-4-5\"\n\n\
+         [aliases.fast]\ndeployments = [\"gpt\", \"claude\"]\n",
+    )
+    .unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let store = sluice_store::Store::open(&dir.join("records").join("sluice.db"))
+            .await
+            .unwrap();
+        store
+            .insert_records(&[logged("req_readonly01", 200, None)])
+            .await
+            .unwrap();
+        store.close().await;
+    });
+
+    // Serving still refuses, naming the missing variable.
+    let out = sluice(&dir, &["--config", "gateway.toml", "check-config"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("SLUICE_TEST_UNSET_OPENAI"));
+
+    for args in [
+        &["--config", "gateway.toml", "logs", "--json"][..],
+        &["logs", "--config", "gateway.toml", "--json"],
+        &["logs", "--json", "--config", "gateway.toml"],
+    ] {
+        let records = json_lines(&sluice_ok(&dir, args));
+        assert_eq!(records.len(), 1, "{args:?}");
+        assert_eq!(records[0]["id"], "req_readonly01", "{args:?}");
+    }
+    for args in [
+        &["--config", "gateway.toml", "logs", "show", "req_readonly01"][..],
+        &["logs", "--config", "gateway.toml", "show", "req_readonly01"],
+        &["logs", "show", "--config", "gateway.toml", "req_readonly01"],
+        &["logs", "show", "req_readonly01", "--config", "gateway.toml"],
+    ] {
+        let shown = String::from_utf8(sluice_ok(&dir, args).stdout).unwrap();
+        assert!(shown.contains("req_readonly01"), "{args:?}: {shown}");
+    }
+    let out = sluice(
+        &dir,
+        &[
+            "logs",
+            "--team",
+            "search",
+            "show",
+            "req_readonly01",
+            "--config",
+            "gateway.toml",
+        ],
+    );
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("do not apply"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for args in [
+        &["keys", "--config", "gateway.toml", "list"][..],
+        &["usage", "--config", "gateway.toml", "--json"],
+        &["budgets", "--config", "gateway.toml", "show"],
+    ] {
+        sluice_ok(&dir, args);
+    }
+    // Nothing was created next to the configuration's store by mistake.
+    assert!(!dir.join("sluice-data").exists());
+}
+
+fn sluice_ok(dir: &Path, args: &[&str]) -> Output {
+    let out = sluice(dir, args);
+    assert!(
+        out.status.success(),
+        "sluice {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}

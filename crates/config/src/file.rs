@@ -746,6 +746,7 @@ impl ConfigFile {
         self,
         base_dir: &Path,
         env: &dyn Fn(&str) -> Option<String>,
+        keys: crate::ProviderKeys,
     ) -> Result<Settings, Vec<FieldProblem>> {
         let mut problems = Vec::new();
 
@@ -894,6 +895,7 @@ impl ConfigFile {
             let api_key = match key_env {
                 Some(var) => match env(var) {
                     Some(value) if !value.is_empty() => Some(SecretString::from(value)),
+                    _ if keys == crate::ProviderKeys::NotNeeded => None,
                     _ => {
                         push(
                             &mut problems,

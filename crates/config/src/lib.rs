@@ -192,14 +192,30 @@ pub struct DeploymentSettings {
     pub region: Option<String>,
 }
 
+/// Whether loading a configuration requires the providers' API keys to be set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProviderKeys {
+    /// Serving traffic (and `check-config`): every deployment's key variable must be set.
+    Required,
+    /// Read-only commands: an unset key variable leaves the deployment without a key.
+    NotNeeded,
+}
+
 impl Settings {
     /// Reads and validates a file, taking secrets from the process environment.
     pub fn load(path: &Path) -> Result<Settings, ConfigError> {
+        Self::load_with(path, ProviderKeys::Required)
+    }
+
+    /// [`Settings::load`], saying whether the providers' API keys must be set: commands that
+    /// only read the store or a running gateway (`logs`, `usage`, `keys`, `budgets`, `status`)
+    /// load with [`ProviderKeys::NotNeeded`], so they run where provider secrets are absent.
+    pub fn load_with(path: &Path, keys: ProviderKeys) -> Result<Settings, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_owned(),
             source,
         })?;
-        Self::from_toml(&text, path, |name| std::env::var(name).ok())
+        Self::from_toml_with(&text, path, |name| std::env::var(name).ok(), keys)
     }
 
     /// Parses and validates TOML text. `env` looks up environment variables; `origin` names the
@@ -209,12 +225,24 @@ impl Settings {
         origin: &Path,
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<Settings, ConfigError> {
+        Self::from_toml_with(text, origin, env, ProviderKeys::Required)
+    }
+
+    /// [`Settings::from_toml`] with [`ProviderKeys`]: when not needed, a deployment whose key
+    /// variable is unset loads with no key instead of failing validation.
+    pub fn from_toml_with(
+        text: &str,
+        origin: &Path,
+        env: impl Fn(&str) -> Option<String>,
+        keys: ProviderKeys,
+    ) -> Result<Settings, ConfigError> {
         let file: file::ConfigFile = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: origin.to_owned(),
             message: e.to_string(),
         })?;
         let base_dir = origin.parent().unwrap_or(Path::new("."));
-        file.validate(base_dir, &env).map_err(ConfigError::Invalid)
+        file.validate(base_dir, &env, keys)
+            .map_err(ConfigError::Invalid)
     }
 
     /// Settings with every default and no providers: what `sluice serve` runs with when there

@@ -539,3 +539,34 @@ fn connection_bounds_have_defaults_and_are_checked() {
         );
     }
 }
+
+#[test]
+fn read_only_commands_load_without_provider_keys() {
+    let text = r#"
+        [providers.anthropic]
+        type = "anthropic"
+        api_key_env = "MISSING_KEY"
+
+        [deployments.claude]
+        provider = "anthropic"
+        model = "claude-sonnet-4-5"
+
+        [store]
+        path = "records.db"
+        "#;
+    let origin = Path::new("/etc/sluice/sluice.toml");
+    let settings =
+        Settings::from_toml_with(text, origin, |_| None, crate::ProviderKeys::NotNeeded).unwrap();
+    assert!(settings.deployments[0].api_key.is_none());
+    assert_eq!(settings.store.path, Path::new("/etc/sluice/records.db"));
+    // Serving still needs the key, and says which variable is missing.
+    assert!(
+        Settings::from_toml_with(text, origin, |_| None, crate::ProviderKeys::Required).is_err()
+    );
+    // Everything else is still validated.
+    let broken = text.replace("model = \"claude-sonnet-4-5\"", "model = \"\"");
+    assert!(
+        Settings::from_toml_with(&broken, origin, |_| None, crate::ProviderKeys::NotNeeded)
+            .is_err()
+    );
+}

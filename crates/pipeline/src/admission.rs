@@ -44,6 +44,8 @@ pub struct RouteRules {
     pub hooks: crate::hooks::Hooks,
 }
 
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
 /// Everything admission and settlement need, built once at start.
 pub struct PolicyEngine {
     counters: Arc<dyn Counters>,
@@ -54,8 +56,10 @@ pub struct PolicyEngine {
     energy: EnergyModel,
     regions: HashMap<String, String>,
     /// Deployment name -> (model, region), to price and estimate each attempt.
-    deployments: HashMap<String, (String, Option<String>)>,
-    routes: HashMap<String, RouteRules>,
+    /// Looked up several times per request (prices of every attempt; the route's rules at
+    /// plan, admission and hooks): foldhash, not SipHash. The keys are the configuration's.
+    deployments: FastMap<String, (String, Option<String>)>,
+    routes: FastMap<String, RouteRules>,
     book: RwLock<Arc<Book>>,
     /// Settlements and releases in flight, so shutdown can wait for them.
     tasks: TaskTracker,
@@ -92,8 +96,8 @@ impl PolicyEngine {
             prices: parts.prices,
             energy: parts.energy,
             regions: parts.regions,
-            deployments: HashMap::new(),
-            routes: parts.routes,
+            deployments: FastMap::default(),
+            routes: parts.routes.into_iter().collect(),
             book: RwLock::new(Arc::new(Book::default())),
             tasks: TaskTracker::new(),
         }

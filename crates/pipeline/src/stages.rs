@@ -118,7 +118,8 @@ impl Gateway {
         planned: Planned<Op>,
     ) -> Result<Admitted<Op>, PipelineError> {
         let Planned { mut request, plan } = planned;
-        let hooks = self.hooks_of(plan.alias());
+        let asked = plan.alias().clone();
+        let hooks = self.hooks_of(&asked);
         let context = HookContext {
             caller,
             alias: plan.alias(),
@@ -136,7 +137,11 @@ impl Gateway {
             (plan, Arc::default())
         };
         // A soft limit may have moved the request to another route, with hooks of its own.
-        let hooks = self.hooks_of(plan.alias());
+        let hooks = if Arc::ptr_eq(plan.alias(), &asked) {
+            hooks
+        } else {
+            self.hooks_of(plan.alias())
+        };
         Ok(Admitted {
             request,
             plan,

@@ -16,7 +16,7 @@ use tokio::time::Instant;
 use crate::Exchange;
 use crate::chat::unix_now;
 use crate::hooks::{HookError, StreamHooks};
-use crate::tokens::estimate_input;
+use crate::tokens::{estimate_input, estimate_text};
 
 /// A chunk's events as the client will get them. With stream hooks on the route, `raw` is
 /// empty whenever the hooks changed anything, so the server re-encodes from the events.
@@ -32,7 +32,8 @@ pub struct GuardedStream {
     hooks: Option<StreamHooks>,
     /// The request, for the prompt estimate when the provider reports no usage.
     request: ChatRequest,
-    output_chars: usize,
+    /// The answer's tokens so far, as the gateway counts them (for when no usage comes).
+    output_tokens: u32,
     usage: Option<Usage>,
     /// An error event the provider itself sent inside the stream.
     upstream_error: Option<ErrorKind>,
@@ -57,7 +58,7 @@ impl GuardedStream {
             deadline: Box::pin(tokio::time::sleep_until(deadline)),
             hooks,
             request,
-            output_chars: 0,
+            output_tokens: 0,
             usage: None,
             upstream_error: None,
             ended: false,
@@ -75,10 +76,11 @@ impl GuardedStream {
             match event {
                 StreamEvent::Start { created, .. } if *created == 0 => *created = unix_now(),
                 StreamEvent::TextDelta { text, .. } | StreamEvent::RefusalDelta { text, .. } => {
-                    self.output_chars += text.len();
+                    self.output_tokens = self.output_tokens.saturating_add(estimate_text(text));
                 }
                 StreamEvent::ToolCallDelta { arguments, .. } => {
-                    self.output_chars += arguments.len()
+                    let tokens = estimate_text(arguments);
+                    self.output_tokens = self.output_tokens.saturating_add(tokens);
                 }
                 StreamEvent::Usage(usage) => self.usage = Some(*usage),
                 StreamEvent::Error(error) => self.upstream_error = Some(error.kind),
@@ -119,7 +121,7 @@ impl GuardedStream {
     fn settled_usage(&self) -> Usage {
         self.usage.unwrap_or_else(|| Usage {
             input_tokens: estimate_input(&self.request),
-            output_tokens: u32::try_from(self.output_chars.div_ceil(4)).unwrap_or(u32::MAX),
+            output_tokens: self.output_tokens,
             estimated: true,
             ..Usage::default()
         })
@@ -154,19 +156,24 @@ impl GuardedStream {
         error_chunk(kind, error.to_string())
     }
 
-    /// The upstream ended: the hooks release what they held, then the record settles.
+    /// The upstream ended: the hooks release what they held; a stream whose provider reported
+    /// no usage gets the gateway's estimate (flagged), so the client sees what the record
+    /// holds; then the record settles.
     fn finish(&mut self) -> Option<StreamChunk> {
-        let released = match self.hooks.as_mut().map(StreamHooks::finish) {
-            None => None,
-            Some(Ok(events)) => (!events.is_empty()).then(|| StreamChunk {
-                raw: bytes::Bytes::new(),
-                events,
-            }),
+        let mut events = match self.hooks.as_mut().map(StreamHooks::finish) {
+            None => Vec::new(),
+            Some(Ok(events)) => events,
             Some(Err(e)) => return Some(self.blocked(e)),
         };
         let failure = self.upstream_error;
+        if self.usage.is_none() && failure.is_none() {
+            events.push(StreamEvent::Usage(self.settled_usage()));
+        }
         self.end(failure);
-        released
+        (!events.is_empty()).then(|| StreamChunk {
+            raw: bytes::Bytes::new(),
+            events,
+        })
     }
 }
 

@@ -1,5 +1,5 @@
-//! The HTTP surface of Sluice: OpenAI routes (`/v1/chat/completions`, `/v1/embeddings`,
-//! `/v1/models`), Anthropic routes (`/v1/messages`, `/v1/messages/count_tokens`), health, and
+//! The HTTP surface of Sluice: OpenAI routes (`/v1/chat/completions`, `/v1/embeddings`),
+//! `/v1/models` and `/v1/models/{id}` in both dialects ([`models`]), Anthropic routes (`/v1/messages`, `/v1/messages/count_tokens`), health, and
 //! the admin API under `/admin/v1` ([`admin`]: budgets and usage, behind its own token).
 //!
 //! Handlers stay thin: read the body, decode the dialect (`sluice-wire`), call the pipeline,
@@ -22,6 +22,7 @@ mod body;
 mod chat;
 pub mod error;
 pub mod listener;
+mod models;
 mod openai;
 mod provenance;
 mod quota;
@@ -51,6 +52,7 @@ pub struct AppState {
 /// with the admin token; `/metrics` needs the admin token. [`metrics_app`] serves both
 /// without one, for a listener operators keep private (`server.metrics_listen`).
 pub fn app(state: AppState) -> Router {
+    let loaded = models::LoadedAt::now();
     Router::new()
         .nest(admin::PREFIX, admin::routes(state.clone()))
         .route(
@@ -61,7 +63,24 @@ pub fn app(state: AppState) -> Router {
             "/v1/embeddings",
             post(openai::embeddings).fallback(wrong_method_openai),
         )
-        .route("/v1/models", get(models).fallback(wrong_method_any))
+        .route(
+            "/v1/models",
+            get(move |state: State<AppState>, headers: HeaderMap| {
+                models::list(state, headers, loaded)
+            })
+            .fallback(wrong_method_any),
+        )
+        .route(
+            "/v1/models/{*id}",
+            get(
+                move |state: State<AppState>,
+                      id: axum::extract::Path<String>,
+                      headers: HeaderMap| {
+                    models::retrieve(state, id, headers, loaded)
+                },
+            )
+            .fallback(wrong_method_any),
+        )
         .route(
             "/v1/messages",
             post(anthropic::messages).fallback(wrong_method_anthropic),
@@ -107,7 +126,7 @@ async fn wrong_method_any(request: Request) -> Response {
 
 /// The methods each API path takes, for `Allow`.
 fn allowed_methods(path: &str) -> &'static str {
-    if path == "/v1/models" {
+    if path == "/v1/models" || path.starts_with("/v1/models/") {
         "GET, HEAD"
     } else {
         "POST"
@@ -261,38 +280,6 @@ async fn not_found(request: Request) -> Response {
         response.headers_mut(),
         &sluice_types::RequestId::new().to_string(),
     );
-    response
-}
-
-/// `GET /v1/models`: the aliases the caller's key may use, in the shape of the SDK asking.
-async fn models(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    let dialect = dialect_of(&headers);
-    let (exchange, caller) =
-        match body::admit(&state, &headers, sluice_pipeline::Endpoint::Models, dialect).await {
-            Ok(admitted) => admitted,
-            Err(response) => return response,
-        };
-    let models = state.gateway.models_for(&caller);
-    let json = match dialect {
-        Dialect::OpenAi => serde_json::json!({
-            "object": "list",
-            "data": models.iter().map(|id| serde_json::json!({
-                "id": id, "object": "model", "created": 0, "owned_by": "sluice",
-            })).collect::<Vec<_>>(),
-        }),
-        Dialect::Anthropic => serde_json::json!({
-            "data": models.iter().map(|id| serde_json::json!({
-                "type": "model", "id": id, "display_name": id, "created_at": "1970-01-01T00:00:00Z",
-            })).collect::<Vec<_>>(),
-            "has_more": false,
-            "first_id": models.first(),
-            "last_id": models.last(),
-        }),
-    };
-    let request_id = exchange.id.to_string();
-    exchange.finish(200);
-    let mut response = json_response(Bytes::from(json.to_string()));
-    provenance::request_id(response.headers_mut(), &request_id);
     response
 }
 

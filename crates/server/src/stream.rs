@@ -54,8 +54,16 @@ struct Translation {
     /// The client did not ask for usage; the gateway asked the upstream anyway, so a chunk that
     /// carries nothing but usage is held back from it.
     hide_usage_chunks: bool,
+    /// A passed-through OpenAI stream's `data: [DONE]`, held back so that usage the gateway
+    /// estimated (the upstream sent none) can still go before it.
+    held_done: bool,
     failed: bool,
     finished: bool,
+}
+
+/// Whether a passed-through OpenAI event is the stream's `data: [DONE]`.
+fn is_done(raw: &[u8]) -> bool {
+    raw.trim_ascii() == b"data: [DONE]"
 }
 
 pub(crate) fn respond(
@@ -70,6 +78,7 @@ pub(crate) fn respond(
         encoder: Encoder::new(dialect, include_usage),
         passthrough,
         hide_usage_chunks: passthrough && dialect == Dialect::OpenAi && !include_usage,
+        held_done: false,
         failed: false,
         finished: false,
     };
@@ -81,8 +90,9 @@ pub(crate) fn respond(
             let Some(chunk) = st.stream.next().await else {
                 st.finished = true;
                 // A translated stream gets its dialect's closing events; a passed-through one
-                // already carried them.
-                if st.passthrough || st.failed {
+                // already carried them, but for the `[DONE]` held back: the encoder adds the
+                // estimated usage (if the upstream sent none and the client asked) before it.
+                if st.failed || (st.passthrough && !st.held_done) {
                     return None;
                 }
                 let tail = st.encoder.finish();
@@ -98,6 +108,18 @@ pub(crate) fn respond(
                 let usage_only = matches!(chunk.events.as_slice(), [StreamEvent::Usage(_)]);
                 if st.hide_usage_chunks && usage_only {
                     continue;
+                }
+                if let Encoder::OpenAi(encoder) = &mut st.encoder {
+                    if is_done(&chunk.raw) {
+                        st.held_done = true;
+                        continue;
+                    }
+                    // The encoder learns the stream's id and model, for a usage chunk of its own.
+                    for event in &chunk.events {
+                        if matches!(event, StreamEvent::Start { .. }) {
+                            encoder.encode(event);
+                        }
+                    }
                 }
                 chunk.raw
             } else {

@@ -11,6 +11,7 @@ use tokio::time::Instant;
 
 use super::*;
 use crate::test_support::{exchange, health};
+use crate::tokens::estimate_text;
 
 fn text(t: &str) -> StreamChunk {
     StreamChunk {
@@ -122,7 +123,10 @@ async fn a_stream_past_the_route_deadline_ends_with_a_timeout_event_and_record()
         r.input_tokens,
         Some(crate::tokens::estimate_input(&prompt()))
     );
-    assert_eq!(r.output_tokens, Some(15u32.div_ceil(4)));
+    assert_eq!(
+        r.output_tokens,
+        Some(estimate_text("first") + 2 * estimate_text(" more"))
+    );
 }
 
 #[tokio::test]
@@ -139,7 +143,10 @@ async fn a_stream_the_client_drops_settles_once_as_client_disconnected() {
     let r = &records[0];
     assert_eq!(r.status, 499);
     assert_eq!(r.error_code, Some(ErrorCode::ClientDisconnected));
-    assert_eq!(r.output_tokens, Some(10u32.div_ceil(4)));
+    assert_eq!(
+        r.output_tokens,
+        Some(estimate_text("first") + estimate_text(" more"))
+    );
 }
 
 #[tokio::test]
@@ -174,4 +181,32 @@ async fn an_upstream_failure_mid_stream_ends_it_with_an_error_event_and_settles_
         records[0].error_code,
         Some(ErrorCode::Kind(ErrorKind::UpstreamUnavailable))
     );
+}
+
+#[tokio::test]
+async fn a_stream_without_usage_ends_with_the_estimate_flagged() {
+    let rest = vec![Ok(text(" second"))];
+    let (mut stream, records) =
+        guarded(rest, Duration::from_millis(10), Duration::from_secs(5)).await;
+    let mut events = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        events.extend(chunk.events);
+    }
+    let Some(StreamEvent::Usage(sent)) = events.last().cloned() else {
+        panic!("no usage at the end: {events:?}");
+    };
+    assert!(sent.estimated);
+    assert_eq!(
+        sent.output_tokens,
+        estimate_text("first") + estimate_text(" second")
+    );
+    drop(stream);
+    tokio::time::resume();
+    let records = records.read().await;
+    // What the client was told is what the record holds.
+    assert_eq!(
+        (records[0].input_tokens, records[0].output_tokens),
+        (Some(sent.input_tokens), Some(sent.output_tokens))
+    );
+    assert!(records[0].usage_estimated);
 }

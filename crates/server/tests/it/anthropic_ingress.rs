@@ -274,8 +274,48 @@ async fn counts_tokens_with_the_provider_or_flags_the_estimate() {
     assert_eq!(res.headers()["x-sluice-token-count"], "estimated");
     let estimated: Value = res.json().await.unwrap();
     assert_eq!(
-        estimated["input_tokens"], 6,
-        "24 bytes at 4 bytes per token"
+        estimated["input_tokens"],
+        4 + 5 + 3,
+        "four words, a message's chat template and the reply's priming"
     );
     assert_eq!(gpt.hits(), 0);
+}
+
+#[tokio::test]
+async fn tool_schema_and_input_key_order_reach_an_openai_upstream_as_written() {
+    let mock = MockUpstream::openai().start().await;
+    let gw = TestGateway::builder()
+        .route("gpt", [on(&mock, ProviderKind::OpenAiCompatible, "llama")])
+        .start()
+        .await;
+    let params =
+        r#"{"type":"object","properties":{"zeta":{"type":"integer"},"alpha":{"type":"integer"}}}"#;
+    let body = format!(
+        r#"{{"model":"gpt","max_tokens":50,"tools":[{{"name":"add","input_schema":{params}}}],
+        "messages":[{{"role":"user","content":"add"}},
+          {{"role":"assistant","content":[{{"type":"tool_use","id":"t1","name":"add","input":{{"zeta":1,"alpha":2}}}}]}},
+          {{"role":"user","content":[{{"type":"tool_result","tool_use_id":"t1","content":"3"}}]}}]}}"#
+    );
+    let res = gw
+        .client
+        .post(gw.url("/v1/messages"))
+        .header("x-api-key", &gw.key)
+        .header("anthropic-version", "2023-06-01")
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let sent = String::from_utf8(mock.last_request().unwrap().raw.to_vec()).unwrap();
+    assert!(sent.contains(params), "{sent}");
+    assert!(
+        sent.contains(r#""arguments":"{\"zeta\":1,\"alpha\":2}""#),
+        "{sent}"
+    );
+    // The tool-calling turn carries `content: ""`, which strict servers (llama.cpp) accept.
+    let sent: Value = serde_json::from_str(&sent).unwrap();
+    assert_eq!(sent["messages"][1]["content"], "");
+    assert_eq!(sent["messages"][1]["tool_calls"][0]["id"], "t1");
+    gw.finish().await;
 }

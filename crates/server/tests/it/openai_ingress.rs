@@ -381,9 +381,66 @@ async fn estimates_and_flags_usage_when_a_compatible_server_omits_it() {
     assert_eq!(sent["max_tokens"], 50, "compatible servers get max_tokens");
     assert!(sent.get("max_completion_tokens").is_none());
 
+    // The client did not ask for usage: none is added.
+    assert!(!text.contains("\"usage\":{"), "{text}");
+
+    // Asked for usage: the estimate comes as the last chunk before `[DONE]`, flagged.
+    let asked = gw
+        .openai(
+            "/v1/chat/completions",
+            json!({"model": "local", "stream": true, "stream_options": {"include_usage": true},
+            "messages": [{"role": "user", "content": "#mock no_usage\nhow are you"}]}),
+        )
+        .await
+        .text()
+        .await
+        .unwrap();
+    let chunks = sse_data(&asked);
+    let (done, rest) = chunks.split_last().unwrap();
+    assert_eq!(done, "[DONE]");
+    let usage = &rest.last().unwrap()["usage"];
+    assert_eq!(usage["estimated"], true, "{asked}");
+    assert!(usage["completion_tokens"].as_u64().unwrap() > 0);
+    assert_eq!(rest.last().unwrap()["choices"], json!([]));
+    assert_eq!(
+        rest.last().unwrap()["id"],
+        rest[0]["id"],
+        "one stream id throughout"
+    );
+    assert_eq!(
+        rest.iter().filter(|c| !c["usage"].is_null()).count(),
+        1,
+        "{asked}"
+    );
+
+    // An Anthropic client of the same server gets the estimate in `message_delta`.
+    let anthropic = gw
+        .anthropic(
+            "/v1/messages",
+            json!({"model": "local", "stream": true, "max_tokens": 50,
+            "messages": [{"role": "user", "content": "#mock no_usage\nhow are you"}]}),
+        )
+        .await
+        .text()
+        .await
+        .unwrap();
+    let delta = sse_data(&anthropic)
+        .into_iter()
+        .find(|e| e["type"] == "message_delta")
+        .unwrap();
+    assert_eq!(delta["usage"]["estimated"], true, "{anthropic}");
+    assert!(delta["usage"]["output_tokens"].as_u64().unwrap() > 0);
+
     let records = gw.finish().await;
-    assert!(records[0].usage_estimated);
-    assert!(records[0].input_tokens.unwrap() > 0 && records[0].output_tokens.unwrap() > 0);
+    for r in &records {
+        assert!(r.usage_estimated);
+        assert!(r.input_tokens.unwrap() > 0 && r.output_tokens.unwrap() > 0);
+    }
+    assert_eq!(
+        records[1].output_tokens,
+        usage["completion_tokens"].as_u64().map(|n| n as u32),
+        "the client was told what the record holds"
+    );
 }
 
 #[tokio::test]
@@ -459,4 +516,181 @@ async fn lists_only_the_models_a_key_may_use_and_embeds() {
         embed.input_tokens,
         body["usage"]["prompt_tokens"].as_u64().map(|n| n as u32)
     );
+}
+
+#[tokio::test]
+async fn models_are_listed_and_retrieved_in_the_dialect_asking() {
+    let mock = MockUpstream::openai().start().await;
+    let gw = TestGateway::builder()
+        .route("fast", [on(&mock, ProviderKind::OpenAi, "gpt-4o-mini")])
+        .route("org/big", [on(&mock, ProviderKind::OpenAi, "gpt-4o")])
+        .start()
+        .await;
+    let scoped = gw
+        .store
+        .create_key(sluice_store::NewKey {
+            name: "scoped".into(),
+            aliases: vec!["fast".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let get = |path: &str, key: &str, anthropic: bool| {
+        let mut req = gw.client.get(gw.url(path)).bearer_auth(key);
+        if anthropic {
+            req = req.header("anthropic-version", "2023-06-01");
+        }
+        req.send()
+    };
+    let a_day_ago = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        - 86_400;
+
+    let res = get("/v1/models/fast", &gw.key, false).await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert!(res.headers().contains_key("x-request-id"));
+    let one: Value = res.json().await.unwrap();
+    assert_eq!(
+        (&one["id"], &one["object"], &one["owned_by"]),
+        (&json!("fast"), &json!("model"), &json!("sluice"))
+    );
+    assert!(one["created"].as_u64().unwrap() > a_day_ago);
+    // Aliases may hold a slash, as provider model names do.
+    let res = get("/v1/models/org/big", &gw.key, false).await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.json::<Value>().await.unwrap()["id"], "org/big");
+
+    let list: Value = get("/v1/models", &gw.key, true)
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (&list["first_id"], &list["last_id"], &list["has_more"]),
+        (&json!("fast"), &json!("org/big"), &json!(false))
+    );
+    let first = &list["data"][0];
+    assert_eq!(
+        (&first["type"], &first["id"], &first["display_name"]),
+        (&json!("model"), &json!("fast"), &json!("fast"))
+    );
+    assert_eq!(first["lifecycle"], "active");
+    let created_at = first["created_at"].as_str().unwrap();
+    assert!(
+        created_at.ends_with('Z') && !created_at.starts_with("1970"),
+        "{created_at}"
+    );
+    let one: Value = get("/v1/models/fast", &gw.key, true)
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(&one, first);
+
+    // Unknown, and known but not for this key: the same 404, in the dialect asking.
+    for (path, key) in [
+        ("/v1/models/nope", gw.key.as_str()),
+        ("/v1/models/org/big", scoped.secret.as_str()),
+    ] {
+        let res = get(path, key, false).await.unwrap();
+        assert_eq!(res.status(), 404, "{path}");
+        let body: Value = res.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "model_not_found", "{path}");
+        let res = get(path, key, true).await.unwrap();
+        assert_eq!(res.status(), 404, "{path}");
+        let body: Value = res.json().await.unwrap();
+        assert_eq!(
+            (&body["type"], &body["error"]["type"]),
+            (&json!("error"), &json!("not_found_error")),
+            "{path}"
+        );
+    }
+    let res = get("/v1/models/fast", "sk-sluice-wrong", false)
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 401);
+
+    let records = gw.finish().await;
+    assert_eq!(
+        records.iter().filter(|r| r.status == 404).count(),
+        4,
+        "every lookup leaves a record"
+    );
+}
+
+/// Structured outputs are generated in schema order, so the order the client wrote its keys in
+/// must reach the upstream, whichever dialect it speaks.
+#[tokio::test]
+async fn schema_and_tool_key_order_reach_the_upstream_as_the_client_wrote_them() {
+    let openai_mock = MockUpstream::openai().start().await;
+    let anthropic_mock = MockUpstream::anthropic().start().await;
+    let gw = TestGateway::builder()
+        .route("gpt", [on(&openai_mock, ProviderKind::OpenAi, "gpt-4o")])
+        .route(
+            "claude",
+            [on(
+                &anthropic_mock,
+                ProviderKind::Anthropic,
+                "claude-sonnet-4-5",
+            )],
+        )
+        .start()
+        .await;
+    let schema = r#"{"type":"object","properties":{"reasoning":{"type":"string"},"answer":{"type":"string"}},"required":["reasoning","answer"]}"#;
+    let params =
+        r#"{"type":"object","properties":{"zeta":{"type":"integer"},"alpha":{"type":"integer"}}}"#;
+    let structured = |model: &str| {
+        format!(
+            r#"{{"model":"{model}","messages":[{{"role":"user","content":"why?"}}],
+            "response_format":{{"type":"json_schema","json_schema":{{"name":"out","schema":{schema}}}}}}}"#
+        )
+    };
+    let with_tools = |model: &str| {
+        format!(
+            r#"{{"model":"{model}","messages":[{{"role":"user","content":"add"}},
+            {{"role":"assistant","content":null,"tool_calls":[{{"id":"c1","type":"function","function":{{"name":"add","arguments":"{{\"zeta\":1,\"alpha\":2}}"}}}}]}},
+            {{"role":"tool","tool_call_id":"c1","content":"3"}}],
+            "tools":[{{"type":"function","function":{{"name":"add","parameters":{params}}}}}]}}"#
+        )
+    };
+    let post = |body: String| {
+        gw.client
+            .post(gw.url("/v1/chat/completions"))
+            .bearer_auth(&gw.key)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+    let received =
+        |mock: &MockUpstream| String::from_utf8(mock.last_request().unwrap().raw.to_vec()).unwrap();
+
+    assert_eq!(post(structured("gpt")).await.unwrap().status(), 200);
+    assert!(
+        received(&openai_mock).contains(schema),
+        "{}",
+        received(&openai_mock)
+    );
+    assert_eq!(post(structured("claude")).await.unwrap().status(), 200);
+    assert!(
+        received(&anthropic_mock).contains(schema),
+        "{}",
+        received(&anthropic_mock)
+    );
+
+    assert_eq!(post(with_tools("gpt")).await.unwrap().status(), 200);
+    let sent = received(&openai_mock);
+    assert!(sent.contains(params), "{sent}");
+    assert!(
+        sent.contains(r#""arguments":"{\"zeta\":1,\"alpha\":2}""#),
+        "{sent}"
+    );
+    assert_eq!(post(with_tools("claude")).await.unwrap().status(), 200);
+    let sent = received(&anthropic_mock);
+    assert!(sent.contains(params), "{sent}");
+    assert!(sent.contains(r#""input":{"zeta":1,"alpha":2}"#), "{sent}");
+    gw.finish().await;
 }

@@ -39,7 +39,8 @@
 //! - `response_format: json_schema` becomes a forced tool (`tools: [{name, description,
 //!   input_schema}]`, `tool_choice: {type: tool, name}`) and [`Encoded::structured_output_tool`]
 //!   names it, so the response and stream decoders turn that tool call back into plain JSON text
-//!   with finish reason `EndTurn`. Refused when the request has tools of its own. The schema's
+//!   with finish reason `EndTurn`. Refused when the request has tools of its own (the error
+//!   says to drop them or use an OpenAI-dialect deployment). The schema's
 //!   `strict` is not forwarded (adherence is the forced tool's, best effort).
 //! - Refused: `n > 1`, `logprobs: true`, `top_logprobs > 0`, `seed`, non-zero presence or
 //!   frequency penalty, `temperature > 1` (Anthropic's range is 0..=1),

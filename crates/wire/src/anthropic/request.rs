@@ -463,7 +463,14 @@ pub fn encode_chat_request(req: &ChatRequest, opts: &EncodeOptions) -> Result<En
             ..
         }) => {
             if !req.tools.is_empty() {
-                return Err(unsupported("response_format"));
+                return Err(WireError::Untranslatable {
+                    param: "response_format".into(),
+                    target: Dialect::Anthropic,
+                    reason: "a `json_schema` response format is carried there as a forced tool \
+                             call, which cannot be combined with the request's own `tools`; \
+                             send it without `tools`, or use a deployment of an \
+                             OpenAI-dialect provider, which takes both",
+                });
             }
             structured_output_tool = Some(name.clone());
             let tool = WireTool {

@@ -338,9 +338,60 @@ fn json_schema_becomes_a_forced_tool() {
         strict: None,
         cache_control: None,
     });
+    let err = encode_err(&req);
+    assert!(matches!(&err, WireError::Untranslatable { param, .. } if param == "response_format"));
+    // Says what cannot be combined, and what would work instead.
+    let message = err.to_string();
+    assert!(message.contains("`tools`"), "{message}");
+    assert!(message.contains("without `tools`"), "{message}");
+    assert!(message.contains("OpenAI-dialect"), "{message}");
+    assert!(!message.contains("not supported"), "{message}");
+}
+
+#[test]
+fn schema_and_tool_key_order_survive_translation_to_anthropic() {
+    let req = crate::openai::decode_chat_request(
+        br#"{"model": "m", "messages": [
+            {"role": "user", "content": "q"},
+            {"role": "assistant", "content": null, "tool_calls": [{"id": "c", "type": "function",
+                "function": {"name": "f", "arguments": "{\"zeta\":1,\"alpha\":2}"}}]},
+            {"role": "tool", "tool_call_id": "c", "content": "r"}],
+          "response_format": {"type": "json_schema", "json_schema": {"name": "out", "schema":
+            {"type": "object", "properties": {"reasoning": {"type": "string"}, "answer": {"type": "string"}},
+             "required": ["reasoning", "answer"]}}}}"#,
+    )
+    .unwrap();
+    let body = String::from_utf8(
+        encode_chat_request(
+            &req,
+            &EncodeOptions {
+                model: "m",
+                default_max_tokens: 1,
+            },
+        )
+        .unwrap()
+        .body,
+    )
+    .unwrap();
     assert!(
-        matches!(encode_err(&req), WireError::Unsupported { param, .. } if param == "response_format")
+        body.contains(r#""properties":{"reasoning":{"type":"string"},"answer":{"type":"string"}}"#),
+        "{body}"
     );
+    assert!(body.contains(r#""input":{"zeta":1,"alpha":2}"#), "{body}");
+
+    let mut req = crate::openai::decode_chat_request(
+        br#"{"model": "m", "messages": [{"role": "user", "content": "q"}], "tools": [{"type": "function",
+            "function": {"name": "f", "parameters": {"type": "object", "properties": {"zeta": {}, "alpha": {}}}}}]}"#,
+    )
+    .unwrap();
+    req.response_format = None;
+    let (body, _) = encode(&req);
+    let keys: Vec<&String> = body["tools"][0]["input_schema"]["properties"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .collect();
+    assert_eq!(keys, ["zeta", "alpha"]);
 }
 
 #[test]

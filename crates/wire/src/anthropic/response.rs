@@ -19,7 +19,11 @@
 //! more). Tool-call arguments that are not a JSON object go out as `input: {}`. An OpenAI
 //! `refusal` becomes a text block with stop reason `refusal`. Usage is the inverse of decoding
 //! (`input_tokens = input - cached - cache_write`); a reason Anthropic does not know maps to
-//! `end_turn`.
+//! `end_turn`. An id that is not Anthropic-shaped (`chatcmpl-...` from an OpenAI-dialect
+//! upstream) becomes `msg_` plus its letters and digits (see [`message_id`]), so clients that
+//! check or store Anthropic ids see one; the same id is used by the stream encoder.
+
+use std::borrow::Cow;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -211,6 +215,27 @@ pub(super) fn stop_reason_str(reason: &FinishReason) -> (&'static str, Option<&s
     }
 }
 
+/// An Anthropic-shaped message id: `msg_` ids as they are; any other id (`chatcmpl-B9M...`
+/// from an OpenAI-dialect upstream) becomes `msg_` plus its ASCII letters and digits after the
+/// `chatcmpl-` prefix, so it still leads back to the upstream's id. An empty id (some compatible
+/// servers send none) becomes `msg_unknown`.
+pub fn message_id(id: &str) -> Cow<'_, str> {
+    if id.starts_with("msg_") {
+        return Cow::Borrowed(id);
+    }
+    let rest: String = id
+        .strip_prefix("chatcmpl-")
+        .unwrap_or(id)
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .collect();
+    if rest.is_empty() {
+        Cow::Borrowed("msg_unknown")
+    } else {
+        Cow::Owned(format!("msg_{rest}"))
+    }
+}
+
 /// Anthropic `usage` (shared with the stream encoder).
 #[derive(Serialize)]
 pub(super) struct WireUsage {
@@ -218,6 +243,9 @@ pub(super) struct WireUsage {
     cache_creation_input_tokens: u32,
     cache_read_input_tokens: u32,
     output_tokens: u32,
+    /// Set when the gateway estimated the counts (the provider reported none).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    estimated: bool,
 }
 
 impl From<&Usage> for WireUsage {
@@ -230,6 +258,7 @@ impl From<&Usage> for WireUsage {
             cache_creation_input_tokens: u.cache_write_tokens,
             cache_read_input_tokens: u.cached_input_tokens,
             output_tokens: u.output_tokens,
+            estimated: u.estimated,
         }
     }
 }
@@ -288,8 +317,9 @@ pub fn encode_chat_response(resp: &ChatResponse) -> Vec<u8> {
         Some(reason) => stop_reason_str(reason),
         None => ("end_turn", None),
     };
+    let id = message_id(&resp.id);
     let wire = WireResponse {
-        id: &resp.id,
+        id: &id,
         kind: "message",
         role: "assistant",
         model: &resp.model,
@@ -428,5 +458,31 @@ mod tests {
         assert_eq!(choice.finish_reason, None);
         let usage = resp.usage.unwrap();
         assert_eq!((usage.input_tokens, usage.cached_input_tokens), (3, 0));
+    }
+
+    #[test]
+    fn answers_from_openai_dialect_upstreams_get_anthropic_ids() {
+        assert_eq!(message_id("msg_01Xk3"), "msg_01Xk3");
+        assert_eq!(
+            message_id("chatcmpl-B9MHDbslfkBeAs8l4bebGdFOJ6PeG"),
+            "msg_B9MHDbslfkBeAs8l4bebGdFOJ6PeG"
+        );
+        // llama.cpp: `chatcmpl-` plus a UUID.
+        assert_eq!(
+            message_id("chatcmpl-4c1f09a3-8e0b-4b57-9b1e-2f0c3d4e5f60"),
+            "msg_4c1f09a38e0b4b579b1e2f0c3d4e5f60"
+        );
+        assert_eq!(message_id(""), "msg_unknown");
+
+        let resp = ChatResponse {
+            id: "chatcmpl-abc".into(),
+            model: "m".into(),
+            created: 0,
+            choices: Vec::new(),
+            usage: None,
+            system_fingerprint: None,
+        };
+        let body: Value = serde_json::from_slice(&encode_chat_response(&resp)).unwrap();
+        assert_eq!(body["id"], "msg_abc");
     }
 }

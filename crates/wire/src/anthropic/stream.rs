@@ -344,7 +344,7 @@ impl StreamEncoder {
         }
         match ev {
             StreamEvent::Start { id, model, .. } => {
-                self.id.clone_from(id);
+                self.id = super::response::message_id(id).into_owned();
                 self.model.clone_from(model);
             }
             StreamEvent::Usage(usage) => {

@@ -328,3 +328,27 @@ fn other_choices_are_not_rendered() {
         .is_empty()
     );
 }
+
+#[test]
+fn openai_dialect_streams_get_an_anthropic_id_and_named_stop_sequences() {
+    let mut enc = StreamEncoder::new();
+    let mut bytes = enc.encode(&StreamEvent::Start {
+        id: "chatcmpl-7f3a-9b".into(),
+        model: "qwen".into(),
+        created: 1,
+    });
+    bytes.extend(enc.encode(&StreamEvent::TextDelta {
+        choice: 0,
+        text: "one, two".into(),
+    }));
+    bytes.extend(enc.encode(&StreamEvent::Finish {
+        choice: 0,
+        reason: FinishReason::StopSequence(Some("three".into())),
+    }));
+    bytes.extend(enc.encode(&StreamEvent::Usage(Usage::default())));
+    let got = events(&bytes);
+    assert_eq!(got[0].1["message"]["id"], "msg_7f3a9b");
+    let delta = &got[got.len() - 2].1;
+    assert_eq!(delta["delta"]["stop_reason"], "stop_sequence");
+    assert_eq!(delta["delta"]["stop_sequence"], "three");
+}

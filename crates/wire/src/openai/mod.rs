@@ -28,6 +28,8 @@
 //! - A streaming request always carries `stream_options.include_usage = true`: the gateway
 //!   needs usage to settle, whatever the client asked for.
 //! - Top-level `system` (from Anthropic) becomes a leading system message.
+//! - An assistant turn that only calls tools goes out with `content: ""`, never `null`:
+//!   llama.cpp-based and other strict servers reject `null` (OpenAI accepts both).
 //! - Tool results become separate `role: tool` messages; other parts of the same canonical
 //!   message go into a `user` message, in order. OpenAI has no error flag on tool results:
 //!   `is_error` is dropped and the text kept. Images inside tool results are refused.

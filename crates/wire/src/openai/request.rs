@@ -183,7 +183,10 @@ fn decode_assistant(o: &Obj<'_>) -> Result<Vec<Part>, WireError> {
         parts.push(Part::text(refusal));
     }
     let calls = o.array("tool_calls")?;
-    if let Some(calls) = calls {
+    if let Some(calls) = calls.filter(|c| !c.is_empty()) {
+        // `content: ""` beside tool calls (what strict servers want, and what Sluice sends)
+        // means no text, like `null`.
+        parts.retain(|p| !matches!(p, Part::Text { text, .. } if text.is_empty()));
         let calls_path = o.path("tool_calls");
         for (j, call) in calls.iter().enumerate() {
             parts.push(Part::ToolCall(decode_tool_call(
@@ -450,8 +453,7 @@ fn no_stop(stop: &&[String]) -> bool {
 #[derive(Serialize)]
 struct WireMessage<'a> {
     role: &'static str,
-    /// `None` serializes as `null`: an assistant message that only calls tools.
-    content: Option<WireContent<'a>>,
+    content: WireContent<'a>,
     #[serde(skip_serializing_if = "Option::is_none")]
     name: Option<&'a str>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -464,7 +466,7 @@ impl<'a> WireMessage<'a> {
     fn new(role: &'static str, content: WireContent<'a>, name: Option<&'a str>) -> Self {
         WireMessage {
             role,
-            content: Some(content),
+            content,
             name,
             tool_calls: Vec::new(),
             tool_call_id: None,
@@ -651,14 +653,12 @@ fn encode_message<'a>(
                     _ => return Err(unsupported(part_path(j))),
                 }
             }
-            let content = if texts.is_empty() && !tool_calls.is_empty() {
-                None
-            } else {
-                Some(WireContent::from_parts(texts))
-            };
+            // An assistant turn that only calls tools goes out with `content: ""`, not `null`:
+            // OpenAI takes either, but llama.cpp-based servers (and other strict ones) reject
+            // `null`, and chat templates that concatenate `content` fail on a missing one.
             out.push(WireMessage {
                 role: "assistant",
-                content,
+                content: WireContent::from_parts(texts),
                 name,
                 tool_calls,
                 tool_call_id: None,
@@ -693,7 +693,7 @@ fn encode_message<'a>(
                         }
                         out.push(WireMessage {
                             role: "tool",
-                            content: Some(text_content(content, || part_path(j))?),
+                            content: text_content(content, || part_path(j))?,
                             name: None,
                             tool_calls: Vec::new(),
                             tool_call_id: Some(tool_call_id),

@@ -324,7 +324,10 @@ fn openai_round_trip_is_lossless() {
     let req = decode(original.clone()).unwrap();
     let mut encoded = encode(&req, OpenAiFlavor::OpenAi);
     encoded["model"] = json!("m");
-    assert_eq!(encoded, original);
+    // The one change: a tool-calling turn's `null` content goes out as `""`.
+    let mut expected = original.clone();
+    expected["messages"][2]["content"] = json!("");
+    assert_eq!(encoded, expected);
     assert_eq!(decode(encoded).unwrap(), req);
 }
 
@@ -341,5 +344,88 @@ fn image_url_may_be_a_bare_string() {
             source: ImageSource::Url("https://example.com/cat.png".into()),
             detail: None
         }]
+    );
+}
+
+#[test]
+fn assistant_turn_that_only_calls_tools_goes_out_with_empty_content() {
+    // llama.cpp's server rejects `content: null`; OpenAI accepts `""` as well.
+    let req = decode(json!({"model": "m", "messages": [
+        {"role": "user", "content": "weather?"},
+        {"role": "assistant", "content": null, "tool_calls": [
+            {"id": "c", "type": "function", "function": {"name": "f", "arguments": "{}"}}]},
+        {"role": "tool", "tool_call_id": "c", "content": "sunny"}
+    ]}))
+    .unwrap();
+    for flavor in [OpenAiFlavor::OpenAi, OpenAiFlavor::Compatible] {
+        let assistant = &encode(&req, flavor)["messages"][1];
+        assert_eq!(assistant["content"], json!(""), "{flavor:?}");
+        assert_eq!(assistant["tool_calls"][0]["id"], json!("c"));
+    }
+}
+
+#[test]
+fn schema_tool_and_argument_key_order_survive_re_encoding() {
+    // Structured outputs are generated in schema order: `reasoning` must stay before `answer`.
+    let raw = br#"{"model": "m", "messages": [
+        {"role": "user", "content": "q"},
+        {"role": "assistant", "content": null, "tool_calls": [{"id": "c", "type": "function",
+            "function": {"name": "f", "arguments": "{\"zeta\":1,\"alpha\":2}"}}]},
+        {"role": "tool", "tool_call_id": "c", "content": "r"}],
+      "tools": [{"type": "function", "function": {"name": "f",
+        "parameters": {"type": "object", "properties": {"zeta": {"type": "integer"}, "alpha": {"type": "integer"}}}}}],
+      "response_format": {"type": "json_schema", "json_schema": {"name": "out", "schema":
+        {"type": "object", "properties": {"reasoning": {"type": "string"}, "answer": {"type": "string"}}}}},
+      "logit_bias": {"9": 1, "1": 2}}"#;
+    let req = decode_chat_request(raw).unwrap();
+    let body = String::from_utf8(
+        encode_chat_request(
+            &req,
+            &EncodeOptions {
+                model: "m",
+                flavor: OpenAiFlavor::OpenAi,
+            },
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    for expected in [
+        r#""properties":{"reasoning":{"type":"string"},"answer":{"type":"string"}}"#,
+        r#""properties":{"zeta":{"type":"integer"},"alpha":{"type":"integer"}}"#,
+        r#""arguments":"{\"zeta\":1,\"alpha\":2}""#,
+        r#""logit_bias":{"9":1,"1":2}"#,
+    ] {
+        assert!(body.contains(expected), "{expected} in {body}");
+    }
+}
+
+#[test]
+fn schema_and_tool_key_order_survive_translation_to_openai() {
+    let req = crate::anthropic::decode_chat_request(
+        br#"{"model": "m", "max_tokens": 10, "messages": [
+            {"role": "user", "content": "q"},
+            {"role": "assistant", "content": [{"type": "tool_use", "id": "t", "name": "f", "input": {"zeta": 1, "alpha": 2}}]},
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t", "content": "r"}]}],
+          "tools": [{"name": "f", "input_schema": {"type": "object", "properties": {"zeta": {}, "alpha": {}}}}]}"#,
+    )
+    .unwrap();
+    let body = String::from_utf8(
+        encode_chat_request(
+            &req,
+            &EncodeOptions {
+                model: "m",
+                flavor: OpenAiFlavor::Compatible,
+            },
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    assert!(
+        body.contains(r#""properties":{"zeta":{},"alpha":{}}"#),
+        "{body}"
+    );
+    assert!(
+        body.contains(r#""arguments":"{\"zeta\":1,\"alpha\":2}""#),
+        "{body}"
     );
 }

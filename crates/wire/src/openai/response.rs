@@ -14,6 +14,7 @@
 //! `usage` carries `total_tokens` and `prompt_tokens_details.cached_tokens`; a canonical
 //! `created` of 0 (Anthropic has none) is sent as is, so callers stamp it first.
 
+use serde::de::IgnoredAny;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sluice_types::{ChatResponse, Choice, FinishReason, Part, ToolCall, Usage};
@@ -49,7 +50,26 @@ struct UpstreamChoice {
     index: Option<u32>,
     message: UpstreamMessage,
     finish_reason: Option<String>,
+    stop_reason: Option<StopReason>,
     logprobs: Option<Value>,
+}
+
+/// vLLM's `stop_reason` beside `finish_reason: stop`: the stop string that matched, a stop
+/// token id, or `null` for a natural end. Only a string names a stop sequence.
+#[derive(Deserialize)]
+#[serde(untagged)]
+pub(super) enum StopReason {
+    Sequence(String),
+    Other(IgnoredAny),
+}
+
+impl StopReason {
+    pub(super) fn sequence(this: Option<Self>) -> Option<String> {
+        match this {
+            Some(StopReason::Sequence(s)) => Some(s),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -158,14 +178,22 @@ impl UpstreamChoice {
                 .unwrap_or_else(|| u32::try_from(position).unwrap_or(u32::MAX)),
             parts,
             refusal: message.refusal,
-            finish_reason: self.finish_reason.as_deref().map(decode_finish_reason),
+            finish_reason: self
+                .finish_reason
+                .as_deref()
+                .map(|r| decode_finish_reason(r, StopReason::sequence(self.stop_reason))),
             logprobs: self.logprobs,
         }
     }
 }
 
-pub(super) fn decode_finish_reason(reason: &str) -> FinishReason {
+/// A finish reason; `stop_sequence` is the matched stop string when the server names it
+/// (vLLM's `stop_reason`). OpenAI's `stop` covers both a natural end and a matched stop
+/// sequence, and OpenAI strips the stop string from the output, so without such a name the
+/// gateway cannot tell them apart and says `EndTurn`.
+pub(super) fn decode_finish_reason(reason: &str, stop_sequence: Option<String>) -> FinishReason {
     match reason {
+        "stop" if stop_sequence.is_some() => FinishReason::StopSequence(stop_sequence),
         "stop" => FinishReason::EndTurn,
         "length" => FinishReason::MaxTokens,
         "tool_calls" => FinishReason::ToolUse,
@@ -228,6 +256,9 @@ pub(super) struct WireUsage {
     completion_tokens: u32,
     total_tokens: u32,
     prompt_tokens_details: WirePromptDetails,
+    /// Set when the gateway estimated the counts (the provider reported none).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    estimated: bool,
 }
 
 #[derive(Serialize)]
@@ -251,6 +282,7 @@ impl From<&Usage> for WireUsage {
                 cached_tokens: u.cached_input_tokens,
                 cache_write_tokens: u.cache_write_tokens,
             },
+            estimated: u.estimated,
         }
     }
 }
@@ -449,5 +481,31 @@ mod tests {
             Some(FinishReason::Other("eos".into()))
         );
         assert_eq!(resp.usage, None);
+    }
+
+    #[test]
+    fn a_stop_string_the_server_names_is_a_stop_sequence() {
+        // vLLM names the matched stop string in `stop_reason`; OpenAI and llama.cpp do not.
+        let decode_reason = |choice: &str| {
+            let body = format!(r#"{{"choices":[{{"message":{{"content":"a"}},{choice}}}]}}"#);
+            decode_chat_response(body.as_bytes()).unwrap().choices[0]
+                .finish_reason
+                .clone()
+        };
+        assert_eq!(
+            decode_reason(r#""finish_reason":"stop","stop_reason":"END""#),
+            Some(FinishReason::StopSequence(Some("END".into())))
+        );
+        for natural in [
+            r#""finish_reason":"stop","stop_reason":null"#,
+            r#""finish_reason":"stop","stop_reason":128001"#,
+            r#""finish_reason":"stop""#,
+        ] {
+            assert_eq!(
+                decode_reason(natural),
+                Some(FinishReason::EndTurn),
+                "{natural}"
+            );
+        }
     }
 }

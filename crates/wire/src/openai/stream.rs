@@ -31,7 +31,9 @@ use serde_json::Value;
 use sluice_types::{ErrorKind, StreamError, StreamEvent, Usage};
 
 use super::error::{encode_error, parse_error_value};
-use super::response::{UpstreamUsage, WireUsage, decode_finish_reason, finish_reason_str};
+use super::response::{
+    StopReason, UpstreamUsage, WireUsage, decode_finish_reason, finish_reason_str,
+};
 use crate::WireError;
 use crate::json;
 use crate::sse::{SseEvent, write_event};
@@ -146,7 +148,7 @@ impl StreamDecoder {
         if let Some(reason) = upstream.finish_reason {
             out.push(StreamEvent::Finish {
                 choice,
-                reason: decode_finish_reason(&reason),
+                reason: decode_finish_reason(&reason, StopReason::sequence(upstream.stop_reason)),
             });
         }
     }
@@ -186,6 +188,7 @@ struct UpstreamChunkChoice {
     index: Option<u32>,
     delta: Option<UpstreamDelta>,
     finish_reason: Option<String>,
+    stop_reason: Option<StopReason>,
 }
 
 #[derive(Deserialize)]

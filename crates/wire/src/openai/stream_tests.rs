@@ -245,3 +245,19 @@ fn second_choice_gets_its_own_role_chunk() {
     assert_eq!(got[0]["choices"][0]["delta"]["role"], "assistant");
     assert_eq!(got[1]["choices"][0]["delta"]["content"], "b");
 }
+
+#[test]
+fn a_stop_string_the_server_names_in_a_stream_is_a_stop_sequence() {
+    // vLLM puts the matched stop string in the finishing chunk's `stop_reason`.
+    let stream = concat!(
+        "data: {\"id\":\"cmpl-1\",\"model\":\"qwen\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"one, two\"},\"finish_reason\":null}]}\n\n",
+        "data: {\"id\":\"cmpl-1\",\"model\":\"qwen\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\",\"stop_reason\":\"three\"}]}\n\n",
+        "data: [DONE]\n\n",
+    );
+    let (events, done) = decode_all(stream.as_bytes(), 7);
+    assert!(done);
+    assert!(events.contains(&StreamEvent::Finish {
+        choice: 0,
+        reason: FinishReason::StopSequence(Some("three".into())),
+    }));
+}
