@@ -54,16 +54,20 @@ struct Translation {
     /// The client did not ask for usage; the gateway asked the upstream anyway, so a chunk that
     /// carries nothing but usage is held back from it.
     hide_usage_chunks: bool,
-    /// A passed-through OpenAI stream's `data: [DONE]`, held back so that usage the gateway
-    /// estimated (the upstream sent none) can still go before it.
-    held_done: bool,
+    /// A passed-through stream's terminal event (OpenAI `data: [DONE]`, Anthropic
+    /// `message_stop`), held back until the upstream stream has ended and the record is
+    /// settled: a client that hangs up as soon as it reads it (the OpenAI SDK does) then leaves
+    /// a success, not a disconnect. For OpenAI, usage the gateway estimated (the upstream sent
+    /// none) also goes before it.
+    held_end: Option<Bytes>,
     failed: bool,
     finished: bool,
 }
 
-/// Whether a passed-through OpenAI event is the stream's `data: [DONE]`.
-fn is_done(raw: &[u8]) -> bool {
-    raw.trim_ascii() == b"data: [DONE]"
+/// Whether a passed-through event ends its stream: OpenAI `data: [DONE]`, Anthropic
+/// `message_stop`.
+fn is_terminal(raw: &[u8]) -> bool {
+    raw.trim_ascii() == b"data: [DONE]" || raw.starts_with(b"event: message_stop")
 }
 
 pub(crate) fn respond(
@@ -78,7 +82,7 @@ pub(crate) fn respond(
         encoder: Encoder::new(dialect, include_usage),
         passthrough,
         hide_usage_chunks: passthrough && dialect == Dialect::OpenAi && !include_usage,
-        held_done: false,
+        held_end: None,
         failed: false,
         finished: false,
     };
@@ -90,10 +94,17 @@ pub(crate) fn respond(
             let Some(chunk) = st.stream.next().await else {
                 st.finished = true;
                 // A translated stream gets its dialect's closing events; a passed-through one
-                // already carried them, but for the `[DONE]` held back: the encoder adds the
-                // estimated usage (if the upstream sent none and the client asked) before it.
-                if st.failed || (st.passthrough && !st.held_done) {
+                // carried them, but for its terminal event, held back until now (`held_end`).
+                if st.failed {
                     return None;
+                }
+                if st.passthrough {
+                    let end = match (&mut st.encoder, st.held_end.take()) {
+                        (_, None) => return None,
+                        (Encoder::OpenAi(encoder), Some(_)) => Bytes::from(encoder.finish()),
+                        (Encoder::Anthropic(_), Some(raw)) => raw,
+                    };
+                    return Some((Ok(end), st));
                 }
                 let tail = st.encoder.finish();
                 return (!tail.is_empty())
@@ -109,11 +120,11 @@ pub(crate) fn respond(
                 if st.hide_usage_chunks && usage_only {
                     continue;
                 }
+                if is_terminal(&chunk.raw) {
+                    st.held_end = Some(chunk.raw);
+                    continue;
+                }
                 if let Encoder::OpenAi(encoder) = &mut st.encoder {
-                    if is_done(&chunk.raw) {
-                        st.held_done = true;
-                        continue;
-                    }
                     // The encoder learns the stream's id and model, for a usage chunk of its own.
                     for event in &chunk.events {
                         if matches!(event, StreamEvent::Start { .. }) {

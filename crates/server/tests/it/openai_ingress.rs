@@ -694,3 +694,61 @@ async fn schema_and_tool_key_order_reach_the_upstream_as_the_client_wrote_them()
     assert!(sent.contains(r#""input":{"zeta":1,"alpha":2}"#), "{sent}");
     gw.finish().await;
 }
+
+/// The OpenAI SDK closes the connection as soon as it has read `[DONE]`; Anthropic clients may
+/// do the same after `message_stop`. The terminal event goes out only once the record is
+/// settled, so such a stream is a success, not a disconnect — even when the upstream lingers
+/// before closing.
+#[tokio::test]
+async fn a_client_that_hangs_up_after_the_last_event_leaves_a_success() {
+    use futures_util::StreamExt;
+    let openai = MockUpstream::openai().start().await;
+    let anthropic = MockUpstream::anthropic().start().await;
+    let gw = TestGateway::builder()
+        .route("gpt", [on(&openai, ProviderKind::OpenAi, "gpt-4o-mini")])
+        .route(
+            "claude",
+            [on(&anthropic, ProviderKind::Anthropic, "claude-sonnet")],
+        )
+        .start()
+        .await;
+    // The mock waits a second after its last event before it closes.
+    let prompt = "#mock linger_ms=1000\nhello";
+    let requests = [
+        (
+            gw.client
+                .post(gw.url("/v1/chat/completions"))
+                .bearer_auth(&gw.key)
+                .json(&json!({"model": "gpt", "stream": true,
+                    "messages": [{"role": "user", "content": prompt}]})),
+            "data: [DONE]",
+        ),
+        (
+            gw.client
+                .post(gw.url("/v1/messages"))
+                .header("x-api-key", &gw.key)
+                .header("anthropic-version", "2023-06-01")
+                .json(&json!({"model": "claude", "stream": true, "max_tokens": 20,
+                    "messages": [{"role": "user", "content": prompt}]})),
+            "event: message_stop",
+        ),
+    ];
+    for (request, last) in requests {
+        let mut body = request.send().await.unwrap().bytes_stream();
+        let mut seen = String::new();
+        while let Some(bytes) = body.next().await {
+            seen.push_str(&String::from_utf8_lossy(&bytes.unwrap()));
+            if seen.contains(last) {
+                break;
+            }
+        }
+        assert!(seen.contains(last), "{seen}");
+        // Hang up at once, as the SDK does.
+        drop(body);
+    }
+    let records = gw.finish().await;
+    assert_eq!(records.len(), 2);
+    for r in &records {
+        assert_eq!((r.status, r.error_code), (200, None), "{r:?}");
+    }
+}

@@ -25,6 +25,7 @@ pub(super) struct Directives {
     pub chunk_delay_ms: Option<u64>,
     pub cut_after: Option<usize>,
     pub no_usage: bool,
+    pub linger_ms: Option<u64>,
 }
 
 /// Parses every `#mock` line in `text`; `None` when there is none.
@@ -92,6 +93,7 @@ impl Directives {
             "first_token_ms" => set(&mut self.first_token_ms, value),
             "chunk_delay_ms" => set(&mut self.chunk_delay_ms, value),
             "cut_after" => set(&mut self.cut_after, value),
+            "linger_ms" => set(&mut self.linger_ms, value),
             _ => false,
         };
         if !applied {
@@ -108,6 +110,7 @@ impl Directives {
             || self.first_token_ms.is_some()
             || self.chunk_delay_ms.is_some()
             || self.cut_after.is_some()
+            || self.linger_ms.is_some()
             || self.no_usage;
         any.then(|| Fault {
             delay_ms: self.delay_ms.unwrap_or(0),
@@ -115,6 +118,7 @@ impl Directives {
             chunk_delay_ms: self.chunk_delay_ms.unwrap_or(0),
             cut_after_events: self.cut_after,
             usage_in_stream: !self.no_usage,
+            linger_ms: self.linger_ms.unwrap_or(0),
         })
     }
 

@@ -87,6 +87,7 @@
 //! #mock chunk_delay_ms=10            stream: wait between events
 //! #mock cut_after=3                  abort the connection after 3 events (non-stream: mid-body)
 //! #mock no_usage                     stream: omit usage, like some OpenAI-compatible servers
+//! #mock linger_ms=200                stream: wait after the last event before closing
 //! ```
 //!
 //! Precedence among reply words is `status`, `malformed`, `text`, `tool`.
@@ -201,6 +202,9 @@ pub struct Fault {
     /// chunk even with `include_usage`; Anthropic: no `usage` in
     /// `message_start` / `message_delta`), mimicking servers that omit it.
     pub usage_in_stream: bool,
+    /// Stream: wait this long after the last event before closing the body, as a server that
+    /// lingers after `[DONE]` / `message_stop` does.
+    pub linger_ms: u64,
 }
 
 impl Default for Fault {
@@ -211,6 +215,7 @@ impl Default for Fault {
             chunk_delay_ms: 0,
             cut_after_events: None,
             usage_in_stream: true,
+            linger_ms: 0,
         }
     }
 }

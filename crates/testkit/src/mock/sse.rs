@@ -103,6 +103,9 @@ pub(super) fn body(frames: Vec<Frame>, fault: Fault, on_abandon: Option<OnAbando
         }
         let Some(frame) = p.frames.pop_front() else {
             p.guard.disarm();
+            if p.fault.linger_ms > 0 {
+                tokio::time::sleep(Duration::from_millis(p.fault.linger_ms)).await;
+            }
             return None;
         };
         // `first_token_ms` replaces the chunk delay before the first content frame.
