@@ -210,17 +210,41 @@ impl ProviderError {
                 provider,
                 status,
                 kind,
+                message,
                 ..
             } => match kind {
                 ErrorKind::RateLimited => {
                     format!("provider `{provider}` is rate limiting requests")
                 }
                 ErrorKind::UpstreamOverloaded => format!("provider `{provider}` is overloaded"),
+                // A server error often says what in the request it choked on (compatible
+                // servers answer 500 to input they cannot template or parse): its first line,
+                // bounded (and scrubbed of secrets by the caller). A 401/403 is about the
+                // gateway's own credentials, not the request: nothing of it is passed on.
+                _ if *status >= 500 => match reason(message) {
+                    Some(reason) => {
+                        format!("provider `{provider}` failed with status {status}: {reason}")
+                    }
+                    None => format!("provider `{provider}` failed with status {status}"),
+                },
                 _ => format!("provider `{provider}` failed with status {status}"),
             },
             other => other.to_string(),
         }
     }
+}
+
+/// Characters of an upstream's failure message passed on to clients at most.
+const REASON_CHARS: usize = 200;
+
+/// The first line of an upstream's failure message, bounded; `None` when it says nothing.
+fn reason(message: &str) -> Option<String> {
+    let line = message.lines().map(str::trim).find(|l| !l.is_empty())?;
+    let mut reason: String = line.chars().take(REASON_CHARS).collect();
+    if reason.len() < line.len() {
+        reason.push('…');
+    }
+    Some(reason)
 }
 
 /// Maps an upstream error status onto a kind. A 401/403 means the gateway's own provider
@@ -278,6 +302,52 @@ pub(crate) fn retry_after(headers: &http::HeaderMap) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn status(status: u16, message: &str) -> ProviderError {
+        ProviderError::Status {
+            provider: "local".into(),
+            status,
+            kind: kind_for_status(status),
+            message: message.into(),
+            retry_after: None,
+            cause: None,
+            quota_exhausted: false,
+        }
+    }
+
+    #[test]
+    fn a_server_error_passes_on_the_first_line_of_its_reason_bounded_and_scrubbed() {
+        let err = status(
+            500,
+            "Failed to apply the chat template: unexpected role 'tool'\n  at template.cc:41\n",
+        );
+        assert_eq!(
+            err.client_message(),
+            "provider `local` failed with status 500: Failed to apply the chat template: \
+             unexpected role 'tool'"
+        );
+        let long = status(500, &"x".repeat(1_000));
+        assert!(long.client_message().ends_with('…'));
+        assert!(long.client_message().len() < 300);
+        let leaky = status(
+            502,
+            "upstream postgres://admin:hunter2@db.internal/prod is down",
+        );
+        assert!(
+            !leaky.client_message().contains("hunter2"),
+            "{}",
+            leaky.client_message()
+        );
+        assert_eq!(
+            status(500, "  ").client_message(),
+            "provider `local` failed with status 500"
+        );
+        // Our own credentials refused: the request was fine, nothing of the answer goes out.
+        assert_eq!(
+            status(401, "Incorrect API key provided").client_message(),
+            "provider `local` failed with status 401"
+        );
+    }
 
     #[test]
     fn a_429_with_no_quota_left_is_the_deployments_not_the_requests() {
