@@ -143,6 +143,7 @@ impl CounterRebuild {
             .await
             .context("reading the request records")?;
         let usage = usage.into_iter().map(|u| RecordedUsage {
+            tenant: u.tenant,
             organisation: u.organisation,
             team: u.team,
             project: u.project,
