@@ -182,6 +182,14 @@ impl Exchange {
         }
     }
 
+    /// The body field a request of this dialect names its end user in.
+    pub(crate) fn end_user_field(&self) -> &'static str {
+        match self.record.dialect {
+            Dialect::OpenAi => "user",
+            Dialect::Anthropic => "metadata.user_id",
+        }
+    }
+
     /// The feature the client tagged the request with (`x-sluice-feature`), for usage reports.
     pub fn set_feature(&mut self, feature: Option<&str>) {
         self.record.feature = feature.map(str::to_owned);

@@ -93,6 +93,9 @@ pub enum PipelineError {
     /// A hook of the route refused the request or stopped its answer.
     #[error(transparent)]
     Hook(#[from] hooks::HookError),
+    /// A client-chosen id (the end user, the model name) longer than the gateway keeps.
+    #[error(transparent)]
+    IdTooLong(sluice_types::IdTooLong),
     /// A state the pipeline should never reach.
     #[error("internal error: {0}")]
     Internal(&'static str),
@@ -115,6 +118,7 @@ impl Classify for PipelineError {
             PipelineError::Provider(e) => e.kind(),
             PipelineError::Store(e) => e.kind(),
             PipelineError::Hook(e) => e.kind(),
+            PipelineError::IdTooLong(_) => ErrorKind::InvalidRequest,
             PipelineError::Internal(_) => ErrorKind::Internal,
         }
     }
@@ -155,10 +159,12 @@ impl PipelineError {
     }
 
     /// The request parameter at fault, for the OpenAI error body's `param`: set when a
-    /// parameter was refused while encoding for the upstream's dialect (`n` for Anthropic...).
+    /// parameter was refused while encoding for the upstream's dialect (`n` for Anthropic...),
+    /// or a client-chosen id was too long (`user`).
     pub fn param(&self) -> Option<String> {
         match self {
             PipelineError::Provider(ProviderError::Encode(wire)) => wire.param(),
+            PipelineError::IdTooLong(too_long) => Some(too_long.field.to_owned()),
             _ => None,
         }
     }
