@@ -423,6 +423,10 @@ impl Gateway {
                     help: engine.help.clone(),
                 });
             }
+            // An answer about the tenant's own ids, not a counter failure: never admitted open.
+            Err(e @ PolicyError::TooManyCounters { .. }) => {
+                return Err(PipelineError::CounterCapacity(e));
+            }
             Err(e) => match engine.on_counter_error {
                 OnCounterError::Closed => {
                     tracing::debug!(error = %e, "budget counters failed; refused (on_counter_error = closed)");

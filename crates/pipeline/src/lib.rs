@@ -78,6 +78,10 @@ pub enum PipelineError {
         refusal: Box<sluice_policy::Refusal>,
         help: String,
     },
+    /// The in-process counters keep no more entries for the tenant's end users: a new end user
+    /// waits (the tenant's other callers, and every other tenant, are served).
+    #[error(transparent)]
+    CounterCapacity(sluice_policy::PolicyError),
     /// The counters failed, and policy says fail closed.
     #[error("budgets cannot be checked right now; try again shortly")]
     CountersUnavailable(#[source] sluice_policy::PolicyError),
@@ -113,6 +117,7 @@ impl Classify for PipelineError {
                 sluice_policy::PolicyError::Refused(refusal.clone()).kind()
             }
             PipelineError::CountersUnavailable(_) => ErrorKind::PolicyUnavailable,
+            PipelineError::CounterCapacity(e) => e.kind(),
             PipelineError::Policy(e) => e.kind(),
             PipelineError::Routing(e) => e.kind(),
             PipelineError::Provider(e) => e.kind(),
@@ -144,6 +149,7 @@ impl Classify for PipelineError {
             PipelineError::Provider(e) => e.retry_after_secs(),
             PipelineError::Routing(e) => e.retry_after_secs(),
             PipelineError::Refused { refusal, .. } => Some(refusal.retry_after_secs()),
+            PipelineError::CounterCapacity(e) => e.retry_after_secs(),
             _ => None,
         }
     }

@@ -700,6 +700,13 @@ fn escape_key_part(part: &str) -> String {
     }
 }
 
+/// The tenant (as escaped in the key) whose end user a counter key counts, `None` for every
+/// other counter: the keys of client-chosen ids, which in-process counters bound per tenant.
+pub(crate) fn counter_owner(key: &str) -> Option<&str> {
+    let (id, _) = key.strip_prefix("user=")?.split_once(':')?;
+    id.split_once('/').map(|(tenant, _)| tenant)
+}
+
 fn slot_key(prefix: &str, slot_start: UnixMs) -> String {
     use std::fmt::Write;
     let mut key = String::with_capacity(prefix.len() + 14);

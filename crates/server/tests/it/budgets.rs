@@ -614,3 +614,82 @@ async fn embeddings_are_admitted_counted_and_priced_too() {
         Some("budget_exceeded")
     );
 }
+
+#[tokio::test]
+async fn a_tenant_at_its_counter_cap_is_refused_new_end_users_while_others_are_served() {
+    let mock = MockUpstream::openai().start().await;
+    let gw = TestGateway::builder()
+        .route("m", [on(&mock, ProviderKind::OpenAi, "gpt-4o-mini")])
+        .budget(budget("user:*", "requests", "day", 100))
+        .max_counters_per_tenant(2)
+        .start()
+        .await;
+    let globex = gw
+        .store
+        .create_key(sluice_store::NewKey {
+            name: "globex".into(),
+            organisation: Some("globex".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .secret;
+    let send = |key: &str, user: &str, anthropic: bool| {
+        let request = if anthropic {
+            gw.client
+                .post(gw.url("/v1/messages"))
+                .header("anthropic-version", "2023-06-01")
+        } else {
+            gw.client.post(gw.url("/v1/chat/completions"))
+        };
+        request
+            .bearer_auth(key)
+            .header("x-sluice-user", user)
+            .json(&chat("m", "hi"))
+            .send()
+    };
+
+    for user in ["ana", "bob"] {
+        assert_eq!(send(&gw.key, user, false).await.unwrap().status(), 200);
+    }
+    // A third end user of acme needs a third counter: refused before any upstream call.
+    let refused = send(&gw.key, "cy", false).await.unwrap();
+    assert_eq!(refused.status(), 429);
+    assert_eq!(header(&refused, "retry-after"), Some("60"));
+    let body: Value = refused.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "rate_limit_exceeded");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.starts_with(&format!(
+            "tenant `{KEY_ORG}` has 2 end-user budget counters in use, the most this gateway keeps per tenant"
+        )),
+        "{message}"
+    );
+    // In the Anthropic dialect too.
+    let refused = send(&gw.key, "dee", true).await.unwrap();
+    assert_eq!(refused.status(), 429);
+    let body: Value = refused.json().await.unwrap();
+    assert_eq!(body["error"]["type"], "rate_limit_error");
+
+    // acme's end users already counted are served; so is another tenant's new one.
+    assert_eq!(send(&gw.key, "ana", false).await.unwrap().status(), 200);
+    assert_eq!(send(&globex, "cy", false).await.unwrap().status(), 200);
+    assert_eq!(mock.hits(), 4);
+
+    let metrics = gw.metrics().await;
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l == "sluice_counter_entries_refused_total 2"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.lines().any(|l| l == "sluice_counter_entries 3"),
+        "{metrics}"
+    );
+    let records = gw.finish().await;
+    let refused: Vec<_> = records.iter().filter(|r| r.status == 429).collect();
+    assert_eq!(refused.len(), 2);
+    assert!(refused.iter().all(|r| r.attempts.is_empty()
+        && r.error_code.map(|c| c.as_str()) == Some("rate_limit_exceeded")));
+}
