@@ -14,18 +14,26 @@ use sluice_policy::Counters;
 use sluice_policy::counters::{RedisCounters, RedisSettings};
 use tokio_util::sync::CancellationToken;
 
-/// The policy engine, the count of its counters' failures (for `/metrics`), and the counters
-/// themselves (to rebuild them from the records).
+/// The policy engine, the count of its counters' failures and entries (for `/metrics`), and
+/// the counters themselves (to rebuild them from the records).
 pub(crate) async fn engine(
     settings: &Settings,
 ) -> anyhow::Result<(
     PolicyEngine,
     sluice_policy::counters::CounterErrors,
+    sluice_policy::counters::CounterEntries,
     Arc<dyn Counters>,
 )> {
     let budgets = &settings.policy.budgets;
+    // Redis counters' keys expire with their windows; only in-process ones count entries.
+    let mut entries = sluice_policy::counters::CounterEntries::default();
     let counters: Arc<dyn Counters> = match &budgets.counters {
-        CounterBackend::Memory => Arc::new(sluice_policy::MemoryCounters::new()),
+        CounterBackend::Memory => {
+            let counters =
+                sluice_policy::MemoryCounters::with_max_per_tenant(budgets.max_counters_per_tenant);
+            entries = counters.entries();
+            Arc::new(counters)
+        }
         CounterBackend::Redis {
             url,
             prefix,
@@ -75,7 +83,7 @@ pub(crate) async fn engine(
             })
             .collect::<HashMap<_, _>>(),
     });
-    Ok((engine, counter_errors, counters))
+    Ok((engine, counter_errors, entries, counters))
 }
 
 /// A route's request-path hooks from its configuration, in the order they run.
@@ -143,6 +151,7 @@ impl CounterRebuild {
             .await
             .context("reading the request records")?;
         let usage = usage.into_iter().map(|u| RecordedUsage {
+            tenant: u.tenant,
             organisation: u.organisation,
             team: u.team,
             project: u.project,

@@ -86,7 +86,8 @@ async fn run(settings: Settings, store: Store, on_ready: impl FnOnce(Bound)) -> 
     let queue = RecordQueue::start(store.clone(), settings.store.record_queue);
     let retention = sluice_store::RecordRetention::start(store.clone(), settings.store.retention);
     let tracer = start_tracer(&settings)?;
-    let (policy, counter_errors, counters) = crate::policy::engine(&settings).await?;
+    let (policy, counter_errors, counter_entries, counters) =
+        crate::policy::engine(&settings).await?;
     // Before the first request: budgets do not start over because the counters did.
     let rebuild = crate::policy::CounterRebuild::new(&settings, store.clone(), counters);
     rebuild.run_and_log().await;
@@ -122,6 +123,7 @@ async fn run(settings: Settings, store: Store, on_ready: impl FnOnce(Bound)) -> 
         body_read_timeout: settings.server.body_read_timeout,
         connections: connections.clone(),
         counter_errors,
+        counter_entries,
         admin_token,
     };
     let server = &settings.server;

@@ -17,8 +17,9 @@ use crate::serve::load_settings_read_only;
 /// `sluice usage`: what to group by, over which span, and how to print it.
 #[derive(clap::Args)]
 pub(crate) struct UsageArgs {
-    /// Group by org, team, project, key, user, alias, model (as served), provider or feature;
-    /// repeat for finer groups (`--by team --by feature`) [default: team]
+    /// Group by org, team, project, key, tenant, user (with its tenant), alias, model (as
+    /// served), provider or feature; repeat for finer groups (`--by team --by feature`)
+    /// [default: team]
     #[arg(long = "by", value_name = "DIMENSION", value_parser = parse_dimension)]
     by: Vec<UsageDimension>,
     /// From: a duration ago (`30s`, `15m`, `2h`, `30d`) or an RFC 3339 time.
@@ -74,7 +75,7 @@ pub(crate) async fn usage(config: Option<PathBuf>, args: UsageArgs) -> anyhow::R
             writeln!(out)?;
         }
     } else {
-        write_table(&mut out, &query.by, &rows)?;
+        write_table(&mut out, &query.dimensions(), &rows)?;
     }
     out.flush()?;
     Ok(())

@@ -31,6 +31,8 @@ pub(crate) struct BudgetsSection {
     /// `closed` (refuse with 503) or `open` (admit unmetered) when the counters fail.
     on_counter_error: String,
     reload_ms: u64,
+    /// In-process counters: the most entries kept for one tenant's end users.
+    max_counters_per_tenant: usize,
     /// Said in every refusal after the numbers: how to ask for more.
     help: String,
 }
@@ -45,6 +47,7 @@ impl Default for BudgetsSection {
             redis_timeout_ms: 250,
             on_counter_error: "closed".into(),
             reload_ms: 5_000,
+            max_counters_per_tenant: sluice_policy::counters::DEFAULT_MAX_COUNTERS_PER_TENANT,
             help: "To ask for more, contact the team that runs this gateway.".into(),
         }
     }
@@ -70,6 +73,9 @@ pub struct BudgetSettings {
     pub on_counter_error: OnCounterError,
     /// How often a gateway rereads budgets from the store.
     pub reload: Duration,
+    /// In-process counters: the most entries kept for one tenant's end users (client-chosen
+    /// ids); a new end user past it is refused until older windows end.
+    pub max_counters_per_tenant: usize,
     pub help: String,
 }
 
@@ -159,10 +165,17 @@ impl BudgetsSection {
             "budgets.reload_ms".into(),
             "must be greater than 0",
         );
+        check(
+            problems,
+            self.max_counters_per_tenant > 0,
+            "budgets.max_counters_per_tenant".into(),
+            "must be greater than 0",
+        );
         BudgetSettings {
             counters,
             on_counter_error,
             reload: Duration::from_millis(self.reload_ms.max(1)),
+            max_counters_per_tenant: self.max_counters_per_tenant,
             help: self.help.trim().to_owned(),
         }
     }

@@ -413,6 +413,7 @@ fn budgets_default_to_in_process_counters_that_fail_closed() {
     assert!(matches!(budgets.counters, crate::CounterBackend::Memory));
     assert_eq!(budgets.on_counter_error, crate::OnCounterError::Closed);
     assert_eq!(budgets.reload, Duration::from_secs(5));
+    assert_eq!(budgets.max_counters_per_tenant, 50_000);
     assert!(
         settings.policy.admin_token.is_none(),
         "the admin API is off"

@@ -206,31 +206,34 @@ impl Book {
         (book, bad)
     }
 
-    /// The limits of one scope: its own rows, then the `*` rows of its level that it does not
-    /// override (same metric, period and model), each bound to the scope.
+    /// The limits of one scope: the rows of each of its [`Scope::row_ids`], most specific
+    /// first (its own; for a tenant's end user, the same user id in every tenant; the `*` row
+    /// of keys and end users), a row overriding a later one of the same metric, period and
+    /// model; each bound to the scope.
     fn limits_of(&self, scope: &Scope, out: &mut Vec<(Limit, Option<u64>)>) {
         let level = scope.level();
-        let own = self.limits.get(&(level, scope.id().to_owned()));
-        let every = matches!(level, Level::Key | Level::EndUser)
-            .then(|| self.limits.get(&(level, "*".to_owned())))
-            .flatten();
-        let own_rows = own.map_or(&[][..], Vec::as_slice);
-        let defaults = every.into_iter().flatten().filter(|default| {
-            !own_rows.iter().any(|o| {
-                o.metric == default.metric && o.period == default.period && o.model == default.model
-            })
-        });
-        for entry in own_rows.iter().chain(defaults) {
-            out.push((
-                Limit {
-                    scope: scope.clone(),
-                    metric: entry.metric,
-                    amount: entry.amount,
-                    period: entry.period,
-                    model: entry.model.clone(),
-                },
-                entry.soft,
-            ));
+        let first = out.len();
+        for id in scope.row_ids() {
+            let found = out.len();
+            let rows = self.limits.get(&(level, id.to_owned()));
+            for entry in rows.into_iter().flatten() {
+                let overridden = out[first..found].iter().any(|(o, _)| {
+                    o.metric == entry.metric && o.period == entry.period && o.model == entry.model
+                });
+                if overridden {
+                    continue;
+                }
+                out.push((
+                    Limit {
+                        scope: scope.clone(),
+                        metric: entry.metric,
+                        amount: entry.amount,
+                        period: entry.period,
+                        model: entry.model.clone(),
+                    },
+                    entry.soft,
+                ));
+            }
         }
     }
 }
@@ -261,8 +264,10 @@ fn chain(caller: &Caller, end_user: Option<&str>, alias: &str) -> Vec<Scope> {
         scopes.push(Scope::Project(project.clone()));
     }
     scopes.push(Scope::Key(key.id.clone()));
+    // End-user ids are chosen by clients: they are the key's tenant's, counted apart from
+    // every other tenant's user of the same id.
     if let Some(user) = end_user.or(key.user.as_deref()) {
-        scopes.push(Scope::EndUser(user.to_owned()));
+        scopes.push(Scope::end_user(key.tenant.as_str(), user));
     }
     scopes.push(Scope::Alias(alias.to_owned()));
     scopes
@@ -467,6 +472,10 @@ impl Gateway {
                     help: engine.help.clone(),
                 });
             }
+            // An answer about the tenant's own ids, not a counter failure: never admitted open.
+            Err(e @ PolicyError::TooManyCounters { .. }) => {
+                return Err(PipelineError::CounterCapacity(e));
+            }
             Err(e) => match engine.on_counter_error {
                 OnCounterError::Closed => {
                     tracing::debug!(error = %e, "budget counters failed; refused (on_counter_error = closed)");
@@ -652,6 +661,45 @@ mod tests {
         let mut teams = Vec::new();
         book.limits_of(&Scope::Team("other".into()), &mut teams);
         assert!(teams.is_empty());
+    }
+
+    #[test]
+    fn a_tenants_end_user_gets_its_own_row_then_the_every_tenant_row_then_star() {
+        let rows = [
+            row("user:*", "requests", "day", 5),
+            row("user:*", "tokens", "day", 1_000),
+            row("user:bob", "requests", "day", 10),
+            row("user:globex/bob", "requests", "day", 20),
+        ];
+        let (book, bad) = Book::from_rows(&rows);
+        assert!(bad.is_empty());
+        let seen = |tenant: &str, user: &str| {
+            let scope = Scope::end_user(tenant, user);
+            let mut limits = Vec::new();
+            book.limits_of(&scope, &mut limits);
+            assert!(limits.iter().all(|(l, _)| l.scope == scope));
+            let mut seen: Vec<(Metric, u64)> =
+                limits.iter().map(|(l, _)| (l.metric, l.amount)).collect();
+            seen.sort();
+            seen
+        };
+        assert_eq!(
+            seen("acme", "bob"),
+            [(Metric::Tokens, 1_000), (Metric::Requests, 10)]
+        );
+        assert_eq!(
+            seen("globex", "bob"),
+            [(Metric::Tokens, 1_000), (Metric::Requests, 20)]
+        );
+        assert_eq!(
+            seen("acme", "ana"),
+            [(Metric::Tokens, 1_000), (Metric::Requests, 5)]
+        );
+        // Each tenant's bob is a scope, and so a counter, of its own.
+        assert_ne!(
+            Scope::end_user("acme", "bob"),
+            Scope::end_user("globex", "bob")
+        );
     }
 
     #[test]

@@ -25,7 +25,10 @@ pub enum BudgetError {
         "`{0}` cannot have a parent: only org, team, project, key and user scopes form the hierarchy"
     )]
     ParentOutsideHierarchy(String),
-    #[error("`*` stands for every key or end user; it cannot be a parent or have one")]
+    #[error(
+        "`*` stands for every key or end user, and `user:ID` for that user id in every tenant; \
+         neither can be a parent or have one (name one tenant's user: `user:TENANT/ID`)"
+    )]
     WildcardInHierarchy,
     #[error(transparent)]
     Allocation(PolicyError),
@@ -73,7 +76,7 @@ pub async fn set_budget(store: &Store, mut row: BudgetRow) -> Result<BudgetRow, 
         if !parent.level().in_hierarchy() || !limit.scope.level().in_hierarchy() {
             return Err(BudgetError::ParentOutsideHierarchy(row.scope.clone()));
         }
-        if parent.id() == "*" || limit.scope.id() == "*" {
+        if parent.is_template() || limit.scope.is_template() {
             return Err(BudgetError::WildcardInHierarchy);
         }
         row.parent = Some(parent.to_text());
@@ -127,7 +130,7 @@ fn check_allocations(rows: &[BudgetRow]) -> Result<(), BudgetError> {
         let Ok((limit, _)) = parse_budget_row(row) else {
             continue;
         };
-        if limit.scope.id() == "*" {
+        if limit.scope.is_template() {
             continue;
         }
         let parent = row.parent.as_deref().and_then(|p| p.parse::<Scope>().ok());
@@ -208,7 +211,7 @@ impl crate::Gateway {
         let mut statuses = Vec::with_capacity(rows.len());
         for row in rows {
             let used = match parse_budget_row(&row) {
-                Ok((limit, _)) if limit.scope.id() != "*" => self.usage_of(&limit).await,
+                Ok((limit, _)) if !limit.scope.is_template() => self.usage_of(&limit).await,
                 _ => None,
             };
             statuses.push(BudgetStatus { row, used });

@@ -182,6 +182,14 @@ impl Exchange {
         }
     }
 
+    /// The body field a request of this dialect names its end user in.
+    pub(crate) fn end_user_field(&self) -> &'static str {
+        match self.record.dialect {
+            Dialect::OpenAi => "user",
+            Dialect::Anthropic => "metadata.user_id",
+        }
+    }
+
     /// The feature the client tagged the request with (`x-sluice-feature`), for usage reports.
     pub fn set_feature(&mut self, feature: Option<&str>) {
         self.record.feature = feature.map(str::to_owned);
@@ -265,6 +273,20 @@ impl Exchange {
         }
     }
 
+    /// The attempt that served a stream failed after its first event (the upstream cut the
+    /// stream, sent an error event, or ran out of time): its outcome says so.
+    pub(crate) fn attempt_failed_late(&mut self, deployment: &str, kind: ErrorKind) {
+        if let Some(attempt) = self
+            .record
+            .attempts
+            .iter_mut()
+            .rev()
+            .find(|a| a.deployment == deployment && a.outcome == AttemptOutcome::Ok)
+        {
+            attempt.outcome = AttemptOutcome::Failed(kind);
+        }
+    }
+
     /// Usage of the attempt that served the answer.
     pub(crate) fn attempt_usage(&mut self, deployment: &str, usage: &Usage) {
         if let Some(attempt) = self
@@ -303,6 +325,22 @@ impl Exchange {
         self.record.output_tokens = Some(usage.output_tokens);
         self.record.cached_tokens = Some(usage.cached_input_tokens);
         self.record.usage_estimated = usage.estimated;
+    }
+
+    /// The alias the request asked for (the one that served, after a soft-limit move), once
+    /// known.
+    pub fn alias(&self) -> Option<&str> {
+        self.record.alias.as_deref()
+    }
+
+    /// The last attempt sent upstream: its deployment and provider.
+    pub fn last_tried(&self) -> Option<(&str, &str)> {
+        self.record
+            .attempts
+            .iter()
+            .rev()
+            .find(|a| a.outcome.was_sent())
+            .map(|a| (a.deployment.as_str(), a.provider.as_str()))
     }
 
     /// Attempts sent upstream (skipped deployments not counted).

@@ -78,6 +78,10 @@ pub enum PipelineError {
         refusal: Box<sluice_policy::Refusal>,
         help: String,
     },
+    /// The in-process counters keep no more entries for the tenant's end users: a new end user
+    /// waits (the tenant's other callers, and every other tenant, are served).
+    #[error(transparent)]
+    CounterCapacity(sluice_policy::PolicyError),
     /// The counters failed, and policy says fail closed.
     #[error("budgets cannot be checked right now; try again shortly")]
     CountersUnavailable(#[source] sluice_policy::PolicyError),
@@ -93,6 +97,9 @@ pub enum PipelineError {
     /// A hook of the route refused the request or stopped its answer.
     #[error(transparent)]
     Hook(#[from] hooks::HookError),
+    /// A client-chosen id (the end user, the model name) longer than the gateway keeps.
+    #[error(transparent)]
+    IdTooLong(sluice_types::IdTooLong),
     /// A state the pipeline should never reach.
     #[error("internal error: {0}")]
     Internal(&'static str),
@@ -110,11 +117,13 @@ impl Classify for PipelineError {
                 sluice_policy::PolicyError::Refused(refusal.clone()).kind()
             }
             PipelineError::CountersUnavailable(_) => ErrorKind::PolicyUnavailable,
+            PipelineError::CounterCapacity(e) => e.kind(),
             PipelineError::Policy(e) => e.kind(),
             PipelineError::Routing(e) => e.kind(),
             PipelineError::Provider(e) => e.kind(),
             PipelineError::Store(e) => e.kind(),
             PipelineError::Hook(e) => e.kind(),
+            PipelineError::IdTooLong(_) => ErrorKind::InvalidRequest,
             PipelineError::Internal(_) => ErrorKind::Internal,
         }
     }
@@ -140,6 +149,7 @@ impl Classify for PipelineError {
             PipelineError::Provider(e) => e.retry_after_secs(),
             PipelineError::Routing(e) => e.retry_after_secs(),
             PipelineError::Refused { refusal, .. } => Some(refusal.retry_after_secs()),
+            PipelineError::CounterCapacity(e) => e.retry_after_secs(),
             _ => None,
         }
     }
@@ -155,10 +165,12 @@ impl PipelineError {
     }
 
     /// The request parameter at fault, for the OpenAI error body's `param`: set when a
-    /// parameter was refused while encoding for the upstream's dialect (`n` for Anthropic...).
+    /// parameter was refused while encoding for the upstream's dialect (`n` for Anthropic...),
+    /// or a client-chosen id was too long (`user`).
     pub fn param(&self) -> Option<String> {
         match self {
             PipelineError::Provider(ProviderError::Encode(wire)) => wire.param(),
+            PipelineError::IdTooLong(too_long) => Some(too_long.field.to_owned()),
             _ => None,
         }
     }

@@ -80,7 +80,16 @@ impl Gateway {
         caller: &Caller,
         request: Op,
     ) -> Result<Planned<Op>, PipelineError> {
+        // Client-chosen ids are bounded before they reach the record or a counter key.
+        let id_too_long = |field, value: &str| {
+            sluice_types::check_client_id(field, sluice_types::IdPlace::Body, value)
+                .map_err(PipelineError::IdTooLong)
+        };
+        id_too_long("model", request.model())?;
         exchange.set_alias(request.model(), request.stream());
+        if let Some(user) = request.end_user() {
+            id_too_long(exchange.end_user_field(), user)?;
+        }
         exchange.set_end_user(request.end_user());
         let plan = self.route_for(caller, request.model(), request.stream())?;
         Ok(Planned { request, plan })

@@ -127,14 +127,20 @@ impl GuardedStream {
         })
     }
 
-    fn end(&mut self, failure: Option<ErrorKind>) {
+    fn end(&mut self, failure: Option<Failure>) {
         if self.ended {
             return;
         }
         self.ended = true;
         self.record_usage();
         match failure {
-            Some(kind) => self.exchange.fail_in_stream(kind),
+            Some(Failure::Upstream(kind)) => {
+                let deployment = self.slot.health().name().to_owned();
+                self.exchange.attempt_failed_late(&deployment, kind);
+                self.exchange.fail_in_stream(kind);
+            }
+            // The upstream did its part; a policy stopped the answer.
+            Some(Failure::Policy(kind)) => self.exchange.fail_in_stream(kind),
             None => self.exchange.finish_stream(),
         }
     }
@@ -143,7 +149,7 @@ impl GuardedStream {
     fn fail(&mut self, error: ProviderError) -> StreamChunk {
         let kind = error.kind();
         tracing::warn!(request_id = %self.exchange.id, error = %error, "upstream failed mid-stream");
-        self.end(Some(kind));
+        self.end(Some(Failure::Upstream(kind)));
         error_chunk(kind, error.client_message())
     }
 
@@ -152,7 +158,7 @@ impl GuardedStream {
         let kind = error.kind();
         tracing::info!(request_id = %self.exchange.id, error = %error, "stream stopped by a hook");
         self.held.clear();
-        self.end(Some(kind));
+        self.end(Some(Failure::Policy(kind)));
         error_chunk(kind, error.to_string())
     }
 
@@ -169,12 +175,21 @@ impl GuardedStream {
         if self.usage.is_none() && failure.is_none() {
             events.push(StreamEvent::Usage(self.settled_usage()));
         }
-        self.end(failure);
+        self.end(failure.map(Failure::Upstream));
         (!events.is_empty()).then(|| StreamChunk {
             raw: bytes::Bytes::new(),
             events,
         })
     }
+}
+
+/// Why a stream ended early.
+#[derive(Debug, Clone, Copy)]
+enum Failure {
+    /// The upstream cut it, sent an error event, or ran out of time: the attempt failed.
+    Upstream(ErrorKind),
+    /// A hook of the route stopped it.
+    Policy(ErrorKind),
 }
 
 fn error_chunk(kind: ErrorKind, message: String) -> StreamChunk {

@@ -31,6 +31,14 @@ pub enum PolicyError {
         problem: PriceProblem,
     },
 
+    /// In-process counters hold as many entries for the tenant's end users as they keep per
+    /// tenant (`budgets.max_counters_per_tenant`); a reservation that needs a new one waits
+    /// for old windows to end. Nothing was reserved.
+    #[error(
+        "tenant `{tenant}` has {limit} end-user budget counters in use, the most this gateway keeps per tenant; end users already counted are still served, new ones can be once older windows end"
+    )]
+    TooManyCounters { tenant: String, limit: usize },
+
     /// Two charges of one reservation target the same counter.
     #[error("two charges of one reservation use the counter `{key}`")]
     DuplicateCounter { key: String },
@@ -113,6 +121,7 @@ impl Classify for PolicyError {
                 }
                 (_, Period::Rolling(_)) => ErrorKind::RateLimited,
             },
+            PolicyError::TooManyCounters { .. } => ErrorKind::RateLimited,
             PolicyError::InvalidLimit { .. }
             | PolicyError::InvalidAllocations(_)
             | PolicyError::InvalidPrice { .. }
@@ -126,7 +135,7 @@ impl Classify for PolicyError {
 
     fn origin(&self) -> Origin {
         match self {
-            PolicyError::Refused(_) => Origin::Client,
+            PolicyError::Refused(_) | PolicyError::TooManyCounters { .. } => Origin::Client,
             _ => Origin::Gateway,
         }
     }
@@ -137,6 +146,8 @@ impl Classify for PolicyError {
     fn retry_after_secs(&self) -> Option<u64> {
         match self {
             PolicyError::Refused(refusal) => Some(refusal.retry_after_secs()),
+            // Expired entries are swept at most once a minute.
+            PolicyError::TooManyCounters { .. } => Some(60),
             _ => None,
         }
     }

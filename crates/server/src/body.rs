@@ -6,7 +6,7 @@ use axum::response::Response;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, header};
 use sluice_pipeline::{Caller, Endpoint, Exchange, TimeoutOverrides};
-use sluice_types::{Dialect, ErrorKind};
+use sluice_types::{Dialect, ErrorKind, IdPlace};
 
 use crate::provenance;
 use crate::{ApiError, AppState};
@@ -99,6 +99,7 @@ async fn read_capped(body: Body, headers: &HeaderMap, limit: usize) -> Result<By
 pub(crate) fn fail(exchange: Exchange, dialect: Dialect, error: ApiError) -> Response {
     let mut response = error.render(dialect);
     provenance::request_id(response.headers_mut(), &exchange.id.to_string());
+    provenance::insert_failure(response.headers_mut(), &exchange);
     crate::quota::insert(response.headers_mut(), exchange.quota());
     exchange.fail(response.status().as_u16(), error.kind);
     response
@@ -158,21 +159,37 @@ pub(crate) async fn admit(
 ) -> Result<(Exchange, Caller), Response> {
     let mut exchange = state.gateway.begin(endpoint, dialect);
     let header = |name: &HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
+    // Client-chosen ids are bounded before they reach the record or a counter key.
+    let bounded = |name: &HeaderName, field: &'static str| -> Result<Option<&str>, ApiError> {
+        let Some(value) = header(name) else {
+            return Ok(None);
+        };
+        sluice_types::check_client_id(field, IdPlace::Header, value).map_err(|e| {
+            let mut error = ApiError::new(ErrorKind::InvalidRequest, e.to_string());
+            error.param = Some(field.to_owned());
+            error
+        })?;
+        Ok(Some(value))
+    };
     exchange.set_traceparent(header(&TRACEPARENT));
-    exchange.set_feature(header(&FEATURE));
-    match state
+    let feature = bounded(&FEATURE, "x-sluice-feature");
+    exchange.set_feature(feature.as_ref().ok().copied().flatten());
+    let caller = match state
         .gateway
         .authenticate(presented_key(headers, dialect))
         .await
     {
-        Ok(caller) => {
-            exchange.set_caller(&caller);
-            // The request's own `user` field, read later, wins over this header.
-            exchange.set_end_user(header(&END_USER));
-            Ok((exchange, caller))
-        }
-        Err(e) => Err(fail_pipeline(exchange, dialect, e)),
-    }
+        Ok(caller) => caller,
+        Err(e) => return Err(fail_pipeline(exchange, dialect, e)),
+    };
+    exchange.set_caller(&caller);
+    let end_user = match feature.and_then(|_| bounded(&END_USER, "x-sluice-user")) {
+        Ok(end_user) => end_user,
+        Err(e) => return Err(fail(exchange, dialect, e)),
+    };
+    // The request's own `user` field, read later, wins over this header.
+    exchange.set_end_user(end_user);
+    Ok((exchange, caller))
 }
 
 /// [`admit`], then the size-capped body.

@@ -43,6 +43,8 @@ pub struct AppState {
     pub connections: std::sync::Arc<ConnectionStats>,
     /// Failed budget counter operations, for `/metrics`.
     pub counter_errors: sluice_policy::counters::CounterErrors,
+    /// In-process budget counter entries, and reservations refused at a tenant's cap.
+    pub counter_entries: sluice_policy::counters::CounterEntries,
     /// The admin API's token; `None` turns the admin API off (its routes answer 404).
     pub admin_token: Option<AdminToken>,
 }
@@ -244,6 +246,8 @@ async fn metrics(State(state): State<AppState>) -> Response {
         traces: state.gateway.tracer().counts(),
         connections: state.connections.counts(),
         counter_errors: state.counter_errors.get(),
+        counter_entries: state.counter_entries.live(),
+        counter_entries_refused: state.counter_entries.refused(),
     };
     let text = state.gateway.metrics().render(&gauges, queues);
     (

@@ -1,7 +1,8 @@
 //! Provenance headers: where every answer came from (PRODUCT §13).
 //!
-//! `x-request-id` is on every response, errors included; the rest on answers that reached a
-//! provider.
+//! `x-request-id` is on every response; the rest on answers that reached a provider, and on
+//! errors as far as the request got (the alias it asked for, the attempts sent, the last
+//! deployment tried).
 
 use http::{HeaderMap, HeaderName, HeaderValue};
 use sluice_pipeline::Provenance;
@@ -25,6 +26,18 @@ pub(crate) fn insert_all(headers: &mut HeaderMap, provenance: &Provenance) {
     insert(headers, ALIAS, &provenance.alias);
     headers.insert(ATTEMPTS, HeaderValue::from(provenance.attempts));
     crate::quota::insert(headers, &provenance.quota);
+}
+
+/// What an error answer can say of where the request went.
+pub(crate) fn insert_failure(headers: &mut HeaderMap, exchange: &sluice_pipeline::Exchange) {
+    if let Some(alias) = exchange.alias() {
+        insert(headers, ALIAS, alias);
+    }
+    if let Some((deployment, provider)) = exchange.last_tried() {
+        insert(headers, DEPLOYMENT, deployment);
+        insert(headers, PROVIDER, provider);
+        headers.insert(ATTEMPTS, HeaderValue::from(exchange.attempts()));
+    }
 }
 
 /// Values come from configuration and provider answers; one that is not a valid header value

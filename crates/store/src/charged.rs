@@ -1,4 +1,5 @@
-//! What requests were charged, summed per request chain and span of time: what budget counters
+//! What requests were charged, summed per request chain (its tenant included: end users'
+//! counters are per tenant) and span of time: what budget counters
 //! are rebuilt from after they were lost (a restart with in-process counters, a Redis that
 //! restarted empty). Grouping happens in SQLite, so a month of records comes back as a few rows
 //! per key, user and slot rather than one per request.
@@ -12,6 +13,8 @@ use crate::{Store, StoreError};
 /// least one attempt that was not skipped), drills left out.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChargedUsage {
+    /// The tenant of the key: end users' counters are per tenant.
+    pub tenant: Option<String>,
     pub organisation: Option<String>,
     pub team: Option<String>,
     pub project: Option<String>,
@@ -36,7 +39,7 @@ impl Store {
     ) -> Result<Vec<ChargedUsage>, StoreError> {
         let granularity = granularity_ms.max(1);
         let rows = sqlx::query(
-            "SELECT organisation, team, project, key_id, user, alias,
+            "SELECT tenant, organisation, team, project, key_id, user, alias,
                     (started_at / ?1) * ?1 AS slot_start,
                     COUNT(*) AS requests,
                     COALESCE(SUM(COALESCE(input_tokens, 0) + COALESCE(output_tokens, 0)), 0) AS tokens,
@@ -45,7 +48,7 @@ impl Store {
              WHERE started_at >= ?2 AND drill_of IS NULL AND key_id IS NOT NULL
                AND EXISTS (SELECT 1 FROM json_each(requests.attempts)
                            WHERE json_extract(json_each.value, '$.outcome') != 'skipped')
-             GROUP BY organisation, team, project, key_id, user, alias, slot_start",
+             GROUP BY tenant, organisation, team, project, key_id, user, alias, slot_start",
         )
         .bind(granularity)
         .bind(since_ms)
@@ -58,6 +61,7 @@ impl Store {
                     Ok(u64::try_from(value).unwrap_or(0))
                 };
                 Ok(ChargedUsage {
+                    tenant: row.try_get("tenant")?,
                     organisation: row.try_get("organisation")?,
                     team: row.try_get("team")?,
                     project: row.try_get("project")?,
@@ -86,6 +90,7 @@ mod tests {
             endpoint: sluice_types::record::Endpoint::ChatCompletions,
             dialect: sluice_types::Dialect::OpenAi,
             key_id: Some(key.into()),
+            tenant: Some(sluice_types::TenantId(format!("tenant_of_{key}"))),
             team: Some("search".into()),
             user: Some("ana".into()),
             alias: Some("gpt-4o".into()),
@@ -146,5 +151,7 @@ mod tests {
         );
         assert_eq!(usage[0].team.as_deref(), Some("search"));
         assert_eq!(usage[0].user.as_deref(), Some("ana"));
+        assert_eq!(usage[0].tenant.as_deref(), Some("tenant_of_key_a"));
+        assert_eq!(usage[2].tenant.as_deref(), Some("tenant_of_key_b"));
     }
 }

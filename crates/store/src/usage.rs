@@ -22,7 +22,10 @@ pub enum UsageDimension {
     Project,
     /// The virtual key's id.
     Key,
-    /// The end user.
+    /// The tenant that owns the key.
+    Tenant,
+    /// The end user. End-user ids belong to their tenant, so a report by user also groups by
+    /// tenant ([`UsageQuery::dimensions`]).
     User,
     /// The model the client asked for.
     Alias,
@@ -34,11 +37,12 @@ pub enum UsageDimension {
 }
 
 impl UsageDimension {
-    pub const ALL: [UsageDimension; 9] = [
+    pub const ALL: [UsageDimension; 10] = [
         UsageDimension::Organisation,
         UsageDimension::Team,
         UsageDimension::Project,
         UsageDimension::Key,
+        UsageDimension::Tenant,
         UsageDimension::User,
         UsageDimension::Alias,
         UsageDimension::Model,
@@ -53,6 +57,7 @@ impl UsageDimension {
             UsageDimension::Team => "team",
             UsageDimension::Project => "project",
             UsageDimension::Key => "key",
+            UsageDimension::Tenant => "tenant",
             UsageDimension::User => "user",
             UsageDimension::Alias => "alias",
             UsageDimension::Model => "model",
@@ -68,6 +73,7 @@ impl UsageDimension {
             UsageDimension::Team => "team",
             UsageDimension::Project => "project",
             UsageDimension::Key => "key_id",
+            UsageDimension::Tenant => "tenant",
             UsageDimension::User => "user",
             UsageDimension::Alias => "alias",
             UsageDimension::Model => "served_model",
@@ -80,7 +86,7 @@ impl UsageDimension {
 /// Why a text is not a [`UsageDimension`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "`{0}` is not something usage can be grouped by (org, team, project, key, user, alias, model, provider, feature)"
+    "`{0}` is not something usage can be grouped by (org, team, project, key, tenant, user, alias, model, provider, feature)"
 )]
 pub struct UnknownDimension(pub String);
 
@@ -123,6 +129,25 @@ pub struct UsageQuery {
     /// Started before this time (Unix milliseconds): the span is `[since, until)`.
     pub until_ms: Option<i64>,
     pub drills: DrillRecords,
+}
+
+impl UsageQuery {
+    /// What the report groups by, in order: `by` without repeats, with the tenant just before
+    /// the end user when `by` names the user but not the tenant (the same end-user id in two
+    /// tenants is two people).
+    pub fn dimensions(&self) -> Vec<UsageDimension> {
+        let mut by: Vec<UsageDimension> = Vec::with_capacity(self.by.len() + 1);
+        for dimension in &self.by {
+            if by.contains(dimension) {
+                continue;
+            }
+            if *dimension == UsageDimension::User && !self.by.contains(&UsageDimension::Tenant) {
+                by.push(UsageDimension::Tenant);
+            }
+            by.push(*dimension);
+        }
+        by
+    }
 }
 
 /// The sums of one group.
@@ -226,16 +251,11 @@ impl serde::Serialize for UsageRow {
 }
 
 impl Store {
-    /// The records of `query`'s span summed per group, the largest spend first (then the most
+    /// The records of `query`'s span summed per group ([`UsageQuery::dimensions`]), the largest spend first (then the most
     /// requests, then the group's values). Groups without records are not returned, the total
     /// of an empty span included.
     pub async fn usage_report(&self, query: &UsageQuery) -> Result<Vec<UsageRow>, StoreError> {
-        let mut by: Vec<UsageDimension> = Vec::with_capacity(query.by.len());
-        for dimension in &query.by {
-            if !by.contains(dimension) {
-                by.push(*dimension);
-            }
-        }
+        let by = query.dimensions();
         let mut sql = QueryBuilder::<Sqlite>::new("SELECT ");
         for (index, dimension) in by.iter().enumerate() {
             // Column names and aliases are our own constants, never input.
@@ -586,6 +606,59 @@ mod tests {
         );
         let empty = serde_json::to_value(UsageRow::default()).unwrap();
         assert_eq!(empty["kwh_per_1k_requests"], serde_json::Value::Null);
+    }
+
+    #[tokio::test]
+    async fn a_report_by_user_keeps_each_tenants_user_apart() {
+        let store = Store::open_in_memory().await.unwrap();
+        let of = |id: &str, tenant: &str, user: &str| RequestRecord {
+            tenant: Some(sluice_types::TenantId(tenant.into())),
+            user: Some(user.into()),
+            ..record(id, 1_000, None, None, 200, (1, 1), Some(10), (0, 0))
+        };
+        store
+            .insert_records(&[
+                of("r1", "acme", "bob"),
+                of("r2", "acme", "bob"),
+                of("r3", "globex", "bob"),
+            ])
+            .await
+            .unwrap();
+        let query = UsageQuery {
+            by: vec![UsageDimension::User],
+            ..UsageQuery::default()
+        };
+        assert_eq!(
+            query.dimensions(),
+            [UsageDimension::Tenant, UsageDimension::User]
+        );
+        let rows = store.usage_report(&query).await.unwrap();
+        let groups: Vec<_> = rows
+            .iter()
+            .map(|r| {
+                (
+                    r.value(UsageDimension::Tenant),
+                    r.value(UsageDimension::User),
+                    r.requests,
+                )
+            })
+            .collect();
+        assert_eq!(
+            groups,
+            [
+                (Some("acme"), Some("bob"), 2),
+                (Some("globex"), Some("bob"), 1)
+            ]
+        );
+        // Named explicitly, the tenant keeps its place.
+        let query = UsageQuery {
+            by: vec![UsageDimension::User, UsageDimension::Tenant],
+            ..UsageQuery::default()
+        };
+        assert_eq!(
+            query.dimensions(),
+            [UsageDimension::User, UsageDimension::Tenant]
+        );
     }
 
     #[test]

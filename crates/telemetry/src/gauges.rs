@@ -67,6 +67,11 @@ pub struct QueueCounts {
     pub connections: ConnectionCounts,
     /// Budget counter operations that failed (the counter store unreachable or too slow).
     pub counter_errors: u64,
+    /// Entries held by in-process budget counters (0 with Redis counters).
+    pub counter_entries: u64,
+    /// Reservations refused because a tenant's end users held the most in-process counter
+    /// entries allowed (`budgets.max_counters_per_tenant`).
+    pub counter_entries_refused: u64,
 }
 
 /// What the listener did with client connections, since start.
@@ -185,6 +190,18 @@ pub(crate) fn render(out: &mut String, deployments: &[DeploymentGauge], queues: 
         "sluice_counter_errors",
         "Budget counter operations that failed: the counter store was unreachable or too slow",
         ConstCounter::new(queues.counter_errors),
+    );
+    let entries = Gauge::<u64, AtomicU64>::default();
+    entries.set(queues.counter_entries);
+    registry.register(
+        "sluice_counter_entries",
+        "Entries held by in-process budget counters, expired ones not yet swept included (0 with Redis counters)",
+        entries,
+    );
+    registry.register(
+        "sluice_counter_entries_refused",
+        "Requests refused because their tenant held budgets.max_counters_per_tenant in-process counter entries for client-chosen ids",
+        ConstCounter::new(queues.counter_entries_refused),
     );
     crate::encode(out, &registry);
 }

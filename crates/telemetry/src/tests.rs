@@ -553,6 +553,8 @@ fn deployment_gauges_and_queue_counters_render() {
             cut_at_shutdown: 0,
         },
         counter_errors: 6,
+        counter_entries: 40,
+        counter_entries_refused: 2,
     };
     let gauges = [
         DeploymentGauge {
@@ -618,6 +620,8 @@ fn deployment_gauges_and_queue_counters_render() {
         0.0
     );
     assert_eq!(s.value("sluice_counter_errors_total", &[]), 6.0);
+    assert_eq!(s.value("sluice_counter_entries", &[]), 40.0);
+    assert_eq!(s.value("sluice_counter_entries_refused_total", &[]), 2.0);
 
     // The next scrape shows only the deployments it is given.
     let s = Scrape::parse(&metrics.render(&gauges[..1], queues));
@@ -661,6 +665,8 @@ fn every_family_has_its_prometheus_type() {
         ("sluice_connections_shed_total", "counter"),
         ("sluice_connections_timed_out_total", "counter"),
         ("sluice_counter_errors_total", "counter"),
+        ("sluice_counter_entries", "gauge"),
+        ("sluice_counter_entries_refused_total", "counter"),
     ];
     for (name, kind) in expected {
         assert_eq!(s.types.get(name).map(String::as_str), Some(kind), "{name}");

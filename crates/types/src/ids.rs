@@ -46,3 +46,72 @@ impl fmt::Display for TenantId {
         f.write_str(&self.0)
     }
 }
+
+/// The longest id a client may choose, in bytes: the end user (`x-sluice-user`, `user`,
+/// `metadata.user_id`), the feature tag (`x-sluice-feature`) and the model name. Such ids end up
+/// in counter keys, records and reports, so their size is the gateway's to bound, not the
+/// client's. 256 bytes holds a UUID, an email address or a hashed id with room to spare.
+pub const MAX_CLIENT_ID_BYTES: usize = 256;
+
+/// Where a client-chosen id was sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdPlace {
+    Header,
+    Body,
+}
+
+/// A client-chosen id longer than [`MAX_CLIENT_ID_BYTES`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdTooLong {
+    /// The header (`x-sluice-user`) or body field (`user`, `metadata.user_id`, `model`).
+    pub field: &'static str,
+    pub place: IdPlace,
+    pub len: usize,
+}
+
+impl fmt::Display for IdTooLong {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let place = match self.place {
+            IdPlace::Header => "header ",
+            IdPlace::Body => "",
+        };
+        write!(
+            f,
+            "{place}`{}` is {} bytes long; it may be at most {MAX_CLIENT_ID_BYTES} bytes",
+            self.field, self.len
+        )
+    }
+}
+
+impl std::error::Error for IdTooLong {}
+
+/// `Err` when `value`, a client-chosen id sent as `field`, is longer than
+/// [`MAX_CLIENT_ID_BYTES`].
+pub fn check_client_id(field: &'static str, place: IdPlace, value: &str) -> Result<(), IdTooLong> {
+    if value.len() > MAX_CLIENT_ID_BYTES {
+        return Err(IdTooLong {
+            field,
+            place,
+            len: value.len(),
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_client_id_is_refused_past_the_limit_naming_its_field() {
+        let longest = "a".repeat(MAX_CLIENT_ID_BYTES);
+        assert_eq!(check_client_id("user", IdPlace::Body, &longest), Ok(()));
+        let over =
+            check_client_id("x-sluice-user", IdPlace::Header, &format!("{longest}é")).unwrap_err();
+        assert_eq!(over.len, MAX_CLIENT_ID_BYTES + 2);
+        assert_eq!(
+            over.to_string(),
+            "header `x-sluice-user` is 258 bytes long; it may be at most 256 bytes"
+        );
+    }
+}

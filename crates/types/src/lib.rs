@@ -18,7 +18,7 @@ pub mod throttle;
 
 pub use chat::*;
 pub use error::{Classify, Condition, ErrorKind, Origin};
-pub use ids::{RequestId, TenantId};
+pub use ids::{IdPlace, IdTooLong, MAX_CLIENT_ID_BYTES, RequestId, TenantId, check_client_id};
 pub use money::Money;
 pub use throttle::LogThrottle;
 

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use sluice_providers::{CompletionStream, ProviderError, StreamChunk};
-use sluice_types::record::ErrorCode;
+use sluice_types::record::{AttemptOutcome, AttemptRecord, ErrorCode};
 use sluice_types::{ErrorKind, StreamEvent, Usage};
 use tokio::time::Instant;
 
@@ -47,7 +47,14 @@ async fn guarded(
     gap: Duration,
     total: Duration,
 ) -> (GuardedStream, crate::test_support::Records) {
-    let (exchange, records) = exchange().await;
+    let (mut exchange, records) = exchange().await;
+    // The attempt that served the stream's first event.
+    exchange.attempt(AttemptRecord {
+        deployment: "a".into(),
+        provider: "p".into(),
+        outcome: AttemptOutcome::Ok,
+        ..AttemptRecord::default()
+    });
     tokio::time::pause();
     let health = health("a");
     let slot = health.acquire().await.unwrap();
@@ -84,6 +91,7 @@ async fn a_stream_that_ends_settles_once_with_the_reported_usage() {
     assert_eq!(records.len(), 1);
     let r = &records[0];
     assert_eq!((r.status, r.error_code), (200, None));
+    assert_eq!(r.attempts[0].outcome, AttemptOutcome::Ok);
     assert_eq!((r.input_tokens, r.output_tokens), (Some(5), Some(2)));
     assert!(!r.usage_estimated);
     assert_eq!(seen.len(), 3);
@@ -180,6 +188,11 @@ async fn an_upstream_failure_mid_stream_ends_it_with_an_error_event_and_settles_
     assert_eq!(
         records[0].error_code,
         Some(ErrorCode::Kind(ErrorKind::UpstreamUnavailable))
+    );
+    // The record does not say `ok` and an error at once: the attempt failed too.
+    assert_eq!(
+        records[0].attempts[0].outcome,
+        AttemptOutcome::Failed(ErrorKind::UpstreamUnavailable)
     );
 }
 

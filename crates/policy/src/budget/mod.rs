@@ -32,12 +32,20 @@ pub use allocation::{AllocationProblem, BudgetNode, validate_allocations};
 /// One level of the hierarchy and its id. Ids must be unique within their level across the
 /// deployment (the store issues them); counters of `Team("search")` are shared by every caller
 /// whose chain names that team.
+///
+/// End users are the exception: their ids are chosen by clients, so they belong to the key's
+/// tenant. A request's end user is `EndUser("TENANT/USER")` ([`Scope::end_user`]), so `bob` of
+/// `acme` and `bob` of `globex` never share a counter. A budget row may name one tenant's user
+/// (`user:acme/bob`) or, without a tenant, a user id in every tenant (`user:bob`: a limit each
+/// tenant's `bob` gets on its own, like `user:*`).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Scope {
     Organisation(String),
     Team(String),
     Project(String),
     Key(String),
+    /// `TENANT/USER` (the tenant escaped: [`Scope::end_user`]), or `USER` in a budget row that
+    /// names no tenant.
     EndUser(String),
     /// A route, whoever calls it: outside the hierarchy (it has no parent and no children).
     Alias(String),
@@ -76,6 +84,55 @@ impl Scope {
             | Scope::EndUser(id)
             | Scope::Alias(id) => id,
         }
+    }
+}
+
+impl Scope {
+    /// The end user `user` of `tenant`: its own counters, apart from every other tenant's
+    /// user of the same id. A `/` or `%` in the tenant is escaped, so the first `/` of the id
+    /// always ends the tenant.
+    pub fn end_user(tenant: &str, user: &str) -> Scope {
+        let tenant = if tenant.contains(['%', '/']) {
+            tenant.replace('%', "%25").replace('/', "%2F")
+        } else {
+            tenant.to_owned()
+        };
+        Scope::EndUser(format!("{tenant}/{user}"))
+    }
+
+    /// An end user's tenant (as escaped in the id) and user id; `None` for other levels and
+    /// for a row's end user that names no tenant.
+    pub fn tenant_user(&self) -> Option<(&str, &str)> {
+        match self {
+            Scope::EndUser(id) => id.split_once('/'),
+            _ => None,
+        }
+    }
+
+    /// Whether the scope stands for many counters rather than one: `key:*`, `user:*`, and an
+    /// end user named without a tenant (`user:bob`, one counter per tenant's `bob`). Such a
+    /// row has no single usage and no place in allocations.
+    pub fn is_template(&self) -> bool {
+        match self {
+            Scope::Key(id) => id == "*",
+            Scope::EndUser(id) => id == "*" || !id.contains('/'),
+            _ => false,
+        }
+    }
+
+    /// The row ids whose limits apply to this scope, most specific first: its own id, then,
+    /// for a tenant's end user, the same user id in every tenant, then `*` for keys and end
+    /// users. A limit found under an earlier id overrides one of the same metric, period and
+    /// model under a later one.
+    pub fn row_ids(&self) -> Vec<&str> {
+        let mut ids = vec![self.id()];
+        if let Some((_, user)) = self.tenant_user() {
+            ids.push(user);
+        }
+        if matches!(self, Scope::Key(_) | Scope::EndUser(_)) && self.id() != "*" {
+            ids.push("*");
+        }
+        ids
     }
 }
 
@@ -152,6 +209,15 @@ impl std::str::FromStr for Scope {
                     ))
                 })?,
         };
+        if level == Level::EndUser
+            && let Some((tenant, user)) = id.split_once('/')
+            && (tenant.is_empty() || user.is_empty() || user == "*")
+        {
+            return Err(ParseProblem(format!(
+                "`{text}` is not an end user: write `user:TENANT/USER` for one tenant's user, \
+                 `user:USER` for that user id in every tenant, or `user:*`"
+            )));
+        }
         let id = id.to_owned();
         Ok(match level {
             Level::Organisation => Scope::Organisation(id),
@@ -171,10 +237,17 @@ impl Scope {
     }
 }
 
-/// `team `search``: the level and the id, as a message names it.
+/// `team `search``: the level and the id, as a message names it; a tenant's end user is
+/// `end user `bob` of tenant `acme``.
 impl fmt::Display for Scope {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} `{}`", self.level().as_str(), self.id())
+        match self.tenant_user() {
+            Some((tenant, user)) => {
+                let tenant = tenant.replace("%2F", "/").replace("%25", "%");
+                write!(f, "end user `{user}` of tenant `{tenant}`")
+            }
+            None => write!(f, "{} `{}`", self.level().as_str(), self.id()),
+        }
     }
 }
 
@@ -625,6 +698,13 @@ fn escape_key_part(part: &str) -> String {
     } else {
         part.to_owned()
     }
+}
+
+/// The tenant (as escaped in the key) whose end user a counter key counts, `None` for every
+/// other counter: the keys of client-chosen ids, which in-process counters bound per tenant.
+pub(crate) fn counter_owner(key: &str) -> Option<&str> {
+    let (id, _) = key.strip_prefix("user=")?.split_once(':')?;
+    id.split_once('/').map(|(tenant, _)| tenant)
 }
 
 fn slot_key(prefix: &str, slot_start: UnixMs) -> String {

@@ -318,6 +318,23 @@ mod allocations {
     }
 
     #[test]
+    fn an_end_user_of_a_tenant_is_looked_up_most_specific_first() {
+        let bob = Scope::end_user("acme", "bob");
+        assert_eq!(bob.row_ids(), ["acme/bob", "bob", "*"]);
+        assert!(!bob.is_template());
+        assert!(Scope::EndUser("bob".into()).is_template());
+        assert!(Scope::Key("*".into()).is_template());
+        assert!(!Scope::Key("key_1".into()).is_template());
+        assert_eq!(Scope::Team("t".into()).row_ids(), ["t"]);
+        // A tenant with a `/` cannot pass for another tenant's user.
+        assert_ne!(Scope::end_user("a/b", "c"), Scope::end_user("a", "b/c"));
+        assert_eq!(
+            Scope::end_user("a/b", "c").to_string(),
+            "end user `c` of tenant `a/b`"
+        );
+    }
+
+    #[test]
     fn accepts_allocations_that_fit() {
         let nodes = [
             node(org(), None, vec![monthly(org(), 1_000)]),
@@ -478,6 +495,14 @@ mod text {
             "user:tenant:7".parse::<Scope>().unwrap(),
             Scope::EndUser("tenant:7".into())
         );
+        // An end user may name its tenant; the first `/` ends it.
+        let bob = "user:acme/bob/x".parse::<Scope>().unwrap();
+        assert_eq!(bob, Scope::end_user("acme", "bob/x"));
+        assert_eq!(bob.tenant_user(), Some(("acme", "bob/x")));
+        assert_eq!(bob.to_string(), "end user `bob/x` of tenant `acme`");
+        for bad in ["user:/bob", "user:acme/", "user:acme/*"] {
+            assert!(bad.parse::<Scope>().is_err(), "{bad}");
+        }
         let unknown = "galaxy:x".parse::<Scope>().unwrap_err().to_string();
         assert!(
             unknown.contains("unknown scope level `galaxy`"),

@@ -3,31 +3,80 @@
 //! Every operation takes the lock once, does its arithmetic and returns a ready future: the
 //! lock is never held across an `.await`. Expired counters are swept at most once a minute of
 //! the callers' time, during a reservation.
+//!
+//! End-user ids are chosen by clients, so the entries counting one tenant's end users are
+//! capped ([`MemoryCounters::with_max_per_tenant`]): a reservation that needs a new entry past
+//! the cap sweeps expired entries (at most once a second) and, if still past it, is refused
+//! ([`PolicyError::TooManyCounters`], counted in [`CounterEntries`]). The tenant's end users
+//! already counted, and every other tenant, are unaffected. Entries of the other scopes
+//! (organisations, teams, projects, keys, aliases) grow only with what operators create.
 
 use std::collections::HashMap;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use super::{
     Adjustment, Charge, CounterFuture, Counters, HeldAmount, Hold, Quota, Restore, check_distinct,
     quota_resets_at,
 };
-use crate::budget::{Consumption, Limit};
+use crate::budget::{Consumption, Limit, counter_owner};
 use crate::calendar::UnixMs;
 use crate::error::PolicyError;
 
 const SWEEP_INTERVAL: Duration = Duration::from_secs(60);
+/// The most often a tenant at its cap makes a reservation sweep the whole map: a sweep is
+/// linear in the entries, and a client past the cap could otherwise ask for one per request.
+const FORCED_SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The default of `budgets.max_counters_per_tenant`. An entry of a 256-byte end-user id takes
+/// about 400 bytes, so a tenant's end users hold at most about 20 MB.
+pub const DEFAULT_MAX_COUNTERS_PER_TENANT: usize = 50_000;
 
 /// Counters for one process. Cheap to share behind an `Arc`.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct MemoryCounters {
     state: Mutex<State>,
+    max_per_tenant: usize,
+    entries: CounterEntries,
+}
+
+impl Default for MemoryCounters {
+    fn default() -> Self {
+        MemoryCounters::with_max_per_tenant(DEFAULT_MAX_COUNTERS_PER_TENANT)
+    }
+}
+
+/// How many entries in-process counters hold, and how many reservations were refused for a
+/// tenant at its cap, since start: for `/metrics`. Cloning shares the counts.
+#[derive(Debug, Clone, Default)]
+pub struct CounterEntries(Arc<EntryCounts>);
+
+#[derive(Debug, Default)]
+struct EntryCounts {
+    live: AtomicU64,
+    refused: AtomicU64,
+}
+
+impl CounterEntries {
+    /// Entries held now (expired ones not yet swept included).
+    pub fn live(&self) -> u64 {
+        self.0.live.load(Ordering::Relaxed)
+    }
+
+    /// Reservations refused because their tenant's end users held the most entries allowed.
+    pub fn refused(&self) -> u64 {
+        self.0.refused.load(Ordering::Relaxed)
+    }
 }
 
 #[derive(Debug, Default)]
 struct State {
     counters: HashMap<String, Counter>,
+    /// Entries per tenant whose end users they count ([`counter_owner`]).
+    per_tenant: HashMap<String, usize>,
     next_sweep_at: Option<UnixMs>,
+    next_forced_sweep_at: Option<UnixMs>,
     /// Whether [`Counters::claim_rebuild`] was called: in process, counters start empty once.
     claimed: bool,
 }
@@ -51,8 +100,53 @@ impl State {
         if self.next_sweep_at.is_some_and(|due| now < due) {
             return;
         }
-        self.counters.retain(|_, counter| counter.expires_at > now);
+        self.sweep(now);
         self.next_sweep_at = Some(now.saturating_add(SWEEP_INTERVAL));
+    }
+
+    /// Drops every counter expired at `now`.
+    fn sweep(&mut self, now: UnixMs) {
+        let State {
+            counters,
+            per_tenant,
+            ..
+        } = self;
+        counters.retain(|key, counter| {
+            let live = counter.expires_at > now;
+            if !live && let Some(owner) = counter_owner(key) {
+                forget(per_tenant, owner);
+            }
+            live
+        });
+    }
+
+    /// Adds a counter that is not in the map.
+    fn insert(&mut self, key: String, counter: Counter) {
+        if let Some(owner) = counter_owner(&key) {
+            *self.per_tenant.entry(owner.to_owned()).or_default() += 1;
+        }
+        self.counters.insert(key, counter);
+    }
+
+    /// A tenant whose end users would hold more than `max` entries once `charges` add
+    /// theirs; `None` when every one fits.
+    fn over_cap(&self, charges: &[Charge], max: usize) -> Option<String> {
+        let mut needed: HashMap<&str, usize> = HashMap::new();
+        for charge in charges {
+            let Some(write) = charge.write_slot() else {
+                continue;
+            };
+            if self.counters.contains_key(&write.key) {
+                continue;
+            }
+            if let Some(owner) = counter_owner(&write.key) {
+                *needed.entry(owner).or_default() += 1;
+            }
+        }
+        needed.into_iter().find_map(|(owner, new)| {
+            let held = self.per_tenant.get(owner).copied().unwrap_or(0);
+            (held.saturating_add(new) > max).then(|| owner.to_owned())
+        })
     }
 
     fn apply(&mut self, adjustments: Vec<Adjustment>) {
@@ -72,7 +166,7 @@ impl State {
                 // A counter that is gone (expired and swept) only comes back for spend that
                 // really happened; a refund to it has nothing left to refund.
                 None if adjustment.delta > 0 => {
-                    self.counters.insert(
+                    self.insert(
                         adjustment.key,
                         Counter {
                             value: adjustment.delta.unsigned_abs(),
@@ -86,9 +180,40 @@ impl State {
     }
 }
 
+/// One entry of `owner` fewer.
+fn forget(per_tenant: &mut HashMap<String, usize>, owner: &str) {
+    if let Some(count) = per_tenant.get_mut(owner) {
+        *count = count.saturating_sub(1);
+        if *count == 0 {
+            per_tenant.remove(owner);
+        }
+    }
+}
+
 impl MemoryCounters {
+    /// Counters keeping at most [`DEFAULT_MAX_COUNTERS_PER_TENANT`] entries per tenant's end
+    /// users.
     pub fn new() -> MemoryCounters {
         MemoryCounters::default()
+    }
+
+    /// Counters keeping at most `max` entries for one tenant's end users (at least one).
+    pub fn with_max_per_tenant(max: usize) -> MemoryCounters {
+        MemoryCounters {
+            state: Mutex::default(),
+            max_per_tenant: max.max(1),
+            entries: CounterEntries::default(),
+        }
+    }
+
+    /// The entry counts, for metrics.
+    pub fn entries(&self) -> CounterEntries {
+        self.entries.clone()
+    }
+
+    fn counted(&self, state: &State) {
+        let live = u64::try_from(state.counters.len()).unwrap_or(u64::MAX);
+        self.entries.0.live.store(live, Ordering::Relaxed);
     }
 
     /// A poisoned lock only means another caller panicked mid-operation; every operation leaves
@@ -124,6 +249,24 @@ impl MemoryCounters {
             }
             slot_values.push(values);
         }
+        if let Some(tenant) = state.over_cap(charges, self.max_per_tenant) {
+            let may_sweep = state.next_forced_sweep_at.is_none_or(|due| now >= due);
+            let still_over = if may_sweep {
+                state.sweep(now);
+                state.next_forced_sweep_at = Some(now.saturating_add(FORCED_SWEEP_INTERVAL));
+                self.counted(&state);
+                state.over_cap(charges, self.max_per_tenant).is_some()
+            } else {
+                true
+            };
+            if still_over {
+                self.entries.0.refused.fetch_add(1, Ordering::Relaxed);
+                return Err(PolicyError::TooManyCounters {
+                    tenant: tenant.replace("%2F", "/").replace("%25", "%"),
+                    limit: self.max_per_tenant,
+                });
+            }
+        }
 
         let mut held = Vec::with_capacity(charges.len());
         let mut quotas = Vec::with_capacity(charges.len());
@@ -132,10 +275,18 @@ impl MemoryCounters {
                 continue;
             };
             let now = charge.as_of;
-            let counter = state.counters.entry(write.key.clone()).or_insert(Counter {
-                value: 0,
-                expires_at: charge.expires_at,
-            });
+            if !state.counters.contains_key(&write.key) {
+                state.insert(
+                    write.key.clone(),
+                    Counter {
+                        value: 0,
+                        expires_at: charge.expires_at,
+                    },
+                );
+            }
+            let Some(counter) = state.counters.get_mut(&write.key) else {
+                continue;
+            };
             if counter.expires_at <= now {
                 // A stale counter from a window that ended: start over.
                 counter.value = 0;
@@ -159,6 +310,7 @@ impl MemoryCounters {
                 resets_at: quota_resets_at(charge, values.iter().position(|value| *value > 0)),
             });
         }
+        self.counted(&state);
         Ok(Hold { held, quotas })
     }
 
@@ -172,16 +324,22 @@ impl Counters for MemoryCounters {
     fn restore<'a>(&'a self, amounts: &'a [Restore]) -> CounterFuture<'a, Result<(), PolicyError>> {
         let mut state = self.lock();
         for restore in amounts {
-            let counter = state
-                .counters
-                .entry(restore.key.clone())
-                .or_insert(Counter {
-                    value: 0,
-                    expires_at: restore.expires_at,
-                });
-            counter.value = counter.value.max(restore.amount);
-            counter.expires_at = counter.expires_at.max(restore.expires_at);
+            // What the records say was used comes back whatever the cap: it was counted before.
+            if !state.counters.contains_key(&restore.key) {
+                state.insert(
+                    restore.key.clone(),
+                    Counter {
+                        value: 0,
+                        expires_at: restore.expires_at,
+                    },
+                );
+            }
+            if let Some(counter) = state.counters.get_mut(&restore.key) {
+                counter.value = counter.value.max(restore.amount);
+                counter.expires_at = counter.expires_at.max(restore.expires_at);
+            }
         }
+        self.counted(&state);
         Box::pin(std::future::ready(Ok(())))
     }
 
@@ -203,12 +361,18 @@ impl Counters for MemoryCounters {
         hold: Hold,
         actual: Consumption,
     ) -> CounterFuture<'_, Result<(), PolicyError>> {
-        self.lock().apply(hold.settlement(actual));
+        let mut state = self.lock();
+        state.apply(hold.settlement(actual));
+        self.counted(&state);
+        drop(state);
         Box::pin(std::future::ready(Ok(())))
     }
 
     fn release(&self, hold: Hold) -> CounterFuture<'_, Result<(), PolicyError>> {
-        self.lock().apply(hold.releases());
+        let mut state = self.lock();
+        state.apply(hold.releases());
+        self.counted(&state);
+        drop(state);
         Box::pin(std::future::ready(Ok(())))
     }
 

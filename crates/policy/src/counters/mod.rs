@@ -37,7 +37,7 @@ use crate::error::PolicyError;
 
 #[cfg(feature = "redis")]
 pub use self::redis::{RedisCounters, RedisSettings};
-pub use memory::MemoryCounters;
+pub use memory::{CounterEntries, DEFAULT_MAX_COUNTERS_PER_TENANT, MemoryCounters};
 pub use observed::{CounterErrors, ObservedCounters};
 
 /// The largest amount a limit or a charge may carry: counters add in the integer range that

@@ -56,7 +56,10 @@ impl ObservedCounters {
         result: Result<T, PolicyError>,
     ) -> Result<T, PolicyError> {
         if let Err(error) = &result
-            && !matches!(error, PolicyError::Refused(_))
+            && !matches!(
+                error,
+                PolicyError::Refused(_) | PolicyError::TooManyCounters { .. }
+            )
         {
             self.errors.0.fetch_add(1, Ordering::Relaxed);
             if let Some(left_out) = self.log.admit(Instant::now()) {

@@ -44,27 +44,31 @@ impl LimitBook {
         self.by_scope.is_empty()
     }
 
-    /// The limits `scope` is charged against: its own rows, then the `*` rows of its level
-    /// (keys and end users) it does not override with the same metric, period and model.
+    /// The limits `scope` is charged against: the rows of each of its [`Scope::row_ids`],
+    /// most specific first (its own, the same user id in every tenant, `*`), a row overriding
+    /// a later one of the same metric, period and model; each bound to `scope`.
     pub fn limits_of(&self, scope: &Scope) -> Vec<Limit> {
-        let own = self.by_scope.get(scope).map_or(&[][..], Vec::as_slice);
-        let every = match scope {
-            Scope::Key(_) => self.by_scope.get(&Scope::Key("*".into())),
-            Scope::EndUser(_) => self.by_scope.get(&Scope::EndUser("*".into())),
-            _ => None,
-        };
-        let defaults = every.into_iter().flatten().filter(|default| {
-            !own.iter().any(|o| {
-                o.metric == default.metric && o.period == default.period && o.model == default.model
-            })
-        });
-        own.iter()
-            .cloned()
-            .chain(defaults.map(|default| Limit {
-                scope: scope.clone(),
-                ..default.clone()
-            }))
-            .collect()
+        let mut out: Vec<Limit> = Vec::new();
+        for id in scope.row_ids() {
+            let row_scope = match scope {
+                Scope::Key(_) => Scope::Key(id.to_owned()),
+                Scope::EndUser(_) => Scope::EndUser(id.to_owned()),
+                other => other.clone(),
+            };
+            let found = out.len();
+            for limit in self.by_scope.get(&row_scope).into_iter().flatten() {
+                let overridden = out[..found].iter().any(|o| {
+                    o.metric == limit.metric && o.period == limit.period && o.model == limit.model
+                });
+                if !overridden {
+                    out.push(Limit {
+                        scope: scope.clone(),
+                        ..limit.clone()
+                    });
+                }
+            }
+        }
+        out
     }
 
     /// The earliest instant any limit's current window reaches back to at `now`: records
@@ -104,6 +108,8 @@ fn gcd(a: i64, b: i64) -> i64 {
 /// that served, and the group's slot (its start, a multiple of the granularity).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RecordedUsage {
+    /// The tenant of the key: the end user's counters are the tenant's.
+    pub tenant: Option<String>,
     pub organisation: Option<String>,
     pub team: Option<String>,
     pub project: Option<String>,
@@ -128,8 +134,14 @@ impl RecordedUsage {
         push(&self.team, Scope::Team);
         push(&self.project, Scope::Project);
         push(&self.key, Scope::Key);
-        push(&self.end_user, Scope::EndUser);
         push(&self.alias, Scope::Alias);
+        if let Some(user) = self.end_user.as_ref().filter(|id| !id.is_empty()) {
+            let tenant = self
+                .tenant
+                .as_deref()
+                .unwrap_or(sluice_types::TenantId::DEFAULT);
+            scopes.push(Scope::end_user(tenant, user));
+        }
         scopes
     }
 
@@ -205,6 +217,7 @@ mod tests {
 
     fn usage(key: &str, user: &str, at: UnixMs, requests: u64) -> RecordedUsage {
         RecordedUsage {
+            tenant: Some("acme".into()),
             organisation: Some("acme".into()),
             team: Some("search".into()),
             project: None,
@@ -246,7 +259,7 @@ mod tests {
 
         let team = day_limit(Scope::Team("search".into()), 20);
         assert_eq!(counters.usage(&team, now).await.unwrap(), 11);
-        let ana = day_limit(Scope::EndUser("ana".into()), 5);
+        let ana = day_limit(Scope::end_user("acme", "ana"), 5);
         assert_eq!(counters.usage(&ana, now).await.unwrap(), 7);
         let org = Limit::usd(
             Scope::Organisation("acme".into()),
@@ -267,6 +280,35 @@ mod tests {
         counters.restore(&restores).await.unwrap();
         assert_eq!(counters.usage(&team, now).await.unwrap(), 12);
         counters.release(hold).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn each_tenants_end_user_is_rebuilt_into_a_counter_of_its_own() {
+        let now = UnixMs(1_796_212_800_000);
+        let book = LimitBook::new([
+            day_limit(Scope::EndUser("*".into()), 5),
+            day_limit(Scope::EndUser("bob".into()), 7),
+            day_limit(Scope::end_user("globex", "bob"), 9),
+        ]);
+        let mut globex = usage("key_g", "bob", UnixMs(now.0 - 1_000), 4);
+        globex.tenant = Some("globex".into());
+        let groups = [usage("key_a", "bob", UnixMs(now.0 - 1_000), 3), globex];
+        let restores = restorations(&book, groups, now).unwrap();
+        let counters = MemoryCounters::new();
+        counters.restore(&restores).await.unwrap();
+        // Admission binds the most specific row to each tenant's bob: the same counters.
+        let acme_bob = day_limit(Scope::end_user("acme", "bob"), 7);
+        let globex_bob = day_limit(Scope::end_user("globex", "bob"), 9);
+        assert_eq!(
+            book.limits_of(&Scope::end_user("acme", "bob")),
+            std::slice::from_ref(&acme_bob)
+        );
+        assert_eq!(
+            book.limits_of(&Scope::end_user("globex", "bob")),
+            std::slice::from_ref(&globex_bob)
+        );
+        assert_eq!(counters.usage(&acme_bob, now).await.unwrap(), 3);
+        assert_eq!(counters.usage(&globex_bob, now).await.unwrap(), 4);
     }
 
     #[test]

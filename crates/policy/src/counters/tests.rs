@@ -384,6 +384,51 @@ mod memory {
     }
 
     #[tokio::test]
+    async fn a_tenants_end_users_hold_at_most_the_cap_of_entries_and_other_tenants_are_unaffected()
+    {
+        let counters = MemoryCounters::with_max_per_tenant(3);
+        let entries = counters.entries();
+        let day_one = UnixMs::from_date_time(2026, 12, 2, 12, 0, 0).unwrap();
+        let user = |tenant: &str, user: &str| {
+            Limit::requests(Scope::end_user(tenant, user), 10, Period::Day).unwrap()
+        };
+        let team = Limit::requests(Scope::Team("t".into()), 1_000, Period::Day).unwrap();
+        let reserve = |tenant: &'static str, name: &'static str, at: UnixMs| {
+            let charges = [
+                team.charge(1, at).unwrap(),
+                user(tenant, name).charge(1, at).unwrap(),
+            ];
+            let counters = &counters;
+            async move { counters.reserve(&charges).await }
+        };
+        let mut held = Vec::new();
+        for name in ["a", "b", "c"] {
+            held.push(reserve("acme", name, day_one).await.unwrap());
+        }
+        // acme's fourth end user would be a fourth entry: refused, nothing reserved.
+        match reserve("acme", "d", day_one).await {
+            Err(PolicyError::TooManyCounters { tenant, limit }) => {
+                assert_eq!((tenant.as_str(), limit), ("acme", 3));
+            }
+            other => panic!("expected the cap, got {other:?}"),
+        }
+        assert_eq!(entries.refused(), 1);
+        assert_eq!(counters.usage(&team, day_one).await.unwrap(), 3);
+        // An end user already counted is still served, and so is another tenant's.
+        held.push(reserve("acme", "a", day_one).await.unwrap());
+        held.push(reserve("globex", "d", day_one).await.unwrap());
+        assert_eq!(entries.live(), 1 + 3 + 1);
+        assert_eq!(counters.counter_count(), 5);
+
+        // Once acme's windows end, their entries are swept and new end users fit again.
+        let day_three = UnixMs(day_one.0 + 2 * 86_400_000);
+        held.push(reserve("acme", "d", day_three).await.unwrap());
+        assert_eq!(entries.refused(), 1);
+        assert_eq!(entries.live(), 2, "the team's and acme's d, of the new day");
+        drop(held);
+    }
+
+    #[tokio::test]
     async fn a_new_window_starts_from_zero() {
         let counters = MemoryCounters::new();
         let before_midnight = UnixMs::from_date_time(2026, 12, 2, 23, 59, 59).unwrap();

@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use sluice_providers::ProviderKind;
 use sluice_testkit::MockUpstream;
 
-use crate::support::{KEY_TEAM, TestGateway, on};
+use crate::support::{KEY_ORG, KEY_TEAM, TestGateway, on};
 
 const TOKEN: &str = "admin-token-for-the-tests-0123456789";
 
@@ -128,6 +128,54 @@ async fn admin_routes_refuse_a_missing_or_wrong_token_and_client_keys() {
     );
     assert_eq!(mock.hits(), 0);
     gw.finish().await;
+}
+
+#[tokio::test]
+async fn an_end_user_row_names_one_tenants_user_or_that_id_in_every_tenant() {
+    let mock = MockUpstream::openai().start().await;
+    let gw = admin_gateway(&mock).await;
+    let put = |scope: &str, amount: u64| {
+        admin(&gw, reqwest::Method::PUT, "/admin/v1/budgets", Some(TOKEN))
+            .json(&json!({"scope": scope, "metric": "requests", "period": "day", "amount": amount}))
+            .send()
+    };
+    // Bob of the key's tenant, and bob of every tenant.
+    let res = put(&format!("user:{KEY_ORG}/bob"), 2).await.unwrap();
+    assert_eq!(res.status(), 200);
+    let stored: Value = res.json().await.unwrap();
+    assert_eq!(stored["scope"], format!("user:{KEY_ORG}/bob"));
+    assert_eq!(put("user:bob", 10).await.unwrap().status(), 200);
+    // A tenant's `*` is not a row: the message says what to write.
+    let res = put(&format!("user:{KEY_ORG}/*"), 1).await.unwrap();
+    assert_eq!(res.status(), 400);
+    let body: Value = res.json().await.unwrap();
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("user:TENANT/USER"), "{message}");
+
+    let mut request = chat("hi");
+    request["user"] = json!("bob");
+    let ok = gw.openai("/v1/chat/completions", request).await;
+    assert_eq!(ok.status(), 200);
+    // The tenant's own row is the one in force.
+    assert_eq!(ok.headers()["x-ratelimit-limit-requests"], "2");
+
+    let res = admin(&gw, reqwest::Method::GET, "/admin/v1/budgets", Some(TOKEN))
+        .send()
+        .await
+        .unwrap();
+    let budgets: Value = res.json().await.unwrap();
+    let used = |scope: &str| {
+        budgets
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|b| b["scope"] == scope)
+            .map(|b| b["used"].clone())
+            .unwrap()
+    };
+    assert_eq!(used(&format!("user:{KEY_ORG}/bob")), json!(1));
+    // One counter per tenant's bob: no single usage to show.
+    assert_eq!(used("user:bob"), Value::Null);
 }
 
 #[tokio::test]

@@ -14,7 +14,7 @@ use sluice_providers::ProviderKind;
 use sluice_testkit::{Fault, MockUpstream, Reply};
 use sluice_types::Usage;
 
-use crate::support::{KEY_TEAM, KEY_USER, TestGateway, budget, on, policy_parts};
+use crate::support::{KEY_ORG, KEY_TEAM, KEY_USER, TestGateway, budget, on, policy_parts};
 
 fn chat(model: &str, text: &str) -> Value {
     json!({"model": model, "max_tokens": 50, "messages": [{"role": "user", "content": text}]})
@@ -99,7 +99,7 @@ async fn a_rate_limited_anthropic_caller_gets_a_rate_limit_error_naming_the_limi
     let message = body["error"]["message"].as_str().unwrap();
     assert!(
         message.starts_with(&format!(
-            "end user `{KEY_USER}` has used 1 of its 1 rolling 1-minute request limit; capacity frees up from "
+            "end user `{KEY_USER}` of tenant `{KEY_ORG}` has used 1 of its 1 rolling 1-minute request limit; capacity frees up from "
         )),
         "{message}"
     );
@@ -108,6 +108,139 @@ async fn a_rate_limited_anthropic_caller_gets_a_rate_limit_error_naming_the_limi
     assert_eq!(
         records[2].error_code.map(|c| c.as_str()),
         Some("rate_limit_exceeded")
+    );
+}
+
+#[tokio::test]
+async fn two_tenants_sharing_an_end_user_id_each_get_their_own_allowance_and_see_only_their_own() {
+    let mock = MockUpstream::openai().start().await;
+    let gw = TestGateway::builder()
+        .route("m", [on(&mock, ProviderKind::OpenAi, "gpt-4o-mini")])
+        .budget(budget("user:*", "requests", "day", 5))
+        // Bob of `globex` only: more room, and no effect on `acme`'s bob.
+        .budget(budget("user:globex/bob", "tokens", "day", 1_000_000))
+        .start()
+        .await;
+    let globex = gw
+        .store
+        .create_key(sluice_store::NewKey {
+            name: "globex".into(),
+            organisation: Some("globex".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .secret;
+    let send = |key: &str, body: Value| {
+        gw.client
+            .post(gw.url("/v1/chat/completions"))
+            .bearer_auth(key)
+            .header("x-sluice-user", "bob")
+            .json(&body)
+            .send()
+    };
+
+    // acme's key spends 3 of acme's bob's 5.
+    for n in 0..3 {
+        let res = send(&gw.key, chat("m", "acme")).await.unwrap();
+        assert_eq!(res.status(), 200);
+        assert_eq!(
+            header(&res, "x-ratelimit-remaining-requests"),
+            Some(["4", "3", "2"][n])
+        );
+    }
+    // globex's bob has a whole allowance of his own, and the headers show only his usage.
+    for n in 0..5 {
+        let res = send(&globex, chat("m", "globex")).await.unwrap();
+        assert_eq!(res.status(), 200, "request {n} of globex's bob");
+        assert_eq!(header(&res, "x-ratelimit-limit-requests"), Some("5"));
+        let remaining = (4 - n).to_string();
+        assert_eq!(
+            header(&res, "x-ratelimit-remaining-requests"),
+            Some(remaining.as_str())
+        );
+    }
+    let refused = send(&globex, chat("m", "globex again")).await.unwrap();
+    assert_eq!(refused.status(), 429);
+    assert_eq!(
+        header(&refused, "x-ratelimit-remaining-requests"),
+        Some("0")
+    );
+    let scope = header(&refused, "x-sluice-budget-scope");
+    assert!(scope.is_none_or(|s| s.contains("globex")), "{scope:?}");
+    let headers = format!("{:?}", refused.headers());
+    let body: Value = refused.json().await.unwrap();
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.starts_with(
+            "end user `bob` of tenant `globex` has used 5 of its 5 daily request limit; resets at "
+        ),
+        "{message}"
+    );
+    // Nothing of acme's (its name, its 3 requests) reaches globex's caller.
+    for shown in [message, headers.as_str()] {
+        assert!(!shown.contains(KEY_ORG), "{shown}");
+        assert!(!shown.contains("used 3"), "{shown}");
+        assert!(!shown.contains("used 8"), "{shown}");
+    }
+
+    // acme's bob still has his last 2 requests, then a refusal that speaks of acme only.
+    for _ in 0..2 {
+        assert_eq!(
+            send(&gw.key, chat("m", "acme")).await.unwrap().status(),
+            200
+        );
+    }
+    let refused = send(&gw.key, chat("m", "acme again")).await.unwrap();
+    assert_eq!(refused.status(), 429);
+    let headers = format!("{:?}", refused.headers());
+    assert!(!headers.contains("globex"), "{headers}");
+    let body: Value = refused.json().await.unwrap();
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.starts_with(&format!(
+            "end user `bob` of tenant `{KEY_ORG}` has used 5 of its 5 daily request limit"
+        )),
+        "{message}"
+    );
+    assert!(!message.contains("globex"), "{message}");
+    assert_eq!(mock.hits(), 10, "refusals never went upstream");
+
+    // The records carry each request's tenant and end user; a report by user keeps them apart.
+    let store = gw.store.clone();
+    let records = gw.finish().await;
+    let served: Vec<(String, String)> = records
+        .iter()
+        .filter(|r| r.status == 200)
+        .map(|r| (r.tenant.clone().unwrap().0, r.user.clone().unwrap()))
+        .collect();
+    assert_eq!(served.iter().filter(|(t, _)| t == KEY_ORG).count(), 5);
+    assert_eq!(served.iter().filter(|(t, _)| t == "globex").count(), 5);
+    assert!(served.iter().all(|(_, user)| user == "bob"));
+    let report = store
+        .usage_report(&sluice_store::UsageQuery {
+            by: vec![sluice_store::UsageDimension::User],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut groups: Vec<(Option<&str>, Option<&str>, u64)> = report
+        .iter()
+        .map(|row| {
+            (
+                row.value(sluice_store::UsageDimension::Tenant),
+                row.value(sluice_store::UsageDimension::User),
+                row.requests,
+            )
+        })
+        .collect();
+    groups.sort();
+    assert_eq!(
+        groups,
+        [
+            (Some(KEY_ORG), Some("bob"), 6),
+            (Some("globex"), Some("bob"), 6)
+        ]
     );
 }
 
@@ -480,4 +613,83 @@ async fn embeddings_are_admitted_counted_and_priced_too() {
         records[1].error_code.map(|c| c.as_str()),
         Some("budget_exceeded")
     );
+}
+
+#[tokio::test]
+async fn a_tenant_at_its_counter_cap_is_refused_new_end_users_while_others_are_served() {
+    let mock = MockUpstream::openai().start().await;
+    let gw = TestGateway::builder()
+        .route("m", [on(&mock, ProviderKind::OpenAi, "gpt-4o-mini")])
+        .budget(budget("user:*", "requests", "day", 100))
+        .max_counters_per_tenant(2)
+        .start()
+        .await;
+    let globex = gw
+        .store
+        .create_key(sluice_store::NewKey {
+            name: "globex".into(),
+            organisation: Some("globex".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .secret;
+    let send = |key: &str, user: &str, anthropic: bool| {
+        let request = if anthropic {
+            gw.client
+                .post(gw.url("/v1/messages"))
+                .header("anthropic-version", "2023-06-01")
+        } else {
+            gw.client.post(gw.url("/v1/chat/completions"))
+        };
+        request
+            .bearer_auth(key)
+            .header("x-sluice-user", user)
+            .json(&chat("m", "hi"))
+            .send()
+    };
+
+    for user in ["ana", "bob"] {
+        assert_eq!(send(&gw.key, user, false).await.unwrap().status(), 200);
+    }
+    // A third end user of acme needs a third counter: refused before any upstream call.
+    let refused = send(&gw.key, "cy", false).await.unwrap();
+    assert_eq!(refused.status(), 429);
+    assert_eq!(header(&refused, "retry-after"), Some("60"));
+    let body: Value = refused.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "rate_limit_exceeded");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.starts_with(&format!(
+            "tenant `{KEY_ORG}` has 2 end-user budget counters in use, the most this gateway keeps per tenant"
+        )),
+        "{message}"
+    );
+    // In the Anthropic dialect too.
+    let refused = send(&gw.key, "dee", true).await.unwrap();
+    assert_eq!(refused.status(), 429);
+    let body: Value = refused.json().await.unwrap();
+    assert_eq!(body["error"]["type"], "rate_limit_error");
+
+    // acme's end users already counted are served; so is another tenant's new one.
+    assert_eq!(send(&gw.key, "ana", false).await.unwrap().status(), 200);
+    assert_eq!(send(&globex, "cy", false).await.unwrap().status(), 200);
+    assert_eq!(mock.hits(), 4);
+
+    let metrics = gw.metrics().await;
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l == "sluice_counter_entries_refused_total 2"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.lines().any(|l| l == "sluice_counter_entries 3"),
+        "{metrics}"
+    );
+    let records = gw.finish().await;
+    let refused: Vec<_> = records.iter().filter(|r| r.status == 429).collect();
+    assert_eq!(refused.len(), 2);
+    assert!(refused.iter().all(|r| r.attempts.is_empty()
+        && r.error_code.map(|c| c.as_str()) == Some("rate_limit_exceeded")));
 }

@@ -750,3 +750,96 @@ async fn health_and_readiness_answer_without_a_key() {
     assert_eq!(ready.status(), 200);
     assert_eq!(ready.text().await.unwrap(), r#"{"status":"ready"}"#);
 }
+
+#[tokio::test]
+async fn client_chosen_ids_past_256_bytes_are_refused_in_the_callers_dialect_naming_the_field() {
+    let mock = MockUpstream::openai().start().await;
+    let gw = TestGateway::builder()
+        .route("m", [on(&mock, ProviderKind::OpenAi, "gpt-4o-mini")])
+        .budget(crate::support::budget("user:*", "requests", "day", 100))
+        .start()
+        .await;
+    let long = "u".repeat(257);
+    let chat = |user: Option<&str>| {
+        let mut body =
+            json!({"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]});
+        if let Some(user) = user {
+            body["user"] = json!(user);
+        }
+        body
+    };
+    let openai = |header: Option<(&'static str, String)>, body: Value| {
+        let mut request = gw
+            .client
+            .post(gw.url("/v1/chat/completions"))
+            .bearer_auth(&gw.key)
+            .json(&body);
+        if let Some((name, value)) = header {
+            request = request.header(name, value);
+        }
+        request.send()
+    };
+
+    // Exactly at the limit: served, and counted under that id.
+    let at_limit = "u".repeat(256);
+    let ok = openai(Some(("x-sluice-user", at_limit.clone())), chat(None))
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 200);
+
+    for (header, body, field) in [
+        (
+            Some(("x-sluice-user", long.clone())),
+            chat(None),
+            "x-sluice-user",
+        ),
+        (
+            Some(("x-sluice-feature", long.clone())),
+            chat(None),
+            "x-sluice-feature",
+        ),
+        (None, chat(Some(&long)), "user"),
+    ] {
+        let (status, body) = error_of(openai(header, body).await.unwrap()).await;
+        assert_eq!(status, 400, "{field}");
+        assert_eq!(openai_code(&body), "invalid_request", "{body}");
+        assert_eq!(body["error"]["param"], field, "{body}");
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(
+            message.contains(&format!("`{field}` is 257 bytes long")),
+            "{message}"
+        );
+        assert!(message.contains("at most 256 bytes"), "{message}");
+    }
+    let mut long_model = chat(None);
+    long_model["model"] = json!("m".repeat(300));
+    let (status, body) = error_of(openai(None, long_model).await.unwrap()).await;
+    assert_eq!(status, 400);
+    assert_eq!(body["error"]["param"], "model", "{body}");
+
+    // Anthropic callers are told in their own shape, naming their own field.
+    let mut message =
+        json!({"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]});
+    message["metadata"] = json!({"user_id": long});
+    let (status, body) = error_of(gw.anthropic("/v1/messages", message).await).await;
+    assert_eq!(status, 400);
+    assert_eq!(body["type"], "error");
+    assert_eq!(body["error"]["type"], "invalid_request_error");
+    let text = body["error"]["message"].as_str().unwrap();
+    assert!(
+        text.starts_with("`metadata.user_id` is 257 bytes long"),
+        "{text}"
+    );
+
+    assert_eq!(mock.hits(), 1, "refused requests never went upstream");
+    let records = gw.finish().await;
+    assert_eq!(records.len(), 6);
+    assert_eq!(records[0].user.as_deref(), Some(at_limit.as_str()));
+    // No refused id was kept: not in a record, and so not in a report.
+    for record in &records[1..] {
+        assert_eq!(record.status, 400);
+        for kept in [&record.user, &record.feature, &record.alias] {
+            assert!(kept.as_ref().is_none_or(|id| id.len() <= 256), "{record:?}");
+        }
+    }
+}

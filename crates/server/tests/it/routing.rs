@@ -453,14 +453,18 @@ async fn retries_back_off_and_stop_at_the_budget() {
         .route_with(route(vec![only.clone()], vec![], route_policy))
         .start()
         .await;
+    let mut attempts = Vec::new();
     for _ in 0..3 {
-        assert_eq!(
-            gw.openai("/v1/chat/completions", chat(false))
-                .await
-                .status(),
-            502
-        );
+        let res = gw.openai("/v1/chat/completions", chat(false)).await;
+        assert_eq!(res.status(), 502);
+        // An error answer says where the request went, as far as it got.
+        let headers = res.headers();
+        assert_eq!(headers["x-sluice-alias"], "chat");
+        assert_eq!(headers["x-sluice-deployment"], only.name.as_str());
+        assert_eq!(headers["x-sluice-provider"], "openai");
+        attempts.push(headers["x-sluice-attempts"].to_str().unwrap().to_owned());
     }
+    assert_eq!(attempts, ["3", "1", "1"]);
     // 3 attempts (2 retries spend the budget), then 1 each: an outage is not multiplied.
     assert_eq!(mock.hits(), 5);
     let health: Value = gw

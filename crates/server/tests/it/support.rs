@@ -67,6 +67,7 @@ pub struct Builder {
     tracing: Option<TraceSettings>,
     limits: Option<sluice_server::ConnectionLimits>,
     body_read_timeout: Option<Duration>,
+    max_counters_per_tenant: Option<usize>,
 }
 
 /// The harness key's place in the hierarchy: `org:acme`, `team:qa`, `project:checkout`,
@@ -134,6 +135,12 @@ impl Builder {
     }
 
     /// A budget row in the store, loaded before the first request.
+    /// In-process counters keeping at most `max` entries per tenant's end users.
+    pub fn max_counters_per_tenant(mut self, max: usize) -> Self {
+        self.max_counters_per_tenant = Some(max);
+        self
+    }
+
     pub fn budget(mut self, row: BudgetRow) -> Self {
         self.budgets.push(row);
         self
@@ -222,13 +229,20 @@ impl Builder {
             Some(settings) => Tracer::start(settings).unwrap(),
             None => Tracer::disabled(),
         };
+        let mut parts = self.policy.unwrap_or_else(policy_parts);
+        let mut counter_entries = sluice_policy::counters::CounterEntries::default();
+        if let Some(max) = self.max_counters_per_tenant {
+            let counters = sluice_policy::MemoryCounters::with_max_per_tenant(max);
+            counter_entries = counters.entries();
+            parts.counters = Arc::new(counters);
+        }
         let gateway = Gateway::new(
             router,
             upstream,
             store.clone(),
             queue.sender(),
             tracer.clone(),
-            PolicyEngine::new(self.policy.unwrap_or_else(policy_parts)),
+            PolicyEngine::new(parts),
         );
         for row in self.budgets {
             store.put_budget(row).await.unwrap();
@@ -243,6 +257,7 @@ impl Builder {
             body_read_timeout: self.body_read_timeout.unwrap_or(Duration::from_secs(30)),
             connections: connections.clone(),
             counter_errors: Default::default(),
+            counter_entries,
             admin_token: self
                 .admin_token
                 .map(|t| AdminToken::new(&secrecy::SecretString::from(t))),
