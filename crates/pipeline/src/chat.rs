@@ -245,6 +245,18 @@ impl Gateway {
                 }
                 exchange.set_schema_valid(schema::check_response(&request, response));
                 exchange.capture_response(&completion.raw);
+                // Many compatible servers ignore `n` and answer one choice: that is a parameter
+                // dropped, said as an error rather than passed off as the answer asked for.
+                let asked = request.n.unwrap_or(1);
+                let got = u32::try_from(response.choices.len()).unwrap_or(u32::MAX);
+                if got < asked {
+                    let error = PipelineError::ChoicesMissing {
+                        deployment: provenance.deployment.clone(),
+                        asked,
+                        got,
+                    };
+                    return Err(Box::new((exchange, error)));
+                }
                 exchange.finish(200);
                 Ok(Settled::Complete {
                     completion,

@@ -100,6 +100,15 @@ pub enum PipelineError {
     /// A client-chosen id (the end user, the model name) longer than the gateway keeps.
     #[error(transparent)]
     IdTooLong(sluice_types::IdTooLong),
+    /// The deployment answered fewer choices than `n` asked for: it does not honour `n`.
+    #[error(
+        "deployment `{deployment}` answered {got} of the {asked} choices asked for (`n`): it does not honour `n`; send `n: 1` (and repeat the request), or use a model whose deployments do"
+    )]
+    ChoicesMissing {
+        deployment: String,
+        asked: u32,
+        got: u32,
+    },
     /// A state the pipeline should never reach.
     #[error("internal error: {0}")]
     Internal(&'static str),
@@ -124,6 +133,7 @@ impl Classify for PipelineError {
             PipelineError::Store(e) => e.kind(),
             PipelineError::Hook(e) => e.kind(),
             PipelineError::IdTooLong(_) => ErrorKind::InvalidRequest,
+            PipelineError::ChoicesMissing { .. } => ErrorKind::UnsupportedParameter,
             PipelineError::Internal(_) => ErrorKind::Internal,
         }
     }
@@ -134,6 +144,7 @@ impl Classify for PipelineError {
             PipelineError::Store(e) => e.origin(),
             PipelineError::Policy(e) | PipelineError::CountersUnavailable(e) => e.origin(),
             PipelineError::Hook(e) => e.origin(),
+            PipelineError::ChoicesMissing { .. } => Origin::Upstream,
             PipelineError::Internal(_) => Origin::Gateway,
             _ => Origin::Client,
         }
@@ -171,6 +182,7 @@ impl PipelineError {
         match self {
             PipelineError::Provider(ProviderError::Encode(wire)) => wire.param(),
             PipelineError::IdTooLong(too_long) => Some(too_long.field.to_owned()),
+            PipelineError::ChoicesMissing { .. } => Some("n".to_owned()),
             _ => None,
         }
     }

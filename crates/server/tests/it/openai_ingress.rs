@@ -752,3 +752,48 @@ async fn a_client_that_hangs_up_after_the_last_event_leaves_a_success() {
         assert_eq!((r.status, r.error_code), (200, None), "{r:?}");
     }
 }
+
+/// A compatible server that ignores `n` answers one choice: the client is told, not handed one
+/// choice for two, and what the call used is still recorded and charged. (The mock answers `n`
+/// choices unless told to ignore it.)
+#[tokio::test]
+async fn n_above_what_the_server_answered_is_an_error_naming_the_parameter() {
+    let mock = MockUpstream::openai().start().await;
+    let gw = TestGateway::builder()
+        .route(
+            "local",
+            [on(&mock, ProviderKind::OpenAiCompatible, "llama")],
+        )
+        .start()
+        .await;
+    let res = gw
+        .openai(
+            "/v1/chat/completions",
+            json!({"model": "local", "n": 2,
+                "messages": [{"role": "user", "content": "#mock ignore_n\nhi"}]}),
+        )
+        .await;
+    assert_eq!(res.status(), 400);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "unsupported_parameter");
+    assert_eq!(body["error"]["param"], "n");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("answered 1 of the 2 choices"), "{message}");
+    assert_eq!(mock.last_request().unwrap().body["n"], 2);
+
+    let one = gw
+        .openai(
+            "/v1/chat/completions",
+            json!({"model": "local", "n": 1, "messages": [{"role": "user", "content": "hi"}]}),
+        )
+        .await;
+    assert_eq!(one.status(), 200);
+
+    let records = gw.finish().await;
+    assert_eq!(records[0].status, 400);
+    assert_eq!(
+        records[0].error_code.map(|c| c.as_str()),
+        Some("unsupported_parameter")
+    );
+    assert!(records[0].input_tokens.unwrap() > 0 && records[0].output_tokens.unwrap() > 0);
+}

@@ -26,6 +26,7 @@ pub(super) struct Directives {
     pub cut_after: Option<usize>,
     pub no_usage: bool,
     pub linger_ms: Option<u64>,
+    pub ignore_n: bool,
 }
 
 /// Parses every `#mock` line in `text`; `None` when there is none.
@@ -83,6 +84,10 @@ impl Directives {
                 self.no_usage = true;
                 true
             }
+            "ignore_n" => {
+                self.ignore_n = true;
+                true
+            }
             "tool" if !value.is_empty() => {
                 self.tool = Some(value.to_owned());
                 true
@@ -111,6 +116,7 @@ impl Directives {
             || self.chunk_delay_ms.is_some()
             || self.cut_after.is_some()
             || self.linger_ms.is_some()
+            || self.ignore_n
             || self.no_usage;
         any.then(|| Fault {
             delay_ms: self.delay_ms.unwrap_or(0),
@@ -119,6 +125,7 @@ impl Directives {
             cut_after_events: self.cut_after,
             usage_in_stream: !self.no_usage,
             linger_ms: self.linger_ms.unwrap_or(0),
+            ignore_n: self.ignore_n,
         })
     }
 

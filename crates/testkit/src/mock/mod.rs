@@ -88,6 +88,7 @@
 //! #mock cut_after=3                  abort the connection after 3 events (non-stream: mid-body)
 //! #mock no_usage                     stream: omit usage, like some OpenAI-compatible servers
 //! #mock linger_ms=200                stream: wait after the last event before closing
+//! #mock ignore_n                     answer one choice whatever `n` asked for
 //! ```
 //!
 //! Precedence among reply words is `status`, `malformed`, `text`, `tool`.
@@ -205,6 +206,9 @@ pub struct Fault {
     /// Stream: wait this long after the last event before closing the body, as a server that
     /// lingers after `[DONE]` / `message_stop` does.
     pub linger_ms: u64,
+    /// OpenAI, whole answers: answer one choice whatever `n` asked for, as many compatible
+    /// servers do (by default the mock answers `n` choices, as OpenAI does).
+    pub ignore_n: bool,
 }
 
 impl Default for Fault {
@@ -216,6 +220,7 @@ impl Default for Fault {
             cut_after_events: None,
             usage_in_stream: true,
             linger_ms: 0,
+            ignore_n: false,
         }
     }
 }

@@ -211,6 +211,20 @@ pub(super) fn completion(meta: &Meta, answer: &Answer, usage: Usage) -> Value {
     })
 }
 
+/// Answers `n` choices (up to 8), as OpenAI does: the same message under each index.
+pub(super) fn answer_n_choices(completion: &mut Value, n: Option<&Value>) {
+    let n = n.and_then(Value::as_u64).unwrap_or(1).clamp(1, 8);
+    if let Some(choices) = completion["choices"].as_array_mut()
+        && let Some(first) = choices.first().cloned()
+    {
+        for index in 1..n {
+            let mut choice = first.clone();
+            choice["index"] = index.into();
+            choices.push(choice);
+        }
+    }
+}
+
 /// Builds `chat.completion.chunk` frames for one completion.
 struct Chunks<'a> {
     meta: &'a Meta,

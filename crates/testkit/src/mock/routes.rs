@@ -243,7 +243,13 @@ async fn chat(shared: &Arc<Shared>, ctx: &Ctx, headers: &HeaderMap, body: &Bytes
         return ctx.stream(frames, fault, Some(on_abandon));
     }
     let value = match ctx.dialect {
-        MockDialect::OpenAi => openai::completion(&openai::Meta::new(&view.model), &answer, usage),
+        MockDialect::OpenAi => {
+            let mut value = openai::completion(&openai::Meta::new(&view.model), &answer, usage);
+            if !fault.ignore_n {
+                openai::answer_n_choices(&mut value, json.get("n"));
+            }
+            value
+        }
         MockDialect::Anthropic => {
             anthropic::message(&anthropic::Meta::new(&view.model), &answer, usage)
         }
