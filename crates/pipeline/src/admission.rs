@@ -542,9 +542,11 @@ impl PolicyEngine {
             if attempt.input_tokens.is_none() && attempt.output_tokens.is_none() {
                 continue;
             }
-            // The answering attempt is priced from the record's usage, cached tokens included.
+            // The answering attempt is priced from the record's usage, cached tokens included
+            // (a stream that failed after its first event answered too: its outcome is the
+            // failure, its usage the record's).
             let usage = if !priced_served
-                && attempt.outcome == AttemptOutcome::Ok
+                && attempt.outcome != AttemptOutcome::Cancelled
                 && served == Some(attempt.deployment.as_str())
             {
                 priced_served = true;
