@@ -18,8 +18,8 @@ use crate::chat::unix_now;
 use crate::hooks::{HookError, StreamHooks};
 use crate::tokens::{estimate_input, estimate_text};
 
-/// A chunk's events as the client will get them. With stream hooks on the route, `raw` is
-/// empty whenever the hooks changed anything, so the server re-encodes from the events.
+/// Yields the upstream's chunks as the client will get them. With stream hooks on the route,
+/// a chunk the hooks changed has no `raw` bytes, so the server re-encodes it from its events.
 pub struct GuardedStream {
     /// Chunks received before the stream was handed over, sent first.
     held: VecDeque<StreamChunk>,
