@@ -83,6 +83,12 @@ struct Bound {
 /// bound.
 async fn run(settings: Settings, store: Store, on_ready: impl FnOnce(Bound)) -> anyhow::Result<()> {
     let gateway_parts = build(&settings)?;
+    // The tokenizer tables the aliases' estimates use, loaded off the runtime's threads while
+    // the gateway starts (readiness does not wait for them).
+    let aliases: Vec<String> = settings.aliases.keys().cloned().collect();
+    drop(tokio::task::spawn_blocking(move || {
+        sluice_pipeline::tokens::load_tokenizers(aliases.iter().map(String::as_str));
+    }));
     let queue = RecordQueue::start(store.clone(), settings.store.record_queue);
     let retention = sluice_store::RecordRetention::start(store.clone(), settings.store.retention);
     let tracer = start_tracer(&settings)?;
