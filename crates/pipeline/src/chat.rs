@@ -210,10 +210,7 @@ impl Gateway {
         } = dispatched;
         let alias = plan.alias();
         let (won, answer) = match served {
-            Served::Upstream(won) => {
-                let answer_kind = won.answer;
-                (Some((won.candidate, won.slot)), answer_kind)
-            }
+            Served::Upstream(won) => (Some((won.candidate, won.slot)), won.answer),
             Served::Gateway(answer) => (None, answer),
         };
         match answer {

@@ -276,26 +276,23 @@ impl Exchange {
     /// The attempt that served a stream failed after its first event (the upstream cut the
     /// stream, sent an error event, or ran out of time): its outcome says so.
     pub(crate) fn attempt_failed_late(&mut self, deployment: &str, kind: ErrorKind) {
-        if let Some(attempt) = self
-            .record
-            .attempts
-            .iter_mut()
-            .rev()
-            .find(|a| a.deployment == deployment && a.outcome == AttemptOutcome::Ok)
-        {
+        if let Some(attempt) = self.serving_attempt(deployment) {
             attempt.outcome = AttemptOutcome::Failed(kind);
         }
     }
 
-    /// Usage of the attempt that served the answer.
-    pub(crate) fn attempt_usage(&mut self, deployment: &str, usage: &Usage) {
-        if let Some(attempt) = self
-            .record
+    /// The latest attempt of `deployment` that answered.
+    fn serving_attempt(&mut self, deployment: &str) -> Option<&mut AttemptRecord> {
+        self.record
             .attempts
             .iter_mut()
             .rev()
             .find(|a| a.deployment == deployment && a.outcome == AttemptOutcome::Ok)
-        {
+    }
+
+    /// Usage of the attempt that served the answer.
+    pub(crate) fn attempt_usage(&mut self, deployment: &str, usage: &Usage) {
+        if let Some(attempt) = self.serving_attempt(deployment) {
             attempt.input_tokens = Some(usage.input_tokens);
             attempt.output_tokens = Some(usage.output_tokens);
         }

@@ -65,9 +65,6 @@ pub(crate) async fn count_tokens(
             }
             response
         }
-        Err(unsettled) => {
-            let (exchange, e) = *unsettled;
-            body::fail_pipeline(exchange, dialect, e)
-        }
+        Err(unsettled) => body::fail_unsettled(unsettled, dialect),
     }
 }

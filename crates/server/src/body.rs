@@ -123,6 +123,12 @@ pub(crate) fn fail_pipeline(
     response
 }
 
+/// [`fail_pipeline`] for a settle that failed: the record came back with its error.
+pub(crate) fn fail_unsettled(unsettled: sluice_pipeline::Unsettled, dialect: Dialect) -> Response {
+    let (exchange, error) = *unsettled;
+    fail_pipeline(exchange, dialect, error)
+}
+
 /// Logs a failed request once, here at the edge, with its whole cause chain: a warning when the
 /// gateway itself failed, an info line when an upstream did (an outage is also on `/metrics`),
 /// a debug line when the client's request was at fault.

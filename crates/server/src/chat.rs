@@ -46,10 +46,7 @@ pub(crate) async fn handle(
         Err(e) => return body::fail_pipeline(exchange, dialect, e),
     };
     match gateway.settle(exchange, dispatched) {
-        Err(unsettled) => {
-            let (exchange, e) = *unsettled;
-            body::fail_pipeline(exchange, dialect, e)
-        }
+        Err(unsettled) => body::fail_unsettled(unsettled, dialect),
         Ok(Settled::Complete {
             completion,
             provenance,

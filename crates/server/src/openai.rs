@@ -52,9 +52,6 @@ pub(crate) async fn embeddings(
             provenance::insert_all(response.headers_mut(), &provenance);
             response
         }
-        Err(unsettled) => {
-            let (exchange, e) = *unsettled;
-            body::fail_pipeline(exchange, dialect, e)
-        }
+        Err(unsettled) => body::fail_unsettled(unsettled, dialect),
     }
 }
