@@ -13,11 +13,12 @@ use sluice_providers::{
     Completion, CompletionStream, Deployment, ProviderError, Reply, StreamChunk, Upstream,
 };
 use sluice_routing::RoutePlan;
+use sluice_types::record::Audit;
 use sluice_types::{ChatRequest, ChatResponse, FinishReason, StreamEvent, Usage};
 
 use crate::admission::Demand;
-use crate::hooks::{HookContext, HookError, Hooks, Verdict};
-use crate::operation::{FirstAnswer, Operation};
+use crate::hooks::{HookContext, HookError, Hooks};
+use crate::operation::{FirstAnswer, Hooked, Operation};
 use crate::stages::{Dispatched, Served};
 use crate::stream::GuardedStream;
 use crate::tokens::{estimate_input, estimate_text};
@@ -45,6 +46,8 @@ pub struct Provenance {
     pub attempts: usize,
     /// The caller's budgets and rate limits after admission.
     pub quota: Arc<crate::QuotaState>,
+    /// What the route's policies found and did so far ([`Audit::summary`]).
+    pub policy: Option<String>,
 }
 
 /// The provider and deployment named on answers a hook gave.
@@ -66,6 +69,7 @@ impl Provenance {
             served_model: served_model.to_owned(),
             attempts: exchange.attempts(),
             quota: exchange.quota().clone(),
+            policy: exchange.policy().summary(),
         }
     }
 
@@ -80,6 +84,7 @@ impl Provenance {
             served_model: served_model.to_owned(),
             attempts: 0,
             quota: exchange.quota().clone(),
+            policy: exchange.policy().summary(),
         }
     }
 }
@@ -138,13 +143,17 @@ impl Operation for ChatRequest {
         &mut self,
         hooks: &Hooks,
         context: HookContext<'_>,
-    ) -> Result<Option<ChatAnswer>, HookError> {
-        Ok(match hooks.on_request(context, self)? {
-            Verdict::Continue => None,
-            Verdict::Answer(response) => Some(ChatAnswer::Complete(Completion {
-                response: *response,
-                raw: bytes::Bytes::new(),
-            })),
+        audit: &mut Audit,
+    ) -> Result<Hooked<ChatAnswer>, HookError> {
+        let started = hooks.on_request(context, self, audit)?;
+        Ok(Hooked {
+            watchers: started.watchers,
+            answer: started.answer.map(|response| {
+                ChatAnswer::Complete(Completion {
+                    response: *response,
+                    raw: bytes::Bytes::new(),
+                })
+            }),
         })
     }
 
@@ -204,7 +213,7 @@ impl Gateway {
         let Dispatched {
             request,
             plan,
-            hooks,
+            mut watchers,
             deadline,
             served,
         } = dispatched;
@@ -219,7 +228,7 @@ impl Gateway {
                 if completion.response.created == 0 {
                     completion.response.created = unix_now();
                 }
-                if let Err(e) = hooks.on_response(&mut completion.response) {
+                if let Err(e) = watchers.on_response(&mut completion.response, exchange.audit()) {
                     return Err(Box::new((exchange, e.into())));
                 }
                 let response = &completion.response;
@@ -231,7 +240,7 @@ impl Gateway {
                     }
                     None => Provenance::of_gateway(&exchange, alias, &response.model),
                 };
-                provenance.passthrough &= !hooks.read_output();
+                provenance.passthrough &= !watchers.read_output();
                 exchange.first_token();
                 let usage = response
                     .usage
@@ -280,16 +289,9 @@ impl Gateway {
                 exchange.served_by(&deployment, &served_model);
                 exchange.first_token();
                 let mut provenance = Provenance::of(&exchange, alias, &deployment, &served_model);
-                provenance.passthrough &= !hooks.read_output();
-                let stream = GuardedStream::new(
-                    held,
-                    rest,
-                    exchange,
-                    slot,
-                    deadline,
-                    request,
-                    hooks.on_stream(),
-                );
+                provenance.passthrough &= !watchers.read_output();
+                let stream =
+                    GuardedStream::new(held, rest, exchange, slot, deadline, request, watchers);
                 Ok(Settled::Stream {
                     stream: Box::new(stream),
                     provenance,

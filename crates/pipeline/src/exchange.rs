@@ -10,7 +10,7 @@ use sluice_providers::Deployment;
 use sluice_store::RecordSender;
 use sluice_telemetry::{Metrics, Tracer};
 use sluice_types::record::{
-    AttemptOutcome, AttemptRecord, Endpoint, ErrorCode, Next, RequestRecord,
+    AttemptOutcome, AttemptRecord, Audit, Endpoint, ErrorCode, Next, RequestRecord,
 };
 
 use std::sync::Arc;
@@ -296,6 +296,16 @@ impl Exchange {
             attempt.input_tokens = Some(usage.input_tokens);
             attempt.output_tokens = Some(usage.output_tokens);
         }
+    }
+
+    /// What the route's policies found and did, as the record will hold it.
+    pub(crate) fn audit(&mut self) -> &mut Audit {
+        &mut self.record.policy
+    }
+
+    /// The policy decisions so far (a response header names them).
+    pub fn policy(&self) -> &Audit {
+        &self.record.policy
     }
 
     pub(crate) fn set_schema_valid(&mut self, valid: Option<bool>) {

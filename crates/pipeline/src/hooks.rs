@@ -6,14 +6,18 @@
 //! with an error event in the caller's dialect. Hooks run in route order on the way in and on
 //! the way out.
 //!
-//! Raw upstream bytes reach the client only when no hook of the route reads the output
-//! ([`Hooks::read_output`]): the pipeline decides passthrough, not the server.
+//! A hook that needs the answer says so per request ([`Verdict::Watch`]), with an
+//! [`AnswerHook`] that keeps that request's state (the pseudonyms it gave, the schema asked
+//! for). Raw upstream bytes reach the client only when no hook watches the answer
+//! ([`Watchers::read_output`]): the pipeline decides passthrough, not the server. What hooks
+//! find and do goes to the record's policy decisions ([`Audit`]), never the values matched.
 //!
 //! The one hook shipped here is [`RequestSize`] (`max_input_tokens` on a route). DLP,
 //! structured-output validation, tool policy, caches and idempotent replay attach here too.
 
 use std::sync::Arc;
 
+use sluice_types::record::Audit;
 use sluice_types::{ChatRequest, ChatResponse, Classify, ErrorKind, Origin, StreamEvent};
 
 use crate::Caller;
@@ -30,6 +34,9 @@ pub enum HookError {
         estimate: u32,
         limit: u32,
     },
+    /// A hook found what its policy forbids in the request: nothing is sent upstream.
+    #[error("the request was refused by the `{hook}` policy: {reason}")]
+    RequestBlocked { hook: &'static str, reason: String },
     /// A hook found what its policy forbids in the answer (a stream ends with this error).
     #[error("the answer was stopped by the `{hook}` policy: {reason}")]
     OutputBlocked { hook: &'static str, reason: String },
@@ -38,9 +45,9 @@ pub enum HookError {
 impl Classify for HookError {
     fn kind(&self) -> ErrorKind {
         match self {
-            HookError::PromptTooLarge { .. } | HookError::OutputBlocked { .. } => {
-                ErrorKind::PolicyBlocked
-            }
+            HookError::PromptTooLarge { .. }
+            | HookError::RequestBlocked { .. }
+            | HookError::OutputBlocked { .. } => ErrorKind::PolicyBlocked,
         }
     }
     fn origin(&self) -> Origin {
@@ -52,61 +59,70 @@ impl Classify for HookError {
 #[derive(Debug, Clone, Copy)]
 pub struct HookContext<'a> {
     pub caller: &'a Caller,
-    /// The route serving the request (after any soft-limit move).
+    /// The route serving the request.
     pub alias: &'a str,
 }
 
 /// What the request stage of a hook decided.
-#[derive(Debug)]
 pub enum Verdict {
     /// Go on (the hook may have changed the request).
     Continue,
+    /// Go on, and let this see the answer: it keeps what the hook learnt of this request (the
+    /// pseudonyms it gave, the schema asked for, the caller's rights).
+    Watch(Box<dyn AnswerHook>),
     /// Answer with this, without an upstream call (a cache hit, an idempotent replay).
     Answer(Box<ChatResponse>),
 }
 
-/// One policy on the request path. Every method has a default that does nothing, so a hook
-/// implements only the stages it acts on.
-pub trait Hook: Send + Sync + std::fmt::Debug {
-    /// Its name in configuration, logs and errors.
-    fn name(&self) -> &'static str;
-
-    /// Whether it needs the answer's content. Any hook that does turns off the byte-for-byte
-    /// passthrough of upstream answers on its route.
-    fn reads_output(&self) -> bool {
-        false
-    }
-
-    /// Reads or changes the request; refuses it; or answers it.
-    fn on_request(
-        &self,
-        _context: HookContext<'_>,
-        _request: &mut ChatRequest,
-    ) -> Result<Verdict, HookError> {
-        Ok(Verdict::Continue)
-    }
-
-    /// Reads or changes a whole answer before it is encoded for the client.
-    fn on_response(&self, _response: &mut ChatResponse) -> Result<(), HookError> {
-        Ok(())
-    }
-
-    /// The state it keeps across one stream's events; `None` when it does not look at streams.
-    fn on_stream(&self) -> Option<Box<dyn StreamHook>> {
-        None
+impl std::fmt::Debug for Verdict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Verdict::Continue => f.write_str("Continue"),
+            Verdict::Watch(_) => f.write_str("Watch"),
+            Verdict::Answer(answer) => f.debug_tuple("Answer").field(answer).finish(),
+        }
     }
 }
 
-/// One hook's view of one stream.
-pub trait StreamHook: Send {
-    /// Sees one event and pushes what goes on to the client: the event, a changed one, nothing
-    /// (held back, to be released by a later call or by [`StreamHook::finish`]), or several.
-    /// An error ends the stream with an error event.
-    fn on_event(&mut self, event: StreamEvent, out: &mut Vec<StreamEvent>)
-    -> Result<(), HookError>;
+/// One policy on the request path, shared by every request of its routes.
+pub trait Hook: Send + Sync + std::fmt::Debug {
+    /// Its name in configuration, logs, errors and the record's policy decisions.
+    fn name(&self) -> &'static str;
+
+    /// Reads or changes the request; refuses it; answers it; or asks to see its answer.
+    /// What it finds goes to `audit` (the record's policy decisions).
+    fn on_request(
+        &self,
+        context: HookContext<'_>,
+        request: &mut ChatRequest,
+        audit: &mut Audit,
+    ) -> Result<Verdict, HookError>;
+}
+
+/// One hook's view of one request's answer: a whole answer, or a stream's events. Every
+/// method but [`AnswerHook::on_event`] has a default that does nothing.
+pub trait AnswerHook: Send {
+    /// Reads or changes a whole answer before it is encoded for the client.
+    fn on_response(
+        &mut self,
+        _response: &mut ChatResponse,
+        _audit: &mut Audit,
+    ) -> Result<(), HookError> {
+        Ok(())
+    }
+
+    /// Sees one stream event and pushes what goes on to the client: the event, a changed one,
+    /// nothing (held back, to be released by a later call or by [`AnswerHook::finish`]), or
+    /// several. An error ends the stream with an error event.
+    fn on_event(
+        &mut self,
+        event: StreamEvent,
+        out: &mut Vec<StreamEvent>,
+        audit: &mut Audit,
+    ) -> Result<(), HookError>;
 
     /// The upstream stream ended: releases whatever is still held back.
-    fn finish(&mut self, _out: &mut Vec<StreamEvent>) -> Result<(), HookError> {
+    fn finish(&mut self, _out: &mut Vec<StreamEvent>, _audit: &mut Audit) -> Result<(), HookError> {
         Ok(())
     }
 }
@@ -124,54 +140,78 @@ impl Hooks {
         self.0.is_empty()
     }
 
-    /// Whether any hook needs the answer's content (then nothing is passed through raw).
-    pub fn read_output(&self) -> bool {
-        self.0.iter().any(|hook| hook.reads_output())
-    }
-
-    /// Runs every hook's request stage in order; the first refusal or answer wins.
+    /// Runs every hook's request stage in order; the first refusal or answer ends the walk.
+    /// The hooks that asked to see the answer before then see it, a hook's own answer
+    /// included.
     pub(crate) fn on_request(
         &self,
         context: HookContext<'_>,
         request: &mut ChatRequest,
-    ) -> Result<Verdict, HookError> {
+        audit: &mut Audit,
+    ) -> Result<Started, HookError> {
+        let mut watchers = Watchers::default();
         for hook in self.0.iter() {
-            if let Verdict::Answer(answer) = hook.on_request(context, request)? {
-                tracing::debug!(hook = hook.name(), "answered by a hook");
-                return Ok(Verdict::Answer(answer));
+            match hook.on_request(context, request, audit)? {
+                Verdict::Continue => {}
+                Verdict::Watch(watcher) => watchers.0.push(watcher),
+                Verdict::Answer(answer) => {
+                    tracing::debug!(hook = hook.name(), "answered by a hook");
+                    return Ok(Started {
+                        watchers,
+                        answer: Some(answer),
+                    });
+                }
             }
         }
-        Ok(Verdict::Continue)
+        Ok(Started {
+            watchers,
+            answer: None,
+        })
+    }
+}
+
+/// What the request stage of a route's hooks left: who watches the answer, and the answer a
+/// hook gave, if one did.
+#[derive(Default)]
+pub struct Started {
+    pub watchers: Watchers,
+    pub answer: Option<Box<ChatResponse>>,
+}
+
+/// The answer stages of one request's hooks, chained in route order: each sees what the one
+/// before it let out. None: the answer's content is not read, and upstream bytes may pass
+/// through as received.
+#[derive(Default)]
+pub struct Watchers(Vec<Box<dyn AnswerHook>>);
+
+impl Watchers {
+    /// Whether any hook reads the answer (then nothing is passed through raw).
+    pub fn read_output(&self) -> bool {
+        !self.0.is_empty()
     }
 
-    /// Runs every hook's response stage, in order.
-    pub(crate) fn on_response(&self, response: &mut ChatResponse) -> Result<(), HookError> {
+    /// Runs every answer stage on a whole answer, in order.
+    pub(crate) fn on_response(
+        &mut self,
+        response: &mut ChatResponse,
+        audit: &mut Audit,
+    ) -> Result<(), HookError> {
         self.0
-            .iter()
-            .try_for_each(|hook| hook.on_response(response))
+            .iter_mut()
+            .try_for_each(|hook| hook.on_response(response, audit))
     }
 
-    /// The stream stages of the hooks that look at streams; `None` when none does.
-    pub(crate) fn on_stream(&self) -> Option<StreamHooks> {
-        let stages: Vec<Box<dyn StreamHook>> =
-            self.0.iter().filter_map(|hook| hook.on_stream()).collect();
-        (!stages.is_empty()).then_some(StreamHooks { stages })
-    }
-}
-
-/// The stream stages of one stream, chained: each hook sees what the one before it let out.
-pub(crate) struct StreamHooks {
-    stages: Vec<Box<dyn StreamHook>>,
-}
-
-impl StreamHooks {
     /// Passes `events` through every stage; returns what reaches the client.
-    pub fn on_events(&mut self, events: Vec<StreamEvent>) -> Result<Vec<StreamEvent>, HookError> {
+    pub(crate) fn on_events(
+        &mut self,
+        events: Vec<StreamEvent>,
+        audit: &mut Audit,
+    ) -> Result<Vec<StreamEvent>, HookError> {
         let mut events = events;
-        for stage in &mut self.stages {
+        for stage in &mut self.0 {
             let mut out = Vec::with_capacity(events.len());
             for event in events {
-                stage.on_event(event, &mut out)?;
+                stage.on_event(event, &mut out, audit)?;
             }
             events = out;
         }
@@ -179,14 +219,14 @@ impl StreamHooks {
     }
 
     /// The upstream ended: every stage releases what it held, through the stages after it.
-    pub fn finish(&mut self) -> Result<Vec<StreamEvent>, HookError> {
+    pub(crate) fn finish(&mut self, audit: &mut Audit) -> Result<Vec<StreamEvent>, HookError> {
         let mut carried: Vec<StreamEvent> = Vec::new();
-        for stage in &mut self.stages {
+        for stage in &mut self.0 {
             let mut out = Vec::with_capacity(carried.len());
             for event in carried {
-                stage.on_event(event, &mut out)?;
+                stage.on_event(event, &mut out, audit)?;
             }
-            stage.finish(&mut out)?;
+            stage.finish(&mut out, audit)?;
             carried = out;
         }
         Ok(carried)
@@ -211,6 +251,7 @@ impl Hook for RequestSize {
         &self,
         context: HookContext<'_>,
         request: &mut ChatRequest,
+        _audit: &mut Audit,
     ) -> Result<Verdict, HookError> {
         let estimate = crate::tokens::estimate_input(request);
         if estimate > self.max_input_tokens {

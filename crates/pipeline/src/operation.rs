@@ -8,15 +8,31 @@ use std::time::Duration;
 use sluice_providers::{Deployment, ProviderError, TimeoutPhase, Upstream};
 
 use crate::admission::Demand;
-use crate::hooks::{HookContext, HookError, Hooks};
+use crate::hooks::{HookContext, HookError, Hooks, Watchers};
 use crate::{Exchange, Gateway};
 use sluice_routing::RoutePlan;
+use sluice_types::record::Audit;
 
 /// The per-attempt timeout on the first answer, and which limit it stands for.
 #[derive(Debug, Clone, Copy)]
 pub struct FirstAnswer {
     pub within: Duration,
     pub phase: TimeoutPhase,
+}
+
+/// What a request's hooks left for the later stages.
+pub struct Hooked<A> {
+    pub watchers: Watchers,
+    pub answer: Option<A>,
+}
+
+impl<A> Default for Hooked<A> {
+    fn default() -> Self {
+        Hooked {
+            watchers: Watchers::default(),
+            answer: None,
+        }
+    }
 }
 
 /// One kind of upstream call, as the stages need it.
@@ -57,13 +73,15 @@ pub trait Operation: Send + Sync + Sized {
         false
     }
 
-    /// Runs the route's request hooks; `Some` is an answer given without an upstream call.
+    /// Runs the route's request hooks: who watches the answer, and an answer a hook gave
+    /// without an upstream call. Operations other than chat have no hooks yet.
     fn run_hooks(
         &mut self,
         _hooks: &Hooks,
         _context: HookContext<'_>,
-    ) -> Result<Option<Self::Answer>, HookError> {
-        Ok(None)
+        _audit: &mut Audit,
+    ) -> Result<Hooked<Self::Answer>, HookError> {
+        Ok(Hooked::default())
     }
 
     /// One attempt at one deployment. `first` bounds the time to the first answer (a stream's

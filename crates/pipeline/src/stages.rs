@@ -18,8 +18,8 @@ use tokio::time::Instant;
 
 use crate::admission::QuotaState;
 use crate::dispatch::{Dispatch, Won, skipped};
-use crate::hooks::{HookContext, Hooks};
-use crate::operation::Operation;
+use crate::hooks::{HookContext, Hooks, Watchers};
+use crate::operation::{Hooked, Operation};
 use crate::{Caller, Exchange, Gateway, PipelineError};
 
 /// A request with its route.
@@ -30,13 +30,14 @@ pub struct Planned<Op> {
 }
 
 /// A request that may go ahead: the route that serves it (another one when a soft limit moved
-/// it), the caller's quota after its reservation, and the route's hooks. The reservation
-/// itself is bound to the exchange: it is settled when the record is, on every path.
+/// it), the caller's quota after its reservation, and the hooks that watch its answer. The
+/// reservation itself is bound to the exchange: it is settled when the record is, on every
+/// path.
 pub struct Admitted<Op: Operation> {
     pub request: Op,
     pub plan: RoutePlan,
     pub quota: Arc<QuotaState>,
-    pub hooks: Hooks,
+    pub watchers: Watchers,
     /// An answer a hook gave: nothing is sent upstream.
     pub answered: Option<Op::Answer>,
 }
@@ -45,7 +46,7 @@ pub struct Admitted<Op: Operation> {
 pub struct Dispatched<Op: Operation> {
     pub request: Op,
     pub plan: RoutePlan,
-    pub hooks: Hooks,
+    pub watchers: Watchers,
     /// The route's total deadline, which still bounds a stream.
     pub deadline: Instant,
     pub served: Served<Op::Answer>,
@@ -127,13 +128,14 @@ impl Gateway {
         planned: Planned<Op>,
     ) -> Result<Admitted<Op>, PipelineError> {
         let Planned { mut request, plan } = planned;
-        let asked = plan.alias().clone();
-        let hooks = self.hooks_of(&asked);
         let context = HookContext {
             caller,
             alias: plan.alias(),
         };
-        let answered = request.run_hooks(&hooks, context)?;
+        let Hooked {
+            watchers,
+            answer: answered,
+        } = request.run_hooks(&self.hooks_of(plan.alias()), context, exchange.audit())?;
         // Nothing to reserve for an answer that costs nothing, or one a hook already gave.
         let (plan, quota) = if request.reserves() && answered.is_none() {
             let held = self.hold(exchange, caller, &request, plan).await?;
@@ -145,17 +147,13 @@ impl Gateway {
         } else {
             (plan, Arc::default())
         };
-        // A soft limit may have moved the request to another route, with hooks of its own.
-        let hooks = if Arc::ptr_eq(plan.alias(), &asked) {
-            hooks
-        } else {
-            self.hooks_of(plan.alias())
-        };
+        // A soft limit may move the request to the route's cheaper alias: the hooks of the
+        // route asked for, which saw the request, watch its answer.
         Ok(Admitted {
             request,
             plan,
             quota,
-            hooks,
+            watchers,
             answered,
         })
     }
@@ -171,7 +169,7 @@ impl Gateway {
         let Admitted {
             request,
             plan,
-            hooks,
+            watchers,
             answered,
             ..
         } = admitted;
@@ -181,7 +179,7 @@ impl Gateway {
             return Ok(Dispatched {
                 request,
                 plan,
-                hooks,
+                watchers,
                 deadline,
                 served: Served::Gateway(answer),
             });
@@ -219,7 +217,7 @@ impl Gateway {
         Ok(Dispatched {
             request,
             plan,
-            hooks,
+            watchers,
             deadline,
             served: Served::Upstream(won),
         })

@@ -15,7 +15,7 @@ use tokio::time::Instant;
 
 use crate::Exchange;
 use crate::chat::unix_now;
-use crate::hooks::{HookError, StreamHooks};
+use crate::hooks::{HookError, Watchers};
 use crate::tokens::{estimate_input, estimate_text};
 
 /// Yields the upstream's chunks as the client will get them. With stream hooks on the route,
@@ -29,7 +29,8 @@ pub struct GuardedStream {
     slot: Slot,
     /// The route's total timeout.
     deadline: Pin<Box<tokio::time::Sleep>>,
-    hooks: Option<StreamHooks>,
+    /// The hooks that watch the answer (none: chunks pass as received).
+    watchers: Watchers,
     /// The request, for the prompt estimate when the provider reports no usage.
     request: ChatRequest,
     /// The answer's tokens so far, as the gateway counts them (for when no usage comes).
@@ -48,7 +49,7 @@ impl GuardedStream {
         slot: Slot,
         deadline: Instant,
         request: ChatRequest,
-        hooks: Option<StreamHooks>,
+        watchers: Watchers,
     ) -> GuardedStream {
         let mut stream = GuardedStream {
             held: VecDeque::with_capacity(held.len()),
@@ -56,7 +57,7 @@ impl GuardedStream {
             exchange,
             slot,
             deadline: Box::pin(tokio::time::sleep_until(deadline)),
-            hooks,
+            watchers,
             request,
             output_tokens: 0,
             usage: None,
@@ -92,11 +93,11 @@ impl GuardedStream {
     /// Runs a chunk through the route's stream hooks. A chunk the hooks changed loses its raw
     /// bytes (they no longer say what the client gets).
     fn through_hooks(&mut self, chunk: StreamChunk) -> StreamChunk {
-        let Some(hooks) = &mut self.hooks else {
+        if !self.watchers.read_output() {
             return chunk;
-        };
+        }
         let original = chunk.events.clone();
-        match hooks.on_events(chunk.events) {
+        match self.watchers.on_events(chunk.events, self.exchange.audit()) {
             Ok(events) if events == original => StreamChunk {
                 raw: chunk.raw,
                 events,
@@ -166,10 +167,9 @@ impl GuardedStream {
     /// no usage gets the gateway's estimate (flagged), so the client sees what the record
     /// holds; then the record settles.
     fn finish(&mut self) -> Option<StreamChunk> {
-        let mut events = match self.hooks.as_mut().map(StreamHooks::finish) {
-            None => Vec::new(),
-            Some(Ok(events)) => events,
-            Some(Err(e)) => return Some(self.blocked(e)),
+        let mut events = match self.watchers.finish(self.exchange.audit()) {
+            Ok(events) => events,
+            Err(e) => return Some(self.blocked(e)),
         };
         let failure = self.upstream_error;
         if self.usage.is_none() && failure.is_none() {

@@ -12,6 +12,8 @@ pub(crate) const PROVIDER: HeaderName = HeaderName::from_static("x-sluice-provid
 pub(crate) const DEPLOYMENT: HeaderName = HeaderName::from_static("x-sluice-deployment");
 pub(crate) const ALIAS: HeaderName = HeaderName::from_static("x-sluice-alias");
 pub(crate) const ATTEMPTS: HeaderName = HeaderName::from_static("x-sluice-attempts");
+/// What the route's policies found and did: `POLICY:RULE:ACTION:PLACE=COUNT`, comma separated.
+pub(crate) const POLICY: HeaderName = HeaderName::from_static("x-sluice-policy");
 pub(crate) const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 pub(crate) fn request_id(headers: &mut HeaderMap, id: &str) {
@@ -25,6 +27,9 @@ pub(crate) fn insert_all(headers: &mut HeaderMap, provenance: &Provenance) {
     insert(headers, DEPLOYMENT, &provenance.deployment);
     insert(headers, ALIAS, &provenance.alias);
     headers.insert(ATTEMPTS, HeaderValue::from(provenance.attempts));
+    if let Some(policy) = &provenance.policy {
+        insert(headers, POLICY, policy);
+    }
     crate::quota::insert(headers, &provenance.quota);
 }
 
@@ -37,6 +42,9 @@ pub(crate) fn insert_failure(headers: &mut HeaderMap, exchange: &sluice_pipeline
         insert(headers, DEPLOYMENT, deployment);
         insert(headers, PROVIDER, provider);
         headers.insert(ATTEMPTS, HeaderValue::from(exchange.attempts()));
+    }
+    if let Some(policy) = exchange.policy().summary() {
+        insert(headers, POLICY, &policy);
     }
 }
 

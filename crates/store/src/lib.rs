@@ -148,6 +148,9 @@ const MIGRATIONS: &[&str] = &[
     "ALTER TABLE keys ADD COLUMN tenant TEXT;
     ALTER TABLE requests ADD COLUMN tenant TEXT;
     ",
+    // What the route's policies found and did (JSON list of decisions; NULL when none).
+    "ALTER TABLE requests ADD COLUMN policy TEXT;
+    ",
 ];
 
 /// The embedded SQLite store.

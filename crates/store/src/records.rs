@@ -62,7 +62,7 @@ const BATCH: usize = 256;
 /// How long a batch may wait for more records: the delay before a record is readable.
 const LINGER: std::time::Duration = std::time::Duration::from_millis(25);
 
-/// Rows per INSERT statement at most: 33 bound columns each, 2,112 parameters, far below
+/// Rows per INSERT statement at most: 35 bound columns each, 2,240 parameters, far below
 /// SQLite's 32,766.
 const ROWS_PER_INSERT: usize = 64;
 
@@ -71,7 +71,7 @@ const RECORD_COLUMNS: &str = "id, started_at, endpoint, dialect, key_id, team, u
     served_model, provider, deployment, stream, status, error_code, input_tokens, output_tokens, \
     cached_tokens, usage_estimated, ttft_us, latency_us, attempts, drill_of, schema_valid, \
     trace_id, span_id, parent_span_id, organisation, project, feature, cost_micros, energy_uwh, \
-    carbon_ug, degraded_from, tenant";
+    carbon_ug, degraded_from, tenant, policy";
 
 /// The INSERT of `rows` records (1 to [`ROWS_PER_INSERT`]): a prefix of the statement for the
 /// most rows, which is built once. One statement per chunk keeps one round trip to the SQLite
@@ -194,14 +194,22 @@ impl Store {
         let mut tx = self.records_pool().begin().await?;
         for chunk in records.chunks(ROWS_PER_INSERT) {
             let mut attempts = Vec::with_capacity(chunk.len());
+            let mut policies = Vec::with_capacity(chunk.len());
             for r in chunk {
+                policies.push(if r.policy.is_empty() {
+                    None
+                } else {
+                    Some(serde_json::to_string(&r.policy).map_err(|e| {
+                        StoreError::Corrupt(format!("policy decisions of {}: {e}", r.id))
+                    })?)
+                });
                 attempts.push(
                     serde_json::to_string(&r.attempts)
                         .map_err(|e| StoreError::Corrupt(format!("attempts of {}: {e}", r.id)))?,
                 );
             }
             let mut insert = sqlx::query(insert_sql(chunk.len()));
-            for (r, attempts) in chunk.iter().zip(attempts) {
+            for ((r, attempts), policy) in chunk.iter().zip(attempts).zip(policies) {
                 insert = insert
                     .bind(&r.id)
                     .bind(r.started_at)
@@ -236,7 +244,8 @@ impl Store {
                     .bind(r.energy_uwh.map(clamp_i64))
                     .bind(r.carbon_ug.map(clamp_i64))
                     .bind(&r.degraded_from)
-                    .bind(r.tenant.as_ref().map(|t| t.as_str()));
+                    .bind(r.tenant.as_ref().map(|t| t.as_str()))
+                    .bind(policy);
             }
             insert.execute(&mut *tx).await?;
         }
@@ -541,6 +550,11 @@ pub(crate) fn record_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<RequestRe
         carbon_ug: unsigned("carbon_ug")?,
         degraded_from: row.try_get("degraded_from")?,
         bodies: None,
+        policy: match row.try_get::<Option<String>, _>("policy")? {
+            Some(text) => serde_json::from_str(&text)
+                .map_err(|e| StoreError::Corrupt(format!("policy decisions of a request: {e}")))?,
+            None => Default::default(),
+        },
     })
 }
 
@@ -584,6 +598,17 @@ mod tests {
             trace_id: Some("4bf92f3577b34da6a3ce929d0e0e4736".into()),
             span_id: Some("00f067aa0ba902b7".into()),
             latency_us: 2000,
+            policy: {
+                let mut audit = sluice_types::record::Audit::default();
+                audit.note(
+                    "dlp",
+                    "email",
+                    sluice_types::record::PolicyAction::Pseudonymise,
+                    sluice_types::record::PolicyPlace::Request,
+                    2,
+                );
+                audit
+            },
             ..Default::default()
         }
     }
@@ -609,7 +634,7 @@ mod tests {
         for rows in [1, 2, 23, ROWS_PER_INSERT] {
             let sql = insert_sql(rows);
             let columns = RECORD_COLUMNS.split(", ").count();
-            assert_eq!(columns, 34);
+            assert_eq!(columns, 35);
             assert_eq!(sql.matches('?').count(), rows * columns, "{rows}");
             assert!(sql.ends_with(')'), "{rows}: {sql}");
         }

@@ -31,6 +31,8 @@ pub struct Limits {
     pub providers: usize,
     pub served_models: usize,
     pub error_codes: usize,
+    /// Policy rules (detectors, tool rules, custom patterns): from the configuration.
+    pub policy_rules: usize,
 }
 
 impl Default for Limits {
@@ -45,6 +47,7 @@ impl Default for Limits {
             // request ids in the model name grow the series without bound.
             served_models: 128,
             error_codes: 64,
+            policy_rules: 256,
         }
     }
 }
@@ -104,6 +107,7 @@ pub(crate) struct Labels {
     pub(crate) providers: LabelValues,
     pub(crate) served_models: LabelValues,
     pub(crate) error_codes: LabelValues,
+    pub(crate) policy_rules: LabelValues,
     /// An empty label value: Prometheus reads it as the label being absent.
     pub(crate) none: Arc<str>,
 }
@@ -117,6 +121,7 @@ impl Labels {
             providers: LabelValues::new(limits.providers),
             served_models: LabelValues::new(limits.served_models),
             error_codes: LabelValues::new(limits.error_codes),
+            policy_rules: LabelValues::new(limits.policy_rules),
             none: Arc::from(""),
         }
     }
@@ -194,6 +199,16 @@ pub(crate) struct TokenLabels {
 pub(crate) struct SpendLabels {
     pub(crate) alias: Arc<str>,
     pub(crate) deployment: Arc<str>,
+}
+
+/// `sluice_policy_decisions_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct PolicyLabels {
+    pub(crate) alias: Arc<str>,
+    pub(crate) policy: Arc<str>,
+    pub(crate) rule: Arc<str>,
+    pub(crate) action: &'static str,
+    pub(crate) place: &'static str,
 }
 
 /// `sluice_usage_estimated_total`.

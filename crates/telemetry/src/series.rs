@@ -23,7 +23,7 @@ use sluice_types::record::RequestRecord;
 
 use crate::labels::{
     AttemptLabels, DeploymentLabels, EstimatedLabels, GenAiLabels, GenAiOutcomeLabels,
-    GenAiTokenLabels, Labels, RequestLabels, SpendLabels, TokenLabels,
+    GenAiTokenLabels, Labels, PolicyLabels, RequestLabels, SpendLabels, TokenLabels,
 };
 
 /// `gen_ai.client.operation.duration` boundaries from the semantic conventions, plus three more
@@ -99,6 +99,7 @@ pub(crate) struct Series {
     attempt_duration: HistogramFamily<DeploymentLabels>,
     tokens: Family<TokenLabels, Counter>,
     usage_estimated: Family<EstimatedLabels, Counter>,
+    policy_decisions: Family<PolicyLabels, Counter>,
     /// Cost (USD), energy (J), carbon (gCO2e): floats, as Prometheus wants base units.
     spend: [Family<SpendLabels, FloatCounter>; 3],
     by_request: Handles<RequestKey, RequestSeries>,
@@ -118,6 +119,7 @@ impl Series {
             attempt_duration: histograms(&DURATION_BUCKETS),
             tokens: Family::default(),
             usage_estimated: Family::default(),
+            policy_decisions: Family::default(),
             spend: Default::default(),
             by_request: Handles::new(HANDLES_CAP),
             by_attempt: Handles::new(HANDLES_CAP),
@@ -187,6 +189,12 @@ impl Series {
             "sluice_usage_estimated",
             "Requests whose token counts the gateway estimated because the provider reported none",
             series.usage_estimated.clone(),
+        );
+        registry.register(
+            "sluice_policy_decisions",
+            "Findings of the routes' policies (DLP, tool policy, stop sequences, structured \
+             output), by alias, policy, rule, action and where: counts, never values",
+            series.policy_decisions.clone(),
         );
         series
     }
@@ -274,6 +282,22 @@ impl Series {
         self.observe_spend(&key.request, &series, record);
         if let Some(gen_ai) = &key.gen_ai {
             self.observe_gen_ai(gen_ai, &key.request.error, &series, record);
+        }
+        self.observe_policy(labels, &key.request.alias, record);
+    }
+
+    /// Policy decisions: rare next to requests, so looked up per decision.
+    fn observe_policy(&self, labels: &Labels, alias: &Arc<str>, record: &RequestRecord) {
+        for decision in record.policy.decisions() {
+            self.policy_decisions
+                .get_or_create(&PolicyLabels {
+                    alias: alias.clone(),
+                    policy: labels.policy_rules.get(&decision.policy),
+                    rule: labels.policy_rules.get(&decision.rule),
+                    action: decision.action.as_str(),
+                    place: decision.place.as_str(),
+                })
+                .inc_by(u64::from(decision.count));
         }
     }
 

@@ -508,6 +508,32 @@ fn cost_energy_and_carbon_add_up_in_base_units() {
 }
 
 #[test]
+fn policy_decisions_are_counted_by_alias_policy_rule_action_and_place() {
+    let metrics = Metrics::new();
+    let mut record = success();
+    record.policy.note(
+        "dlp",
+        "payment_card",
+        sluice_types::record::PolicyAction::Redact,
+        sluice_types::record::PolicyPlace::Request,
+        2,
+    );
+    metrics.observe(&record);
+    metrics.observe(&record);
+    metrics.observe(&success());
+    let s = Scrape::of(&metrics);
+    let labels = [
+        ("alias", "fast"),
+        ("policy", "dlp"),
+        ("rule", "payment_card"),
+        ("action", "redact"),
+        ("place", "request"),
+    ];
+    assert_eq!(s.value("sluice_policy_decisions_total", &labels), 4.0);
+    assert_eq!(s.series("sluice_policy_decisions_total"), 1);
+}
+
+#[test]
 fn estimated_usage_is_counted_by_deployment() {
     let metrics = Metrics::new();
     metrics.observe(&estimated());
@@ -633,7 +659,15 @@ fn every_family_has_its_prometheus_type() {
     let metrics = Metrics::new();
     metrics.observe(&stream());
     metrics.observe(&estimated());
-    metrics.observe(&priced());
+    let mut priced = priced();
+    priced.policy.note(
+        "tool_policy",
+        "drop_database",
+        sluice_types::record::PolicyAction::Block,
+        sluice_types::record::PolicyPlace::ToolCall,
+        1,
+    );
+    metrics.observe(&priced);
     let gauge = DeploymentGauge {
         deployment: "primary".into(),
         provider: "openai".into(),
@@ -646,6 +680,7 @@ fn every_family_has_its_prometheus_type() {
         ("sluice_upstream_attempt_duration_seconds", "histogram"),
         ("sluice_tokens_total", "counter"),
         ("sluice_usage_estimated_total", "counter"),
+        ("sluice_policy_decisions_total", "counter"),
         ("sluice_cost_usd_total", "counter"),
         ("sluice_energy_joules_total", "counter"),
         ("sluice_carbon_grams_total", "counter"),

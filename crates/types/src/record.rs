@@ -363,6 +363,154 @@ pub struct RequestRecord {
     /// The request and response bodies, when the route or key keeps them (stored apart).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bodies: Option<Bodies>,
+    /// What the route's policies found and did (DLP, tool policy, stop sequences, structured
+    /// output): never the values they matched.
+    #[serde(default, skip_serializing_if = "Audit::is_empty")]
+    pub policy: Audit,
+}
+
+/// One policy's finding on a request: which rule matched, where, how often, and what was done.
+/// It names what was found, never the value.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PolicyDecision {
+    /// The policy: `dlp`, `tool_policy`, `stop_sequences`, `structured_output`, ...
+    pub policy: String,
+    /// What matched: a detector (`email`), a tool rule, a stop sequence's index, ...
+    pub rule: String,
+    pub action: PolicyAction,
+    pub place: PolicyPlace,
+    pub count: u32,
+}
+
+/// What a policy did about a finding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PolicyAction {
+    /// Replaced by a marker naming what was there.
+    Redact,
+    /// Replaced by a stable placeholder, restored in the answer the client sees.
+    Pseudonymise,
+    /// The request or answer was refused.
+    Block,
+    /// Let through, recorded.
+    Log,
+    /// Let through with a warning header.
+    Warn,
+    /// Changed so that it no longer triggers (an escaped stop sequence).
+    Escape,
+    /// Repaired (a structured answer's code fences or text around the JSON).
+    Repair,
+    /// Enforced by the gateway itself (a stop sequence the provider could not take).
+    Enforce,
+    /// Marked for whoever reads the record (an answer ended by a stop sequence).
+    Flag,
+}
+
+impl PolicyAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PolicyAction::Redact => "redact",
+            PolicyAction::Pseudonymise => "pseudonymise",
+            PolicyAction::Block => "block",
+            PolicyAction::Log => "log",
+            PolicyAction::Warn => "warn",
+            PolicyAction::Escape => "escape",
+            PolicyAction::Repair => "repair",
+            PolicyAction::Enforce => "enforce",
+            PolicyAction::Flag => "flag",
+        }
+    }
+}
+
+/// Where in the exchange a policy found something.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PolicyPlace {
+    /// The request's messages (system, user, assistant text).
+    Request,
+    /// Tool results the client sent back.
+    ToolResult,
+    /// Tool-call arguments: in the request's history, or in the answer.
+    ToolCall,
+    /// The tools the request offered.
+    Tools,
+    /// The answer's text.
+    Response,
+}
+
+impl PolicyPlace {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PolicyPlace::Request => "request",
+            PolicyPlace::ToolResult => "tool_result",
+            PolicyPlace::ToolCall => "tool_call",
+            PolicyPlace::Tools => "tools",
+            PolicyPlace::Response => "response",
+        }
+    }
+}
+
+/// A request's policy decisions, merged by (policy, rule, action, place).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Audit(Vec<PolicyDecision>);
+
+impl Audit {
+    /// Counts `count` more findings of one kind.
+    pub fn note(
+        &mut self,
+        policy: &str,
+        rule: &str,
+        action: PolicyAction,
+        place: PolicyPlace,
+        count: u32,
+    ) {
+        if count == 0 {
+            return;
+        }
+        match self.0.iter_mut().find(|d| {
+            d.policy == policy && d.rule == rule && d.action == action && d.place == place
+        }) {
+            Some(decision) => decision.count = decision.count.saturating_add(count),
+            None => self.0.push(PolicyDecision {
+                policy: policy.to_owned(),
+                rule: rule.to_owned(),
+                action,
+                place,
+                count,
+            }),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn decisions(&self) -> &[PolicyDecision] {
+        &self.0
+    }
+
+    /// A one-line summary for a response header: `POLICY:RULE:ACTION:PLACE=COUNT`, comma
+    /// separated (`dlp:email:pseudonymise:request=2`). `None` when there is nothing to say.
+    pub fn summary(&self) -> Option<String> {
+        use std::fmt::Write;
+        let mut out = String::new();
+        for d in &self.0 {
+            if !out.is_empty() {
+                out.push_str(", ");
+            }
+            let _ = write!(
+                out,
+                "{}:{}:{}:{}={}",
+                d.policy,
+                d.rule,
+                d.action.as_str(),
+                d.place.as_str(),
+                d.count
+            );
+        }
+        (!out.is_empty()).then_some(out)
+    }
 }
 
 /// A request's bodies as kept: already redacted, each cut at the configured size.
@@ -389,6 +537,45 @@ impl RequestRecord {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_audit_merges_findings_of_one_kind_and_summarises_them() {
+        let mut audit = Audit::default();
+        audit.note(
+            "dlp",
+            "email",
+            PolicyAction::Redact,
+            PolicyPlace::Request,
+            2,
+        );
+        audit.note(
+            "dlp",
+            "email",
+            PolicyAction::Redact,
+            PolicyPlace::Request,
+            1,
+        );
+        audit.note(
+            "dlp",
+            "email",
+            PolicyAction::Redact,
+            PolicyPlace::Response,
+            1,
+        );
+        audit.note("dlp", "iban", PolicyAction::Block, PolicyPlace::Request, 0);
+        assert_eq!(audit.decisions().len(), 2);
+        assert_eq!(
+            audit.summary().as_deref(),
+            Some("dlp:email:redact:request=3, dlp:email:redact:response=1")
+        );
+        assert_eq!(Audit::default().summary(), None);
+        let json = serde_json::to_string(&audit).unwrap();
+        assert!(
+            json.starts_with(r#"[{"policy":"dlp","rule":"email","action":"redact""#),
+            "{json}"
+        );
+        assert_eq!(serde_json::from_str::<Audit>(&json).unwrap(), audit);
+    }
 
     #[test]
     fn every_value_reads_back_from_its_text() {

@@ -69,7 +69,7 @@ async fn guarded(
         slot,
         Instant::now() + total,
         prompt(),
-        None,
+        crate::hooks::Watchers::default(),
     );
     (stream, records)
 }

@@ -4,10 +4,11 @@
 use std::sync::Arc;
 
 use serde_json::{Value, json};
-use sluice_pipeline::hooks::{RequestSize, StreamHook};
+use sluice_pipeline::hooks::{AnswerHook, HookContext, RequestSize, Verdict};
 use sluice_pipeline::{Hook, HookError, Hooks, RouteRules};
 use sluice_providers::ProviderKind;
 use sluice_testkit::{MockUpstream, Reply};
+use sluice_types::record::Audit;
 use sluice_types::{ChatResponse, Part, StreamEvent};
 
 use crate::support::{
@@ -91,10 +92,22 @@ impl Hook for Upper {
     fn name(&self) -> &'static str {
         "upper"
     }
-    fn reads_output(&self) -> bool {
-        true
+    fn on_request(
+        &self,
+        _context: HookContext<'_>,
+        _request: &mut sluice_types::ChatRequest,
+        _audit: &mut Audit,
+    ) -> Result<Verdict, HookError> {
+        Ok(Verdict::Watch(Box::new(UpperStream)))
     }
-    fn on_response(&self, response: &mut ChatResponse) -> Result<(), HookError> {
+}
+
+impl AnswerHook for UpperStream {
+    fn on_response(
+        &mut self,
+        response: &mut ChatResponse,
+        _audit: &mut Audit,
+    ) -> Result<(), HookError> {
         for choice in &mut response.choices {
             for part in &mut choice.parts {
                 if let Part::Text { text, .. } = part {
@@ -104,16 +117,11 @@ impl Hook for Upper {
         }
         Ok(())
     }
-    fn on_stream(&self) -> Option<Box<dyn StreamHook>> {
-        Some(Box::new(UpperStream))
-    }
-}
-
-impl StreamHook for UpperStream {
     fn on_event(
         &mut self,
         event: StreamEvent,
         out: &mut Vec<StreamEvent>,
+        _audit: &mut Audit,
     ) -> Result<(), HookError> {
         match event {
             StreamEvent::TextDelta { text, .. } if text.contains("STOP") => {
@@ -232,25 +240,24 @@ impl Hook for Canned {
     }
     fn on_request(
         &self,
-        _context: sluice_pipeline::hooks::HookContext<'_>,
+        _context: HookContext<'_>,
         _request: &mut sluice_types::ChatRequest,
-    ) -> Result<sluice_pipeline::hooks::Verdict, HookError> {
-        Ok(sluice_pipeline::hooks::Verdict::Answer(Box::new(
-            ChatResponse {
-                id: "canned-1".into(),
-                model: "canned-model".into(),
-                created: 0,
-                choices: vec![sluice_types::Choice {
-                    index: 0,
-                    parts: vec![Part::text("from the gateway")],
-                    refusal: None,
-                    finish_reason: Some(sluice_types::FinishReason::EndTurn),
-                    logprobs: None,
-                }],
-                usage: None,
-                system_fingerprint: None,
-            },
-        )))
+        _audit: &mut Audit,
+    ) -> Result<Verdict, HookError> {
+        Ok(Verdict::Answer(Box::new(ChatResponse {
+            id: "canned-1".into(),
+            model: "canned-model".into(),
+            created: 0,
+            choices: vec![sluice_types::Choice {
+                index: 0,
+                parts: vec![Part::text("from the gateway")],
+                refusal: None,
+                finish_reason: Some(sluice_types::FinishReason::EndTurn),
+                logprobs: None,
+            }],
+            usage: None,
+            system_fingerprint: None,
+        })))
     }
 }
 
