@@ -19,7 +19,7 @@ pub(crate) fn luhn(digits: &[u8]) -> bool {
             }
         })
         .sum();
-    !digits.is_empty() && sum % 10 == 0
+    !digits.is_empty() && sum.is_multiple_of(10)
 }
 
 /// Whether a card number of this length starts with an issuer prefix (IIN) of a network that
@@ -37,8 +37,9 @@ pub(crate) fn card_issuer_known(digits: &[u8]) -> bool {
     let visa = p1 == 4 && matches!(length, 13 | 16 | 19);
     let mastercard = ((51..=55).contains(&p2) || (2221..=2720).contains(&p4)) && length == 16;
     let amex = matches!(p2, 34 | 37) && length == 15;
-    let discover = (p4 == 6011 || (644..=649).contains(&p3) || p2 == 65 || (622126..=622925).contains(&p6))
-        && (16..=19).contains(&length);
+    let discover =
+        (p4 == 6011 || (644..=649).contains(&p3) || p2 == 65 || (622126..=622925).contains(&p6))
+            && (16..=19).contains(&length);
     let jcb = (3528..=3589).contains(&p4) && (16..=19).contains(&length);
     let diners = ((300..=305).contains(&p3) || matches!(p2, 36 | 38 | 39) || p4 == 3095)
         && (14..=19).contains(&length);
@@ -109,7 +110,13 @@ pub(crate) fn uk_nino_prefix_allocated(first: u8, second: u8) -> bool {
     }
     !matches!(
         [first, second],
-        [b'B', b'G'] | [b'G', b'B'] | [b'K', b'N'] | [b'N', b'K'] | [b'N', b'T'] | [b'T', b'N'] | [b'Z', b'Z']
+        [b'B', b'G']
+            | [b'G', b'B']
+            | [b'K', b'N']
+            | [b'N', b'K']
+            | [b'N', b'T']
+            | [b'T', b'N']
+            | [b'Z', b'Z']
     )
 }
 
@@ -149,7 +156,10 @@ pub(crate) fn it_codice_fiscale_valid(code: &[u8]) -> bool {
     if body.len() != 15 {
         return false;
     }
-    let day = match (body.get(9).copied().and_then(codice_fiscale_digit), body.get(10).copied().and_then(codice_fiscale_digit)) {
+    let day = match (
+        body.get(9).copied().and_then(codice_fiscale_digit),
+        body.get(10).copied().and_then(codice_fiscale_digit),
+    ) {
         (Some(tens), Some(units)) => tens * 10 + units,
         _ => return false,
     };

@@ -11,11 +11,11 @@ use aho_corasick::{AhoCorasick, AhoCorasickBuilder, Input, MatchKind};
 use regex::{Regex, RegexSet};
 use regex_syntax::hir::Hir;
 
+use crate::DlpError;
 use crate::detector::{Custom, Detector, DetectorId, Finding};
 use crate::rules::{self, Validator};
 use crate::secrets;
 use crate::stream::Liveness;
-use crate::DlpError;
 
 /// The enabled detectors, compiled. Cheap to share (`Arc<Scanner>`); every method takes `&self`
 /// and may run on many threads at once.
@@ -182,8 +182,12 @@ impl Scanner {
             }
         }
 
-        let set = RegexSet::new(rules.iter().map(|rule| rule.regex.as_str()))
-            .map_err(|source| DlpError::PatternSet { source: Box::new(source) })?;
+        let set =
+            RegexSet::new(rules.iter().map(|rule| rule.regex.as_str())).map_err(|source| {
+                DlpError::PatternSet {
+                    source: Box::new(source),
+                }
+            })?;
         let liveness = if open_shapes.is_empty() {
             None
         } else {
@@ -320,13 +324,17 @@ impl WordList {
                 .get(occurrence.pattern().as_usize())
                 .copied()
                 .unwrap_or((true, true));
-            let before = text.get(..range.start).and_then(|head| head.chars().next_back());
+            let before = text
+                .get(..range.start)
+                .and_then(|head| head.chars().next_back());
             let after = text.get(range.end..).and_then(|tail| tail.chars().next());
-            let whole_word = !(starts_word && before.is_some_and(is_word))
-                && !(ends_word && after.is_some_and(is_word));
+            let joined_before = starts_word && before.is_some_and(is_word);
+            let joined_after = ends_word && after.is_some_and(is_word);
+            let whole_word = !joined_before && !joined_after;
             // A case-insensitive byte match could start inside a multi-byte character only if
             // a word did; words are whole strings, so ranges fall on char boundaries.
-            if whole_word && text.is_char_boundary(range.start) && text.is_char_boundary(range.end) {
+            if whole_word && text.is_char_boundary(range.start) && text.is_char_boundary(range.end)
+            {
                 found.push((
                     self.rank,
                     Finding {

@@ -18,10 +18,10 @@ use regex_automata::util::start;
 use regex_automata::{Anchored, MatchKind};
 use regex_syntax::hir::{Class, ClassUnicode, ClassUnicodeRange, Hir, HirKind, Repetition};
 
+use crate::DlpError;
 use crate::detector::Finding;
 use crate::rules::LOOKAROUND_CHARS;
 use crate::scanner::Scanner;
-use crate::DlpError;
 
 /// The most a stream holds back, in bytes. A match longer than this (in practice only a private
 /// key block, whose `BEGIN` line opens a match that runs to its `END`) is released in part once
@@ -222,7 +222,12 @@ impl Scanner {
 
     /// [`Scanner::stable_len`] of `text[from..]` with `text[..from]` released already; never
     /// less than `from`.
-    pub(crate) fn settled_until(&self, text: &str, from: usize, candidates: &[Range<usize>]) -> usize {
+    pub(crate) fn settled_until(
+        &self,
+        text: &str,
+        from: usize,
+        candidates: &[Range<usize>],
+    ) -> usize {
         let end = text.len();
         let floor = ceil_char_boundary(text, from.max(end.saturating_sub(MAX_HOLD)));
         let mut settled = self
@@ -307,7 +312,9 @@ impl StreamScanner {
         let from = self.held_from;
         let scan = self.scanner.scan(&self.buffer, from);
         let cut = match until {
-            Until::Settled => self.scanner.settled_until(&self.buffer, from, &scan.candidates),
+            Until::Settled => self
+                .scanner
+                .settled_until(&self.buffer, from, &scan.candidates),
             Until::End => self.buffer.len(),
         };
         let findings = scan
@@ -337,4 +344,43 @@ impl StreamScanner {
 enum Until {
     Settled,
     End,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn one(range: Range<usize>) -> Vec<Range<usize>> {
+        vec![range]
+    }
+
+    // The lazy DFA reports a match one byte late, so a run ending right after a candidate is
+    // rarely dead yet; these rules must hold on their own regardless.
+    #[test]
+    fn holds_a_candidate_whose_lookahead_is_unknown_and_never_cuts_one() {
+        let scanner = Scanner::new(&[], Vec::new()).unwrap();
+        assert!(scanner.liveness.is_none());
+        let text = "abc 123.";
+        assert_eq!(scanner.settled_until(text, 0, &one(4..7)), 4);
+        assert_eq!(scanner.settled_until("abc 123.  ", 0, &one(4..7)), 10);
+        // A candidate the cut would split moves the cut to its start, and so on back.
+        assert_eq!(
+            scanner.settled_until("abcdefghij  ", 0, &[2..6, 5..10, 9..11]),
+            2
+        );
+        assert_eq!(scanner.settled_until("abcdefghij  ", 3, &one(4..11)), 4);
+    }
+
+    #[test]
+    fn never_holds_more_than_the_cap() {
+        let scanner = Scanner::new(&[], Vec::new()).unwrap();
+        let text = "x".repeat(MAX_HOLD + 10);
+        assert_eq!(scanner.settled_until(&text, 0, &one(0..text.len())), 10);
+    }
+
+    #[test]
+    fn lookaround_removal_keeps_every_match() {
+        let shape = without_lookaround(&regex_syntax::parse(r"\bab$|^c\b").unwrap());
+        assert_eq!(shape, regex_syntax::parse("ab|c").unwrap());
+    }
 }

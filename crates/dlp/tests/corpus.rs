@@ -5,6 +5,12 @@
 //! false positives on another detector's lines count too. A finding is a true positive only if
 //! its range is exactly a marked value of its own detector. Run with `--nocapture` for the table.
 
+#![expect(
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test helpers may unwrap and panic"
+)]
+
 use std::collections::BTreeMap;
 use std::ops::Range;
 use std::path::Path;
@@ -46,7 +52,10 @@ fn load() -> Vec<Line> {
     for detector in Detector::ALL {
         let path = dir.join(format!("{}.txt", detector.as_str()));
         let content = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path:?}: {e}"));
-        for raw in content.lines().filter(|l| !l.is_empty() && !l.starts_with('#')) {
+        for raw in content
+            .lines()
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        {
             let (sign, body) = raw.split_at(2);
             let positive = match sign {
                 "+ " => true,
@@ -55,7 +64,12 @@ fn load() -> Vec<Line> {
             };
             let (text, marked) = unmark(body);
             assert_eq!(positive, !marked.is_empty(), "{path:?}: {raw}");
-            lines.push(Line { file: detector, positive, text, marked });
+            lines.push(Line {
+                file: detector,
+                positive,
+                text,
+                marked,
+            });
         }
     }
     lines
@@ -73,11 +87,19 @@ struct Score {
 impl Score {
     fn precision(&self) -> f64 {
         let found = self.true_positives + self.false_positives;
-        if found == 0 { 0.0 } else { self.true_positives as f64 / found as f64 }
+        if found == 0 {
+            0.0
+        } else {
+            self.true_positives as f64 / found as f64
+        }
     }
     fn recall(&self) -> f64 {
         let expected = self.true_positives + self.false_negatives;
-        if expected == 0 { 0.0 } else { self.true_positives as f64 / expected as f64 }
+        if expected == 0 {
+            0.0
+        } else {
+            self.true_positives as f64 / expected as f64
+        }
     }
 }
 
@@ -89,35 +111,59 @@ fn every_detector_meets_its_precision_and_recall_floors() {
     let mut misses = Vec::new();
     for line in &lines {
         let score = scores.entry(line.file.as_str()).or_default();
-        if line.positive { score.positives += 1 } else { score.negatives += 1 }
+        if line.positive {
+            score.positives += 1
+        } else {
+            score.negatives += 1
+        }
         let findings = scanner.find(&line.text);
         for marked in &line.marked {
-            let found = findings.iter().any(|f| {
-                f.detector == DetectorId::Builtin(line.file) && f.range == *marked
-            });
+            let found = findings
+                .iter()
+                .any(|f| f.detector == DetectorId::Builtin(line.file) && f.range == *marked);
             let score = scores.entry(line.file.as_str()).or_default();
             if found {
                 score.true_positives += 1;
             } else {
                 score.false_negatives += 1;
-                misses.push(format!("missed {}: {:?} in {:?}", line.file, &line.text[marked.clone()], line.text));
+                misses.push(format!(
+                    "missed {}: {:?} in {:?}",
+                    line.file,
+                    &line.text[marked.clone()],
+                    line.text
+                ));
             }
         }
         for finding in &findings {
-            let DetectorId::Builtin(detector) = finding.detector else { unreachable!() };
+            let DetectorId::Builtin(detector) = finding.detector else {
+                unreachable!()
+            };
             let expected = detector == line.file && line.marked.contains(&finding.range);
             if !expected {
                 scores.entry(detector.as_str()).or_default().false_positives += 1;
-                misses.push(format!("false {detector}: {:?} in {:?}", &line.text[finding.range.clone()], line.text));
+                misses.push(format!(
+                    "false {detector}: {:?} in {:?}",
+                    &line.text[finding.range.clone()],
+                    line.text
+                ));
             }
         }
     }
 
-    println!("{:<18} {:>4} {:>4} {:>4} {:>4} {:>4} {:>9} {:>7}", "detector", "+", "-", "tp", "fp", "fn", "precision", "recall");
+    println!(
+        "{:<18} {:>4} {:>4} {:>4} {:>4} {:>4} {:>9} {:>7}",
+        "detector", "+", "-", "tp", "fp", "fn", "precision", "recall"
+    );
     for (name, s) in &scores {
         println!(
             "{name:<18} {:>4} {:>4} {:>4} {:>4} {:>4} {:>9.3} {:>7.3}",
-            s.positives, s.negatives, s.true_positives, s.false_positives, s.false_negatives, s.precision(), s.recall()
+            s.positives,
+            s.negatives,
+            s.true_positives,
+            s.false_positives,
+            s.false_negatives,
+            s.precision(),
+            s.recall()
         );
     }
     for miss in &misses {
@@ -125,8 +171,19 @@ fn every_detector_meets_its_precision_and_recall_floors() {
     }
     for detector in Detector::ALL {
         let s = &scores[detector.as_str()];
-        assert!(s.positives >= MIN_LINES && s.negatives >= MIN_LINES, "{detector}: corpus too small: {s:?}");
-        assert!(s.precision() >= PRECISION_FLOOR, "{detector}: precision {:.3} below {PRECISION_FLOOR}", s.precision());
-        assert!(s.recall() >= RECALL_FLOOR, "{detector}: recall {:.3} below {RECALL_FLOOR}", s.recall());
+        assert!(
+            s.positives >= MIN_LINES && s.negatives >= MIN_LINES,
+            "{detector}: corpus too small: {s:?}"
+        );
+        assert!(
+            s.precision() >= PRECISION_FLOOR,
+            "{detector}: precision {:.3} below {PRECISION_FLOOR}",
+            s.precision()
+        );
+        assert!(
+            s.recall() >= RECALL_FLOOR,
+            "{detector}: recall {:.3} below {RECALL_FLOOR}",
+            s.recall()
+        );
     }
 }
