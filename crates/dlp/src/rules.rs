@@ -103,8 +103,9 @@ fn dot_then_digit([first, second]: [Option<char>; 2]) -> bool {
     first == Some('.') && second.is_some_and(|c| c.is_ascii_digit())
 }
 
+/// A word character as the regex's Unicode `\w` has it.
 fn is_word(c: char) -> bool {
-    c.is_alphanumeric() || c == '_'
+    regex_syntax::is_word_character(c)
 }
 
 fn ascii_digits(candidate: &str) -> Vec<u8> {

@@ -2,7 +2,8 @@
 //!
 //! One [`RegexSet`] pass says which rules match anywhere; only those run their own search, whose
 //! candidates are checked (`rules`) and merged by the tie rule. Word lists run one aho-corasick
-//! automaton each. Holding back the tail of a stream is in `stream`.
+//! automaton each. Built-in patterns use ASCII word boundaries so the fast DFAs run on any text
+//! (see [`ascii_word_boundaries`]). Holding back the tail of a stream is in `stream`.
 
 use std::ops::Range;
 use std::sync::Arc;
@@ -14,7 +15,7 @@ use regex_syntax::hir::Hir;
 use crate::DlpError;
 use crate::detector::{Custom, Detector, DetectorId, Finding};
 use crate::rules::{self, Validator};
-use crate::secrets;
+use crate::secrets::{self, SecretKind};
 use crate::stream::Liveness;
 
 /// The enabled detectors, compiled. Cheap to share (`Arc<Scanner>`); every method takes `&self`
@@ -64,8 +65,9 @@ pub(crate) struct Scan {
     pub(crate) findings: Vec<Finding>,
 }
 
+/// A word character as the regex's Unicode `\w` has it.
 fn is_word(c: char) -> bool {
-    c.is_alphanumeric() || c == '_'
+    regex_syntax::is_word_character(c)
 }
 
 impl Scanner {
@@ -87,7 +89,8 @@ impl Scanner {
                 continue;
             }
             if detector == Detector::Secret {
-                let regex = secrets::DETECTOR.clone();
+                let regex =
+                    compile_builtin(detector, &ascii_word_boundaries(secrets::DETECTOR.as_str()))?;
                 open_shapes.push(parse_builtin(regex.as_str())?);
                 rules.push(Rule {
                     detector: DetectorId::Builtin(detector),
@@ -98,11 +101,8 @@ impl Scanner {
                 continue;
             }
             for (pattern, validator) in rules::builtin(detector) {
-                let regex = Regex::new(pattern).map_err(|source| DlpError::InvalidPattern {
-                    name: detector.as_str().to_owned(),
-                    source: Box::new(source),
-                })?;
-                open_shapes.push(parse_builtin(pattern)?);
+                let regex = compile_builtin(detector, &ascii_word_boundaries(pattern))?;
+                open_shapes.push(parse_builtin(regex.as_str())?);
                 rules.push(Rule {
                     detector: DetectorId::Builtin(detector),
                     rank,
@@ -135,7 +135,7 @@ impl Scanner {
                             source: Box::new(source),
                         }
                     })?;
-                    if hir.properties().minimum_len().is_none_or(|len| len == 0) {
+                    if hir.properties().minimum_len() == Some(0) {
                         return Err(DlpError::PatternMatchesEmpty {
                             name: name.to_owned(),
                         });
@@ -270,7 +270,15 @@ impl Rule {
                         break;
                     };
                     let kind = secrets::kind_of(&captures);
-                    (whole.range(), kind, kind.is_some())
+                    let range = whole.range();
+                    if !kind.is_some_and(|kind| unicode_edges_hold(text, &range, kind)) {
+                        // `secrets::find` has no match starting here, but may have one starting
+                        // inside this candidate: search again from the next character.
+                        candidates.push(range.clone());
+                        at = next_char_boundary(text, range.start);
+                        continue;
+                    }
+                    (range, kind, true)
                 }
                 Check::Validator(validator) => {
                     let Some(found) = self.regex.find_at(text, at) else {
@@ -346,6 +354,34 @@ impl WordList {
             }
         }
     }
+}
+
+/// `pattern` with Unicode word boundaries (`\b`) made ASCII ones. The regex engines' DFAs run
+/// ASCII boundaries on any text but give up on Unicode ones at the first non-ASCII byte, and
+/// fall back to a much slower engine. Built-in patterns only: their `\b`s all sit next to an
+/// ASCII word character, where an ASCII boundary holds whenever a Unicode one does.
+fn ascii_word_boundaries(pattern: &str) -> String {
+    pattern.replace(r"\b", r"(?-u:\b)")
+}
+
+/// The Unicode boundaries of [`secrets::DETECTOR`] that [`ascii_word_boundaries`] relaxed: every
+/// kind but a private key starts at one, an AWS key id also ends at one. With them, a match of
+/// the relaxed pattern is exactly a match of `secrets::find`.
+fn unicode_edges_hold(text: &str, range: &Range<usize>, kind: SecretKind) -> bool {
+    let before = text
+        .get(..range.start)
+        .and_then(|head| head.chars().next_back());
+    let after = text.get(range.end..).and_then(|tail| tail.chars().next());
+    let starts = kind == SecretKind::PrivateKey || !before.is_some_and(is_word);
+    let ends = kind != SecretKind::AwsAccessKey || !after.is_some_and(is_word);
+    starts && ends
+}
+
+fn compile_builtin(detector: Detector, pattern: &str) -> Result<Regex, DlpError> {
+    Regex::new(pattern).map_err(|source| DlpError::InvalidPattern {
+        name: detector.as_str().to_owned(),
+        source: Box::new(source),
+    })
 }
 
 fn next_char_boundary(text: &str, at: usize) -> usize {

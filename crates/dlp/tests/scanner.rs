@@ -233,3 +233,39 @@ fn custom_patterns_report_every_match() {
         ]
     );
 }
+
+#[test]
+fn the_secret_detector_finds_what_secrets_find_finds() {
+    let scanner = Scanner::new(&[Detector::Secret], Vec::new()).unwrap();
+    let secrets = [
+        "sk-proj-abcDEF1234567890xyzXYZ_-abc",
+        "AKIAIOSFODNN7EXAMPLE",
+        "ghp_0123456789abcdefghijABCDEFGHIJ012345",
+        "Bearer abcdefghijklmnopqrstuvwxyz012345",
+        "postgres://app:s3cret@db.internal:5432/prod",
+        "-----BEGIN PRIVATE KEY-----\nMIIB\n-----END PRIVATE KEY-----",
+    ];
+    // Neighbours where Unicode and ASCII word boundaries differ, and nested candidates.
+    let neighbours = ["", " ", "é", "—", "_", "x", "ü ", "²", "\u{301}"];
+    for secret in secrets {
+        for before in neighbours {
+            for after in neighbours {
+                for text in [
+                    format!("{before}{secret}{after}"),
+                    format!("é{secret}-{secret}{after}"),
+                ] {
+                    let expected: Vec<_> = sluice_dlp::secrets::find(&text)
+                        .into_iter()
+                        .map(|f| (f.range, Some(f.kind)))
+                        .collect();
+                    let got: Vec<_> = scanner
+                        .find(&text)
+                        .into_iter()
+                        .map(|f| (f.range, f.secret_kind))
+                        .collect();
+                    assert_eq!(got, expected, "{text:?}");
+                }
+            }
+        }
+    }
+}
