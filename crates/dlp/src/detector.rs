@@ -6,6 +6,7 @@ use std::ops::Range;
 use std::str::FromStr;
 use std::sync::Arc;
 
+use crate::DlpError;
 use crate::secrets::SecretKind;
 
 /// A built-in detector. Its [`Detector::as_str`] name is stable: config and audit records use it.
@@ -71,19 +72,17 @@ impl fmt::Display for Detector {
     }
 }
 
-/// A name that is not a built-in detector's.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("no built-in detector is named `{0}`")]
-pub struct UnknownDetector(pub String);
-
 impl FromStr for Detector {
-    type Err = UnknownDetector;
+    type Err = DlpError;
 
+    /// The detector of a config name; [`DlpError::UnknownDetector`] for any other name.
     fn from_str(name: &str) -> Result<Self, Self::Err> {
         Detector::ALL
             .into_iter()
             .find(|detector| detector.as_str() == name)
-            .ok_or_else(|| UnknownDetector(name.to_owned()))
+            .ok_or_else(|| DlpError::UnknownDetector {
+                name: name.to_owned(),
+            })
     }
 }
 

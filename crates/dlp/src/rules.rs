@@ -2,7 +2,8 @@
 //! a check that sees the candidate with up to [`LOOKAROUND_CHARS`] characters on either side.
 //!
 //! Patterns use ASCII classes (`[0-9]`, never `\d`, which is Unicode here) and `\b` at their
-//! edges so a search starts at the first character of a token, not inside a longer one.
+//! edges so a search starts at the first character of a token, not inside a longer one; the
+//! scanner compiles those `\b` as ASCII boundaries.
 
 use std::ops::Range;
 use std::str::FromStr;

@@ -44,7 +44,8 @@ enum Check {
     /// Custom patterns: every match is a finding.
     None,
     Validator(Validator),
-    /// The combined secrets pattern: every match is a finding, its kind from the captures.
+    /// The combined secrets pattern (ASCII boundaries): a match whose Unicode edges hold (see
+    /// [`unicode_edges_hold`]) is a finding, its kind from the captures.
     SecretKind,
 }
 
