@@ -107,7 +107,7 @@ pub struct Finding {
     clippy::expect_used,
     reason = "the patterns are constants; `every_pattern_compiles_on_its_own` and every other test build them"
 )]
-static DETECTOR: LazyLock<Regex> = LazyLock::new(|| {
+pub(crate) static DETECTOR: LazyLock<Regex> = LazyLock::new(|| {
     let alternatives: Vec<String> = SecretKind::ALL
         .iter()
         .map(|kind| format!("({})", kind.pattern()))
@@ -121,16 +121,20 @@ pub fn find(text: &str) -> Vec<Finding> {
         .captures_iter(text)
         .filter_map(|captures| {
             let whole = captures.get(0)?;
-            let kind = SecretKind::ALL
-                .iter()
-                .enumerate()
-                .find_map(|(index, kind)| captures.get(index + 1).map(|_| *kind))?;
             Some(Finding {
-                kind,
+                kind: kind_of(&captures)?,
                 range: whole.range(),
             })
         })
         .collect()
+}
+
+/// The kind whose alternative of [`DETECTOR`] matched.
+pub(crate) fn kind_of(captures: &regex::Captures<'_>) -> Option<SecretKind> {
+    SecretKind::ALL
+        .iter()
+        .enumerate()
+        .find_map(|(index, kind)| captures.get(index + 1).map(|_| *kind))
 }
 
 /// Whether `text` holds any secret.
