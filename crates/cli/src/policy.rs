@@ -9,6 +9,7 @@ use anyhow::Context;
 use secrecy::ExposeSecret;
 use sluice_config::{CounterBackend, Settings};
 use sluice_pipeline::hooks::RequestSize;
+use sluice_pipeline::hooks::dlp::{Actions, Dlp, DlpAction, Overrides};
 use sluice_pipeline::{Gateway, Hook, Hooks, PolicyEngine, PolicyParts, RouteRules};
 use sluice_policy::Counters;
 use sluice_policy::counters::{RedisCounters, RedisSettings};
@@ -58,6 +59,7 @@ pub(crate) async fn engine(
             tracing::warn!(deployment = %d.name, model = %d.model, "no price for this model: its cost is not recorded and spend budgets do not count it (add it under [prices])");
         }
     }
+    let scanner = dlp_scanner(settings)?;
     let engine = PolicyEngine::new(PolicyParts {
         counters: counters.clone(),
         on_counter_error: budgets.on_counter_error,
@@ -77,7 +79,7 @@ pub(crate) async fn engine(
                     roles: route.roles.clone(),
                     over_soft_limit: route.over_soft_limit.clone(),
                     limits: route.limits.clone(),
-                    hooks: route_hooks(route),
+                    hooks: route_hooks(route, scanner.as_ref()),
                 };
                 (alias.clone(), rules)
             })
@@ -86,13 +88,61 @@ pub(crate) async fn engine(
     Ok((engine, counter_errors, entries, counters))
 }
 
-/// A route's request-path hooks from its configuration, in the order they run.
-fn route_hooks(route: &sluice_config::AliasSettings) -> Hooks {
+/// A route's request-path hooks from its configuration, in the order they run: the cheap
+/// refusal first; DLP before the hooks that read the answer, so they see the values the
+/// client will.
+fn route_hooks(
+    route: &sluice_config::AliasSettings,
+    scanner: Option<&Arc<sluice_dlp::Scanner>>,
+) -> Hooks {
     let mut hooks: Vec<Arc<dyn Hook>> = Vec::new();
     if let Some(max_input_tokens) = route.max_input_tokens {
         hooks.push(Arc::new(RequestSize { max_input_tokens }));
     }
+    if let (Some(dlp), Some(scanner)) = (&route.dlp, scanner) {
+        hooks.push(Arc::new(dlp_hook(dlp, scanner.clone())));
+    }
     Hooks::new(hooks)
+}
+
+/// The one DLP scanner every route shares; `None` when no route acts on a finding.
+fn dlp_scanner(settings: &Settings) -> anyhow::Result<Option<Arc<sluice_dlp::Scanner>>> {
+    if settings.aliases.values().all(|route| route.dlp.is_none()) {
+        return Ok(None);
+    }
+    let dlp = &settings.policy.dlp;
+    let scanner = sluice_dlp::Scanner::new(&dlp.detectors, dlp.custom.clone())
+        .context("building the DLP detectors ([dlp])")?;
+    Ok(Some(Arc::new(scanner)))
+}
+
+fn dlp_hook(route: &sluice_config::RouteDlp, scanner: Arc<sluice_dlp::Scanner>) -> Dlp {
+    use sluice_config::DlpAction as Configured;
+    // `off`: the detector is not acted on.
+    let action = |configured: &Configured| match configured {
+        Configured::Redact => Some(DlpAction::Redact),
+        Configured::Pseudonymise => Some(DlpAction::Pseudonymise),
+        Configured::Block => Some(DlpAction::Block),
+        Configured::Log => Some(DlpAction::Log),
+        Configured::Off => None,
+    };
+    let actions: Actions = route
+        .actions
+        .iter()
+        .filter_map(|(name, configured)| Some((name.clone(), action(configured)?)))
+        .collect();
+    let roles = route
+        .roles
+        .iter()
+        .map(|(role, overrides)| {
+            let overrides: Overrides = overrides
+                .iter()
+                .map(|(name, configured)| (name.clone(), action(configured)))
+                .collect();
+            (role.clone(), overrides)
+        })
+        .collect();
+    Dlp::new(scanner, actions, roles, route.answers)
 }
 
 /// Rebuilds budget counters that lost the deployment's state from the request records: at

@@ -13,6 +13,7 @@ use sluice_routing::{
     RoutePolicy, RouteTimeouts, Strategy,
 };
 
+use crate::dlp::{DlpSection, RouteDlpSection};
 use crate::policy::{
     AdminSection, AliasLimitsSection, BudgetsSection, CarbonSection, EnergySection, PriceSection,
     energy_model, price_table,
@@ -51,6 +52,8 @@ pub(crate) struct ConfigFile {
     energy: BTreeMap<String, EnergySection>,
     #[serde(default)]
     carbon: CarbonSection,
+    #[serde(default)]
+    dlp: DlpSection,
 }
 
 #[derive(Debug, Deserialize)]
@@ -317,6 +320,8 @@ struct AliasSection {
     limits: AliasLimitsSection,
     /// Refuse prompts estimated above this many tokens, before anything is reserved or sent.
     max_input_tokens: Option<u32>,
+    /// The route's DLP actions, over `[dlp]`'s.
+    dlp: Option<RouteDlpSection>,
 }
 
 fn default_body_max_bytes() -> usize {
@@ -959,8 +964,13 @@ impl ConfigFile {
         // The global breaker is checked once, as the base of every deployment's.
         breaker_policy(self.breaker, "breaker", &mut problems);
 
+        let mut dlp = self.dlp.settings(&mut problems);
         let mut aliases = BTreeMap::new();
         for (alias, section) in &self.aliases {
+            if let Some(route) = &section.dlp {
+                self.dlp
+                    .add_route_detectors(route, alias, &mut dlp, &mut problems);
+            }
             if section.deployments.is_empty() {
                 problems.push(FieldProblem {
                     field: format!("aliases.{alias}.deployments"),
@@ -1041,6 +1051,7 @@ impl ConfigFile {
                     over_soft_limit: section.over_soft_limit.clone(),
                     limits,
                     max_input_tokens: section.max_input_tokens,
+                    dlp: self.dlp.route(section.dlp.as_ref()),
                 },
             );
         }
@@ -1051,6 +1062,7 @@ impl ConfigFile {
             admin_token: self.admin.token(env, &mut problems),
             prices: price_table(&self.prices, &mut problems),
             energy: energy_model(&self.energy, &self.carbon, &mut problems),
+            dlp,
         };
 
         if !problems.is_empty() {

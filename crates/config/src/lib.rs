@@ -16,9 +16,11 @@ use std::time::Duration;
 use secrecy::SecretString;
 use sluice_routing::{BreakerPolicy, CapacityPolicy, RoutePolicy};
 
+mod dlp;
 mod file;
 mod policy;
 
+pub use dlp::{DlpAction, DlpSettings, RouteDlp};
 pub use file::ProviderType;
 pub use policy::{BudgetSettings, CounterBackend};
 pub use sluice_policy::OnCounterError;
@@ -74,6 +76,8 @@ pub struct PolicySettings {
     pub prices: sluice_policy::PriceTable,
     /// Built-in energy coefficients and grid intensities with `[energy]` and `[carbon]` applied.
     pub energy: sluice_policy::EnergyModel,
+    /// The detectors DLP runs (each route's actions are in its [`AliasSettings`]).
+    pub dlp: DlpSettings,
 }
 
 /// `[telemetry]`: where traces go. Plain values; the CLI hands them to the tracer.
@@ -118,6 +122,8 @@ pub struct AliasSettings {
     pub limits: Vec<sluice_policy::Limit>,
     /// Prompts estimated above this many tokens are refused (`policy_blocked`).
     pub max_input_tokens: Option<u32>,
+    /// What DLP does on the route (`None`: nothing).
+    pub dlp: Option<RouteDlp>,
 }
 
 impl AliasSettings {

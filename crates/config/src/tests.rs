@@ -571,3 +571,105 @@ fn read_only_commands_load_without_provider_keys() {
             .is_err()
     );
 }
+
+const DLP_ROUTES: &str = r#"
+[providers.openai]
+type = "openai"
+api_key_env = "OPENAI_API_KEY"
+[deployments.mini]
+provider = "openai"
+model = "gpt-4o-mini"
+[aliases.fast]
+deployments = ["mini"]
+[aliases.internal]
+deployments = ["mini"]
+[aliases.internal.dlp]
+detectors = { email = "off", iban = "block" }
+answers = false
+"#;
+
+#[test]
+fn dlp_actions_merge_global_custom_and_route_and_the_scanner_runs_every_named_detector() {
+    use crate::DlpAction;
+    use sluice_dlp::Detector;
+    let settings = load(&format!(
+        r#"{DLP_ROUTES}
+[dlp]
+detectors = {{ email = "pseudonymise", payment_card = "redact" }}
+[[dlp.custom]]
+name = "codename"
+words = ["bluebird"]
+action = "block"
+[dlp.roles.compliance]
+payment_card = "log"
+"#
+    ))
+    .unwrap();
+    assert_eq!(
+        settings.policy.dlp.detectors,
+        [Detector::Email, Detector::PaymentCard, Detector::Iban]
+    );
+    assert_eq!(settings.policy.dlp.custom.len(), 1);
+    let fast = settings.aliases["fast"].dlp.clone().unwrap();
+    assert_eq!(
+        fast.actions.into_iter().collect::<Vec<_>>(),
+        [
+            ("codename".to_string(), DlpAction::Block),
+            ("email".to_string(), DlpAction::Pseudonymise),
+            ("payment_card".to_string(), DlpAction::Redact),
+        ]
+    );
+    assert!(fast.answers);
+    assert_eq!(fast.roles[0].0, "compliance");
+    let internal = settings.aliases["internal"].dlp.clone().unwrap();
+    assert!(!internal.actions.contains_key("email"), "off on the route");
+    assert_eq!(internal.actions["iban"], DlpAction::Block);
+    assert!(!internal.answers);
+    // Without [dlp] nothing acts on a route that does not ask for it.
+    let plain = load(DLP_ROUTES).unwrap();
+    assert!(plain.aliases["fast"].dlp.is_none());
+}
+
+#[test]
+fn dlp_names_actions_and_custom_patterns_are_checked_with_their_field_paths() {
+    let problems = problems(&format!(
+        r#"{DLP_ROUTES}
+[dlp]
+detectors = {{ emails = "redact" }}
+[[dlp.custom]]
+name = "ticket"
+pattern = "TICKET-("
+action = "redact"
+[[dlp.custom]]
+name = "both"
+pattern = "x"
+words = ["y"]
+action = "log"
+"#
+    ));
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.starts_with("dlp.detectors.emails: `emails` is not a detector")),
+        "{problems:?}"
+    );
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.starts_with("dlp.custom[1]: needs exactly one of `pattern` and `words`")),
+        "{problems:?}"
+    );
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.starts_with("dlp.custom: detector `ticket`")),
+        "{problems:?}"
+    );
+    let unknown_action = load(&format!(
+        "{DLP_ROUTES}\n[dlp]\ndetectors = {{ email = \"shred\" }}\n"
+    ));
+    assert!(
+        matches!(&unknown_action, Err(ConfigError::Parse { message, .. }) if message.contains("shred")),
+        "{unknown_action:?}"
+    );
+}

@@ -34,6 +34,14 @@ pub enum HookError {
         estimate: u32,
         limit: u32,
     },
+    /// The DLP policy blocks a value found in the request: nothing is sent upstream.
+    #[error(
+        "the request was refused by the DLP policy: a value the `{detector}` detector finds (in {place}) may not be sent upstream"
+    )]
+    DlpBlocked {
+        detector: String,
+        place: &'static str,
+    },
     /// A hook found what its policy forbids in the request: nothing is sent upstream.
     #[error("the request was refused by the `{hook}` policy: {reason}")]
     RequestBlocked { hook: &'static str, reason: String },
@@ -46,6 +54,7 @@ impl Classify for HookError {
     fn kind(&self) -> ErrorKind {
         match self {
             HookError::PromptTooLarge { .. }
+            | HookError::DlpBlocked { .. }
             | HookError::RequestBlocked { .. }
             | HookError::OutputBlocked { .. } => ErrorKind::PolicyBlocked,
         }
@@ -265,5 +274,6 @@ impl Hook for RequestSize {
     }
 }
 
+pub mod dlp;
 #[cfg(test)]
 mod tests;

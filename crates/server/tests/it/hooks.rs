@@ -16,7 +16,7 @@ use crate::support::{
 };
 
 /// Policy parts whose route `fast` runs `hooks`.
-fn with_hooks(hooks: Vec<Arc<dyn Hook>>) -> sluice_pipeline::PolicyParts {
+pub(crate) fn with_hooks(hooks: Vec<Arc<dyn Hook>>) -> sluice_pipeline::PolicyParts {
     let mut parts = policy_parts();
     parts.routes.insert(
         "fast".into(),

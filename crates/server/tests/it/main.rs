@@ -11,6 +11,7 @@ mod admin;
 mod anthropic_ingress;
 mod budgets;
 mod connections;
+mod dlp;
 mod errors;
 mod hooks;
 mod leaks;
