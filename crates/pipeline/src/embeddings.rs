@@ -5,8 +5,12 @@
 use sluice_providers::{Deployment, Embeddings, ProviderError, Upstream};
 use sluice_types::EmbeddingsRequest;
 
+use serde_json::Value;
+use sluice_types::record::Audit;
+
 use crate::admission::Demand;
-use crate::operation::{FirstAnswer, Operation};
+use crate::hooks::{HookContext, HookError, Hooks};
+use crate::operation::{FirstAnswer, Hooked, Operation};
 use crate::stages::{Dispatched, Served};
 use crate::tokens::estimate_embeddings_input;
 use crate::{Exchange, Gateway, PipelineError, Provenance, Unsettled};
@@ -32,6 +36,31 @@ impl Operation for EmbeddingsRequest {
 
     fn prompt_tokens(&self) -> u32 {
         estimate_embeddings_input(self)
+    }
+
+    /// The texts of `input` (a string or a list of strings; token arrays carry no text)
+    /// through the route's embeddings hooks.
+    fn run_hooks(
+        &mut self,
+        hooks: &Hooks,
+        context: HookContext<'_>,
+        audit: &mut Audit,
+    ) -> Result<Hooked<Embeddings>, HookError> {
+        let mut inputs: Vec<&mut String> = match self.body.get_mut("input") {
+            Some(Value::String(text)) => vec![text],
+            Some(Value::Array(items)) => items
+                .iter_mut()
+                .filter_map(|item| match item {
+                    Value::String(text) => Some(text),
+                    _ => None,
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
+        if !inputs.is_empty() {
+            hooks.on_embeddings(context, &mut inputs, audit)?;
+        }
+        Ok(Hooked::default())
     }
 
     async fn send(

@@ -106,6 +106,23 @@ pub trait Hook: Send + Sync + std::fmt::Debug {
         request: &mut ChatRequest,
         audit: &mut Audit,
     ) -> Result<Verdict, HookError>;
+
+    /// Whether it also guards what a token count (`/v1/messages/count_tokens`) sends upstream:
+    /// then its request stage runs on the counted prompt (it may change or refuse it; what it
+    /// asks to watch or answers is ignored, a count has no answer to rewrite).
+    fn guards_counts(&self) -> bool {
+        false
+    }
+
+    /// Reads, changes or refuses the texts an embeddings request sends upstream.
+    fn on_embeddings(
+        &self,
+        _context: HookContext<'_>,
+        _inputs: &mut [&mut String],
+        _audit: &mut Audit,
+    ) -> Result<(), HookError> {
+        Ok(())
+    }
 }
 
 /// One hook's view of one request's answer: a whole answer, or a stream's events. Every
@@ -176,6 +193,33 @@ impl Hooks {
             watchers,
             answer: None,
         })
+    }
+}
+
+impl Hooks {
+    /// The request stages of the hooks that guard token counts.
+    pub(crate) fn on_count(
+        &self,
+        context: HookContext<'_>,
+        request: &mut ChatRequest,
+        audit: &mut Audit,
+    ) -> Result<(), HookError> {
+        for hook in self.0.iter().filter(|hook| hook.guards_counts()) {
+            hook.on_request(context, request, audit)?;
+        }
+        Ok(())
+    }
+
+    /// Every hook's embeddings stage, in order.
+    pub(crate) fn on_embeddings(
+        &self,
+        context: HookContext<'_>,
+        inputs: &mut [&mut String],
+        audit: &mut Audit,
+    ) -> Result<(), HookError> {
+        self.0
+            .iter()
+            .try_for_each(|hook| hook.on_embeddings(context, inputs, audit))
     }
 }
 

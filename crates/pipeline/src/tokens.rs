@@ -26,10 +26,12 @@
 //!   providers price them from their pixels, which the gateway does not know.
 
 use sluice_providers::{Deployment, ProviderError, Upstream};
+use sluice_types::record::Audit;
 use sluice_types::{ChatRequest, Part};
 
 use crate::admission::Demand;
-use crate::operation::{FirstAnswer, Operation};
+use crate::hooks::{HookContext, HookError, Hooks};
+use crate::operation::{FirstAnswer, Hooked, Operation};
 use crate::stages::{Dispatched, Served};
 use crate::{Exchange, Gateway, PipelineError, Provenance, Unsettled};
 
@@ -68,6 +70,18 @@ impl Operation for CountTokens {
 
     fn prompt_tokens(&self) -> u32 {
         0
+    }
+
+    /// Only the hooks that guard what leaves (DLP) see a count's prompt: a count has no
+    /// answer to watch, and a size bound must not stop a client from measuring its prompt.
+    fn run_hooks(
+        &mut self,
+        hooks: &Hooks,
+        context: HookContext<'_>,
+        audit: &mut Audit,
+    ) -> Result<Hooked<Option<u32>>, HookError> {
+        hooks.on_count(context, &mut self.0, audit)?;
+        Ok(Hooked::default())
     }
 
     async fn send(

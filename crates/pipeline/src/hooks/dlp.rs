@@ -103,6 +103,28 @@ impl Hook for Dlp {
         POLICY
     }
 
+    fn guards_counts(&self) -> bool {
+        true
+    }
+
+    /// What an embeddings request sends is guarded as a prompt is (its placeholders have
+    /// no answer to be restored in).
+    fn on_embeddings(
+        &self,
+        context: HookContext<'_>,
+        inputs: &mut [&mut String],
+        audit: &mut Audit,
+    ) -> Result<(), HookError> {
+        let mut scrub = Scrub {
+            scanner: &self.scanner,
+            actions: self.actions_for(&context),
+            pseudonyms: Pseudonyms::default(),
+        };
+        inputs
+            .iter_mut()
+            .try_for_each(|text| scrub.text(text, PolicyPlace::Request, audit))
+    }
+
     fn on_request(
         &self,
         context: HookContext<'_>,

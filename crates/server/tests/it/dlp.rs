@@ -233,3 +233,71 @@ async fn values_in_answers_are_acted_on_and_counted_on_metrics() {
     );
     gw.finish().await;
 }
+
+#[tokio::test]
+async fn token_counts_and_embeddings_are_no_way_around_dlp() {
+    let openai = MockUpstream::openai().start().await;
+    let anthropic = MockUpstream::anthropic().start().await;
+    let gw = TestGateway::builder()
+        .route(
+            "fast",
+            [on(&openai, ProviderKind::OpenAi, "text-embedding-3-small")],
+        )
+        .route(
+            "claude",
+            [on(&anthropic, ProviderKind::Anthropic, "claude-haiku-4-5")],
+        )
+        .policy({
+            let mut parts = with_hooks(vec![dlp()]);
+            let rules = parts.routes["fast"].clone();
+            parts.routes.insert("claude".into(), rules);
+            parts
+        })
+        .start()
+        .await;
+
+    let embedded = gw
+        .openai(
+            "/v1/embeddings",
+            json!({"model": "fast", "input": [format!("card {CARD}"), "plain"]}),
+        )
+        .await;
+    assert_eq!(embedded.status(), 200);
+    let sent = openai.last_request().unwrap().body;
+    assert_eq!(
+        sent["input"],
+        json!(["card [REDACTED:payment_card]", "plain"])
+    );
+    let refused = gw
+        .openai(
+            "/v1/embeddings",
+            json!({"model": "fast", "input": CLOUD_KEY}),
+        )
+        .await;
+    assert_eq!(refused.status(), 400);
+
+    let counted = gw
+        .anthropic(
+            "/v1/messages/count_tokens",
+            json!({"model": "claude", "messages": [{"role": "user", "content": format!("mail {EMAIL}")}]}),
+        )
+        .await;
+    assert_eq!(counted.status(), 200);
+    let sent = anthropic.last_request().unwrap();
+    assert_eq!(sent.path, "/v1/messages/count_tokens");
+    let raw = String::from_utf8_lossy(&sent.raw);
+    assert!(raw.contains("<EMAIL_1>") && !raw.contains(EMAIL), "{raw}");
+
+    assert_eq!(openai.hits(), 1);
+    let records = gw.finish().await;
+    let blocked = records.iter().find(|r| r.status == 400).unwrap();
+    assert_eq!(
+        decisions(blocked),
+        [(
+            "secret".into(),
+            PolicyAction::Block,
+            PolicyPlace::Request,
+            1
+        )]
+    );
+}
