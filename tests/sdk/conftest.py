@@ -300,6 +300,18 @@ deployments = ["dead", "gpt"]
 
 [aliases.claude-then-gpt]
 deployments = ["claude", "gpt"]
+
+# DLP (docs/dlp.md): `guarded` pseudonymises and restores; `guarded-redact` shows, through the
+# mock's echo, what an upstream receives, and blocks cloud keys.
+[aliases.guarded]
+deployments = ["claude"]
+[aliases.guarded.dlp]
+detectors = {{ email = "pseudonymise", payment_card = "pseudonymise", secret = "pseudonymise" }}
+
+[aliases.guarded-redact]
+deployments = ["gpt"]
+[aliases.guarded-redact.dlp]
+detectors = {{ email = "redact", payment_card = "redact", secret = "block" }}
 """
 UPSTREAM_TIMEOUT_MS = 1000
 
