@@ -453,6 +453,7 @@ fn deployment(kind: ProviderKind, mock: &MockUpstream, key: &str) -> Deployment 
         model: model.to_owned(),
         api_key: Some(SecretString::from(key.to_owned())),
         default_max_tokens: DEFAULT_MAX_TOKENS,
+        structured_output: Default::default(),
     }
 }
 
