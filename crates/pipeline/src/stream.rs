@@ -44,6 +44,9 @@ pub struct GuardedStream {
     /// The structure the answer must hold: text outside its JSON value is dropped as it
     /// passes, the value is checked at the end.
     structured: Option<StreamCheck>,
+    /// A structured stream's usage, held back until its answer is checked: an Anthropic
+    /// client's `message_stop` follows usage, and must not precede the check.
+    held_usage: Option<Usage>,
     ended: bool,
 }
 
@@ -69,6 +72,7 @@ impl GuardedStream {
             usage: None,
             upstream_error: None,
             structured: None,
+            held_usage: None,
             ended: false,
         };
         for mut chunk in held {
@@ -115,7 +119,13 @@ impl GuardedStream {
     fn restructure(&mut self, chunk: &mut StreamChunk) {
         if let Some(check) = &mut self.structured {
             let mut changed = false;
+            let held_usage = &mut self.held_usage;
             chunk.events.retain_mut(|event| {
+                if let StreamEvent::Usage(usage) = event {
+                    *held_usage = Some(*usage);
+                    changed = true;
+                    return false;
+                }
                 if !check.observe(event) {
                     return true;
                 }
@@ -252,6 +262,9 @@ impl GuardedStream {
             Err(e) => return Some(self.blocked(e)),
         };
         let failure = self.upstream_error;
+        if let Some(usage) = self.held_usage.take() {
+            events.push(StreamEvent::Usage(usage));
+        }
         if self.usage.is_none() && failure.is_none() {
             events.push(StreamEvent::Usage(self.settled_usage()));
         }

@@ -210,3 +210,39 @@ fn a_stream_passes_only_the_json_value_and_is_checked_at_the_end() {
     assert_eq!(stream(&mut prose, &["It is Lyon."]), "");
     assert!(prose.finish().unwrap_err().0.contains("no JSON value"));
 }
+
+#[test]
+fn a_streamed_forced_tool_is_checked_on_its_arguments() {
+    let mut req = request(None);
+    req.tools.push(Tool {
+        name: "get_city".into(),
+        description: None,
+        parameters: json!({"type": "object", "required": ["name"]}),
+        strict: None,
+        cache_control: None,
+    });
+    req.tool_choice = Some(ToolChoice::Named("get_city".into()));
+    let structured = Arc::new(Structured::of(&req).unwrap().unwrap());
+    let run = |args: &[&str]| {
+        let mut check = StreamCheck::new(structured.clone());
+        let mut events = vec![StreamEvent::ToolCallStart {
+            choice: 0,
+            index: 0,
+            id: "c".into(),
+            name: "get_city".into(),
+        }];
+        events.extend(args.iter().map(|a| StreamEvent::ToolCallDelta {
+            choice: 0,
+            index: 0,
+            arguments: (*a).to_owned(),
+        }));
+        for event in &mut events {
+            assert!(!check.observe(event), "arguments pass unchanged");
+        }
+        check.finish()
+    };
+    assert_eq!(run(&["{\"name\":", "\"Lyon\"}"]), Ok(SchemaCheck::Valid));
+    assert!(run(&["{\"city\":", "\"Lyon\"}"]).is_err());
+    let no_call = StreamCheck::new(structured.clone());
+    assert!(no_call.finish().is_err());
+}

@@ -16,5 +16,6 @@ mod hooks;
 mod leaks;
 mod openai_ingress;
 mod routing;
+mod structured;
 mod support;
 mod traces;
