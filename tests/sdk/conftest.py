@@ -286,6 +286,17 @@ model = "claude-sonnet-4-5"
 provider = "dead"
 model = "nobody-home"
 
+# The same mock, declared as a compatible server without structured output: a schema reaches it
+# as an instruction only, and its echo is no JSON, so a structured request falls back.
+[providers.mock-plain]
+type = "openai_compatible"
+base_url = "{mock}/v1"
+structured_output = "none"
+
+[deployments.plain]
+provider = "mock-plain"
+model = "plain-llm"
+
 [aliases.gpt-4o-mini]
 deployments = ["gpt"]
 
@@ -300,6 +311,9 @@ deployments = ["dead", "gpt"]
 
 [aliases.claude-then-gpt]
 deployments = ["claude", "gpt"]
+
+[aliases.plain-then-gpt]
+deployments = ["plain", "gpt"]
 
 # DLP (docs/dlp.md): `guarded` pseudonymises and restores; `guarded-redact` shows, through the
 # mock's echo, what an upstream receives, and blocks cloud keys.

@@ -200,3 +200,37 @@ def test_stream_failing_after_first_byte_is_not_retried(configured_gateway: Any,
     record = configured_gateway.wait_records([rid])[rid]
     assert [a["deployment"] for a in record["attempts"]] == ["claude"]
     assert record["status"] == 200 and record["error_code"] == "upstream_unavailable"
+
+
+# ---------------------------------------------------------------------------------------------
+# Structured output that holds
+# ---------------------------------------------------------------------------------------------
+
+CITY_SCHEMA = {
+    "type": "object",
+    "properties": {"city": {"type": "string"}, "population": {"type": "integer"}},
+    "required": ["city", "population"],
+    "additionalProperties": False,
+}
+
+
+def test_json_schema_that_one_deployment_breaks_falls_back_to_one_that_holds_it(coai: openai.OpenAI) -> None:
+    # `plain` (no structured output: an instruction, and the mock's echo, which is no JSON) breaks
+    # the schema; the gateway falls back to `gpt`, whose answer holds it.
+    import json
+
+    import jsonschema
+
+    raw = coai.chat.completions.with_raw_response.create(
+        model="plain-then-gpt",
+        messages=user("The largest city of France, please."),
+        response_format={
+            "type": "json_schema",
+            "json_schema": {"name": "city", "schema": CITY_SCHEMA, "strict": True},
+        },
+    )
+    assert raw.headers["x-sluice-deployment"] == "gpt"
+    assert raw.headers["x-sluice-attempts"] == "2"
+    completion = raw.parse()
+    value = json.loads(completion.choices[0].message.content)
+    jsonschema.validate(value, CITY_SCHEMA)

@@ -12,6 +12,7 @@ use serde_json::Value;
 use sluice_pipeline::drill::{Probe, probe};
 use sluice_routing::{BreakerPolicy, CapacityPolicy, DeploymentHealth, health};
 use sluice_types::ChatRequest;
+use sluice_types::record::SchemaCheck;
 
 use crate::serve::{build, load_settings, load_settings_read_only};
 
@@ -228,7 +229,47 @@ struct Readiness {
     p99_ms: Option<f64>,
     schema_checked: usize,
     schema_valid: usize,
+    /// Live traffic: the deployment's answers to structured requests checked in the recent
+    /// records, and how many did not hold their schema (repaired ones did).
+    recent_schema_checked: usize,
+    recent_schema_violations: usize,
     errors: std::collections::BTreeMap<String, usize>,
+}
+
+/// Records read for the live schema-violation rate: the most recent ones.
+const RECENT_RECORDS: u32 = 10_000;
+
+/// Per deployment: structured answers checked in the recent live records, and violations.
+async fn recent_schema_checks(
+    settings: &sluice_config::Settings,
+) -> std::collections::HashMap<String, (usize, usize)> {
+    let mut checks = std::collections::HashMap::new();
+    let records = match crate::admin::open_configured_store(settings).await {
+        Ok(store) => store.latest_records(RECENT_RECORDS).await,
+        Err(e) => {
+            eprintln!("no live schema-violation rates: {e:#}");
+            return checks;
+        }
+    };
+    let records = match records {
+        Ok(records) => records,
+        Err(e) => {
+            eprintln!("no live schema-violation rates: reading records: {e}");
+            return checks;
+        }
+    };
+    for attempt in records
+        .iter()
+        .filter(|r| r.drill_of.is_none())
+        .flat_map(|r| r.attempts.iter())
+    {
+        if let Some(check) = attempt.schema {
+            let entry: &mut (usize, usize) = checks.entry(attempt.deployment.clone()).or_default();
+            entry.0 += 1;
+            entry.1 += usize::from(check == SchemaCheck::Invalid);
+        }
+    }
+    checks
 }
 
 /// `sluice drill ROUTE`: every request of the set, `repeat` times, through every deployment
@@ -253,6 +294,7 @@ pub(crate) async fn drill(config: Option<PathBuf>, options: DrillOptions) -> any
     let upstream = upstream
         .with_connect_timeout(timeouts.connect)
         .context("building the upstream client")?;
+    let recent = recent_schema_checks(&settings).await;
     let mut table = Vec::new();
     for (live, role) in route.members() {
         // Every deployment is drilled, an unhealthy one too: a breaker of its own, off, and no
@@ -275,7 +317,12 @@ pub(crate) async fn drill(config: Option<PathBuf>, options: DrillOptions) -> any
             .buffer_unordered(options.concurrency.max(1))
             .collect()
             .await;
-        table.push(readiness(health.name(), role.as_str(), &probes));
+        let mut row = readiness(health.name(), role.as_str(), &probes);
+        if let Some((checked, violations)) = recent.get(health.name()) {
+            row.recent_schema_checked = *checked;
+            row.recent_schema_violations = *violations;
+        }
+        table.push(row);
     }
     if options.json {
         for row in &table {
@@ -358,6 +405,8 @@ fn readiness(deployment: &str, role: &'static str, probes: &[Probe]) -> Readines
         p99_ms: pct(99.0),
         schema_checked,
         schema_valid,
+        recent_schema_checked: 0,
+        recent_schema_violations: 0,
         errors,
     }
 }
@@ -366,8 +415,8 @@ fn readiness_table(route: &str, rows: &[Readiness]) -> String {
     let ms = |v: Option<f64>| v.map_or("-".to_owned(), |ms| format!("{ms:.1}"));
     let mut out = format!("drill of route {route}\n\n");
     out.push_str(&format!(
-        "{:<24} {:<9} {:>9} {:>9} {:>9} {:>9}  ERRORS\n",
-        "DEPLOYMENT", "ROLE", "SUCCESS", "p50 ms", "p99 ms", "SCHEMA"
+        "{:<24} {:<9} {:>9} {:>9} {:>9} {:>9} {:>16}  ERRORS\n",
+        "DEPLOYMENT", "ROLE", "SUCCESS", "p50 ms", "p99 ms", "SCHEMA", "LIVE VIOLATIONS"
     ));
     for r in rows {
         let schema = if r.schema_checked == 0 {
@@ -375,15 +424,25 @@ fn readiness_table(route: &str, rows: &[Readiness]) -> String {
         } else {
             format!("{}/{}", r.schema_valid, r.schema_checked)
         };
+        let violations = if r.recent_schema_checked == 0 {
+            "-".to_owned()
+        } else {
+            format!(
+                "{:.1}% of {}",
+                r.recent_schema_violations as f64 * 100.0 / r.recent_schema_checked as f64,
+                r.recent_schema_checked
+            )
+        };
         let errors: Vec<String> = r.errors.iter().map(|(k, n)| format!("{k} ×{n}")).collect();
         out.push_str(&format!(
-            "{:<24} {:<9} {:>8.1}% {:>9} {:>9} {:>9}  {}\n",
+            "{:<24} {:<9} {:>8.1}% {:>9} {:>9} {:>9} {:>16}  {}\n",
             r.deployment,
             r.role,
             r.success_rate * 100.0,
             ms(r.p50_ms),
             ms(r.p99_ms),
             schema,
+            violations,
             if errors.is_empty() {
                 "-".to_owned()
             } else {

@@ -240,6 +240,7 @@ pub(crate) fn build(settings: &Settings) -> anyhow::Result<(Router, Upstream)> {
                 model: d.model.clone(),
                 api_key: d.api_key.clone(),
                 default_max_tokens: d.default_max_tokens,
+                structured_output: d.structured_output,
             });
             Ok(Arc::new(DeploymentHealth::new(
                 deployment, d.breaker, d.capacity,

@@ -286,6 +286,24 @@ fn drill_prints_the_readiness_of_every_deployment_of_a_route() {
         ),
     )
     .unwrap();
+    // Live traffic the backup served: one structured answer of three broke its schema.
+    let checked = |id: &str, check: &str| sluice_store::RequestRecord {
+        attempts: vec![sluice_store::AttemptRecord {
+            deployment: "backup".into(),
+            provider: "mock".into(),
+            schema: Some(check.parse().unwrap()),
+            ..Default::default()
+        }],
+        ..logged(id, 200, None)
+    };
+    write_records(
+        &dir,
+        &[
+            checked("req_s1", "valid"),
+            checked("req_s2", "repaired"),
+            checked("req_s3", "invalid"),
+        ],
+    );
     let out = sluice(&dir, &["drill", "chat", "--repeat", "2", "--json"]);
     let _ = mock.kill();
     let _ = mock.wait();
@@ -321,6 +339,14 @@ fn drill_prints_the_readiness_of_every_deployment_of_a_route() {
         ),
         (Some(2), Some(2))
     );
+    assert_eq!(
+        (
+            rows[1]["recent_schema_checked"].as_u64(),
+            rows[1]["recent_schema_violations"].as_u64()
+        ),
+        (Some(3), Some(1))
+    );
+    assert_eq!(rows[0]["recent_schema_checked"], 0);
     assert!(rows[1]["p99_ms"].as_f64().unwrap() > 0.0);
 }
 

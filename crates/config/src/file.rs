@@ -177,6 +177,15 @@ impl ProviderType {
         }
     }
 
+    /// The provider kind this type configures.
+    pub fn kind(self) -> sluice_providers::ProviderKind {
+        match self {
+            ProviderType::Openai => sluice_providers::ProviderKind::OpenAi,
+            ProviderType::OpenaiCompatible => sluice_providers::ProviderKind::OpenAiCompatible,
+            ProviderType::Anthropic => sluice_providers::ProviderKind::Anthropic,
+        }
+    }
+
     fn default_base_url(self) -> Option<&'static str> {
         match self {
             ProviderType::Openai => Some("https://api.openai.com/v1"),
@@ -193,6 +202,9 @@ struct ProviderSection {
     provider_type: ProviderType,
     base_url: Option<String>,
     api_key_env: Option<String>,
+    /// What the provider supports of structured output: `json_schema` (default; Anthropic: a
+    /// forced tool), `json_object`, or `none` (an instruction, and the gateway's validation).
+    structured_output: Option<String>,
 }
 
 /// Circuit breaker settings: the `[breaker]` defaults, each field overridable per deployment.
@@ -863,6 +875,25 @@ impl ConfigFile {
             {
                 push(&mut problems, format!("providers.{name}.base_url"), why);
             }
+            if let Some(value) = &provider.structured_output {
+                let kind = provider.provider_type.kind();
+                match sluice_providers::StructuredSupport::parse(value) {
+                    Some(support) if support.available_for(kind) => {}
+                    Some(_) => push(
+                        &mut problems,
+                        format!("providers.{name}.structured_output"),
+                        format!(
+                            "`{value}` is not available for type `{}` (json_schema, none)",
+                            provider.provider_type.as_str()
+                        ),
+                    ),
+                    None => push(
+                        &mut problems,
+                        format!("providers.{name}.structured_output"),
+                        format!("`{value}` is not one of json_schema, json_object, none"),
+                    ),
+                }
+            }
             if provider.base_url.is_none() && provider.provider_type.default_base_url().is_none() {
                 push(
                     &mut problems,
@@ -948,6 +979,11 @@ impl ConfigFile {
                 model: deployment.model.clone(),
                 api_key,
                 default_max_tokens: deployment.default_max_tokens,
+                structured_output: provider
+                    .structured_output
+                    .as_deref()
+                    .and_then(sluice_providers::StructuredSupport::parse)
+                    .unwrap_or_default(),
                 capacity: CapacityPolicy {
                     max_concurrency: deployment.max_concurrency,
                     max_queue: deployment

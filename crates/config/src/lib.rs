@@ -192,6 +192,8 @@ pub struct DeploymentSettings {
     pub api_key: Option<SecretString>,
     /// `max_tokens` sent to providers that require one when the client gave none.
     pub default_max_tokens: u32,
+    /// What the deployment's provider supports of structured output.
+    pub structured_output: sluice_providers::StructuredSupport,
     pub capacity: CapacityPolicy,
     pub breaker: BreakerPolicy,
     /// Where the provider runs, for the carbon estimate.

@@ -673,3 +673,71 @@ action = "log"
         "{unknown_action:?}"
     );
 }
+
+#[test]
+fn structured_output_support_is_declared_per_provider_and_checked() {
+    let settings = load(
+        r#"
+        [providers.openai]
+        type = "openai"
+        api_key_env = "OPENAI_API_KEY"
+
+        [providers.vllm]
+        type = "openai_compatible"
+        base_url = "http://vllm:8000/v1"
+        structured_output = "none"
+
+        [providers.groq]
+        type = "openai_compatible"
+        base_url = "http://groq/v1"
+        structured_output = "json_object"
+
+        [deployments.gpt]
+        provider = "openai"
+        model = "gpt-4o-mini"
+
+        [deployments.llama]
+        provider = "vllm"
+        model = "llama"
+
+        [deployments.fast]
+        provider = "groq"
+        model = "llama"
+        "#,
+    )
+    .unwrap();
+    let support = |name: &str| {
+        settings
+            .deployments
+            .iter()
+            .find(|d| d.name == name)
+            .unwrap()
+            .structured_output
+            .as_str()
+    };
+    assert_eq!(support("gpt"), "json_schema");
+    assert_eq!(support("llama"), "none");
+    assert_eq!(support("fast"), "json_object");
+
+    let found = problems(
+        r#"
+        [providers.anthropic]
+        type = "anthropic"
+        api_key_env = "OPENAI_API_KEY"
+        structured_output = "json_object"
+
+        [providers.vllm]
+        type = "openai_compatible"
+        base_url = "http://vllm:8000/v1"
+        structured_output = "yes"
+        "#,
+    );
+    assert_eq!(
+        found,
+        [
+            "providers.anthropic.structured_output: `json_object` is not available for type `anthropic` (json_schema, none)",
+            "providers.vllm.structured_output: `yes` is not one of json_schema, json_object, none",
+        ],
+        "{found:#?}"
+    );
+}

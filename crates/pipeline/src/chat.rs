@@ -13,7 +13,7 @@ use sluice_providers::{
     Completion, CompletionStream, Deployment, ProviderError, Reply, StreamChunk, Upstream,
 };
 use sluice_routing::RoutePlan;
-use sluice_types::record::Audit;
+use sluice_types::record::{Audit, SchemaCheck};
 use sluice_types::{ChatRequest, ChatResponse, FinishReason, StreamEvent, Usage};
 
 use crate::admission::Demand;
@@ -21,8 +21,9 @@ use crate::hooks::{HookContext, HookError, Hooks};
 use crate::operation::{FirstAnswer, Hooked, Operation};
 use crate::stages::{Dispatched, Served};
 use crate::stream::GuardedStream;
+use crate::structured::{SchemaError, Structured};
 use crate::tokens::{estimate_input, estimate_text};
-use crate::{Exchange, Gateway, PipelineError, Unsettled, schema};
+use crate::{Exchange, Gateway, PipelineError, Unsettled};
 
 /// What a chat attempt got back before anything reached the client.
 pub enum ChatAnswer {
@@ -185,6 +186,27 @@ impl Operation for ChatRequest {
             })
     }
 
+    fn structured(&self) -> Result<Option<Structured>, SchemaError> {
+        Structured::of(self)
+    }
+
+    fn vet(
+        structured: &Structured,
+        answer: &mut ChatAnswer,
+        deployment: &Deployment,
+    ) -> Result<Option<SchemaCheck>, ProviderError> {
+        match answer {
+            ChatAnswer::Complete(completion) => structured
+                .vet(&mut completion.response)
+                .map(Some)
+                .map_err(|violation| ProviderError::SchemaViolation {
+                    provider: deployment.provider.clone(),
+                    detail: violation.0,
+                }),
+            ChatAnswer::Stream(..) => Ok(None),
+        }
+    }
+
     fn filtered(answer: &ChatAnswer) -> bool {
         match answer {
             ChatAnswer::Complete(completion) => completion
@@ -216,7 +238,10 @@ impl Gateway {
             mut watchers,
             deadline,
             served,
+            structured,
         } = dispatched;
+        // A structured answer is re-encoded from the checked (maybe repaired) canonical one.
+        let raw_ok = !watchers.read_output() && structured.is_none();
         let alias = plan.alias();
         let (won, answer) = match served {
             Served::Upstream(won) => (Some((won.candidate, won.slot)), won.answer),
@@ -240,7 +265,7 @@ impl Gateway {
                     }
                     None => Provenance::of_gateway(&exchange, alias, &response.model),
                 };
-                provenance.passthrough &= !watchers.read_output();
+                provenance.passthrough &= raw_ok;
                 exchange.first_token();
                 let usage = response
                     .usage
@@ -249,7 +274,7 @@ impl Gateway {
                 if let Some((candidate, _)) = &won {
                     exchange.attempt_usage(candidate.health.name(), &usage);
                 }
-                exchange.set_schema_valid(schema::check_response(&request, response));
+                exchange.set_schema_valid(structured.as_ref().map(|s| s.holds(response)));
                 exchange.capture_response(&completion.raw);
                 // Many compatible servers ignore `n` and answer one choice: that is a parameter
                 // dropped, said as an error rather than passed off as the answer asked for.
@@ -289,9 +314,10 @@ impl Gateway {
                 exchange.served_by(&deployment, &served_model);
                 exchange.first_token();
                 let mut provenance = Provenance::of(&exchange, alias, &deployment, &served_model);
-                provenance.passthrough &= !watchers.read_output();
+                provenance.passthrough &= raw_ok;
                 let stream =
-                    GuardedStream::new(held, rest, exchange, slot, deadline, request, watchers);
+                    GuardedStream::new(held, rest, exchange, slot, deadline, request, watchers)
+                        .checking(structured);
                 Ok(Settled::Stream {
                     stream: Box::new(stream),
                     provenance,

@@ -19,10 +19,13 @@ use sluice_routing::{
     CallerTag, Candidate, Condition, Outcome, Role, RoutePlan, RouteTimeouts, Slot, Unavailable,
 };
 use sluice_types::Classify;
-use sluice_types::record::{AttemptOutcome, AttemptRecord, Next};
+use sluice_types::record::{
+    AttemptOutcome, AttemptRecord, Next, PolicyAction, PolicyPlace, SchemaCheck,
+};
 use tokio::time::Instant;
 
 use crate::operation::{FirstAnswer, Operation};
+use crate::structured::Structured;
 use crate::trace::{new_span_id, traceparent};
 use crate::{Exchange, PipelineError};
 
@@ -78,6 +81,9 @@ pub(crate) struct Dispatch<'a, Op: Operation> {
     /// The request's trace, and when it started (attempts record their offset from it).
     pub trace_id: String,
     pub started: std::time::Instant,
+    /// The structure every answer must hold before it may win; one that does not fails its
+    /// attempt with `schema_violation` (see [`crate::structured`]).
+    pub structured: Option<&'a Structured>,
 }
 
 impl<'a, Op: Operation + 'a> Dispatch<'a, Op> {
@@ -421,6 +427,31 @@ impl<'a, Op: Operation + 'a> Dispatch<'a, Op> {
         }
     }
 
+    /// Checks a whole answer against the request's structure; a repair is noted in the
+    /// request's audit under the deployment's name.
+    fn vet(
+        &self,
+        answer: &mut Op::Answer,
+        candidate: &Candidate,
+        exchange: &mut Exchange,
+    ) -> Result<Option<SchemaCheck>, ProviderError> {
+        let Some(structured) = self.structured else {
+            return Ok(None);
+        };
+        let deployment = &candidate.health.deployment;
+        let check = Op::vet(structured, answer, deployment)?;
+        if check == Some(SchemaCheck::Repaired) {
+            exchange.audit().note(
+                "structured_output",
+                candidate.health.name(),
+                PolicyAction::Repair,
+                PolicyPlace::Response,
+                1,
+            );
+        }
+        Ok(check)
+    }
+
     /// Records a finished attempt; the winner, or the failure with the candidate's index.
     fn finish(&self, done: Finished<Op::Answer>, exchange: &mut Exchange) -> Attempt<Op::Answer> {
         let Finished {
@@ -451,7 +482,7 @@ impl<'a, Op: Operation + 'a> Dispatch<'a, Op> {
             offset_us: Some(micros(offset)),
             ..AttemptRecord::default()
         };
-        let (error, slot) = match result {
+        let result = match result {
             Ok((answer, mut slot)) if Op::filtered(&answer) => {
                 // The deployment works; the content was refused.
                 slot.record(Outcome::Neutral, None, None);
@@ -466,6 +497,21 @@ impl<'a, Op: Operation + 'a> Dispatch<'a, Op> {
                 };
                 return Err((index, AttemptError::Filtered(Box::new(kept))));
             }
+            Ok((mut answer, slot)) if self.structured.is_some() => {
+                match self.vet(&mut answer, &candidate, exchange) {
+                    Ok(check) => {
+                        attempt.schema = check;
+                        Ok((answer, slot))
+                    }
+                    Err(violation) => {
+                        attempt.schema = Some(SchemaCheck::Invalid);
+                        Err((AttemptError::Provider(violation), Some(slot)))
+                    }
+                }
+            }
+            other => other,
+        };
+        let (error, slot) = match result {
             Ok((answer, mut slot)) => {
                 // A whole answer's time is its total; a stream's is only to its first event.
                 let total = (!self.req.stream()).then_some(elapsed);

@@ -19,7 +19,8 @@ use sluice_types::{ChatRequest, Classify, StreamEvent, Usage};
 use tokio::time::Instant;
 
 use crate::dispatch::micros;
-use crate::{Exchange, Gateway, schema};
+use crate::structured::Structured;
+use crate::{Exchange, Gateway};
 
 /// Drills running at once at most, across routes.
 pub const MAX_DRILLS_IN_FLIGHT: usize = 32;
@@ -122,7 +123,10 @@ pub async fn probe(
     let answer = async {
         match upstream.chat(deployment, req).await? {
             Reply::Complete(completion) => Ok(Answered {
-                schema_valid: schema::check_response(req, &completion.response),
+                schema_valid: structured_of(req).map(|s| {
+                    let mut response = completion.response.clone();
+                    s.vet(&mut response).is_ok()
+                }),
                 model: completion.response.model,
                 usage: completion.response.usage,
             }),
@@ -139,7 +143,7 @@ pub async fn probe(
                     }
                 }
                 Ok(Answered {
-                    schema_valid: schema::check_text(req, &text),
+                    schema_valid: structured_of(req).map(|s| s.holds_text(&text)),
                     model,
                     usage,
                 })
@@ -220,4 +224,9 @@ async fn run(
             exchange.fail_drill(kind, status);
         }
     }
+}
+
+/// The structure a drilled request asks for (a schema that does not compile checks nothing).
+fn structured_of(req: &ChatRequest) -> Option<Structured> {
+    Structured::of(req).ok().flatten()
 }

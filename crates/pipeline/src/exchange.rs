@@ -10,7 +10,7 @@ use sluice_providers::Deployment;
 use sluice_store::RecordSender;
 use sluice_telemetry::{Metrics, Tracer};
 use sluice_types::record::{
-    AttemptOutcome, AttemptRecord, Audit, Endpoint, ErrorCode, Next, RequestRecord,
+    AttemptOutcome, AttemptRecord, Audit, Endpoint, ErrorCode, Next, RequestRecord, SchemaCheck,
 };
 
 use std::sync::Arc;
@@ -295,6 +295,13 @@ impl Exchange {
         if let Some(attempt) = self.serving_attempt(deployment) {
             attempt.input_tokens = Some(usage.input_tokens);
             attempt.output_tokens = Some(usage.output_tokens);
+        }
+    }
+
+    /// How the answer of the attempt that served it fared against the requested schema.
+    pub(crate) fn attempt_schema(&mut self, deployment: &str, check: SchemaCheck) {
+        if let Some(attempt) = self.serving_attempt(deployment) {
+            attempt.schema = Some(check);
         }
     }
 

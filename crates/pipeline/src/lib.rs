@@ -38,9 +38,9 @@ mod embeddings;
 mod exchange;
 pub mod hooks;
 mod operation;
-mod schema;
 pub mod stages;
 mod stream;
+pub mod structured;
 #[cfg(test)]
 mod test_support;
 pub mod tokens;
@@ -100,6 +100,9 @@ pub enum PipelineError {
     /// A client-chosen id (the end user, the model name) longer than the gateway keeps.
     #[error(transparent)]
     IdTooLong(sluice_types::IdTooLong),
+    /// The JSON schema the request asks its answer to hold does not compile.
+    #[error(transparent)]
+    Schema(#[from] structured::SchemaError),
     /// The deployment answered fewer choices than `n` asked for: it does not honour `n`.
     #[error(
         "deployment `{deployment}` answered {got} of the {asked} choices asked for (`n`): it does not honour `n`; send `n: 1` (and repeat the request), or use a model whose deployments do"
@@ -132,7 +135,7 @@ impl Classify for PipelineError {
             PipelineError::Provider(e) => e.kind(),
             PipelineError::Store(e) => e.kind(),
             PipelineError::Hook(e) => e.kind(),
-            PipelineError::IdTooLong(_) => ErrorKind::InvalidRequest,
+            PipelineError::IdTooLong(_) | PipelineError::Schema(_) => ErrorKind::InvalidRequest,
             PipelineError::ChoicesMissing { .. } => ErrorKind::UnsupportedParameter,
             PipelineError::Internal(_) => ErrorKind::Internal,
         }
@@ -183,6 +186,10 @@ impl PipelineError {
             PipelineError::Provider(ProviderError::Encode(wire)) => wire.param(),
             PipelineError::IdTooLong(too_long) => Some(too_long.field.to_owned()),
             PipelineError::ChoicesMissing { .. } => Some("n".to_owned()),
+            PipelineError::Schema(e) if e.what == "response_format" => {
+                Some("response_format".to_owned())
+            }
+            PipelineError::Schema(_) => Some("tools".to_owned()),
             _ => None,
         }
     }

@@ -9,9 +9,10 @@ use sluice_providers::{Deployment, ProviderError, TimeoutPhase, Upstream};
 
 use crate::admission::Demand;
 use crate::hooks::{HookContext, HookError, Hooks, Watchers};
+use crate::structured::{SchemaError, Structured};
 use crate::{Exchange, Gateway};
 use sluice_routing::RoutePlan;
-use sluice_types::record::Audit;
+use sluice_types::record::{Audit, SchemaCheck};
 
 /// The per-attempt timeout on the first answer, and which limit it stands for.
 #[derive(Debug, Clone, Copy)]
@@ -92,6 +93,23 @@ pub trait Operation: Send + Sync + Sized {
         deployment: &Deployment,
         first: FirstAnswer,
     ) -> impl Future<Output = Result<Self::Answer, ProviderError>> + Send;
+
+    /// The structure the request asks its answer to hold, compiled once per request (chat:
+    /// `response_format`, a forced tool); `None` when it asks for none.
+    fn structured(&self) -> Result<Option<Structured>, SchemaError> {
+        Ok(None)
+    }
+
+    /// Checks one attempt's answer against the request's structure, repairing trivial damage
+    /// in place. `Ok(None)`: nothing to check now (a stream is checked at its end). An answer
+    /// that does not hold fails its attempt with [`ProviderError::SchemaViolation`].
+    fn vet(
+        _structured: &Structured,
+        _answer: &mut Self::Answer,
+        _deployment: &Deployment,
+    ) -> Result<Option<SchemaCheck>, ProviderError> {
+        Ok(None)
+    }
 
     /// Starts the route's drills of this request, if it has any (chat only).
     fn drill(&self, _gateway: &Gateway, _live: &Exchange, _plan: &RoutePlan) {}

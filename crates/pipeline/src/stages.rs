@@ -20,6 +20,7 @@ use crate::admission::QuotaState;
 use crate::dispatch::{Dispatch, Won, skipped};
 use crate::hooks::{HookContext, Hooks, Watchers};
 use crate::operation::{Hooked, Operation};
+use crate::structured::Structured;
 use crate::{Caller, Exchange, Gateway, PipelineError};
 
 /// A request with its route.
@@ -40,6 +41,8 @@ pub struct Admitted<Op: Operation> {
     pub watchers: Watchers,
     /// An answer a hook gave: nothing is sent upstream.
     pub answered: Option<Op::Answer>,
+    /// The structure its answer must hold (compiled once, checked on every attempt).
+    pub structured: Option<Arc<Structured>>,
 }
 
 /// A request that has an answer: from a deployment (`won`), or from a hook.
@@ -50,6 +53,8 @@ pub struct Dispatched<Op: Operation> {
     /// The route's total deadline, which still bounds a stream.
     pub deadline: Instant,
     pub served: Served<Op::Answer>,
+    /// The structure the answer was checked against (a stream: is checked at its end).
+    pub structured: Option<Arc<Structured>>,
 }
 
 /// Who answered.
@@ -136,6 +141,8 @@ impl Gateway {
             watchers,
             answer: answered,
         } = request.run_hooks(&self.hooks_of(plan.alias()), context, exchange.audit())?;
+        // A schema that does not compile is the client's error, before anything is reserved.
+        let structured = request.structured()?.map(Arc::new);
         // Nothing to reserve for an answer that costs nothing, or one a hook already gave.
         let (plan, quota) = if request.reserves() && answered.is_none() {
             let held = self.hold(exchange, caller, &request, plan).await?;
@@ -155,6 +162,7 @@ impl Gateway {
             quota,
             watchers,
             answered,
+            structured,
         })
     }
 
@@ -171,6 +179,7 @@ impl Gateway {
             plan,
             watchers,
             answered,
+            structured,
             ..
         } = admitted;
         let timeouts = plan.policy().timeouts.limited_by(&overrides);
@@ -182,6 +191,7 @@ impl Gateway {
                 watchers,
                 deadline,
                 served: Served::Gateway(answer),
+                structured,
             });
         }
         for (health, why) in &plan.skipped {
@@ -211,6 +221,7 @@ impl Gateway {
             deadline,
             trace_id: exchange.trace_id().to_owned(),
             started: exchange.started(),
+            structured: structured.as_deref(),
         }
         .run(exchange)
         .await?;
@@ -220,6 +231,7 @@ impl Gateway {
             watchers,
             deadline,
             served: Served::Upstream(won),
+            structured,
         })
     }
 

@@ -5,17 +5,20 @@
 use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use futures_util::{Stream, StreamExt};
 use sluice_providers::{CompletionStream, ProviderError, StreamChunk, TimeoutPhase};
 use sluice_routing::Slot;
+use sluice_types::record::{PolicyAction, PolicyPlace, SchemaCheck};
 use sluice_types::{ChatRequest, Classify, ErrorKind, StreamError, StreamEvent, Usage};
 use tokio::time::Instant;
 
 use crate::Exchange;
 use crate::chat::unix_now;
 use crate::hooks::{HookError, Watchers};
+use crate::structured::{StreamCheck, Structured};
 use crate::tokens::{estimate_input, estimate_text};
 
 /// Yields the upstream's chunks as the client will get them. With stream hooks on the route,
@@ -38,6 +41,12 @@ pub struct GuardedStream {
     usage: Option<Usage>,
     /// An error event the provider itself sent inside the stream.
     upstream_error: Option<ErrorKind>,
+    /// The structure the answer must hold: text outside its JSON value is dropped as it
+    /// passes, the value is checked at the end.
+    structured: Option<StreamCheck>,
+    /// A structured stream's usage, held back until its answer is checked: an Anthropic
+    /// client's `message_stop` follows usage, and must not precede the check.
+    held_usage: Option<Usage>,
     ended: bool,
 }
 
@@ -62,6 +71,8 @@ impl GuardedStream {
             output_tokens: 0,
             usage: None,
             upstream_error: None,
+            structured: None,
+            held_usage: None,
             ended: false,
         };
         for mut chunk in held {
@@ -69,6 +80,18 @@ impl GuardedStream {
             stream.held.push_back(chunk);
         }
         stream
+    }
+
+    /// Checks the answer against `structured` (see [`crate::structured`]). Call before the
+    /// first poll: the chunks held so far are observed then.
+    pub(crate) fn checking(mut self, structured: Option<Arc<Structured>>) -> GuardedStream {
+        self.structured = structured.map(StreamCheck::new);
+        let mut held = std::mem::take(&mut self.held);
+        for chunk in &mut held {
+            self.restructure(chunk);
+        }
+        self.held = held;
+        self
     }
 
     fn observe(&mut self, chunk: &mut StreamChunk) {
@@ -86,6 +109,67 @@ impl GuardedStream {
                 StreamEvent::Usage(usage) => self.usage = Some(*usage),
                 StreamEvent::Error(error) => self.upstream_error = Some(error.kind),
                 _ => {}
+            }
+        }
+        self.restructure(chunk);
+    }
+
+    /// Passes a structured answer's text deltas through its check (text outside the JSON
+    /// value is dropped).
+    fn restructure(&mut self, chunk: &mut StreamChunk) {
+        if let Some(check) = &mut self.structured {
+            let mut changed = false;
+            let held_usage = &mut self.held_usage;
+            chunk.events.retain_mut(|event| {
+                if let StreamEvent::Usage(usage) = event {
+                    *held_usage = Some(*usage);
+                    changed = true;
+                    return false;
+                }
+                if !check.observe(event) {
+                    return true;
+                }
+                changed = true;
+                // A delta wholly outside the JSON value is dropped.
+                !matches!(event, StreamEvent::TextDelta { text, .. } if text.is_empty())
+            });
+            if changed {
+                // The bytes no longer say what the client gets.
+                chunk.raw = bytes::Bytes::new();
+            }
+        }
+    }
+
+    /// The stream ended as the upstream meant it to: whether its answer holds the requested
+    /// structure (recorded on the request and its serving attempt).
+    fn check_structure(&mut self) -> Result<(), ProviderError> {
+        let Some(check) = &self.structured else {
+            return Ok(());
+        };
+        let deployment = self.slot.health().name().to_owned();
+        match check.finish() {
+            Ok(outcome) => {
+                self.exchange.set_schema_valid(Some(true));
+                self.exchange.attempt_schema(&deployment, outcome);
+                if outcome == SchemaCheck::Repaired {
+                    self.exchange.audit().note(
+                        "structured_output",
+                        &deployment,
+                        PolicyAction::Repair,
+                        PolicyPlace::Response,
+                        1,
+                    );
+                }
+                Ok(())
+            }
+            Err(violation) => {
+                self.exchange.set_schema_valid(Some(false));
+                self.exchange
+                    .attempt_schema(&deployment, SchemaCheck::Invalid);
+                Err(ProviderError::SchemaViolation {
+                    provider: self.slot.health().deployment.provider.clone(),
+                    detail: violation.0,
+                })
             }
         }
     }
@@ -167,11 +251,20 @@ impl GuardedStream {
     /// no usage gets the gateway's estimate (flagged), so the client sees what the record
     /// holds; then the record settles.
     fn finish(&mut self) -> Option<StreamChunk> {
+        if self.upstream_error.is_none()
+            && let Err(violation) = self.check_structure()
+        {
+            // Nothing the hooks still hold is released: the answer failed.
+            return Some(self.fail(violation));
+        }
         let mut events = match self.watchers.finish(self.exchange.audit()) {
             Ok(events) => events,
             Err(e) => return Some(self.blocked(e)),
         };
         let failure = self.upstream_error;
+        if let Some(usage) = self.held_usage.take() {
+            events.push(StreamEvent::Usage(usage));
+        }
         if self.usage.is_none() && failure.is_none() {
             events.push(StreamEvent::Usage(self.settled_usage()));
         }

@@ -23,6 +23,7 @@ pub(crate) fn health(name: &str) -> Arc<DeploymentHealth> {
         model: "m".into(),
         api_key: None,
         default_max_tokens: 16,
+        structured_output: Default::default(),
     });
     let breaker = BreakerPolicy {
         enabled: false,

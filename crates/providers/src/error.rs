@@ -98,6 +98,13 @@ pub enum ProviderError {
     /// The stream ended before its terminal event.
     #[error("provider `{provider}` ended the stream before it was complete")]
     Truncated { provider: String },
+    /// A structured answer (a `response_format`, a forced tool) that is not JSON holding the
+    /// requested schema, even after the gateway's repairs. `detail` says what is wrong with
+    /// the model's output (never the schema or the prompt).
+    #[error(
+        "provider `{provider}` answered JSON that does not hold the requested schema: {detail}"
+    )]
+    SchemaViolation { provider: String, detail: String },
 }
 
 impl Classify for ProviderError {
@@ -111,6 +118,7 @@ impl Classify for ProviderError {
             ProviderError::Timeout { .. } => ErrorKind::UpstreamTimeout,
             ProviderError::Status { kind, .. } => *kind,
             ProviderError::Malformed { .. } => ErrorKind::UpstreamMalformed,
+            ProviderError::SchemaViolation { .. } => ErrorKind::SchemaViolation,
         }
     }
 
@@ -137,6 +145,7 @@ impl Classify for ProviderError {
             ProviderError::Malformed { .. } | ProviderError::Truncated { .. } => {
                 Some(Condition::Malformed)
             }
+            ProviderError::SchemaViolation { .. } => Some(Condition::SchemaViolation),
             ProviderError::Status { kind, .. } => match kind {
                 ErrorKind::RateLimited => Some(Condition::RateLimited),
                 ErrorKind::UpstreamOverloaded => Some(Condition::Overloaded),
@@ -182,6 +191,8 @@ impl ProviderError {
     pub fn status(&self) -> Option<u16> {
         match self {
             ProviderError::Status { status, .. } => Some(*status),
+            // It answered; the answer did not hold its schema.
+            ProviderError::SchemaViolation { .. } => Some(200),
             _ => None,
         }
     }

@@ -22,8 +22,10 @@ pub mod anthropic;
 mod error;
 mod http_call;
 pub mod openai;
+pub mod structured;
 
 pub use error::{ProviderError, RejectCause, TimeoutPhase};
+pub use structured::StructuredSupport;
 
 /// The kinds of upstream. Names match the config `type` values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,6 +66,8 @@ pub struct Deployment {
     pub api_key: Option<SecretString>,
     /// `max_tokens` for providers that require one when the client sent none.
     pub default_max_tokens: u32,
+    /// What the provider supports of structured output (`[providers.X] structured_output`).
+    pub structured_output: StructuredSupport,
 }
 
 /// A provider's base URL, parsed once: each call appends its path to a copy, so no URL is
@@ -232,12 +236,15 @@ impl Upstream {
         })
     }
 
-    /// Sends a chat request to a deployment. Streams when `req.stream` is set.
+    /// Sends a chat request to a deployment. Streams when `req.stream` is set. Structured
+    /// output goes as the deployment's provider can take it ([`structured::adapt`]).
     pub async fn chat(
         &self,
         deployment: &Deployment,
         req: &ChatRequest,
     ) -> Result<Reply, ProviderError> {
+        let adapted = structured::adapt(req, deployment);
+        let req = adapted.as_ref();
         match deployment.kind {
             ProviderKind::OpenAi | ProviderKind::OpenAiCompatible => {
                 openai::chat(self, deployment, req).await

@@ -326,7 +326,8 @@ mod tests {
         assert!(default.contains(Condition::ServerError));
         assert!(!default.contains(Condition::ContextLengthExceeded));
         assert!(!default.contains(Condition::ContentFilter));
-        assert_eq!(default.iter().count(), 6);
+        assert!(default.contains(Condition::SchemaViolation));
+        assert_eq!(default.iter().count(), 7);
     }
 
     #[test]

@@ -137,6 +137,7 @@ mod tests {
             model: "m".into(),
             api_key: None,
             default_max_tokens: 16,
+            structured_output: Default::default(),
         });
         let breaker = BreakerPolicy {
             enabled: false,

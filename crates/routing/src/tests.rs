@@ -14,6 +14,7 @@ fn health(name: &str, breaker_enabled: bool) -> Arc<DeploymentHealth> {
         model: "m".into(),
         api_key: None,
         default_max_tokens: 16,
+        structured_output: Default::default(),
     });
     let breaker = BreakerPolicy {
         enabled: breaker_enabled,

@@ -24,7 +24,9 @@ pub fn status_for(kind: ErrorKind) -> StatusCode {
         ErrorKind::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
         ErrorKind::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         ErrorKind::RateLimited | ErrorKind::BudgetExceeded => StatusCode::TOO_MANY_REQUESTS,
-        ErrorKind::UpstreamMalformed | ErrorKind::UpstreamUnavailable => StatusCode::BAD_GATEWAY,
+        ErrorKind::UpstreamMalformed
+        | ErrorKind::UpstreamUnavailable
+        | ErrorKind::SchemaViolation => StatusCode::BAD_GATEWAY,
         ErrorKind::UpstreamOverloaded
         | ErrorKind::RouteUnavailable
         | ErrorKind::PolicyUnavailable

@@ -211,6 +211,14 @@ pub(crate) struct PolicyLabels {
     pub(crate) place: &'static str,
 }
 
+/// `sluice_schema_checks_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct SchemaLabels {
+    pub(crate) provider: Arc<str>,
+    pub(crate) deployment: Arc<str>,
+    pub(crate) result: &'static str,
+}
+
 /// `sluice_usage_estimated_total`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct EstimatedLabels {

@@ -23,7 +23,7 @@ use sluice_types::record::RequestRecord;
 
 use crate::labels::{
     AttemptLabels, DeploymentLabels, EstimatedLabels, GenAiLabels, GenAiOutcomeLabels,
-    GenAiTokenLabels, Labels, PolicyLabels, RequestLabels, SpendLabels, TokenLabels,
+    GenAiTokenLabels, Labels, PolicyLabels, RequestLabels, SchemaLabels, SpendLabels, TokenLabels,
 };
 
 /// `gen_ai.client.operation.duration` boundaries from the semantic conventions, plus three more
@@ -100,6 +100,7 @@ pub(crate) struct Series {
     tokens: Family<TokenLabels, Counter>,
     usage_estimated: Family<EstimatedLabels, Counter>,
     policy_decisions: Family<PolicyLabels, Counter>,
+    schema_checks: Family<SchemaLabels, Counter>,
     /// Cost (USD), energy (J), carbon (gCO2e): floats, as Prometheus wants base units.
     spend: [Family<SpendLabels, FloatCounter>; 3],
     by_request: Handles<RequestKey, RequestSeries>,
@@ -120,6 +121,7 @@ impl Series {
             tokens: Family::default(),
             usage_estimated: Family::default(),
             policy_decisions: Family::default(),
+            schema_checks: Family::default(),
             spend: Default::default(),
             by_request: Handles::new(HANDLES_CAP),
             by_attempt: Handles::new(HANDLES_CAP),
@@ -196,6 +198,12 @@ impl Series {
              output), by alias, policy, rule, action and where: counts, never values",
             series.policy_decisions.clone(),
         );
+        registry.register(
+            "sluice_schema_checks",
+            "Answers to structured requests checked against their schema, by provider, \
+             deployment and result (valid, repaired, invalid): dialect drift per deployment",
+            series.schema_checks.clone(),
+        );
         series
     }
 
@@ -247,6 +255,16 @@ impl Series {
                 .count
                 .get_or_init(|| self.attempts.get_or_create_owned(&key))
                 .inc();
+            if let Some(check) = attempt.schema {
+                // Rare next to attempts: looked up per check.
+                self.schema_checks
+                    .get_or_create(&SchemaLabels {
+                        provider: key.provider.clone(),
+                        deployment: key.deployment.clone(),
+                        result: check.as_str(),
+                    })
+                    .inc();
+            }
         }
 
         // GenAI series describe calls to a model: nothing to say about a request that never

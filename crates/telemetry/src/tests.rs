@@ -534,6 +534,35 @@ fn policy_decisions_are_counted_by_alias_policy_rule_action_and_place() {
 }
 
 #[test]
+fn schema_checks_are_counted_per_attempt_by_provider_deployment_and_result() {
+    use sluice_types::record::SchemaCheck;
+    let metrics = Metrics::new();
+    let mut record = success();
+    let mut failed = record.attempts[0].clone();
+    failed.schema = Some(SchemaCheck::Invalid);
+    record.attempts[0].schema = Some(SchemaCheck::Repaired);
+    record.attempts.insert(0, failed);
+    metrics.observe(&record);
+    metrics.observe(&success());
+    let s = Scrape::of(&metrics);
+    let deployment = record.attempts[0].deployment.as_str();
+    let provider = record.attempts[0].provider.as_str();
+    for result in ["invalid", "repaired"] {
+        let labels = [
+            ("provider", provider),
+            ("deployment", deployment),
+            ("result", result),
+        ];
+        assert_eq!(
+            s.value("sluice_schema_checks_total", &labels),
+            1.0,
+            "{result}"
+        );
+    }
+    assert_eq!(s.series("sluice_schema_checks_total"), 2);
+}
+
+#[test]
 fn estimated_usage_is_counted_by_deployment() {
     let metrics = Metrics::new();
     metrics.observe(&estimated());
@@ -667,6 +696,9 @@ fn every_family_has_its_prometheus_type() {
         sluice_types::record::PolicyPlace::ToolCall,
         1,
     );
+    if let Some(attempt) = priced.attempts.first_mut() {
+        attempt.schema = Some(sluice_types::record::SchemaCheck::Valid);
+    }
     metrics.observe(&priced);
     let gauge = DeploymentGauge {
         deployment: "primary".into(),
@@ -681,6 +713,7 @@ fn every_family_has_its_prometheus_type() {
         ("sluice_tokens_total", "counter"),
         ("sluice_usage_estimated_total", "counter"),
         ("sluice_policy_decisions_total", "counter"),
+        ("sluice_schema_checks_total", "counter"),
         ("sluice_cost_usd_total", "counter"),
         ("sluice_energy_joules_total", "counter"),
         ("sluice_carbon_grams_total", "counter"),

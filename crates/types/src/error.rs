@@ -48,6 +48,9 @@ pub enum ErrorKind {
     UpstreamOverloaded,
     /// The upstream did not answer in time.
     UpstreamTimeout,
+    /// The upstream's answer to a structured request (`response_format`, a forced tool) is not
+    /// JSON that holds the requested schema, even after the gateway's repairs.
+    SchemaViolation,
     /// No deployment of the route can take the request now: every circuit is open or every
     /// queue is full. Answered at once instead of queueing without bound.
     RouteUnavailable,
@@ -62,7 +65,7 @@ pub enum ErrorKind {
 
 impl ErrorKind {
     /// Every kind, for reading codes back.
-    pub const ALL: [ErrorKind; 21] = [
+    pub const ALL: [ErrorKind; 22] = [
         ErrorKind::InvalidRequest,
         ErrorKind::UnsupportedParameter,
         ErrorKind::Unauthenticated,
@@ -80,6 +83,7 @@ impl ErrorKind {
         ErrorKind::UpstreamUnavailable,
         ErrorKind::UpstreamOverloaded,
         ErrorKind::UpstreamTimeout,
+        ErrorKind::SchemaViolation,
         ErrorKind::RouteUnavailable,
         ErrorKind::PolicyUnavailable,
         ErrorKind::PolicyBlocked,
@@ -106,6 +110,7 @@ impl ErrorKind {
             ErrorKind::UpstreamUnavailable => "upstream_unavailable",
             ErrorKind::UpstreamOverloaded => "upstream_overloaded",
             ErrorKind::UpstreamTimeout => "upstream_timeout",
+            ErrorKind::SchemaViolation => "schema_violation",
             ErrorKind::RouteUnavailable => "route_unavailable",
             ErrorKind::PolicyUnavailable => "policy_unavailable",
             ErrorKind::PolicyBlocked => "policy_blocked",
@@ -154,10 +159,12 @@ pub enum Condition {
     ContextLengthExceeded,
     /// The provider's content filter refused the request or the answer.
     ContentFilter,
+    /// A structured answer that is not JSON for the requested schema, even after repair.
+    SchemaViolation,
 }
 
 impl Condition {
-    pub const ALL: [Condition; 8] = [
+    pub const ALL: [Condition; 9] = [
         Condition::RateLimited,
         Condition::ServerError,
         Condition::Overloaded,
@@ -166,17 +173,21 @@ impl Condition {
         Condition::Malformed,
         Condition::ContextLengthExceeded,
         Condition::ContentFilter,
+        Condition::SchemaViolation,
     ];
 
-    /// The transient failures a route moves on from unless told otherwise. Context length and
-    /// content filter are opt-in: moving on from them changes what the client gets.
-    pub const DEFAULT: [Condition; 6] = [
+    /// The failures a route moves on from unless told otherwise: the transient ones, and a
+    /// structured answer that does not hold its schema (another sample or deployment may).
+    /// Context length and content filter are opt-in: moving on from them changes what the
+    /// client gets.
+    pub const DEFAULT: [Condition; 7] = [
         Condition::RateLimited,
         Condition::ServerError,
         Condition::Overloaded,
         Condition::Timeout,
         Condition::ConnectError,
         Condition::Malformed,
+        Condition::SchemaViolation,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -189,6 +200,7 @@ impl Condition {
             Condition::Malformed => "malformed",
             Condition::ContextLengthExceeded => "context_length_exceeded",
             Condition::ContentFilter => "content_filter",
+            Condition::SchemaViolation => "schema_violation",
         }
     }
 
@@ -205,9 +217,10 @@ impl Condition {
         )
     }
 
-    /// Whether the failure says the deployment is unhealthy (counts against its breaker).
+    /// Whether the failure says the deployment is unhealthy (counts against its breaker). A
+    /// schema violation is about one answer to one schema, not the deployment's health.
     pub fn is_deployment_fault(self) -> bool {
-        self.same_deployment_may_recover()
+        self.same_deployment_may_recover() && self != Condition::SchemaViolation
     }
 }
 
@@ -236,6 +249,7 @@ mod tests {
             | ErrorKind::UpstreamUnavailable
             | ErrorKind::UpstreamOverloaded
             | ErrorKind::UpstreamTimeout
+            | ErrorKind::SchemaViolation
             | ErrorKind::RouteUnavailable
             | ErrorKind::PolicyUnavailable
             | ErrorKind::PolicyBlocked

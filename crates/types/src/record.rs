@@ -240,6 +240,7 @@ macro_rules! text_form {
 text_form!(Endpoint, "endpoint", Endpoint::ALL);
 text_form!(Next, "next step", Next::ALL);
 text_form!(Role, "role", [Role::Pool, Role::Fallback]);
+text_form!(SchemaCheck, "schema check", SchemaCheck::ALL);
 text_form!(
     ErrorCode,
     "error code",
@@ -299,6 +300,37 @@ pub struct AttemptRecord {
     /// prompt), when the price is known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cost_micros: Option<i64>,
+    /// How this attempt's answer to a structured request fared against its schema (none: the
+    /// request asked for no structure, or the attempt gave no answer to check).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema: Option<SchemaCheck>,
+}
+
+/// The gateway's check of one structured answer against the requested schema.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SchemaCheck {
+    /// Valid as the provider sent it.
+    Valid,
+    /// Valid once trivial damage was repaired (code fences, text around the JSON).
+    Repaired,
+    /// Not valid, even after repair.
+    Invalid,
+}
+
+impl SchemaCheck {
+    pub const ALL: [SchemaCheck; 3] = [
+        SchemaCheck::Valid,
+        SchemaCheck::Repaired,
+        SchemaCheck::Invalid,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SchemaCheck::Valid => "valid",
+            SchemaCheck::Repaired => "repaired",
+            SchemaCheck::Invalid => "invalid",
+        }
+    }
 }
 
 /// Everything known about one request once it ended.

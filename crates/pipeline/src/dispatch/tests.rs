@@ -140,6 +140,7 @@ async fn run(
         deadline: Instant::now() + Duration::from_secs(10),
         trace_id: "0".repeat(32),
         started: std::time::Instant::now(),
+        structured: None,
     }
     .run(exchange)
     .await

@@ -17,5 +17,6 @@ mod hooks;
 mod leaks;
 mod openai_ingress;
 mod routing;
+mod structured;
 mod support;
 mod traces;

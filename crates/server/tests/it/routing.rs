@@ -99,6 +99,7 @@ async fn unreachable() -> Deployment {
         model: "m".into(),
         api_key: None,
         default_max_tokens: 64,
+        structured_output: Default::default(),
     }
 }
 

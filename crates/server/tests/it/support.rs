@@ -28,6 +28,7 @@ pub fn on(mock: &MockUpstream, kind: ProviderKind, model: &str) -> Deployment {
         model: model.to_owned(),
         api_key: Some("upstream-secret".to_owned().into()),
         default_max_tokens: 1024,
+        structured_output: Default::default(),
     }
 }
 

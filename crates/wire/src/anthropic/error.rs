@@ -32,9 +32,10 @@ pub(super) fn error_type(kind: ErrorKind) -> &'static str {
         | ErrorKind::PolicyUnavailable
         | ErrorKind::TooManyConnections => "overloaded_error",
         ErrorKind::UpstreamTimeout | ErrorKind::RequestTimeout => "timeout_error",
-        ErrorKind::UpstreamMalformed | ErrorKind::UpstreamUnavailable | ErrorKind::Internal => {
-            "api_error"
-        }
+        ErrorKind::UpstreamMalformed
+        | ErrorKind::UpstreamUnavailable
+        | ErrorKind::SchemaViolation
+        | ErrorKind::Internal => "api_error",
     }
 }
 

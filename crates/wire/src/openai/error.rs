@@ -38,6 +38,7 @@ pub(super) fn error_type(kind: ErrorKind) -> &'static str {
         ErrorKind::BudgetExceeded => "insufficient_quota",
         ErrorKind::UpstreamMalformed
         | ErrorKind::UpstreamUnavailable
+        | ErrorKind::SchemaViolation
         | ErrorKind::UpstreamOverloaded
         | ErrorKind::UpstreamTimeout
         | ErrorKind::RouteUnavailable
