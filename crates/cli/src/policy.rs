@@ -9,6 +9,8 @@ use anyhow::Context;
 use secrecy::ExposeSecret;
 use sluice_config::{CounterBackend, Settings};
 use sluice_pipeline::hooks::RequestSize;
+use sluice_pipeline::hooks::stops::StopGuard;
+use sluice_pipeline::hooks::tools::ToolGuard;
 use sluice_pipeline::{Gateway, Hook, Hooks, PolicyEngine, PolicyParts, RouteRules};
 use sluice_policy::Counters;
 use sluice_policy::counters::{RedisCounters, RedisSettings};
@@ -77,7 +79,7 @@ pub(crate) async fn engine(
                     roles: route.roles.clone(),
                     over_soft_limit: route.over_soft_limit.clone(),
                     limits: route.limits.clone(),
-                    hooks: route_hooks(route),
+                    hooks: route_hooks(route, &settings.deployments),
                 };
                 (alias.clone(), rules)
             })
@@ -86,11 +88,30 @@ pub(crate) async fn engine(
     Ok((engine, counter_errors, entries, counters))
 }
 
-/// A route's request-path hooks from its configuration, in the order they run.
-fn route_hooks(route: &sluice_config::AliasSettings) -> Hooks {
+/// A route's request-path hooks from its configuration, in the order they run. The
+/// stop-sequence guard comes before tool policy, so that tool calls a stop sequence would have
+/// prevented are never judged.
+fn route_hooks(
+    route: &sluice_config::AliasSettings,
+    deployments: &[sluice_config::DeploymentSettings],
+) -> Hooks {
     let mut hooks: Vec<Arc<dyn Hook>> = Vec::new();
     if let Some(max_input_tokens) = route.max_input_tokens {
         hooks.push(Arc::new(RequestSize { max_input_tokens }));
+    }
+    // Any deployment of the route may serve a request: send only what all of them accept.
+    let max_upstream = route
+        .deployments()
+        .filter_map(|d| deployments.get(d)?.max_stop_sequences)
+        .min();
+    hooks.push(Arc::new(StopGuard {
+        on_collision: route.stop_sequences,
+        max_upstream,
+    }));
+    if let Some(policy) = &route.tool_policy {
+        hooks.push(Arc::new(ToolGuard {
+            policy: policy.clone(),
+        }));
     }
     Hooks::new(hooks)
 }

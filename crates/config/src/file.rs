@@ -17,6 +17,7 @@ use crate::policy::{
     AdminSection, AliasLimitsSection, BudgetsSection, CarbonSection, EnergySection, PriceSection,
     energy_model, price_table,
 };
+use crate::tools::{StopSequencesSection, ToolPolicySection};
 use crate::{
     AliasSettings, DeploymentSettings, FieldProblem, OtlpProtocol, PolicySettings, ServerSettings,
     Settings, StoreSettings, TelemetrySettings, UpstreamSettings,
@@ -51,6 +52,11 @@ pub(crate) struct ConfigFile {
     energy: BTreeMap<String, EnergySection>,
     #[serde(default)]
     carbon: CarbonSection,
+    /// Tools keys may use, and destructive-call rules; each alias may replace it.
+    tool_policy: Option<ToolPolicySection>,
+    /// The stop-sequence guard; each alias may replace it.
+    #[serde(default)]
+    stop_sequences: StopSequencesSection,
 }
 
 #[derive(Debug, Deserialize)]
@@ -174,6 +180,15 @@ impl ProviderType {
         }
     }
 
+    /// The most stop sequences the provider's API accepts (OpenAI's documented limit is 4;
+    /// compatible servers are assumed to share it unless a deployment says otherwise).
+    fn default_max_stop_sequences(self) -> Option<u32> {
+        match self {
+            ProviderType::Openai | ProviderType::OpenaiCompatible => Some(4),
+            ProviderType::Anthropic => None,
+        }
+    }
+
     fn default_base_url(self) -> Option<&'static str> {
         match self {
             ProviderType::Openai => Some("https://api.openai.com/v1"),
@@ -271,6 +286,9 @@ struct DeploymentSection {
     breaker: BreakerOverride,
     /// Where the provider runs (`us-east`, `eu-north`...), for the carbon estimate.
     region: Option<String>,
+    /// The most stop sequences the provider accepts in one request (default: 4 for `openai`
+    /// and `openai_compatible`, no limit for `anthropic`); the gateway enforces the rest.
+    max_stop_sequences: Option<u32>,
 }
 
 fn default_max_tokens() -> u32 {
@@ -317,6 +335,10 @@ struct AliasSection {
     limits: AliasLimitsSection,
     /// Refuse prompts estimated above this many tokens, before anything is reserved or sent.
     max_input_tokens: Option<u32>,
+    /// Replaces `[tool_policy]` for this alias.
+    tool_policy: Option<ToolPolicySection>,
+    /// Replaces `[stop_sequences]` for this alias.
+    stop_sequences: Option<StopSequencesSection>,
 }
 
 fn default_body_max_bytes() -> usize {
@@ -953,12 +975,20 @@ impl ConfigFile {
                 },
                 breaker,
                 region: deployment.region.clone(),
+                max_stop_sequences: deployment
+                    .max_stop_sequences
+                    .or(provider.provider_type.default_max_stop_sequences())
+                    .map(|n| n as usize),
             });
         }
 
         // The global breaker is checked once, as the base of every deployment's.
         breaker_policy(self.breaker, "breaker", &mut problems);
 
+        let tool_policy = self
+            .tool_policy
+            .as_ref()
+            .map(|section| std::sync::Arc::new(section.policy("tool_policy", &mut problems)));
         let mut aliases = BTreeMap::new();
         for (alias, section) in &self.aliases {
             if section.deployments.is_empty() {
@@ -1027,6 +1057,17 @@ impl ConfigFile {
                 format!("aliases.{alias}.max_input_tokens"),
                 "must be at least 1",
             );
+            let route_tool_policy = match &section.tool_policy {
+                Some(own) => Some(std::sync::Arc::new(
+                    own.policy(&format!("aliases.{alias}.tool_policy"), &mut problems),
+                )),
+                None => tool_policy.clone(),
+            };
+            let stop_sequences = section
+                .stop_sequences
+                .as_ref()
+                .unwrap_or(&self.stop_sequences)
+                .on_collision();
             aliases.insert(
                 alias.clone(),
                 AliasSettings {
@@ -1041,6 +1082,8 @@ impl ConfigFile {
                     over_soft_limit: section.over_soft_limit.clone(),
                     limits,
                     max_input_tokens: section.max_input_tokens,
+                    tool_policy: route_tool_policy,
+                    stop_sequences,
                 },
             );
         }

@@ -18,6 +18,7 @@ use sluice_routing::{BreakerPolicy, CapacityPolicy, RoutePolicy};
 
 mod file;
 mod policy;
+mod tools;
 
 pub use file::ProviderType;
 pub use policy::{BudgetSettings, CounterBackend};
@@ -118,6 +119,10 @@ pub struct AliasSettings {
     pub limits: Vec<sluice_policy::Limit>,
     /// Prompts estimated above this many tokens are refused (`policy_blocked`).
     pub max_input_tokens: Option<u32>,
+    /// The alias's `tool_policy`, else `[tool_policy]`; `None`: no tool policy.
+    pub tool_policy: Option<std::sync::Arc<sluice_policy::tools::ToolPolicy>>,
+    /// The alias's `stop_sequences.on_collision`, else `[stop_sequences]`'s (default warn).
+    pub stop_sequences: sluice_policy::stops::OnCollision,
 }
 
 impl AliasSettings {
@@ -190,6 +195,8 @@ pub struct DeploymentSettings {
     pub breaker: BreakerPolicy,
     /// Where the provider runs, for the carbon estimate.
     pub region: Option<String>,
+    /// The most stop sequences the provider accepts in one request; `None`: no limit.
+    pub max_stop_sequences: Option<usize>,
 }
 
 /// Whether loading a configuration requires the providers' API keys to be set.
