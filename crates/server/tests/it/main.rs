@@ -16,5 +16,7 @@ mod hooks;
 mod leaks;
 mod openai_ingress;
 mod routing;
+mod stop_sequences;
 mod support;
+mod tool_policy;
 mod traces;
