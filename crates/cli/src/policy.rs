@@ -10,6 +10,8 @@ use secrecy::ExposeSecret;
 use sluice_config::{CounterBackend, Settings};
 use sluice_pipeline::hooks::RequestSize;
 use sluice_pipeline::hooks::dlp::{Actions, Dlp, DlpAction, Overrides};
+use sluice_pipeline::hooks::stops::StopGuard;
+use sluice_pipeline::hooks::tools::ToolGuard;
 use sluice_pipeline::{Gateway, Hook, Hooks, PolicyEngine, PolicyParts, RouteRules};
 use sluice_policy::Counters;
 use sluice_policy::counters::{RedisCounters, RedisSettings};
@@ -79,7 +81,7 @@ pub(crate) async fn engine(
                     roles: route.roles.clone(),
                     over_soft_limit: route.over_soft_limit.clone(),
                     limits: route.limits.clone(),
-                    hooks: route_hooks(route, scanner.as_ref()),
+                    hooks: route_hooks(route, &settings.deployments, scanner.as_ref()),
                 };
                 (alias.clone(), rules)
             })
@@ -89,10 +91,12 @@ pub(crate) async fn engine(
 }
 
 /// A route's request-path hooks from its configuration, in the order they run: the cheap
-/// refusal first; DLP before the hooks that read the answer, so they see the values the
-/// client will.
+/// refusal first; DLP next, so that the hooks after it see the answer with the client's own
+/// values restored; the stop-sequence guard before tool policy, so that tool calls a stop
+/// sequence would have prevented are never judged.
 fn route_hooks(
     route: &sluice_config::AliasSettings,
+    deployments: &[sluice_config::DeploymentSettings],
     scanner: Option<&Arc<sluice_dlp::Scanner>>,
 ) -> Hooks {
     let mut hooks: Vec<Arc<dyn Hook>> = Vec::new();
@@ -101,6 +105,20 @@ fn route_hooks(
     }
     if let (Some(dlp), Some(scanner)) = (&route.dlp, scanner) {
         hooks.push(Arc::new(dlp_hook(dlp, scanner.clone())));
+    }
+    // Any deployment of the route may serve a request: send only what all of them accept.
+    let max_upstream = route
+        .deployments()
+        .filter_map(|d| deployments.get(d)?.max_stop_sequences)
+        .min();
+    hooks.push(Arc::new(StopGuard {
+        on_collision: route.stop_sequences,
+        max_upstream,
+    }));
+    if let Some(policy) = &route.tool_policy {
+        hooks.push(Arc::new(ToolGuard {
+            policy: policy.clone(),
+        }));
     }
     Hooks::new(hooks)
 }

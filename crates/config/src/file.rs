@@ -18,6 +18,7 @@ use crate::policy::{
     AdminSection, AliasLimitsSection, BudgetsSection, CarbonSection, EnergySection, PriceSection,
     energy_model, price_table,
 };
+use crate::tools::{StopSequencesSection, ToolPolicySection};
 use crate::{
     AliasSettings, DeploymentSettings, FieldProblem, OtlpProtocol, PolicySettings, ServerSettings,
     Settings, StoreSettings, TelemetrySettings, UpstreamSettings,
@@ -54,6 +55,11 @@ pub(crate) struct ConfigFile {
     carbon: CarbonSection,
     #[serde(default)]
     dlp: DlpSection,
+    /// Tools keys may use, and destructive-call rules; each alias may replace it.
+    tool_policy: Option<ToolPolicySection>,
+    /// The stop-sequence guard; each alias may replace it.
+    #[serde(default)]
+    stop_sequences: StopSequencesSection,
 }
 
 #[derive(Debug, Deserialize)]
@@ -186,6 +192,15 @@ impl ProviderType {
         }
     }
 
+    /// The most stop sequences the provider's API accepts (OpenAI's documented limit is 4;
+    /// compatible servers are assumed to share it unless a deployment says otherwise).
+    fn default_max_stop_sequences(self) -> Option<u32> {
+        match self {
+            ProviderType::Openai | ProviderType::OpenaiCompatible => Some(4),
+            ProviderType::Anthropic => None,
+        }
+    }
+
     fn default_base_url(self) -> Option<&'static str> {
         match self {
             ProviderType::Openai => Some("https://api.openai.com/v1"),
@@ -286,6 +301,9 @@ struct DeploymentSection {
     breaker: BreakerOverride,
     /// Where the provider runs (`us-east`, `eu-north`...), for the carbon estimate.
     region: Option<String>,
+    /// The most stop sequences the provider accepts in one request (default: 4 for `openai`
+    /// and `openai_compatible`, no limit for `anthropic`); the gateway enforces the rest.
+    max_stop_sequences: Option<u32>,
 }
 
 fn default_max_tokens() -> u32 {
@@ -334,6 +352,10 @@ struct AliasSection {
     max_input_tokens: Option<u32>,
     /// The route's DLP actions, over `[dlp]`'s.
     dlp: Option<RouteDlpSection>,
+    /// Replaces `[tool_policy]` for this alias.
+    tool_policy: Option<ToolPolicySection>,
+    /// Replaces `[stop_sequences]` for this alias.
+    stop_sequences: Option<StopSequencesSection>,
 }
 
 fn default_body_max_bytes() -> usize {
@@ -994,6 +1016,10 @@ impl ConfigFile {
                 },
                 breaker,
                 region: deployment.region.clone(),
+                max_stop_sequences: deployment
+                    .max_stop_sequences
+                    .or(provider.provider_type.default_max_stop_sequences())
+                    .map(|n| n as usize),
             });
         }
 
@@ -1001,6 +1027,10 @@ impl ConfigFile {
         breaker_policy(self.breaker, "breaker", &mut problems);
 
         let mut dlp = self.dlp.settings(&mut problems);
+        let tool_policy = self
+            .tool_policy
+            .as_ref()
+            .map(|section| std::sync::Arc::new(section.policy("tool_policy", &mut problems)));
         let mut aliases = BTreeMap::new();
         for (alias, section) in &self.aliases {
             if let Some(route) = &section.dlp {
@@ -1073,6 +1103,17 @@ impl ConfigFile {
                 format!("aliases.{alias}.max_input_tokens"),
                 "must be at least 1",
             );
+            let route_tool_policy = match &section.tool_policy {
+                Some(own) => Some(std::sync::Arc::new(
+                    own.policy(&format!("aliases.{alias}.tool_policy"), &mut problems),
+                )),
+                None => tool_policy.clone(),
+            };
+            let stop_sequences = section
+                .stop_sequences
+                .as_ref()
+                .unwrap_or(&self.stop_sequences)
+                .on_collision();
             aliases.insert(
                 alias.clone(),
                 AliasSettings {
@@ -1088,6 +1129,8 @@ impl ConfigFile {
                     limits,
                     max_input_tokens: section.max_input_tokens,
                     dlp: self.dlp.route(section.dlp.as_ref()),
+                    tool_policy: route_tool_policy,
+                    stop_sequences,
                 },
             );
         }

@@ -19,6 +19,7 @@ use sluice_routing::{BreakerPolicy, CapacityPolicy, RoutePolicy};
 mod dlp;
 mod file;
 mod policy;
+mod tools;
 
 pub use dlp::{DlpAction, DlpSettings, RouteDlp};
 pub use file::ProviderType;
@@ -124,6 +125,10 @@ pub struct AliasSettings {
     pub max_input_tokens: Option<u32>,
     /// What DLP does on the route (`None`: nothing).
     pub dlp: Option<RouteDlp>,
+    /// The alias's `tool_policy`, else `[tool_policy]`; `None`: no tool policy.
+    pub tool_policy: Option<std::sync::Arc<sluice_policy::tools::ToolPolicy>>,
+    /// The alias's `stop_sequences.on_collision`, else `[stop_sequences]`'s (default warn).
+    pub stop_sequences: sluice_policy::stops::OnCollision,
 }
 
 impl AliasSettings {
@@ -198,6 +203,8 @@ pub struct DeploymentSettings {
     pub breaker: BreakerPolicy,
     /// Where the provider runs, for the carbon estimate.
     pub region: Option<String>,
+    /// The most stop sequences the provider accepts in one request; `None`: no limit.
+    pub max_stop_sequences: Option<usize>,
 }
 
 /// Whether loading a configuration requires the providers' API keys to be set.

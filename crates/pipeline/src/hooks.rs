@@ -12,8 +12,9 @@
 //! ([`Watchers::read_output`]): the pipeline decides passthrough, not the server. What hooks
 //! find and do goes to the record's policy decisions ([`Audit`]), never the values matched.
 //!
-//! The one hook shipped here is [`RequestSize`] (`max_input_tokens` on a route). DLP,
-//! structured-output validation, tool policy, caches and idempotent replay attach here too.
+//! Shipped here: [`RequestSize`] (`max_input_tokens` on a route), [`stops::StopGuard`] (the
+//! stop-sequence guard) and [`tools::ToolGuard`] (tool policy). DLP, structured-output
+//! validation, caches and idempotent replay attach here too.
 
 use std::sync::Arc;
 
@@ -21,6 +22,9 @@ use sluice_types::record::Audit;
 use sluice_types::{ChatRequest, ChatResponse, Classify, ErrorKind, Origin, StreamEvent};
 
 use crate::Caller;
+
+pub mod stops;
+pub mod tools;
 
 /// Why a hook stopped a request or a stream.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -48,6 +52,20 @@ pub enum HookError {
     /// A hook found what its policy forbids in the answer (a stream ends with this error).
     #[error("the answer was stopped by the `{hook}` policy: {reason}")]
     OutputBlocked { hook: &'static str, reason: String },
+    /// The request offers (or forces) tools its key may not use (`tool_policy`).
+    #[error("this key may not use the tool{} {} (tool_policy)", if .tools.len() == 1 { "" } else { "s" }, tools::quoted(.tools))]
+    ToolNotAllowed { tools: Vec<String> },
+    /// User content holds one of the request's own stop sequences, and the route refuses such
+    /// requests (`stop_sequences.on_collision = "refuse"`). `index` counts from 0 in the
+    /// request's stop list; `message` counts from 0 in its messages.
+    #[error(
+        "stop sequence {index} ({sequence:?}) appears in the content of message {message}: the answer could end early where the model repeats it (stop_sequences.on_collision = \"refuse\")"
+    )]
+    StopSequenceInContent {
+        index: usize,
+        sequence: String,
+        message: usize,
+    },
 }
 
 impl Classify for HookError {
@@ -56,7 +74,9 @@ impl Classify for HookError {
             HookError::PromptTooLarge { .. }
             | HookError::DlpBlocked { .. }
             | HookError::RequestBlocked { .. }
-            | HookError::OutputBlocked { .. } => ErrorKind::PolicyBlocked,
+            | HookError::OutputBlocked { .. }
+            | HookError::ToolNotAllowed { .. }
+            | HookError::StopSequenceInContent { .. } => ErrorKind::PolicyBlocked,
         }
     }
     fn origin(&self) -> Origin {

@@ -8,6 +8,8 @@
 //! - [`counters`]: atomic all-or-nothing reservations against every level at once, settled to
 //!   actual usage, in process ([`counters::MemoryCounters`]) or in Redis for several replicas.
 //! - [`calendar`]: instants as Unix milliseconds and the injected [`calendar::Clock`].
+//! - [`tools`]: which tools a key may offer and call, and which calls need a capability.
+//! - [`stops`]: what the stop-sequence guard does with user content that holds a stop sequence.
 //!
 //! Time is always an argument; nothing here reads the clock on its own. This crate does not
 //! decide which limits apply to a caller, when to fail open, or how a refusal is rendered: the
@@ -22,6 +24,8 @@ pub mod energy;
 pub mod error;
 mod model_id;
 pub mod pricing;
+pub mod stops;
+pub mod tools;
 
 pub use budget::{Consumption, Level, Limit, Metric, ParseProblem, Period, Scope, plain_usd};
 pub use calendar::{Clock, SystemClock, UnixMs};

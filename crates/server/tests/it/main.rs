@@ -17,6 +17,8 @@ mod hooks;
 mod leaks;
 mod openai_ingress;
 mod routing;
+mod stop_sequences;
 mod structured;
 mod support;
+mod tool_policy;
 mod traces;
