@@ -342,14 +342,22 @@ def test_json_object_mode_passthrough(oai: openai.OpenAI) -> None:
     assert json.loads(reply.choices[0].message.content or "") == {"reply": echo("Answer in JSON")}
 
 
-def test_json_object_mode_refused_for_anthropic_target(oai: openai.OpenAI) -> None:
-    # Anthropic has no JSON mode; the gateway refuses rather than silently dropping it.
-    with pytest.raises(openai.BadRequestError) as info:
+def test_json_object_mode_for_anthropic_target_is_asked_for_and_checked(oai: openai.OpenAI) -> None:
+    # Anthropic has no JSON mode: the gateway asks for JSON in the system prompt and checks the
+    # answer. An answer that is a JSON object passes (fences and text around it repaired)...
+    answer = oai.chat.completions.create(
+        model=ANTHROPIC_MODEL,
+        messages=user('Answer in JSON\n#mock text=Sure: ```json {"city": "Paris"}``` done'),
+        response_format={"type": "json_object"},
+    )
+    assert json.loads(answer.choices[0].message.content) == {"city": "Paris"}
+    # ...and one that is not is never passed off as a 200 (the mock ignores instructions).
+    with pytest.raises(openai.InternalServerError) as info:
         oai.chat.completions.create(
             model=ANTHROPIC_MODEL, messages=user("Answer in JSON"), response_format={"type": "json_object"}
         )
-    assert info.value.status_code == 400
-    assert "response_format" in info.value.message
+    assert info.value.status_code == 502
+    assert info.value.response.json()["error"]["code"] == "schema_violation"
 
 
 # ---------------------------------------------------------------------------------------------

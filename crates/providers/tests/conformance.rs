@@ -4,8 +4,8 @@
 //! mock speaking the adapter's dialect, calls [`Upstream::chat`] with a canonical request
 //! (decoded from an OpenAI client body), asserts on what came back (content, stream events,
 //! error kinds) and then on what the upstream received (path, credentials, model, body).
-//! A kind that cannot support a scenario lists it in [`unsupported`] with the reason; those
-//! entries are checked to be refused before any I/O, so nothing is skipped quietly.
+//! Every kind supports every scenario: nothing is skipped (Anthropic's `json_object` goes as an
+//! instruction, and the pipeline checks the answer; docs/structured-output.md).
 #![allow(
     clippy::disallowed_methods,
     clippy::panic,
@@ -94,17 +94,6 @@ scenarios! {
     FirstByteTimeout => slow_headers_end_with_first_byte_timeout,
 }
 
-/// The scenarios an adapter cannot support, each with its reason. Every entry must be refused
-/// by the adapter before any I/O (checked by `unsupported_scenarios_are_refused_before_any_io`);
-/// a scenario the adapter could run but the mock cannot simulate does not belong here.
-fn unsupported(kind: ProviderKind) -> &'static [Scenario] {
-    match kind {
-        // Anthropic has no JSON mode without a schema: `response_format: json_object` goes as an
-        // instruction, and the pipeline checks the answer (docs/structured-output.md).
-        ProviderKind::OpenAi | ProviderKind::OpenAiCompatible | ProviderKind::Anthropic => &[],
-    }
-}
-
 /// The gateway's provider key, which the mock requires.
 const KEY: &str = "sk-conformance-right";
 /// A key the mock refuses.
@@ -142,13 +131,6 @@ impl fmt::Display for Case {
 
 async fn run_all(scenario: Scenario) {
     for kind in KINDS {
-        if unsupported(kind).contains(&scenario) {
-            eprintln!(
-                "{} does not support {scenario:?} (see `unsupported`)",
-                kind.as_str()
-            );
-            continue;
-        }
         let case = Case { kind, scenario };
         tokio::time::timeout(Duration::from_secs(30), run(kind, scenario))
             .await
@@ -416,30 +398,6 @@ async fn run(kind: ProviderKind, scenario: Scenario) {
     }
 
     assert_upstream_received(case, &mock, &deployment, &request, key).await;
-}
-
-#[tokio::test]
-async fn unsupported_scenarios_are_refused_before_any_io() {
-    for kind in KINDS {
-        for &scenario in unsupported(kind) {
-            let case = Case { kind, scenario };
-            let mock = match kind.dialect() {
-                sluice_types::Dialect::OpenAi => MockUpstream::openai(),
-                sluice_types::Dialect::Anthropic => MockUpstream::anthropic(),
-            }
-            .start()
-            .await;
-            let upstream = Upstream::new(timeouts(scenario)).unwrap();
-            let result = upstream
-                .chat(&deployment(kind, &mock, KEY), &canonical_request(scenario))
-                .await;
-            let err = failure(case, result);
-            assert!(matches!(err, ProviderError::Encode(_)), "{case}: {err:?}");
-            assert_eq!(err.kind(), ErrorKind::UnsupportedParameter, "{case}");
-            assert!(!err.retryable(), "{case}");
-            assert_eq!(mock.hits(), 0, "{case}: nothing sent upstream");
-        }
-    }
 }
 
 // ---- setup ----
