@@ -3,7 +3,8 @@
 # figure that does not move with the machine's load, for A/B comparisons of two builds or of
 # one build with a feature off and on.
 #
-#   bench/callgrind.sh [--admission off|memory|redis] [--hook] [--requests N] [--bin PATH]
+#   bench/callgrind.sh [--admission off|memory|redis] [--hook] [--dlp] [--prompt-bytes N]
+#                      [--requests N] [--bin PATH]
 #
 # Starts `sluice mock` on 127.0.0.1:18200 and `sluice serve` under valgrind on :18210 (a fresh
 # store in bench/.work/callgrind), creates a key, warms up with 300 requests, zeroes the
@@ -14,17 +15,23 @@
 # budget and per-minute request and token limits (`sluice budgets set key:* ...`), counted in
 # process or in the Redis at $SLUICE_BENCH_REDIS (default redis://127.0.0.1:6379). With --hook,
 # the route runs the shipped request hook (`max_input_tokens`, a bound every request passes), so
-# the difference to a run without it is the cost of the policy seam with one hook on it.
+# the difference to a run without it is the cost of the policy seam with one hook on it. With
+# --dlp, every built-in detector acts on the route (docs/dlp.md), answers included. With
+# --prompt-bytes N, the user message is N bytes of prose (default: one short sentence).
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 BIN=$HERE/../target/release/sluice
 MODE=off
 HOOK=
+DLP=
+PROMPT_BYTES=
 N=2000
 while [ $# -gt 0 ]; do
   case "$1" in
     --admission) MODE=$2; shift 2 ;;
     --hook) HOOK=1; shift ;;
+    --dlp) DLP=1; shift ;;
+    --prompt-bytes) PROMPT_BYTES=$2; shift 2 ;;
     --requests) N=$2; shift 2 ;;
     --bin) BIN=$2; shift 2 ;;
     *) sed -n '2,/^set -e/p' "$0" | sed '$d; s/^# \{0,1\}//' >&2; exit 2 ;;
@@ -33,7 +40,7 @@ done
 for tool in valgrind callgrind_control oha; do
   command -v $tool >/dev/null || { echo "missing $tool" >&2; exit 1; }
 done
-DIR=$HERE/.work/callgrind/$MODE${HOOK:+-hook}
+DIR=$HERE/.work/callgrind/$MODE${HOOK:+-hook}${DLP:+-dlp}${PROMPT_BYTES:+-$PROMPT_BYTES}
 rm -rf "$DIR"; mkdir -p "$DIR"; cd "$DIR"
 cat > sluice.toml <<TOML
 [store]
@@ -48,6 +55,10 @@ model = "gpt-4o-mini"
 deployments = ["mini"]
 TOML
 [ -n "$HOOK" ] && printf 'max_input_tokens = 100000\n' >> sluice.toml
+[ -n "$DLP" ] && cat >> sluice.toml <<'TOML'
+[dlp]
+detectors = { email = "pseudonymise", phone = "pseudonymise", payment_card = "redact", iban = "redact", us_ssn = "redact", uk_nino = "redact", es_dni = "redact", it_codice_fiscale = "redact", ip_address = "log", secret = "block" }
+TOML
 case "$MODE" in
   off) ;;
   memory) printf '[budgets]\ncounters = "memory"\n' >> sluice.toml ;;
@@ -69,7 +80,13 @@ valgrind --tool=callgrind --callgrind-out-file="$DIR/callgrind.out" \
 VG=$!
 trap 'kill -TERM $VG $MOCK 2>/dev/null || true' EXIT
 for _ in $(seq 300); do curl -s -o /dev/null http://127.0.0.1:18210/ready && break; sleep 0.2; done
-BODY='{"model":"m","max_tokens":64,"messages":[{"role":"user","content":"Write one sentence about benchmarking gateways."}]}'
+PROMPT="Write one sentence about benchmarking gateways."
+if [ -n "$PROMPT_BYTES" ]; then
+  # Prose with no sensitive value: the cost of looking, not of acting.
+  SENTENCE="The quarterly review covers latency, throughput and the cost of every route we run. "
+  PROMPT=$(python3 -c "import sys; s=sys.argv[1]; n=int(sys.argv[2]); print((s*(n//len(s)+1))[:n])" "$SENTENCE" "$PROMPT_BYTES")
+fi
+BODY="{\"model\":\"m\",\"max_tokens\":64,\"messages\":[{\"role\":\"user\",\"content\":\"$PROMPT\"}]}"
 load() { oha --no-tui -n "$1" -c 8 -m POST -T application/json -H "authorization: Bearer $KEY" \
   -d "$BODY" http://127.0.0.1:18210/v1/chat/completions > "$2"; }
 load 300 warm.txt
@@ -85,5 +102,5 @@ total=$(awk '/^totals:/ {print $2}' "$DIR"/callgrind.out.1)
 callgrind_annotate --inclusive=yes "$DIR"/callgrind.out.1 > "$DIR"/inclusive.txt 2>/dev/null
 prepare=$(awk '/sqlite3LockAndPrepare \[/ {gsub(",", "", $1); print $1; exit}' "$DIR"/inclusive.txt)
 prepare=${prepare:-0}
-echo "admission=$MODE hook=${HOOK:-0} requests=$N instructions=$total per_request=$((total / N))" \
+echo "admission=$MODE hook=${HOOK:-0} dlp=${DLP:-0} prompt_bytes=${PROMPT_BYTES:-48} requests=$N instructions=$total per_request=$((total / N))" \
   "prepares_per_request=$((prepare / N)) per_request_without_prepares=$(((total - prepare) / N))"
