@@ -12,9 +12,10 @@
 //! ([`Watchers::read_output`]): the pipeline decides passthrough, not the server. What hooks
 //! find and do goes to the record's policy decisions ([`Audit`]), never the values matched.
 //!
-//! Shipped here: [`RequestSize`] (`max_input_tokens` on a route), [`stops::StopGuard`] (the
-//! stop-sequence guard) and [`tools::ToolGuard`] (tool policy). DLP, structured-output
-//! validation, caches and idempotent replay attach here too.
+//! Shipped here: [`RequestSize`] (`max_input_tokens` on a route), [`dlp::Dlp`] (DLP at
+//! egress), [`stops::StopGuard`] (the stop-sequence guard) and [`tools::ToolGuard`] (tool
+//! policy). Caches and idempotent replay attach here too. Structured output is checked in the
+//! attempt loop instead (an invalid answer is a failed attempt that may fall back).
 
 use std::sync::Arc;
 
