@@ -1,5 +1,5 @@
-//! What the pipeline's unit tests share: a deployment's health and an exchange whose record
-//! goes to an in-memory store.
+//! What the pipeline's unit tests share: a deployment's health, an exchange whose record
+//! goes to an in-memory store, and a caller.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -81,4 +81,26 @@ pub(crate) async fn exchange() -> (Exchange, Records) {
         Dialect::OpenAi,
     );
     (exchange, Records { store, queue })
+}
+
+/// A caller whose key (of tenant `acme`) holds `roles`.
+pub(crate) fn caller(roles: &[&str]) -> crate::Caller {
+    crate::Caller {
+        key: Arc::new(sluice_store::KeyInfo {
+            id: "key_1".into(),
+            prefix: "sk-sluice-ab".into(),
+            name: "t".into(),
+            tenant: sluice_types::TenantId("acme".into()),
+            organisation: Some("acme".into()),
+            team: None,
+            project: None,
+            user: None,
+            roles: roles.iter().map(|r| (*r).to_owned()).collect(),
+            aliases: Vec::new(),
+            created_at: 0,
+            expires_at: None,
+            revoked_at: None,
+            log_bodies: false,
+        }),
+    }
 }

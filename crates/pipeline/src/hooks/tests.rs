@@ -1,30 +1,13 @@
 use std::sync::Arc;
 
-use sluice_store::KeyInfo;
 use sluice_types::record::{Audit, PolicyAction, PolicyPlace};
 use sluice_types::{ChatRequest, StreamEvent};
 
 use super::*;
 
+/// A caller holding no role.
 fn caller() -> Caller {
-    Caller {
-        key: Arc::new(KeyInfo {
-            id: "key_1".into(),
-            prefix: "sk-sluice-ab".into(),
-            name: "t".into(),
-            tenant: sluice_types::TenantId("acme".into()),
-            organisation: Some("acme".into()),
-            team: None,
-            project: None,
-            user: None,
-            roles: Vec::new(),
-            aliases: Vec::new(),
-            created_at: 0,
-            expires_at: None,
-            revoked_at: None,
-            log_bodies: false,
-        }),
-    }
+    crate::test_support::caller(&[])
 }
 
 fn request(text: &str) -> ChatRequest {

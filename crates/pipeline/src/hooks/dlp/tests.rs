@@ -1,33 +1,13 @@
 use std::sync::Arc;
 
 use sluice_dlp::{Detector, Scanner};
-use sluice_store::KeyInfo;
 use sluice_types::record::{Audit, PolicyAction, PolicyPlace};
 use sluice_types::{ChatRequest, ChatResponse, Choice, FinishReason, Part, StreamEvent};
 
 use super::*;
 use crate::Caller;
 
-fn caller(roles: &[&str]) -> Caller {
-    Caller {
-        key: Arc::new(KeyInfo {
-            id: "key_1".into(),
-            prefix: "sk-sluice-ab".into(),
-            name: "t".into(),
-            tenant: sluice_types::TenantId("acme".into()),
-            organisation: Some("acme".into()),
-            team: None,
-            project: None,
-            user: None,
-            roles: roles.iter().map(|r| r.to_string()).collect(),
-            aliases: Vec::new(),
-            created_at: 0,
-            expires_at: None,
-            revoked_at: None,
-            log_bodies: false,
-        }),
-    }
-}
+use crate::test_support::caller;
 
 fn dlp(actions: &[(&str, DlpAction)], roles: Vec<(String, Overrides)>, answers: bool) -> Dlp {
     let scanner = Scanner::new(&Detector::ALL, Vec::new()).unwrap();

@@ -1,33 +1,14 @@
-use std::sync::Arc;
-
 use serde_json::{Value, json};
 use sluice_policy::stops::OnCollision;
-use sluice_store::KeyInfo;
 use sluice_types::record::Audit;
 use sluice_types::{ChatRequest, ChatResponse, Choice, FinishReason, Part, StreamEvent};
 
 use super::*;
 use crate::Caller;
 
+/// A caller holding no role.
 fn caller() -> Caller {
-    Caller {
-        key: Arc::new(KeyInfo {
-            id: "key_1".into(),
-            prefix: "sk-sluice-ab".into(),
-            name: "t".into(),
-            tenant: sluice_types::TenantId("acme".into()),
-            organisation: None,
-            team: None,
-            project: None,
-            user: None,
-            roles: Vec::new(),
-            aliases: Vec::new(),
-            created_at: 0,
-            expires_at: None,
-            revoked_at: None,
-            log_bodies: false,
-        }),
-    }
+    crate::test_support::caller(&[])
 }
 
 fn request(messages: Value, stop: &[&str]) -> ChatRequest {

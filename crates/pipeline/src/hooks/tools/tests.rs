@@ -3,35 +3,14 @@ use std::sync::Arc;
 
 use serde_json::json;
 use sluice_policy::tools::{ArgumentPattern, RuleAction, ToolPattern, ToolPolicy, ToolRule};
-use sluice_store::KeyInfo;
 use sluice_types::record::{Audit, PolicyAction, PolicyPlace};
 use sluice_types::{
     ChatRequest, ChatResponse, Choice, Classify, FinishReason, Part, StreamEvent, ToolCall,
 };
 
 use super::*;
-use crate::Caller;
 
-fn caller(roles: &[&str]) -> Caller {
-    Caller {
-        key: Arc::new(KeyInfo {
-            id: "key_1".into(),
-            prefix: "sk-sluice-ab".into(),
-            name: "t".into(),
-            tenant: sluice_types::TenantId("acme".into()),
-            organisation: None,
-            team: None,
-            project: None,
-            user: None,
-            roles: roles.iter().map(|r| (*r).to_owned()).collect(),
-            aliases: Vec::new(),
-            created_at: 0,
-            expires_at: None,
-            revoked_at: None,
-            log_bodies: false,
-        }),
-    }
-}
+use crate::test_support::caller;
 
 fn guard() -> ToolGuard {
     let pattern = |p: &str| ToolPattern::parse(p).unwrap();
