@@ -171,7 +171,7 @@ async fn write_batch(store: &Store, batch: &mut Vec<RequestRecord>) -> u64 {
     if count == 0 {
         return 0;
     }
-    match store.insert_records(batch).await {
+    match store.write_records(batch).await {
         Ok(()) => {
             batch.clear();
             count
@@ -191,37 +191,38 @@ impl Store {
     /// Writes records in one transaction, many rows per statement (one round trip to the
     /// SQLite worker per [`ROWS_PER_INSERT`] records instead of one per record).
     pub async fn insert_records(&self, records: &[RequestRecord]) -> Result<(), StoreError> {
+        self.write_records(&mut records.to_vec()).await
+    }
+
+    /// [`Store::insert_records`] for the record writer: every field but the id is moved out
+    /// of `records` into the statement (sqlx copies a borrowed string into a value of its own;
+    /// a moved one is only wrapped), so the records are spent; their ids stay for the log of a
+    /// failed batch.
+    async fn write_records(&self, records: &mut [RequestRecord]) -> Result<(), StoreError> {
         let mut tx = self.records_pool().begin().await?;
-        for chunk in records.chunks(ROWS_PER_INSERT) {
-            let mut attempts = Vec::with_capacity(chunk.len());
-            let mut policies = Vec::with_capacity(chunk.len());
+        for chunk in records.chunks_mut(ROWS_PER_INSERT) {
+            let mut insert = sqlx::query(insert_sql(chunk.len()));
             for r in chunk {
-                policies.push(if r.policy.is_empty() {
+                let attempts = AttemptRecord::json_list(&r.attempts);
+                let policy = if r.policy.is_empty() {
                     None
                 } else {
                     Some(serde_json::to_string(&r.policy).map_err(|e| {
                         StoreError::Corrupt(format!("policy decisions of {}: {e}", r.id))
                     })?)
-                });
-                attempts.push(
-                    serde_json::to_string(&r.attempts)
-                        .map_err(|e| StoreError::Corrupt(format!("attempts of {}: {e}", r.id)))?,
-                );
-            }
-            let mut insert = sqlx::query(insert_sql(chunk.len()));
-            for ((r, attempts), policy) in chunk.iter().zip(attempts).zip(policies) {
+                };
                 insert = insert
-                    .bind(&r.id)
+                    .bind(r.id.clone())
                     .bind(r.started_at)
                     .bind(r.endpoint.as_str())
                     .bind(r.dialect.as_str())
-                    .bind(&r.key_id)
-                    .bind(&r.team)
-                    .bind(&r.user)
-                    .bind(&r.alias)
-                    .bind(&r.served_model)
-                    .bind(&r.provider)
-                    .bind(&r.deployment)
+                    .bind(r.key_id.take())
+                    .bind(r.team.take())
+                    .bind(r.user.take())
+                    .bind(r.alias.take())
+                    .bind(r.served_model.take())
+                    .bind(r.provider.take())
+                    .bind(r.deployment.take())
                     .bind(r.stream)
                     .bind(r.status)
                     .bind(r.error_code.map(|code| code.as_str()))
@@ -232,19 +233,19 @@ impl Store {
                     .bind(r.ttft_us.map(clamp_i64))
                     .bind(clamp_i64(r.latency_us))
                     .bind(attempts)
-                    .bind(&r.drill_of)
+                    .bind(r.drill_of.take())
                     .bind(r.schema_valid)
-                    .bind(&r.trace_id)
-                    .bind(&r.span_id)
-                    .bind(&r.parent_span_id)
-                    .bind(&r.organisation)
-                    .bind(&r.project)
-                    .bind(&r.feature)
+                    .bind(r.trace_id.take())
+                    .bind(r.span_id.take())
+                    .bind(r.parent_span_id.take())
+                    .bind(r.organisation.take())
+                    .bind(r.project.take())
+                    .bind(r.feature.take())
                     .bind(r.cost_micros)
                     .bind(r.energy_uwh.map(clamp_i64))
                     .bind(r.carbon_ug.map(clamp_i64))
-                    .bind(&r.degraded_from)
-                    .bind(r.tenant.as_ref().map(|t| t.as_str()))
+                    .bind(r.degraded_from.take())
+                    .bind(r.tenant.take().map(|t| t.0))
                     .bind(policy);
             }
             insert.execute(&mut *tx).await?;

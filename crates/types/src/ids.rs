@@ -18,8 +18,13 @@ impl Default for RequestId {
 }
 
 impl fmt::Display for RequestId {
+    /// `req_` and the UUID's 32 lowercase hex digits. Written as two plain strings: every
+    /// request formats its id more than once (record, headers), and nested formatting
+    /// arguments cost several times more.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "req_{}", self.0.simple())
+        let mut hex = [0u8; uuid::fmt::Simple::LENGTH];
+        f.write_str("req_")?;
+        f.write_str(self.0.simple().encode_lower(&mut hex))
     }
 }
 
@@ -101,6 +106,16 @@ pub fn check_client_id(field: &'static str, place: IdPlace, value: &str) -> Resu
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_request_id_is_req_and_its_uuid_in_simple_lowercase_hex() {
+        let id = RequestId(uuid::Uuid::from_u128(
+            0x0192_ABCD_EF01_7000_8000_0000_0000_00FF,
+        ));
+        assert_eq!(id.to_string(), "req_0192abcdef01700080000000000000ff");
+        let fresh = RequestId::new();
+        assert_eq!(fresh.to_string(), format!("req_{}", fresh.0.simple()));
+    }
 
     #[test]
     fn a_client_id_is_refused_past_the_limit_naming_its_field() {

@@ -556,6 +556,160 @@ pub struct Bodies {
     pub truncated: bool,
 }
 
+impl AttemptRecord {
+    /// A request's attempts as the JSON list the store keeps: the same text as
+    /// `serde_json::to_string(attempts)` (fields in declaration order, the same ones skipped),
+    /// written straight into one buffer sized up front. The record writer calls it for every
+    /// request; serde's path escapes every key and grows its buffer several times.
+    pub fn json_list(attempts: &[AttemptRecord]) -> String {
+        // ~250 bytes for an attempt with its span, offsets and tokens.
+        let mut out = String::with_capacity(2 + 288 * attempts.len());
+        out.push('[');
+        for (i, attempt) in attempts.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            attempt.write_json(&mut out);
+        }
+        out.push(']');
+        out
+    }
+
+    fn write_json(&self, out: &mut String) {
+        // Destructured whole, so that a new field does not compile until it is written here.
+        let AttemptRecord {
+            deployment,
+            provider,
+            outcome,
+            status,
+            latency_us,
+            role,
+            hedge,
+            ttft_us,
+            queue_us,
+            next,
+            span_id,
+            offset_us,
+            input_tokens,
+            output_tokens,
+            cost_micros,
+            schema,
+        } = self;
+        out.push_str("{\"deployment\":");
+        json_str(out, deployment);
+        out.push_str(",\"provider\":");
+        json_str(out, provider);
+        out.push_str(",\"outcome\":");
+        json_str(out, outcome.as_str());
+        out.push_str(",\"status\":");
+        match status {
+            Some(status) => json_uint(out, u64::from(*status)),
+            None => out.push_str("null"),
+        }
+        out.push_str(",\"latency_us\":");
+        json_uint(out, *latency_us);
+        if let Some(role) = role {
+            out.push_str(",\"role\":");
+            json_str(out, role.as_str());
+        }
+        if *hedge {
+            out.push_str(",\"hedge\":true");
+        }
+        if let Some(ttft_us) = ttft_us {
+            out.push_str(",\"ttft_us\":");
+            json_uint(out, *ttft_us);
+        }
+        if let Some(queue_us) = queue_us {
+            out.push_str(",\"queue_us\":");
+            json_uint(out, *queue_us);
+        }
+        if let Some(next) = next {
+            out.push_str(",\"next\":");
+            json_str(out, next.as_str());
+        }
+        if let Some(span_id) = span_id {
+            out.push_str(",\"span_id\":");
+            json_str(out, span_id);
+        }
+        if let Some(offset_us) = offset_us {
+            out.push_str(",\"offset_us\":");
+            json_uint(out, *offset_us);
+        }
+        if let Some(input_tokens) = input_tokens {
+            out.push_str(",\"input_tokens\":");
+            json_uint(out, u64::from(*input_tokens));
+        }
+        if let Some(output_tokens) = output_tokens {
+            out.push_str(",\"output_tokens\":");
+            json_uint(out, u64::from(*output_tokens));
+        }
+        if let Some(cost_micros) = cost_micros {
+            out.push_str(",\"cost_micros\":");
+            if *cost_micros < 0 {
+                out.push('-');
+            }
+            json_uint(out, cost_micros.unsigned_abs());
+        }
+        if let Some(schema) = schema {
+            out.push_str(",\"schema\":");
+            json_str(out, schema.as_str());
+        }
+        out.push('}');
+    }
+}
+
+/// `value` as a JSON string, escaped as serde_json escapes it: `\"`, `\\`, the short forms
+/// `\b \f \n \r \t`, `\u00XX` (lowercase hex) for the other control characters; everything
+/// else as it is.
+fn json_str(out: &mut String, value: &str) {
+    out.push('"');
+    let mut clean = 0;
+    for (i, byte) in value.bytes().enumerate() {
+        let escape = match byte {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            0x08 => "\\b",
+            0x0c => "\\f",
+            b'\n' => "\\n",
+            b'\r' => "\\r",
+            b'\t' => "\\t",
+            0x00..=0x1f => "",
+            _ => continue,
+        };
+        // Escaped bytes are ASCII, so `i` is on a character boundary.
+        out.push_str(value.get(clean..i).unwrap_or_default());
+        if escape.is_empty() {
+            const HEX: &[u8; 16] = b"0123456789abcdef";
+            out.push_str("\\u00");
+            out.push(char::from(HEX[usize::from(byte >> 4)]));
+            out.push(char::from(HEX[usize::from(byte & 0x0f)]));
+        } else {
+            out.push_str(escape);
+        }
+        clean = i + 1;
+    }
+    out.push_str(value.get(clean..).unwrap_or_default());
+    out.push('"');
+}
+
+/// `value` in decimal.
+fn json_uint(out: &mut String, value: u64) {
+    let mut digits = [0u8; 20];
+    let mut len = 0;
+    let mut rest = value;
+    for slot in digits.iter_mut().rev() {
+        *slot = b'0' + (rest % 10) as u8;
+        len += 1;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    for &digit in digits.iter().skip(digits.len() - len) {
+        out.push(char::from(digit));
+    }
+}
+
 impl RequestRecord {
     /// Attempts sent upstream (skipped deployments not counted).
     pub fn attempts_sent(&self) -> usize {
@@ -607,6 +761,52 @@ mod tests {
             "{json}"
         );
         assert_eq!(serde_json::from_str::<Audit>(&json).unwrap(), audit);
+    }
+
+    #[test]
+    fn the_attempts_list_is_the_text_serde_writes() {
+        let full = AttemptRecord {
+            deployment: "dep \"quoted\" \\ back\u{1}\u{1f}\n\r\t\u{8}\u{c}\u{7f} é 😀".into(),
+            provider: "openai".into(),
+            outcome: AttemptOutcome::Failed(ErrorKind::UpstreamUnavailable),
+            status: Some(503),
+            latency_us: u64::MAX,
+            role: Some(Role::Fallback),
+            hedge: true,
+            ttft_us: Some(0),
+            queue_us: Some(10),
+            next: Some(Next::RetryBudgetExhausted),
+            span_id: Some("00f067aa0ba902b7".into()),
+            offset_us: Some(1_234_567),
+            input_tokens: Some(u32::MAX),
+            output_tokens: Some(7),
+            cost_micros: Some(i64::MIN),
+            schema: Some(SchemaCheck::Repaired),
+        };
+        let cases: Vec<Vec<AttemptRecord>> = vec![
+            vec![],
+            vec![AttemptRecord::default()],
+            vec![full.clone()],
+            vec![
+                full.clone(),
+                AttemptRecord {
+                    cost_micros: Some(42),
+                    status: None,
+                    ..AttemptRecord::default()
+                },
+                AttemptRecord {
+                    cost_micros: Some(-5),
+                    outcome: AttemptOutcome::Cancelled,
+                    ..full
+                },
+            ],
+        ];
+        for attempts in cases {
+            let ours = AttemptRecord::json_list(&attempts);
+            assert_eq!(ours, serde_json::to_string(&attempts).unwrap());
+            let back: Vec<AttemptRecord> = serde_json::from_str(&ours).unwrap();
+            assert_eq!(back, attempts);
+        }
     }
 
     #[test]

@@ -18,7 +18,7 @@ const API_VERSION: &str = "2023-06-01";
 fn post(
     upstream: &Upstream,
     deployment: &Deployment,
-    path: &str,
+    path: &'static str,
     body: Vec<u8>,
 ) -> reqwest::RequestBuilder {
     let request = upstream

@@ -23,7 +23,7 @@ fn flavor(deployment: &Deployment) -> wire::OpenAiFlavor {
 fn post(
     upstream: &Upstream,
     deployment: &Deployment,
-    path: &str,
+    path: &'static str,
     body: Vec<u8>,
 ) -> reqwest::RequestBuilder {
     let request = upstream
