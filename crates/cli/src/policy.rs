@@ -61,7 +61,7 @@ pub(crate) async fn engine(
             tracing::warn!(deployment = %d.name, model = %d.model, "no price for this model: its cost is not recorded and spend budgets do not count it (add it under [prices])");
         }
     }
-    let scanner = dlp_scanner(settings)?;
+    let scanner = settings.policy.dlp.scanner.as_ref();
     let engine = PolicyEngine::new(PolicyParts {
         counters: counters.clone(),
         on_counter_error: budgets.on_counter_error,
@@ -81,7 +81,7 @@ pub(crate) async fn engine(
                     roles: route.roles.clone(),
                     over_soft_limit: route.over_soft_limit.clone(),
                     limits: route.limits.clone(),
-                    hooks: route_hooks(route, &settings.deployments, scanner.as_ref()),
+                    hooks: route_hooks(route, &settings.deployments, scanner),
                 };
                 (alias.clone(), rules)
             })
@@ -121,17 +121,6 @@ fn route_hooks(
         }));
     }
     Hooks::new(hooks)
-}
-
-/// The one DLP scanner every route shares; `None` when no route acts on a finding.
-fn dlp_scanner(settings: &Settings) -> anyhow::Result<Option<Arc<sluice_dlp::Scanner>>> {
-    if settings.aliases.values().all(|route| route.dlp.is_none()) {
-        return Ok(None);
-    }
-    let dlp = &settings.policy.dlp;
-    let scanner = sluice_dlp::Scanner::new(&dlp.detectors, dlp.custom.clone())
-        .context("building the DLP detectors ([dlp])")?;
-    Ok(Some(Arc::new(scanner)))
 }
 
 fn dlp_hook(route: &sluice_config::RouteDlp, scanner: Arc<sluice_dlp::Scanner>) -> Dlp {

@@ -20,8 +20,10 @@
 
 use std::collections::BTreeMap;
 
+use std::sync::Arc;
+
 use serde::Deserialize;
-use sluice_dlp::{Custom, Detector};
+use sluice_dlp::{Custom, Detector, Scanner};
 
 use crate::FieldProblem;
 use crate::file::push;
@@ -70,11 +72,28 @@ pub(crate) struct RouteDlpSection {
     roles: BTreeMap<String, BTreeMap<String, DlpAction>>,
 }
 
-/// The detectors the one scanner runs: built-in and custom.
+/// The detectors the one scanner runs (built-in and custom), and that scanner, built once
+/// the configuration is read when any detector is named.
 #[derive(Debug, Clone, Default)]
 pub struct DlpSettings {
     pub detectors: Vec<Detector>,
     pub custom: Vec<Custom>,
+    pub scanner: Option<Arc<Scanner>>,
+}
+
+impl DlpSettings {
+    /// Builds the scanner over every detector `[dlp]` and the routes name; what is wrong with
+    /// a custom detector is a problem at `dlp.custom`.
+    pub(crate) fn build(&mut self, problems: &mut Vec<FieldProblem>) {
+        if self.detectors.is_empty() && self.custom.is_empty() {
+            return;
+        }
+        self.detectors.sort_unstable();
+        match Scanner::new(&self.detectors, self.custom.clone()) {
+            Ok(scanner) => self.scanner = Some(Arc::new(scanner)),
+            Err(e) => push(problems, "dlp.custom".into(), error_chain(&e)),
+        }
+    }
 }
 
 /// A route's DLP: actions by detector name (`off` ones left out), role overrides (in name
@@ -111,37 +130,51 @@ impl DlpSection {
             }
         }
         let mut detectors: Vec<Detector> = Vec::new();
-        let mut named = |name: &str, field: String, problems: &mut Vec<FieldProblem>| {
-            if self.custom.iter().any(|c| c.name == name) {
-                return;
-            }
-            match name.parse::<Detector>() {
-                Ok(detector) if !detectors.contains(&detector) => detectors.push(detector),
-                Ok(_) => {}
-                Err(_) => push(
-                    problems,
-                    field,
-                    format!(
-                        "`{name}` is not a detector (built-in: {}; or a [[dlp.custom]] name)",
-                        Detector::ALL.map(Detector::as_str).join(", ")
-                    ),
-                ),
-            }
-        };
         for name in self.detectors.keys() {
-            named(name, format!("dlp.detectors.{name}"), problems);
+            self.run(
+                name,
+                format!("dlp.detectors.{name}"),
+                &mut detectors,
+                problems,
+            );
         }
         for (role, actions) in &self.roles {
             for name in actions.keys() {
-                named(name, format!("dlp.roles.{role}.{name}"), problems);
+                let field = format!("dlp.roles.{role}.{name}");
+                self.run(name, field, &mut detectors, problems);
             }
         }
-        detectors.sort_unstable();
-        // The scanner itself says what is wrong with a custom detector.
-        if let Err(e) = sluice_dlp::Scanner::new(&detectors, custom.clone()) {
-            push(problems, "dlp.custom".into(), error_chain(&e));
+        DlpSettings {
+            detectors,
+            custom,
+            scanner: None,
         }
-        DlpSettings { detectors, custom }
+    }
+
+    /// Adds the built-in detector `name` names to those the scanner runs; a custom detector's
+    /// name is left to the scanner's custom list, any other is a problem at `field`.
+    fn run(
+        &self,
+        name: &str,
+        field: String,
+        detectors: &mut Vec<Detector>,
+        problems: &mut Vec<FieldProblem>,
+    ) {
+        if self.custom.iter().any(|c| c.name == name) {
+            return;
+        }
+        match name.parse::<Detector>() {
+            Ok(detector) if !detectors.contains(&detector) => detectors.push(detector),
+            Ok(_) => {}
+            Err(_) => push(
+                problems,
+                field,
+                format!(
+                    "`{name}` is not a detector (built-in: {}; or a [[dlp.custom]] name)",
+                    Detector::ALL.map(Detector::as_str).join(", ")
+                ),
+            ),
+        }
     }
 
     /// Names a route's section uses that the scanner must run too.
@@ -162,22 +195,7 @@ impl DlpSection {
                     .map(move |name| (name, format!("aliases.{alias}.dlp.roles.{role}.{name}")))
             }));
         for (name, field) in names {
-            if self.custom.iter().any(|c| &c.name == name) {
-                continue;
-            }
-            match name.parse::<Detector>() {
-                Ok(detector) => {
-                    if !settings.detectors.contains(&detector) {
-                        settings.detectors.push(detector);
-                        settings.detectors.sort_unstable();
-                    }
-                }
-                Err(_) => push(
-                    problems,
-                    field,
-                    format!("`{name}` is not a detector or a [[dlp.custom]] name"),
-                ),
-            }
+            self.run(name, field, &mut settings.detectors, problems);
         }
     }
 

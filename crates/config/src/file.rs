@@ -1135,6 +1135,7 @@ impl ConfigFile {
             );
         }
 
+        dlp.build(&mut problems);
         let telemetry = self.telemetry.settings(env, &mut problems);
         let policy = PolicySettings {
             budgets: self.budgets.settings(env, &mut problems),

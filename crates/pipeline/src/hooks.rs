@@ -47,9 +47,6 @@ pub enum HookError {
         detector: String,
         place: &'static str,
     },
-    /// A hook found what its policy forbids in the request: nothing is sent upstream.
-    #[error("the request was refused by the `{hook}` policy: {reason}")]
-    RequestBlocked { hook: &'static str, reason: String },
     /// A hook found what its policy forbids in the answer (a stream ends with this error).
     #[error("the answer was stopped by the `{hook}` policy: {reason}")]
     OutputBlocked { hook: &'static str, reason: String },
@@ -74,7 +71,6 @@ impl Classify for HookError {
         match self {
             HookError::PromptTooLarge { .. }
             | HookError::DlpBlocked { .. }
-            | HookError::RequestBlocked { .. }
             | HookError::OutputBlocked { .. }
             | HookError::ToolNotAllowed { .. }
             | HookError::StopSequenceInContent { .. } => ErrorKind::PolicyBlocked,
@@ -183,10 +179,6 @@ impl Hooks {
         Hooks(hooks.into())
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-
     /// Runs every hook's request stage in order; the first refusal or answer ends the walk.
     /// The hooks that asked to see the answer before then see it, a hook's own answer
     /// included.
@@ -215,9 +207,7 @@ impl Hooks {
             answer: None,
         })
     }
-}
 
-impl Hooks {
     /// The request stages of the hooks that guard token counts.
     pub(crate) fn on_count(
         &self,

@@ -56,10 +56,10 @@ pub type Overrides = HashMap<String, Option<DlpAction>>;
 #[derive(Debug)]
 pub struct Dlp {
     scanner: Arc<Scanner>,
-    actions: Actions,
+    actions: Arc<Actions>,
     /// Overrides for keys holding a role: the first role of the list the key holds wins;
     /// detectors it does not name keep the route's action.
-    roles: Vec<(String, Overrides)>,
+    roles: Vec<(String, Arc<Overrides>)>,
     /// Scan answers too (not only what is sent upstream).
     answers: bool,
 }
@@ -73,28 +73,42 @@ impl Dlp {
     ) -> Dlp {
         Dlp {
             scanner,
-            actions,
-            roles,
+            actions: Arc::new(actions),
+            roles: roles
+                .into_iter()
+                .map(|(role, overrides)| (role, Arc::new(overrides)))
+                .collect(),
             answers,
         }
     }
 
     /// The actions that apply to a caller: its first role override over the route's.
-    fn actions_for(&self, context: &HookContext<'_>) -> Actions {
-        let mut actions = self.actions.clone();
-        if let Some((_, overrides)) = self
-            .roles
-            .iter()
-            .find(|(role, _)| context.caller.key.has_role(role))
-        {
-            for (detector, action) in overrides {
-                match action {
-                    Some(action) => actions.insert(detector.clone(), *action),
-                    None => actions.remove(detector),
-                };
-            }
+    fn actions_for(&self, context: &HookContext<'_>) -> CallerActions {
+        CallerActions {
+            route: self.actions.clone(),
+            role: self
+                .roles
+                .iter()
+                .find(|(role, _)| context.caller.key.has_role(role))
+                .map(|(_, overrides)| overrides.clone()),
         }
-        actions
+    }
+}
+
+/// One caller's actions: its role's overrides, else the route's. Shared, not copied, per
+/// request.
+#[derive(Clone)]
+struct CallerActions {
+    route: Arc<Actions>,
+    role: Option<Arc<Overrides>>,
+}
+
+impl CallerActions {
+    fn get(&self, detector: &str) -> Option<DlpAction> {
+        match self.role.as_ref().and_then(|role| role.get(detector)) {
+            Some(overridden) => *overridden,
+            None => self.route.get(detector).copied(),
+        }
     }
 }
 
@@ -165,7 +179,7 @@ impl Hook for Dlp {
 /// Applies a request's actions to its texts.
 struct Scrub<'a> {
     scanner: &'a Scanner,
-    actions: Actions,
+    actions: CallerActions,
     pseudonyms: Pseudonyms,
 }
 
@@ -215,7 +229,7 @@ impl Scrub<'_> {
 fn rewrite(
     text: &str,
     findings: &[Finding],
-    actions: &Actions,
+    actions: &CallerActions,
     place: PolicyPlace,
     audit: &mut Audit,
     mut pseudonyms: Option<&mut Pseudonyms>,
@@ -225,7 +239,7 @@ fn rewrite(
     let mut blocked: Option<&str> = None;
     for finding in findings {
         let name = finding.detector.as_str();
-        let Some(mut action) = actions.get(name).copied() else {
+        let Some(mut action) = actions.get(name) else {
             continue;
         };
         if action == DlpAction::Pseudonymise && pseudonyms.is_none() {
@@ -284,12 +298,14 @@ impl Pseudonyms {
     }
 
     fn into_restore(self) -> Restore {
+        let longest = self.by_value.values().map(String::len).max().unwrap_or(0);
         Restore {
             values: self
                 .by_value
                 .into_iter()
                 .map(|(value, placeholder)| (placeholder, value))
                 .collect(),
+            longest,
         }
     }
 }
@@ -298,6 +314,8 @@ impl Pseudonyms {
 #[derive(Debug, Default)]
 struct Restore {
     values: HashMap<String, String>,
+    /// The longest placeholder, in bytes.
+    longest: usize,
 }
 
 impl Restore {
@@ -339,9 +357,8 @@ impl Restore {
         if self.is_empty() {
             return 0;
         }
-        let longest = self.values.keys().map(String::len).max().unwrap_or(0);
         match text.rfind('<') {
-            Some(open) if !text[open..].contains('>') && text.len() - open < longest => {
+            Some(open) if !text[open..].contains('>') && text.len() - open < self.longest => {
                 text.len() - open
             }
             _ => 0,
@@ -353,7 +370,7 @@ impl Restore {
 struct DlpAnswer {
     /// `None`: the route does not scan answers (only restores placeholders).
     scanner: Option<Arc<Scanner>>,
-    actions: Actions,
+    actions: CallerActions,
     restore: Arc<Restore>,
     /// A stream's open texts: a choice's text, or one of its tool calls' arguments.
     channels: HashMap<Channel, Pending>,
