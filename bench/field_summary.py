@@ -4,7 +4,7 @@
     field_summary.py record RESULTS.jsonl KEY=VALUE... [file=PATH kind=oha|probe|mem]
         parse one measurement (oha JSON, bench/field-probe JSON, or a memory run: oha JSON
         plus samples=PATH of "seconds rss_kib" lines) and append one JSON line
-    field_summary.py table RESULTS.jsonl ENV.txt [--bounds "1 5 10 50 100"]
+    field_summary.py table RESULTS.jsonl ENV.txt [--bounds "1 5 10 20 50 100"]
         print the markdown: the summary (median of runs, min … max), then every run and every
         sweep step in full
 
@@ -44,6 +44,7 @@ def parse_probe(d, rec):
         gap_p50_ms=d["gap_ms"].get("p50"), gap_p99_ms=d["gap_ms"].get("p99"),
         gap_max_ms=d["gap_ms"].get("max"), gap_n=d["gap_ms"]["n"],
         first_event_p99_ms=d["first_event_ms"].get("p99"),
+        first_event_max_ms=d["first_event_ms"].get("max"),
     )
     need = rec.get("conc") or 1
     rec["pass"] = (d["streams"] > 0 and d["failed"] == 0 and d["lost"] == 0
@@ -376,23 +377,23 @@ def table(path, env_path, bounds):
     if st:
         p("### Concurrent paced streams: every step (a step passes with no failed, lost or stalled stream)\n")
         p("| target | run | streams held | pass | streams ok / failed / lost / stalled "
-          "| longest wait between frames ms | gap p99 ms | peak in flight | peak RSS MiB "
-          "| first errors | load1 · foreign cores |")
-        p("|---|---|---|---|---|---|---|---|---|---|---|")
+          "| longest wait for a frame ms (first one included) | first frame max ms | gap p99 ms "
+          "| peak in flight | peak RSS MiB | first errors | load1 · foreign cores |")
+        p("|---|---|---|---|---|---|---|---|---|---|---|---|")
         for t in targets:
             for run in runs:
                 for r in sorted((r for r in st if r["target"] == t and r["run"] == run),
                                 key=lambda r: r["conc"]):
                     if r.get("skipped"):
                         p(f"| {t} | {run} | {r['conc']} | not run: {r['skipped']} "
-                          "| — | — | — | — | — | — | — |")
+                          "| — | — | — | — | — | — | — | — |")
                         continue
                     errs = "; ".join(r.get("errors") or []) or r.get("error", "")
                     rss = r.get("peak_rss_kb")
                     p(f"| {t} | {run} | {r['conc']} | {'yes' if r.get('pass') else 'NO'} "
                       f"| {r.get('ok', 0)} / {r.get('failed', '?')} / {r.get('lost', '?')} / "
                       f"{r.get('stalled', '?')} | {near(r.get('max_interval_ms'), 1)} "
-                      f"| {near(r.get('gap_p99_ms'), 3)} | {r.get('peak_in_flight', '—')} "
+                      f"| {near(r.get('first_event_max_ms'), 1)} | {near(r.get('gap_p99_ms'), 3)} | {r.get('peak_in_flight', '—')} "
                       f"| {up(None if rss is None else rss / 1024, 1)} | {errs[:120]} "
                       f"| {load_note(r)} |")
         p("")
@@ -420,7 +421,7 @@ def main():
     if len(sys.argv) >= 3 and sys.argv[1] == "record":
         record(sys.argv[2], sys.argv[3:])
     elif len(sys.argv) >= 4 and sys.argv[1] == "table":
-        bounds = [1, 5, 10, 50, 100]
+        bounds = [1, 5, 10, 20, 50, 100]
         if "--bounds" in sys.argv:
             bounds = [float(x) for x in sys.argv[sys.argv.index("--bounds") + 1].split()]
         table(sys.argv[2], sys.argv[3], bounds)
