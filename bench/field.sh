@@ -218,8 +218,16 @@ stop_proc() { # stop_proc NAME — TERM the group, KILL after 10 s
   unset "PID[$name]"
 }
 SAMPLER=""
+LOAD=""
+run_load() { # run_load CMD... — in the background and waited for, so a signal stops it at once
+  "$@" &
+  LOAD=$!
+  wait "$LOAD" || true
+  LOAD=""
+}
 cleanup() {
   local n
+  [ -z "$LOAD" ] || { kill "$LOAD" 2>/dev/null || true; wait "$LOAD" 2>/dev/null || true; }
   [ -z "$SAMPLER" ] || { kill "$SAMPLER" 2>/dev/null || true; wait "$SAMPLER" 2>/dev/null || true; }
   for n in "${!PID[@]}"; do stop_proc "$n"; done
 }
@@ -382,14 +390,14 @@ body() { # body MODEL [stream]
 oha_run() { # oha_run OUTFILE TARGET UPSTREAM oha-args...
   local f=$1 t=$2 u=$3; shift 3
   headers "$t" "$u"
-  taskset -c "$LOAD_CPU" oha --no-tui --output-format json -m POST -T application/json \
-    "${HDR[@]}" -d "$(body "$(model_of "$u")")" "$@" "$(url_of "$t" "$u")" > "$f" 2> "$f.err" || true
+  run_load taskset -c "$LOAD_CPU" oha --no-tui --output-format json -m POST -T application/json \
+    "${HDR[@]}" -d "$(body "$(model_of "$u")")" "$@" "$(url_of "$t" "$u")" > "$f" 2> "$f.err"
 }
 probe_run() { # probe_run OUTFILE TARGET UPSTREAM field-probe-args...
   local f=$1 t=$2 u=$3; shift 3
   headers "$t" "$u"
-  taskset -c "$LOAD_CPU" "$PROBE_BIN" --url "$(url_of "$t" "$u")" "${HDR[@]}" \
-    --body "$(body "$(model_of "$u")" stream)" "$@" > "$f" 2> "$f.err" || true
+  run_load taskset -c "$LOAD_CPU" "$PROBE_BIN" --url "$(url_of "$t" "$u")" "${HDR[@]}" \
+    --body "$(body "$(model_of "$u")" stream)" "$@" > "$f" 2> "$f.err"
 }
 gw_pid() { # gw_pid TARGET UPSTREAM — the process the target's figures are of (direct: the mock)
   case "$1" in direct) echo "${PID[mock-$2]}" ;; *) echo "${PID[$1]}" ;; esac
