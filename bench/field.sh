@@ -354,9 +354,12 @@ if has sluice; then
         echo "redis_prefix = \"{sluice-field-$$}:\""
       fi
     } >> "$CFG"
-    "$SLUICE" --config "$CFG" budgets set 'key:*' --usd 1000000 --period month > /dev/null
-    "$SLUICE" --config "$CFG" budgets set 'key:*' --rpm 100000000 > /dev/null
-    "$SLUICE" --config "$CFG" budgets set 'key:*' --tpm 100000000000 > /dev/null
+    {
+      "$SLUICE" --config "$CFG" budgets set 'key:*' --usd 1000000 --period month
+      "$SLUICE" --config "$CFG" budgets set 'key:*' --rpm 100000000
+      "$SLUICE" --config "$CFG" budgets set 'key:*' --tpm 100000000000
+      "$SLUICE" --config "$CFG" budgets show
+    } > "$OUT/logs/budgets.txt" 2>&1
   fi
 fi
 
