@@ -34,7 +34,7 @@
 #   stream    (a) time to first content frame at concurrency 1: bench/field-probe, fast mock,
 #             --ttfc-streams (2000) streams after 20 warm-up; (b) inter-frame gap p50/p99 at
 #             concurrency 1 against the paced mock, --gap-streams (20) streams; (c) concurrent
-#             streams sustained: --stream-steps (100 500 1000 2000) streams, opened over
+#             streams sustained: --stream-steps (10 50 100 500 1000 2000) streams, opened over
 #             --ramp-secs (2) and each worker re-opening its stream as soon as it ends, for
 #             --stream-secs (10); a step passes when every stream ended with [DONE], carried
 #             every delta of the mock, and no frame (nor the first) came more than --stall-ms
@@ -85,7 +85,7 @@ STEP_SECS=5
 BOUNDS="1 5 10 20 50 100"
 TTFC_N=2000
 GAP_N=20
-STREAM_STEPS="100 500 1000 2000"
+STREAM_STEPS="10 50 100 500 1000 2000"
 STREAM_SECS=10
 RAMP_SECS=2
 STALL_MS=200

@@ -302,6 +302,16 @@ def table(path, env_path, bounds):
     if notes:
         p("\nThe largest step of concurrent streams passed for " + ", ".join(notes)
           + ": the figure is a lower bound (direct's figure is the harness's own limit).")
+    low = []
+    for t in targets:
+        for r in runs:
+            steps = sorted(x["conc"] for x in recs if x.get("fig") == "streams"
+                           and x["target"] == t and x["run"] == r and not x.get("skipped"))
+            if steps and streams(t, r) == 0:
+                low.append(f"{t} run {r} (< {steps[0]})")
+    if low:
+        p("\nThe first step of concurrent streams failed for " + ", ".join(low)
+          + ": the figure 0 means fewer than that step.")
     p("")
 
     # c=1 in full
