@@ -23,8 +23,8 @@
 #
 # Figures (--figures, default "c1 frontier stream memory"):
 #   c1        added latency at concurrency 1: oha closed loop, one request at a time, -n
-#             C1_REQUESTS (3000) after 200 warm-up requests; p50 and p99 of each target, and
-#             gateway minus direct, per run
+#             C1_REQUESTS (3000, 10 s timeout each) after 200 warm-up requests; p50 and p99
+#             of each target, and gateway minus direct, per run
 #   frontier  one concurrency sweep (--sweep, default 1 2 4 8 16 32 64 128 256), oha closed
 #             loop, --step-secs (5) per step; every step published (c, req/s of 200s, p50,
 #             p99, errors); the frontier at B ms (--bounds, default 1 5 10 20 50 100) is the most
@@ -33,7 +33,8 @@
 #             largest bound (no later step can count)
 #   stream    (a) time to first content frame at concurrency 1: bench/field-probe, fast mock,
 #             --ttfc-streams (2000) streams after 20 warm-up; (b) inter-frame gap p50/p99 at
-#             concurrency 1 against the paced mock, --gap-streams (20) streams; (c) concurrent
+#             concurrency 1 against the paced mock, --gap-streams (20) streams ((a) and (b)
+#             stop after 120 s at most; a stream fails after 30 s without an end); (c) concurrent
 #             streams sustained: --stream-steps (10 50 100 500 1000 2000) streams, opened over
 #             --ramp-secs (2) and each worker re-opening its stream as soon as it ends, for
 #             --stream-secs (10); a step passes when every stream ended with [DONE], carried
@@ -470,10 +471,10 @@ if has_fig c1; then
   for r in $(seq 1 "$RUNS"); do
     for t in $(order "$r"); do
       log "c1 run $r: $t, $C1_N requests one at a time"
-      oha_run "$OUT/raw/c1-warm.$t.$r.json" "$t" fast -n 200 -c 1
+      oha_run "$OUT/raw/c1-warm.$t.$r.json" "$t" fast -n 200 -c 1 -t 10s
       f="$OUT/raw/c1.$t.$r.json"
       p=$(gw_pid "$t" fast); c0=$(ticks "$p"); mark
-      oha_run "$f" "$t" fast -n "$C1_N" -c 1
+      oha_run "$f" "$t" fast -n "$C1_N" -c 1 -t 10s
       rec fig=c1 target="$t" run="$r" kind=oha file="$f" cpu_ticks=$(($(ticks "$p") - c0)) clk="$CLK"
     done
   done
@@ -508,7 +509,7 @@ if has_fig stream; then
     for t in $(order "$r"); do
       log "stream run $r: $t, time to first content frame, $TTFC_N streams one at a time"
       f="$OUT/raw/ttfc.$t.$r.json"; mark
-      probe_run "$f" "$t" fast -n "$TTFC_N" -c 1 --warmup 20 --stall-ms "$STALL_MS"
+      probe_run "$f" "$t" fast -n "$TTFC_N" -c 1 --warmup 20 --stall-ms "$STALL_MS" --duration 120
       rec fig=ttfc target="$t" run="$r" kind=probe file="$f"
     done
   done
@@ -517,7 +518,7 @@ if has_fig stream; then
       log "stream run $r: $t, inter-frame gaps, $GAP_N paced streams one at a time"
       f="$OUT/raw/gap.$t.$r.json"; mark
       probe_run "$f" "$t" paced -n "$GAP_N" -c 1 --warmup 2 --stall-ms "$STALL_MS" \
-        --expect-content "$EXPECT"
+        --expect-content "$EXPECT" --duration 120
       rec fig=gap target="$t" run="$r" kind=probe file="$f"
     done
   done
