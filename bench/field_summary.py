@@ -283,10 +283,12 @@ def table(path, env_path, bounds):
             else:
                 rel = [None if _bad(g) or _bad(d) or d == 0 else g / d
                        for g, d in zip(per[t], per["direct"])]
-                cells.append(med_spread(rel, lambda x: f"{x:.2f}× direct") if lower is False
-                             else "—")
+                cells.append(med_spread(rel, lambda x: f"{x:.2f}") + "× direct"
+                             if lower is False and any(not _bad(x) for x in rel) else "—")
         if "sluice" in gw and "portkey" in gw:
-            if added:
+            if "growth" in label:  # a rate that may be negative: no ratio
+                cells.append("—")
+            elif added:
                 cells.append(ratio(adds.get("sluice"), adds.get("portkey"), higher_better=False)
                              + " (added)")
             else:
