@@ -33,6 +33,7 @@ use hyper::client::conn::http1::SendRequest;
 use hyper::Request;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
+use tokio::task::JoinSet;
 
 struct Args {
     host: String,
@@ -86,7 +87,8 @@ fn parse_args() -> Args {
             "-H" | "--header" => {
                 let h = v();
                 let (n, val) = h.split_once(':').unwrap_or_else(|| usage());
-                a.headers.push((n.trim().to_string(), val.trim().to_string()));
+                a.headers
+                    .push((n.trim().to_string(), val.trim().to_string()));
             }
             "--body" | "-d" => a.body = Bytes::from(v()),
             "-n" | "--requests" => a.requests = v().parse().unwrap_or_else(|_| usage()),
@@ -95,7 +97,8 @@ fn parse_args() -> Args {
             "--ramp" => a.ramp = secs(v()),
             "--warmup" => a.warmup = v().parse().unwrap_or_else(|_| usage()),
             "--stall-ms" => {
-                a.stall = Duration::from_secs_f64(v().parse::<f64>().unwrap_or_else(|_| usage()) / 1e3)
+                a.stall =
+                    Duration::from_secs_f64(v().parse::<f64>().unwrap_or_else(|_| usage()) / 1e3)
             }
             "--expect-content" => a.expect_content = Some(v().parse().unwrap_or_else(|_| usage())),
             "--timeout" => a.timeout = secs(v()),
@@ -105,7 +108,11 @@ fn parse_args() -> Args {
     let rest = url.strip_prefix("http://").unwrap_or_else(|| usage());
     let (host, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
     a.host = host.to_string();
-    a.path = if path.is_empty() { "/".into() } else { path.to_string() };
+    a.path = if path.is_empty() {
+        "/".into()
+    } else {
+        path.to_string()
+    };
     if a.host.is_empty() || a.concurrency == 0 || a.body.is_empty() {
         usage()
     }
@@ -163,13 +170,16 @@ fn has_content(ev: &[u8]) -> bool {
     false
 }
 
-async fn connect(a: &Args) -> Result<SendRequest<Full<Bytes>>, String> {
-    let tcp = TcpStream::connect(&a.host).await.map_err(|e| format!("connect: {e}"))?;
+/// A connection whose driver task belongs to `conns` (dropped with it).
+async fn connect(a: &Args, conns: &mut JoinSet<()>) -> Result<SendRequest<Full<Bytes>>, String> {
+    let tcp = TcpStream::connect(&a.host)
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
     let _ = tcp.set_nodelay(true);
     let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
         .await
         .map_err(|e| format!("handshake: {e}"))?;
-    tokio::spawn(async move {
+    conns.spawn(async move {
         let _ = conn.await;
     });
     Ok(sender)
@@ -210,7 +220,9 @@ async fn one(sender: &mut SendRequest<Full<Bytes>>, a: &Args) -> Outcome {
             Ok(f) => f,
             Err(e) => return Outcome::Failed(format!("body: {e}")),
         };
-        let Ok(data) = frame.into_data() else { continue };
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
         let now = Instant::now();
         buf.extend(data.iter().copied().filter(|&b| b != b'\r'));
         while let Some(end) = find(&buf, b"\n\n") {
@@ -291,7 +303,8 @@ fn stats(mut v: Vec<f64>) -> String {
         return r#"{"n":0}"#.to_string();
     }
     v.sort_by(|a, b| a.total_cmp(b));
-    let pct = |p: f64| v[(((p / 100.0) * (v.len() as f64 - 1.0)).round() as usize).min(v.len() - 1)];
+    let pct =
+        |p: f64| v[(((p / 100.0) * (v.len() as f64 - 1.0)).round() as usize).min(v.len() - 1)];
     format!(
         r#"{{"n":{},"p50":{:.3},"p90":{:.3},"p99":{:.3},"p999":{:.3},"max":{:.3}}}"#,
         v.len(),
@@ -314,6 +327,7 @@ async fn worker(
     let mut t = Tally::default();
     let delay = a.ramp.mul_f64(i as f64 / a.concurrency as f64);
     tokio::time::sleep_until((started + delay).into()).await;
+    let mut conns = JoinSet::new();
     let mut conn: Option<SendRequest<Full<Bytes>>> = None;
     loop {
         if a.duration.is_some_and(|d| started.elapsed() >= d) {
@@ -326,7 +340,7 @@ async fn worker(
         peak.fetch_max(n, Ordering::Relaxed);
         let outcome = tokio::time::timeout(a.timeout, async {
             if conn.as_ref().is_none_or(|c| c.is_closed()) {
-                conn = Some(connect(&a).await?);
+                conn = Some(connect(&a, &mut conns).await?);
             }
             Ok::<_, String>(one(conn.as_mut().unwrap(), &a).await)
         })
@@ -350,7 +364,8 @@ async fn worker(
 async fn main() {
     let a = Arc::new(parse_args());
     if a.warmup > 0 {
-        let mut c = connect(&a).await.ok();
+        let mut conns = JoinSet::new();
+        let mut c = connect(&a, &mut conns).await.ok();
         for _ in 0..a.warmup {
             if let Some(s) = c.as_mut() {
                 let _ = tokio::time::timeout(a.timeout, one(s, &a)).await;
@@ -363,15 +378,14 @@ async fn main() {
         Arc::new(AtomicUsize::new(0)),
     );
     let started = Instant::now();
-    let tasks: Vec<_> = (0..a.concurrency)
-        .map(|i| {
-            let (a, s, f, p) = (a.clone(), sent.clone(), in_flight.clone(), peak.clone());
-            tokio::spawn(worker(i, a, started, s, f, p))
-        })
-        .collect();
+    let mut workers = JoinSet::new();
+    for i in 0..a.concurrency {
+        let (a, s, f, p) = (a.clone(), sent.clone(), in_flight.clone(), peak.clone());
+        workers.spawn(worker(i, a, started, s, f, p));
+    }
     let mut all = Tally::default();
-    for t in tasks {
-        let t = t.await.expect("worker");
+    while let Some(t) = workers.join_next().await {
+        let t = t.expect("worker");
         all.streams += t.streams;
         all.ok += t.ok;
         all.failed += t.failed;
