@@ -14,6 +14,16 @@ use sluice_store::{NewKey, RecordQueue, Store};
 use sluice_telemetry::{OtlpProtocol, TraceSettings, Tracer};
 use sluice_testkit::{Chaos, MockUpstream};
 
+/// A line on stdout from a long-running command. A reader that went away (`| head -1`, a
+/// parent that read only the address) must not stop the gateway, so a failed write is
+/// ignored where `println!` would panic.
+macro_rules! announce {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 /// The file used when `--config` is not given.
 const DEFAULT_CONFIG: &str = "sluice.toml";
 
@@ -62,9 +72,9 @@ pub(crate) async fn serve(config: Option<PathBuf>, listen: Option<String>) -> an
         .await
         .with_context(|| format!("opening the store at {}", settings.store.path.display()))?;
     run(settings, store, |bound| {
-        println!("sluice listening on http://{}", bound.addr);
+        announce!("sluice listening on http://{}", bound.addr);
         if let Some(metrics) = bound.metrics {
-            println!("metrics and health detail on http://{metrics}");
+            announce!("metrics and health detail on http://{metrics}");
         }
     })
     .await
@@ -171,12 +181,21 @@ async fn run(settings: Settings, store: Store, on_ready: impl FnOnce(Bound)) -> 
         None => None,
     };
     let app = sluice_server::app(state);
-    tracing::info!(%addr, deployments = settings.deployments.len(), aliases = settings.aliases.len(), "ready");
+    let workers = sluice_server::Workers::start(server.workers).context("starting the workers")?;
+    tracing::info!(%addr, workers = workers.count(), deployments = settings.deployments.len(), aliases = settings.aliases.len(), "ready");
     on_ready(Bound {
         addr,
         metrics: metrics_listener.as_ref().map(|(bound, _)| *bound),
     });
-    sluice_server::serve(listener, app, limits, connections, shutdown_signal()).await?;
+    sluice_server::serve_on(
+        &workers,
+        listener,
+        app,
+        limits,
+        connections,
+        shutdown_signal(),
+    )
+    .await?;
     stop_metrics.cancel();
     if let Some((_, task)) = metrics_listener {
         let _ = task.await;
@@ -186,6 +205,8 @@ async fn run(settings: Settings, store: Store, on_ready: impl FnOnce(Bound)) -> 
     let _ = reload.await;
     // Settlements of the last requests, before their records are flushed.
     drills.policy().drain().await;
+    // Drills and settlements ran on the workers too: they are done, so the threads can go.
+    drop(tokio::task::spawn_blocking(move || workers.shutdown()).await);
     let written = queue.shutdown().await;
     tracer.shutdown().await;
     retention.shutdown().await;
@@ -427,10 +448,10 @@ pub(crate) async fn demo(
             .map_or_else(String::new, |metrics| format!("http://{metrics}"));
         if json {
             let line = serde_json::json!({ "base_url": format!("http://{addr}"), "metrics_url": metrics_url, "api_key": key.secret, "models": aliases });
-            println!("{line}");
+            announce!("{line}");
             return;
         }
-        println!(
+        announce!(
             "Sluice demo: the gateway in front of a built-in mock provider (no provider key needed).\n\n  \
              OpenAI SDK     base_url=http://{addr}/v1\n  \
              Anthropic SDK  base_url=http://{addr}\n  \
@@ -504,14 +525,17 @@ pub(crate) async fn mock(args: MockArgs) -> anyhow::Result<()> {
         .start_on(addr)
         .await
         .with_context(|| format!("binding {addr}"))?;
-    println!(
+    announce!(
         "mock provider listening on {} (OpenAI and Anthropic dialects under /v1)",
         mock.base_url()
     );
     if chaos.fail_ratio > 0.0 || chaos.stall_ratio > 0.0 {
-        println!(
+        announce!(
             "chaos: {} of chat requests fail with {}, {} stall {} ms before the headers",
-            chaos.fail_ratio, chaos.fail_status, chaos.stall_ratio, chaos.stall_ms
+            chaos.fail_ratio,
+            chaos.fail_status,
+            chaos.stall_ratio,
+            chaos.stall_ms
         );
     }
     shutdown_signal().await;

@@ -77,6 +77,8 @@ struct ServerSection {
     shutdown_grace_ms: u64,
     listen_backlog: u32,
     metrics_listen: Option<String>,
+    /// Threads serving client connections; default: one per core this process may run on.
+    workers: Option<usize>,
 }
 
 impl Default for ServerSection {
@@ -92,9 +94,13 @@ impl Default for ServerSection {
             shutdown_grace_ms: 30_000,
             listen_backlog: 4096,
             metrics_listen: None,
+            workers: None,
         }
     }
 }
+
+/// Worker threads at most (`server.workers`).
+const MAX_WORKERS: usize = 256;
 
 /// Client connections at most when `server.max_connections` is not set: half the process's
 /// open-file limit (each client connection may hold an upstream connection too) less 256 for
@@ -851,6 +857,16 @@ impl ConfigFile {
                 "must be greater than 0".into(),
             );
         }
+        let workers = self.server.workers.unwrap_or_else(|| {
+            std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+        });
+        if !(1..=MAX_WORKERS).contains(&workers) {
+            push(
+                &mut problems,
+                "server.workers".into(),
+                format!("must be between 1 and {MAX_WORKERS}"),
+            );
+        }
         let metrics_listen =
             self.server.metrics_listen.as_deref().and_then(|text| {
                 match text.parse::<SocketAddr>() {
@@ -1160,6 +1176,7 @@ impl ConfigFile {
                 shutdown_grace: Duration::from_millis(self.server.shutdown_grace_ms),
                 listen_backlog: self.server.listen_backlog,
                 metrics_listen,
+                workers,
             },
             store: StoreSettings {
                 path: base_dir.join(&self.store.path),

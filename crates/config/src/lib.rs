@@ -161,6 +161,8 @@ pub struct ServerSettings {
     pub listen_backlog: u32,
     /// A second listener serving only `/metrics` and the detailed `/health`, without a token.
     pub metrics_listen: Option<SocketAddr>,
+    /// Threads serving client connections, each a single-threaded runtime.
+    pub workers: usize,
 }
 
 #[derive(Debug, Clone)]

@@ -197,32 +197,94 @@ pub struct Embeddings {
     pub usage: Option<Usage>,
 }
 
-/// The shared upstream client. Cheap to clone.
+/// The upstream HTTP client. Cheap to clone: clones share its connection pools.
+///
+/// It keeps one pool per worker thread (see [`use_worker_pool`]) and one for every other
+/// thread, so the connection a request is sent on belongs to the thread that serves the
+/// request: its I/O is driven there, and no other thread is woken to carry it.
 #[derive(Clone, Debug)]
 pub struct Upstream {
-    client: reqwest::Client,
+    pools: Arc<WorkerPools>,
     timeouts: Timeouts,
     /// W3C `traceparent` sent with each request, when the caller traces.
     traceparent: Option<http::HeaderValue>,
 }
 
+/// Pools kept apart, at most: worker threads beyond it share them round the table.
+const POOLS: usize = 64;
+
+std::thread_local! {
+    /// The pool of this thread: `0` for any thread that is not a worker.
+    static POOL: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// Marks the calling thread as worker `index`: the upstream calls it makes use that worker's
+/// own connection pool. Called once by each worker thread as it starts.
+pub fn use_worker_pool(index: usize) {
+    POOL.set(1 + index % (POOLS - 1));
+}
+
+/// One client per pool: the shared one built at start, each worker's on its first call.
+#[derive(Debug)]
+struct WorkerPools {
+    connect_timeout: Duration,
+    /// For threads that are not workers, and for a worker whose own client failed to build.
+    shared: reqwest::Client,
+    /// Worker `i`'s client is at `i - 1` of its pool number.
+    workers: [std::sync::OnceLock<reqwest::Client>; POOLS - 1],
+}
+
+impl WorkerPools {
+    fn new(connect_timeout: Duration) -> Result<WorkerPools, reqwest::Error> {
+        Ok(WorkerPools {
+            connect_timeout,
+            shared: build_client(connect_timeout)?,
+            workers: std::array::from_fn(|_| std::sync::OnceLock::new()),
+        })
+    }
+
+    /// The calling thread's client.
+    fn client(&self) -> &reqwest::Client {
+        let Some(slot) = POOL.get().checked_sub(1).and_then(|i| self.workers.get(i)) else {
+            return &self.shared;
+        };
+        if let Some(client) = slot.get() {
+            return client;
+        }
+        // The same settings built the shared client, so this fails only without resources.
+        match build_client(self.connect_timeout) {
+            Ok(client) => slot.get_or_init(|| client),
+            Err(_) => &self.shared,
+        }
+    }
+}
+
+/// A client with rustls (the ring provider) and warm pooled connections.
+fn build_client(connect_timeout: Duration) -> Result<reqwest::Client, reqwest::Error> {
+    reqwest::Client::builder()
+        .connect_timeout(connect_timeout)
+        .pool_idle_timeout(Duration::from_secs(90))
+        .pool_max_idle_per_host(256)
+        .tcp_nodelay(true)
+        .user_agent(concat!("sluice/", env!("CARGO_PKG_VERSION")))
+        .build()
+}
+
 impl Upstream {
-    /// Builds the one HTTP client (rustls with the ring provider, warm pooled connections).
+    /// Builds the client (its first pool now, the workers' on their first call).
     pub fn new(timeouts: Timeouts) -> Result<Upstream, reqwest::Error> {
         // Installing twice is harmless: the second call reports the first provider.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let client = reqwest::Client::builder()
-            .connect_timeout(timeouts.connect)
-            .pool_idle_timeout(Duration::from_secs(90))
-            .pool_max_idle_per_host(256)
-            .tcp_nodelay(true)
-            .user_agent(concat!("sluice/", env!("CARGO_PKG_VERSION")))
-            .build()?;
         Ok(Upstream {
-            client,
+            pools: Arc::new(WorkerPools::new(timeouts.connect)?),
             timeouts,
             traceparent: None,
         })
+    }
+
+    /// The HTTP client of the calling thread's pool.
+    pub(crate) fn client(&self) -> &reqwest::Client {
+        self.pools.client()
     }
 
     pub fn timeouts(&self) -> Timeouts {
@@ -233,7 +295,7 @@ impl Upstream {
     /// client is shared). The connect timeout stays the client's.
     pub fn with_timeouts(&self, timeouts: Timeouts) -> Upstream {
         Upstream {
-            client: self.client.clone(),
+            pools: self.pools.clone(),
             timeouts: Timeouts {
                 connect: self.timeouts.connect,
                 ..timeouts

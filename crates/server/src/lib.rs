@@ -27,10 +27,12 @@ mod openai;
 mod provenance;
 mod quota;
 mod stream;
+pub mod workers;
 
 pub use admin::AdminToken;
 pub use error::{AdminError, ApiError};
-pub use listener::{ConnectionLimits, ConnectionStats, bind, serve};
+pub use listener::{ConnectionLimits, ConnectionStats, bind, serve, serve_on};
+pub use workers::Workers;
 
 #[derive(Clone, Debug)]
 pub struct AppState {

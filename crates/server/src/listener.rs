@@ -51,6 +51,7 @@ use tokio_util::task::TaskTracker;
 use tower_service::Service;
 
 use crate::ApiError;
+use crate::workers::Workers;
 
 /// The listen backlog asked of the kernel (Linux caps it at `net.core.somaxconn`, 4096 by
 /// default since 5.4). The common 128 drops SYNs under a burst of new connections.
@@ -241,6 +242,31 @@ pub async fn serve(
     stats: Arc<ConnectionStats>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
+    serve_with(None, listener, app, limits, stats, shutdown).await
+}
+
+/// [`serve`], with each admitted connection handed to one of `workers` (the one with the
+/// fewest open connections) and served on that thread to its end. Accepting, shedding and
+/// draining stay here.
+pub async fn serve_on(
+    workers: &Workers,
+    listener: TcpListener,
+    app: Router,
+    limits: ConnectionLimits,
+    stats: Arc<ConnectionStats>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> io::Result<()> {
+    serve_with(Some(workers), listener, app, limits, stats, shutdown).await
+}
+
+async fn serve_with(
+    workers: Option<&Workers>,
+    listener: TcpListener,
+    app: Router,
+    limits: ConnectionLimits,
+    stats: Arc<ConnectionStats>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> io::Result<()> {
     let occupancy = Arc::new(Occupancy {
         per_client: Mutex::default(),
         stats: stats.clone(),
@@ -278,10 +304,20 @@ pub async fn serve(
                 let stats = stats.clone();
                 let draining = draining.clone();
                 let closing = closing.clone();
-                connections.spawn(async move {
+                let tracked = connections.token();
+                let connection = move |stream| async move {
                     serve_connection(stream, app, limits, &stats, draining, closing).await;
                     drop(ticket);
-                });
+                    drop(tracked);
+                };
+                match workers {
+                    Some(workers) => {
+                        if let Err(error) = workers.spawn_connection(stream, connection) {
+                            tracing::warn!(%error, "a connection could not be handed to a worker");
+                        }
+                    }
+                    None => drop(connections.spawn(connection(stream))),
+                }
             }
             Err(reason) => {
                 let (counter, log) = match reason {

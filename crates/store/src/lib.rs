@@ -235,10 +235,13 @@ async fn connect_first(options: &SqliteConnectOptions) -> Result<SqliteConnectio
     }
 }
 
-/// A pool that keeps its connections (opening SQLite connections is cheap but not free).
+/// A pool that keeps its connections (opening SQLite connections is cheap but not free). A
+/// connection is not pinged before each use: an embedded database's connection does not drop,
+/// and the ping is a round trip to the connection's thread (a thread woken) per use.
 async fn pool(options: SqliteConnectOptions, connections: u32) -> Result<SqlitePool, StoreError> {
     Ok(SqlitePoolOptions::new()
         .max_connections(connections)
+        .test_before_acquire(false)
         .min_connections(1)
         .idle_timeout(None)
         .max_lifetime(None)

@@ -27,7 +27,7 @@ fn post(
     body: Vec<u8>,
 ) -> reqwest::RequestBuilder {
     let request = upstream
-        .client
+        .client()
         .post(deployment.base_url.join(path))
         .header(http::header::CONTENT_TYPE, "application/json")
         .body(body);
