@@ -77,6 +77,7 @@ struct ServerSection {
     shutdown_grace_ms: u64,
     listen_backlog: u32,
     metrics_listen: Option<String>,
+    watch_config: bool,
 }
 
 impl Default for ServerSection {
@@ -92,6 +93,7 @@ impl Default for ServerSection {
             shutdown_grace_ms: 30_000,
             listen_backlog: 4096,
             metrics_listen: None,
+            watch_config: true,
         }
     }
 }
@@ -1160,6 +1162,7 @@ impl ConfigFile {
                 shutdown_grace: Duration::from_millis(self.server.shutdown_grace_ms),
                 listen_backlog: self.server.listen_backlog,
                 metrics_listen,
+                watch_config: self.server.watch_config,
             },
             store: StoreSettings {
                 path: base_dir.join(&self.store.path),

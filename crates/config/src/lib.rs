@@ -19,6 +19,7 @@ use sluice_routing::{BreakerPolicy, CapacityPolicy, RoutePolicy};
 mod dlp;
 mod file;
 mod policy;
+mod reload;
 mod tools;
 
 pub use dlp::{DlpAction, DlpSettings, RouteDlp};
@@ -161,6 +162,9 @@ pub struct ServerSettings {
     pub listen_backlog: u32,
     /// A second listener serving only `/metrics` and the detailed `/health`, without a token.
     pub metrics_listen: Option<SocketAddr>,
+    /// Reload the configuration file when its content changes (it is also reloaded on
+    /// SIGHUP, whatever this says).
+    pub watch_config: bool,
 }
 
 #[derive(Debug, Clone)]
