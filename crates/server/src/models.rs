@@ -59,12 +59,19 @@ pub(crate) async fn list(
     loaded: LoadedAt,
 ) -> Response {
     let dialect = dialect_of(&headers);
-    let (exchange, caller) =
-        match body::admit(&state, &headers, sluice_pipeline::Endpoint::Models, dialect).await {
-            Ok(admitted) => admitted,
-            Err(response) => return response,
-        };
-    let models = state.gateway.models_for(&caller);
+    let gateway = state.gateway.current();
+    let (exchange, caller) = match body::admit(
+        &gateway,
+        &headers,
+        sluice_pipeline::Endpoint::Models,
+        dialect,
+    )
+    .await
+    {
+        Ok(admitted) => admitted,
+        Err(response) => return response,
+    };
+    let models = gateway.models_for(&caller);
     let data: Vec<Value> = models.iter().map(|id| model(id, dialect, loaded)).collect();
     let json = match dialect {
         Dialect::OpenAi => json!({"object": "list", "data": data}),
@@ -90,12 +97,19 @@ pub(crate) async fn retrieve(
     loaded: LoadedAt,
 ) -> Response {
     let dialect = dialect_of(&headers);
-    let (exchange, caller) =
-        match body::admit(&state, &headers, sluice_pipeline::Endpoint::Models, dialect).await {
-            Ok(admitted) => admitted,
-            Err(response) => return response,
-        };
-    if !state.gateway.models_for(&caller).contains(&id) {
+    let gateway = state.gateway.current();
+    let (exchange, caller) = match body::admit(
+        &gateway,
+        &headers,
+        sluice_pipeline::Endpoint::Models,
+        dialect,
+    )
+    .await
+    {
+        Ok(admitted) => admitted,
+        Err(response) => return response,
+    };
+    if !gateway.models_for(&caller).contains(&id) {
         let message = format!("model `{id}` does not exist or this key may not use it");
         return body::fail(
             exchange,
