@@ -160,7 +160,8 @@ impl Reloader {
                 let hangup = std::future::pending::<Option<()>>();
                 let trigger = tokio::select! {
                     () = stop.cancelled() => return,
-                    _ = hangup => Trigger::Signal,
+                    // `None`: the signal driver is gone; the branch stays off this turn.
+                    Some(()) = hangup => Trigger::Signal,
                     _ = ticks.tick(), if watch => Trigger::Watch,
                 };
                 self.reload(trigger, &mut last_seen).await;

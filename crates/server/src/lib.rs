@@ -55,7 +55,6 @@ pub struct AppState {
 /// with the admin token; `/metrics` needs the admin token. [`metrics_app`] serves both
 /// without one, for a listener operators keep private (`server.metrics_listen`).
 pub fn app(state: AppState) -> Router {
-    let loaded = models::LoadedAt::now();
     Router::new()
         .nest(admin::PREFIX, admin::routes(state.clone()))
         .route(
@@ -66,23 +65,10 @@ pub fn app(state: AppState) -> Router {
             "/v1/embeddings",
             post(openai::embeddings).fallback(wrong_method_openai),
         )
-        .route(
-            "/v1/models",
-            get(move |state: State<AppState>, headers: HeaderMap| {
-                models::list(state, headers, loaded)
-            })
-            .fallback(wrong_method_any),
-        )
+        .route("/v1/models", get(models::list).fallback(wrong_method_any))
         .route(
             "/v1/models/{*id}",
-            get(
-                move |state: State<AppState>,
-                      id: axum::extract::Path<String>,
-                      headers: HeaderMap| {
-                    models::retrieve(state, id, headers, loaded)
-                },
-            )
-            .fallback(wrong_method_any),
+            get(models::retrieve).fallback(wrong_method_any),
         )
         .route(
             "/v1/messages",
