@@ -93,6 +93,7 @@ impl Gateway {
         let key = store
             .create_key(NewKey {
                 name: "reload-test".into(),
+                team: Some("qa".into()),
                 ..NewKey::default()
             })
             .await
@@ -517,4 +518,36 @@ async fn requests_sent_during_reloads_all_succeed() {
     assert!(sent.load(Ordering::Relaxed) >= 48);
     assert!(mock_a.hits() > 0 && mock_b.hits() > 0);
     assert_eq!(gw.active_config().await["reloads"], 6);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn budgets_keep_their_rows_and_running_totals_across_a_reload() {
+    let (mock_a, mock_b) = (
+        MockUpstream::openai().start().await,
+        MockUpstream::openai().start().await,
+    );
+    // Budget rows are reread hourly here: only the reload could lose them within the test.
+    let settings = format!("{UNWATCHED}[budgets]\nreload_ms = 3600000\n");
+    let gw = Gateway::start("budgets", &config(&mock_a, &mock_b, "a", &settings)).await;
+    let put = gw
+        .client
+        .put(format!("{}/admin/v1/budgets", gw.url))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&json!({"scope": "team:qa", "metric": "requests", "period": "day", "amount": 3}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), 200);
+    assert_eq!(gw.chat().await, (200, "a".to_owned()));
+    assert_eq!(gw.chat().await, (200, "a".to_owned()));
+
+    let second = gw.write_config(&config(&mock_a, &mock_b, "b", &settings));
+    gw.sighup();
+    gw.wait_for_hash(&second).await;
+    assert_eq!(gw.chat().await, (200, "b".to_owned()));
+    assert_eq!(
+        gw.chat().await.0,
+        429,
+        "the team's fourth request of the day"
+    );
 }
