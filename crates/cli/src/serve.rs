@@ -273,7 +273,8 @@ pub(crate) fn upstream_timeouts(settings: &Settings) -> Timeouts {
 }
 
 /// The router of `settings`. On a reload, `previous` lends the health of each deployment that
-/// did not change ([`Router::keep_unchanged`]).
+/// did not change ([`Router::keep_unchanged`]) and its routes' retry budgets
+/// ([`Router::keep_retry_budgets`]).
 pub(crate) fn router(settings: &Settings, previous: Option<&Router>) -> anyhow::Result<Router> {
     let deployments: Vec<Arc<DeploymentHealth>> = settings
         .deployments
@@ -320,7 +321,11 @@ pub(crate) fn router(settings: &Settings, previous: Option<&Router>) -> anyhow::
             .collect(),
         policy: route.policy.clone(),
     });
-    Ok(Router::new(routes, deployments.clone()))
+    let router = Router::new(routes, deployments.clone());
+    Ok(match previous {
+        Some(previous) => router.keep_retry_budgets(previous),
+        None => router,
+    })
 }
 
 async fn shutdown_signal() {

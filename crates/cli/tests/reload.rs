@@ -275,7 +275,9 @@ async fn sighup_moves_an_alias_to_its_new_deployment() {
         .unwrap();
     assert_eq!(anonymous.status(), 401);
 
-    let second = gw.write_config(&config(&mock_a, &mock_b, "b", UNWATCHED));
+    // The route moves; the body cap, fixed at start, is reported instead.
+    let restart_only = format!("{UNWATCHED}max_body_bytes = 1000\n");
+    let second = gw.write_config(&config(&mock_a, &mock_b, "b", &restart_only));
     gw.sighup();
     let after = gw.wait_for_hash(&second).await;
     assert!(
@@ -307,7 +309,24 @@ async fn sighup_moves_an_alias_to_its_new_deployment() {
         out.contains(&format!("loaded {}", after["loaded_at"].as_str().unwrap())),
         "{out}"
     );
-    assert!(gw.log().contains("configuration reloaded"));
+    let log = gw.log();
+    assert!(log.contains("configuration reloaded"), "{log}");
+    let restart = log
+        .lines()
+        .find(|l| l.contains("need a restart"))
+        .unwrap_or_else(|| panic!("no restart warning\n{log}"));
+    let restart: Value = serde_json::from_str(restart).unwrap();
+    assert_eq!(
+        (&restart["level"], &restart["fields"]["fields"]),
+        (&json!("WARN"), &json!("server.max_body_bytes"))
+    );
+    // Still the cap the gateway started with (4 MiB): a 2 kB body is accepted.
+    let long = gw
+        .chat_request(&"x".repeat(2_000), false)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(long.status(), 200);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -344,6 +344,27 @@ impl Router {
             })
             .collect()
     }
+
+    /// Takes over `previous`'s retry budgets: each route of this router that `previous` has
+    /// too keeps, per deployment still in it, the window its budget counted (when the budget's
+    /// policy is unchanged). A reload does not hand a failing deployment fresh retries.
+    pub fn keep_retry_budgets(self, previous: &Router) -> Router {
+        for (alias, route) in &self.routes {
+            let Some(old) = previous.routes.get(alias) else {
+                continue;
+            };
+            for (deployment, budget) in &route.budgets {
+                let Some(kept) = old.with_budget(deployment, |b| b.clone()) else {
+                    continue;
+                };
+                let mut budget = budget.lock().unwrap_or_else(PoisonError::into_inner);
+                if kept.policy() == budget.policy() {
+                    *budget = kept;
+                }
+            }
+        }
+        self
+    }
 }
 
 #[cfg(test)]

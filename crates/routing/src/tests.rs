@@ -198,3 +198,19 @@ async fn a_reload_keeps_the_open_circuit_of_an_unchanged_deployment() {
     other_breaker = before.keep_unchanged(vec![other_breaker]).remove(0);
     assert_eq!(other_breaker.breaker_state(), BreakerState::Closed);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_reload_keeps_the_retry_budgets_of_a_route_it_keeps() {
+    let (a, b) = (health("a", true), health("b", true));
+    let before = router(&[&a], &[&b]);
+    let route = before.route("chat").unwrap();
+    // `a` has spent its 10 minimum retries.
+    assert_eq!((0..20).filter(|_| route.spend_retry("a")).count(), 10);
+
+    let after = router(&[&a], &[&b]).keep_retry_budgets(&before);
+    let route = after.route("chat").unwrap();
+    assert!(!route.spend_retry("a"), "no fresh retries for `a`");
+    assert!(route.spend_retry("b"));
+    // Without the carry-over, a new router's budget would have allowed them.
+    assert!(router(&[&a], &[&b]).route("chat").unwrap().spend_retry("a"));
+}
