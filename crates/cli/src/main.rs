@@ -10,6 +10,7 @@ mod admin;
 mod budgets;
 mod policy;
 mod reliability;
+mod reload;
 mod serve;
 mod table;
 mod usage;

@@ -1,5 +1,6 @@
 //! The policy engine from settings: counters (in process or Redis), prices, energy, each
-//! route's rules; and the task that keeps a running gateway's budgets in step with the store.
+//! route's rules ([`policy_parts`], again on each configuration reload); and the task that
+//! keeps a running gateway's budgets in step with the store.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -56,14 +57,22 @@ pub(crate) async fn engine(
     let observed = sluice_policy::counters::ObservedCounters::new(counters);
     let counter_errors = observed.errors();
     let counters: Arc<dyn Counters> = Arc::new(observed);
+    let engine = PolicyEngine::new(policy_parts(settings, counters.clone()));
+    Ok((engine, counter_errors, entries, counters))
+}
+
+/// What the policy engine takes from the configuration, with `counters` (built at start and
+/// kept by every reload). Warns about each deployment whose model has no price.
+pub(crate) fn policy_parts(settings: &Settings, counters: Arc<dyn Counters>) -> PolicyParts {
+    let budgets = &settings.policy.budgets;
     for d in &settings.deployments {
         if settings.policy.prices.lookup(&d.model).is_none() {
             tracing::warn!(deployment = %d.name, model = %d.model, "no price for this model: its cost is not recorded and spend budgets do not count it (add it under [prices])");
         }
     }
     let scanner = settings.policy.dlp.scanner.as_ref();
-    let engine = PolicyEngine::new(PolicyParts {
-        counters: counters.clone(),
+    PolicyParts {
+        counters,
         on_counter_error: budgets.on_counter_error,
         help: budgets.help.clone(),
         prices: settings.policy.prices.clone(),
@@ -86,8 +95,7 @@ pub(crate) async fn engine(
                 (alias.clone(), rules)
             })
             .collect::<HashMap<_, _>>(),
-    });
-    Ok((engine, counter_errors, entries, counters))
+    }
 }
 
 /// A route's request-path hooks from its configuration, in the order they run: the cheap
@@ -152,6 +160,15 @@ fn dlp_hook(route: &sluice_config::RouteDlp, scanner: Arc<sluice_dlp::Scanner>) 
     Dlp::new(scanner, actions, roles, route.answers)
 }
 
+/// Every alias's own limits.
+fn alias_limits(settings: &Settings) -> Vec<sluice_policy::Limit> {
+    settings
+        .aliases
+        .values()
+        .flat_map(|route| route.limits.iter().cloned())
+        .collect()
+}
+
 /// Rebuilds budget counters that lost the deployment's state from the request records: at
 /// start (in-process counters start empty; a Redis may have restarted empty while the gateway
 /// was down) and whenever Redis is found to have lost its data.
@@ -159,8 +176,8 @@ fn dlp_hook(route: &sluice_config::RouteDlp, scanner: Arc<sluice_dlp::Scanner>) 
 pub(crate) struct CounterRebuild {
     store: sluice_store::Store,
     counters: Arc<dyn Counters>,
-    /// Each alias's own limits, from the configuration.
-    alias_limits: Vec<sluice_policy::Limit>,
+    /// Each alias's own limits, from the configuration in force (a reload replaces them).
+    alias_limits: Arc<std::sync::RwLock<Vec<sluice_policy::Limit>>>,
 }
 
 impl CounterRebuild {
@@ -172,12 +189,16 @@ impl CounterRebuild {
         CounterRebuild {
             store,
             counters,
-            alias_limits: settings
-                .aliases
-                .values()
-                .flat_map(|route| route.limits.iter().cloned())
-                .collect(),
+            alias_limits: Arc::new(std::sync::RwLock::new(alias_limits(settings))),
         }
+    }
+
+    /// Takes the alias limits of a reloaded configuration.
+    pub(crate) fn set_alias_limits(&self, settings: &Settings) {
+        *self
+            .alias_limits
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = alias_limits(settings);
     }
 
     /// Rebuilds the counters if they do not hold the deployment's state; returns how many
@@ -192,11 +213,16 @@ impl CounterRebuild {
             .budgets()
             .await
             .context("reading the budget rows")?;
+        let alias_limits = self
+            .alias_limits
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
         let limits = rows
             .iter()
             .filter_map(|row| sluice_pipeline::admission::parse_budget_row(row).ok())
             .map(|(limit, _)| limit)
-            .chain(self.alias_limits.iter().cloned());
+            .chain(alias_limits);
         let book = LimitBook::new(limits);
         if book.is_empty() {
             return Ok(Some(0));

@@ -1,5 +1,5 @@
-//! `sluice status` (the live state of a running gateway's deployments: circuits, load,
-//! latency, retry budgets) and `sluice drill ROUTE` (a set of requests replayed through every
+//! `sluice status` (the live state of a running gateway: its configuration's hash and load
+//! time; its deployments' circuits, load, latency, retry budgets) and `sluice drill ROUTE` (a set of requests replayed through every
 //! deployment of a route, with a readiness table).
 
 use std::path::{Path, PathBuf};
@@ -95,11 +95,23 @@ fn status_table(health: &Value) -> String {
     };
     let ms = |v: &Value| v.as_f64().map_or("-".to_owned(), |ms| format!("{ms:.1}"));
     let mut out = format!(
-        "gateway {} · records shed {} · drills shed {}\n\n",
+        "gateway {} · records shed {} · drills shed {}\n",
         text(&health["status"]),
         text(&health["records_shed"]),
         text(&health["drills_shed"]),
     );
+    let config = &health["config"];
+    if config.is_object() {
+        out.push_str(&format!(
+            "config {} · sha256 {} · loaded {} · {} reloads, {} refused\n",
+            text(&config["path"]),
+            text(&config["sha256"]),
+            text(&config["loaded_at"]),
+            text(&config["reloads"]),
+            text(&config["reloads_refused"]),
+        ));
+    }
+    out.push('\n');
     out.push_str(&format!(
         "{:<24} {:<14} {:<18} {:>10} {:>9} {:>7} {:>9} {:>10} {:>10} {:>10}\n",
         "DEPLOYMENT",

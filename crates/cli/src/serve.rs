@@ -6,13 +6,15 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use sluice_config::{ProviderKeys, ProviderType, Settings};
-use sluice_pipeline::Gateway;
+use sluice_pipeline::{ConfigSource, Gateway};
 use sluice_providers::{Deployment, ProviderKind, Timeouts, Upstream};
 use sluice_routing::{DeploymentHealth, RouteSpec, Router};
 use sluice_server::AppState;
 use sluice_store::{NewKey, RecordQueue, Store};
 use sluice_telemetry::{OtlpProtocol, TraceSettings, Tracer};
 use sluice_testkit::{Chaos, MockUpstream};
+
+use crate::reload::ConfigFile;
 
 /// A line on stdout from a long-running command. A reader that went away (`| head -1`, a
 /// parent that read only the address) must not stop the gateway, so a failed write is
@@ -39,12 +41,16 @@ pub(crate) fn load_settings_read_only(config: Option<&Path>) -> anyhow::Result<S
     load_settings_with(config, ProviderKeys::NotNeeded)
 }
 
-fn load_settings_with(config: Option<&Path>, keys: ProviderKeys) -> anyhow::Result<Settings> {
-    let path = match config {
+/// The configuration file: the given one, else `./sluice.toml` if present.
+fn config_path(config: Option<&Path>) -> Option<PathBuf> {
+    match config {
         Some(path) => Some(path.to_owned()),
         None => Some(PathBuf::from(DEFAULT_CONFIG)).filter(|p| p.exists()),
-    };
-    Ok(match path {
+    }
+}
+
+fn load_settings_with(config: Option<&Path>, keys: ProviderKeys) -> anyhow::Result<Settings> {
+    Ok(match config_path(config) {
         Some(path) => Settings::load_with(&path, keys)?,
         None => Settings::defaults()?,
     })
@@ -62,16 +68,27 @@ fn init_logging() {
 
 pub(crate) async fn serve(config: Option<PathBuf>, listen: Option<String>) -> anyhow::Result<()> {
     init_logging();
-    let mut settings = load_settings(config.as_deref())?;
-    if let Some(listen) = listen {
-        settings.server.listen = listen
-            .parse()
-            .with_context(|| format!("--listen `{listen}` is not an address:port"))?;
-    }
+    let listen: Option<SocketAddr> = listen
+        .map(|listen| {
+            listen
+                .parse()
+                .with_context(|| format!("--listen `{listen}` is not an address:port"))
+        })
+        .transpose()?;
+    // The file is read once: its hash is of the bytes validated.
+    let file = config_path(config.as_deref()).map(|path| ConfigFile::new(path, listen));
+    let (settings, source) = match &file {
+        Some(file) => file.load()?,
+        None => {
+            let mut settings = Settings::defaults()?;
+            settings.server.listen = listen.unwrap_or(settings.server.listen);
+            (settings, ConfigSource::without_file())
+        }
+    };
     let store = Store::open(&settings.store.path)
         .await
         .with_context(|| format!("opening the store at {}", settings.store.path.display()))?;
-    run(settings, store, |bound| {
+    run(settings, (source, file), store, |bound| {
         announce!("sluice listening on http://{}", bound.addr);
         if let Some(metrics) = bound.metrics {
             announce!("metrics and health detail on http://{metrics}");
@@ -90,8 +107,14 @@ struct Bound {
 
 /// Runs the gateway until Ctrl-C or SIGTERM, then drains in-flight requests (for at most
 /// `server.shutdown_grace_ms`) and the record queue. `on_ready` is called once the sockets are
-/// bound.
-async fn run(settings: Settings, store: Store, on_ready: impl FnOnce(Bound)) -> anyhow::Result<()> {
+/// bound. `config` is where `settings` came from, and the file to reload them from (none:
+/// SIGHUP reloads nothing).
+async fn run(
+    settings: Settings,
+    config: (ConfigSource, Option<ConfigFile>),
+    store: Store,
+    on_ready: impl FnOnce(Bound),
+) -> anyhow::Result<()> {
     let gateway_parts = build(&settings)?;
     // The tokenizer tables the aliases' estimates use, loaded off the runtime's threads while
     // the gateway starts (readiness does not wait for them).
@@ -107,6 +130,7 @@ async fn run(settings: Settings, store: Store, on_ready: impl FnOnce(Bound)) -> 
     // Before the first request: budgets do not start over because the counters did.
     let rebuild = crate::policy::CounterRebuild::new(&settings, store.clone(), counters);
     rebuild.run_and_log().await;
+    let (source, file) = config;
     let gateway = Gateway::new(
         gateway_parts.0,
         gateway_parts.1,
@@ -114,7 +138,16 @@ async fn run(settings: Settings, store: Store, on_ready: impl FnOnce(Bound)) -> 
         queue.sender(),
         tracer.clone(),
         policy,
-    );
+    )
+    .configured_from(source);
+    let stop_config_reload = tokio_util::sync::CancellationToken::new();
+    let config_reload = crate::reload::Reloader {
+        gateway: gateway.clone(),
+        file,
+        started: settings.clone(),
+        rebuild: rebuild.clone(),
+    }
+    .start(stop_config_reload.clone())?;
     let stop_reload = tokio_util::sync::CancellationToken::new();
     let reload = crate::policy::keep_budgets_loaded(
         gateway.clone(),
@@ -203,6 +236,8 @@ async fn run(settings: Settings, store: Store, on_ready: impl FnOnce(Bound)) -> 
     drills.drain_drills().await;
     stop_reload.cancel();
     let _ = reload.await;
+    stop_config_reload.cancel();
+    let _ = config_reload.await;
     // Settlements of the last requests, before their records are flushed.
     drills.policy().drain().await;
     // Drills and settlements ran on the workers too: they are done, so the threads can go.
@@ -241,6 +276,27 @@ fn start_tracer(settings: &Settings) -> anyhow::Result<Tracer> {
 /// Turns settings into the router (with every deployment's live health) and the upstream
 /// client.
 pub(crate) fn build(settings: &Settings) -> anyhow::Result<(Router, Upstream)> {
+    let router = router(settings, None)?;
+    let upstream =
+        Upstream::new(upstream_timeouts(settings)).context("building the upstream HTTP client")?;
+    Ok((router, upstream))
+}
+
+/// `[upstream]`'s timeouts.
+pub(crate) fn upstream_timeouts(settings: &Settings) -> Timeouts {
+    let up = &settings.upstream;
+    Timeouts {
+        connect: up.connect_timeout,
+        first_token: up.first_token_timeout,
+        idle: up.idle_timeout,
+        total: up.total_timeout,
+    }
+}
+
+/// The router of `settings`. On a reload, `previous` lends the health of each deployment that
+/// did not change ([`Router::keep_unchanged`]) and its routes' retry budgets
+/// ([`Router::keep_retry_budgets`]).
+pub(crate) fn router(settings: &Settings, previous: Option<&Router>) -> anyhow::Result<Router> {
     let deployments: Vec<Arc<DeploymentHealth>> = settings
         .deployments
         .iter()
@@ -268,6 +324,10 @@ pub(crate) fn build(settings: &Settings) -> anyhow::Result<(Router, Upstream)> {
             )))
         })
         .collect::<anyhow::Result<_>>()?;
+    let deployments = match previous {
+        Some(previous) => previous.keep_unchanged(deployments),
+        None => deployments,
+    };
     let routes = settings.aliases.iter().map(|(alias, route)| RouteSpec {
         alias: alias.clone(),
         pool: route
@@ -283,15 +343,10 @@ pub(crate) fn build(settings: &Settings) -> anyhow::Result<(Router, Upstream)> {
         policy: route.policy.clone(),
     });
     let router = Router::new(routes, deployments.clone());
-    let up = &settings.upstream;
-    let upstream = Upstream::new(Timeouts {
-        connect: up.connect_timeout,
-        first_token: up.first_token_timeout,
-        idle: up.idle_timeout,
-        total: up.total_timeout,
+    Ok(match previous {
+        Some(previous) => router.keep_retry_budgets(previous),
+        None => router,
     })
-    .context("building the upstream HTTP client")?;
-    Ok((router, upstream))
 }
 
 async fn shutdown_signal() {
@@ -441,7 +496,7 @@ pub(crate) async fn demo(
         .await
         .context("setting the demo team's quota")?;
     let aliases: Vec<String> = settings.aliases.keys().cloned().collect();
-    run(settings, store, move |bound| {
+    run(settings, (ConfigSource::without_file(), None), store, move |bound| {
         let addr = bound.addr;
         let metrics_url = bound
             .metrics

@@ -79,6 +79,7 @@ struct ServerSection {
     metrics_listen: Option<String>,
     /// Threads serving client connections; default: one per core this process may run on.
     workers: Option<usize>,
+    watch_config: bool,
 }
 
 impl Default for ServerSection {
@@ -95,6 +96,7 @@ impl Default for ServerSection {
             listen_backlog: 4096,
             metrics_listen: None,
             workers: None,
+            watch_config: true,
         }
     }
 }
@@ -1177,6 +1179,7 @@ impl ConfigFile {
                 listen_backlog: self.server.listen_backlog,
                 metrics_listen,
                 workers,
+                watch_config: self.server.watch_config,
             },
             store: StoreSettings {
                 path: base_dir.join(&self.store.path),

@@ -19,6 +19,7 @@ use sluice_routing::{BreakerPolicy, CapacityPolicy, RoutePolicy};
 mod dlp;
 mod file;
 mod policy;
+mod reload;
 mod tools;
 
 pub use dlp::{DlpAction, DlpSettings, RouteDlp};
@@ -163,6 +164,9 @@ pub struct ServerSettings {
     pub metrics_listen: Option<SocketAddr>,
     /// Threads serving client connections, each a single-threaded runtime.
     pub workers: usize,
+    /// Reload the configuration file when its content changes (it is also reloaded on
+    /// SIGHUP, whatever this says).
+    pub watch_config: bool,
 }
 
 #[derive(Debug, Clone)]

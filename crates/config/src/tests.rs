@@ -741,3 +741,45 @@ fn structured_output_support_is_declared_per_provider_and_checked() {
         "{found:#?}"
     );
 }
+
+#[test]
+fn a_reload_names_the_changes_that_need_a_restart() {
+    let routes = r#"
+[providers.openai]
+type = "openai"
+api_key_env = "OPENAI_API_KEY"
+
+[deployments.a]
+provider = "openai"
+model = "gpt-4o-mini"
+
+[aliases.fast]
+deployments = ["a"]
+"#;
+    let running = load(routes).unwrap();
+    assert!(
+        running.server.watch_config,
+        "the file is watched by default"
+    );
+    // Routes, prices and upstream timeouts reload: nothing to restart for.
+    let rerouted = load(&format!(
+        "{}\n[upstream]\ntotal_timeout_ms = 5000\n[prices.\"gpt-4o\"]\ninput_per_mtok = 1.0\noutput_per_mtok = 2.0\n",
+        routes.replace("gpt-4o-mini", "gpt-4o")
+    ))
+    .unwrap();
+    assert_eq!(running.needs_restart(&rerouted), Vec::<&str>::new());
+
+    let moved = load(&format!(
+        "[server]\nlisten = \"127.0.0.1:4100\"\nwatch_config = false\n[store]\nretention_days = 7\n[budgets]\nreload_ms = 1000\n{routes}"
+    ))
+    .unwrap();
+    assert_eq!(
+        running.needs_restart(&moved),
+        [
+            "server.listen",
+            "server.watch_config",
+            "store.retention_days",
+            "budgets.reload_ms"
+        ]
+    );
+}

@@ -60,8 +60,11 @@ pub struct PolicyEngine {
     /// plan, admission and hooks): foldhash, not SipHash. The keys are the configuration's.
     deployments: FastMap<String, (String, Option<String>)>,
     routes: FastMap<String, RouteRules>,
-    book: RwLock<Arc<Book>>,
-    /// Settlements and releases in flight, so shutdown can wait for them.
+    /// The budget rows read from the store: shared with the engines of later configurations,
+    /// which read the same store.
+    book: Arc<RwLock<Arc<Book>>>,
+    /// Settlements and releases in flight, so shutdown can wait for them (shared likewise:
+    /// one drain waits for every configuration's).
     tasks: TaskTracker,
 }
 
@@ -98,9 +101,26 @@ impl PolicyEngine {
             regions: parts.regions,
             deployments: FastMap::default(),
             routes: parts.routes.into_iter().collect(),
-            book: RwLock::new(Arc::new(Book::default())),
+            book: Arc::new(RwLock::new(Arc::new(Book::default()))),
             tasks: TaskTracker::new(),
         }
+    }
+
+    /// The engine of a new configuration: its prices, energy, regions and routes from
+    /// `parts`; the budget rows and the settlements in flight this one's. `parts.counters`
+    /// should be [`PolicyEngine::counters`]: counters keep running totals a reload must not
+    /// reset.
+    pub(crate) fn reconfigured(&self, parts: PolicyParts) -> PolicyEngine {
+        PolicyEngine {
+            book: self.book.clone(),
+            tasks: self.tasks.clone(),
+            ..PolicyEngine::new(parts)
+        }
+    }
+
+    /// The budget counters (in process or Redis).
+    pub fn counters(&self) -> &Arc<dyn Counters> {
+        &self.counters
     }
 
     /// Learns each deployment's model (and region), to price its attempts.
@@ -321,14 +341,14 @@ impl Gateway {
         let rows = self.inner.store.budgets().await?;
         let (book, bad) = Book::from_rows(&rows);
         let count = book.limits.values().map(Vec::len).sum();
-        let engine = &self.inner.policy;
+        let engine = &self.config.policy;
         *engine.book.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(book);
         Ok((count, bad))
     }
 
     /// The policy engine: prices, energy, budgets.
     pub fn policy(&self) -> &PolicyEngine {
-        &self.inner.policy
+        &self.config.policy
     }
 
     /// Reserves the request's worst case against every limit of its caller and alias, and
@@ -359,7 +379,7 @@ impl Gateway {
             });
         };
         let cheaper = self
-            .inner
+            .config
             .policy
             .rules(plan.alias())
             .and_then(|rules| rules.over_soft_limit.clone());
@@ -380,7 +400,7 @@ impl Gateway {
             tracing::warn!(error = %e, "releasing a hold moved to a cheaper alias failed");
         }
         let requested = plan.alias().to_string();
-        let plan = self.inner.router.plan(&cheaper, stream)?;
+        let plan = self.config.router.plan(&cheaper, stream)?;
         let hold = self
             .reserve(caller, end_user, &mut demand, &plan)
             .await?
@@ -408,7 +428,7 @@ impl Gateway {
         demand: &mut LazyDemand<'_, Op>,
         plan: &RoutePlan,
     ) -> Result<Option<(HoldGuard, Option<Limit>)>, PipelineError> {
-        let engine = &self.inner.policy;
+        let engine = &self.config.policy;
         let book = engine.book();
         let mut limits: Vec<(Limit, Option<u64>)> = Vec::new();
         for scope in chain(caller, end_user, plan.alias()) {

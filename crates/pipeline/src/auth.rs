@@ -96,7 +96,7 @@ impl Gateway {
 
     /// The aliases a caller may use, sorted.
     pub fn models_for(&self, caller: &Caller) -> Vec<String> {
-        self.inner
+        self.config
             .router
             .aliases()
             .filter(|a| caller.may_use(a))

@@ -52,7 +52,7 @@ impl Gateway {
             self.inner.records.clone(),
             self.inner.metrics.clone(),
             self.inner.tracer.clone(),
-            self.inner.policy.clone(),
+            self.config.policy.clone(),
             endpoint,
             dialect,
         )

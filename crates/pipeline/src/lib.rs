@@ -22,6 +22,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use sluice_providers::{ProviderError, Upstream};
 use sluice_routing::{Router, RoutingError};
 use sluice_store::{RecordSender, Store, StoreError};
@@ -38,6 +39,7 @@ mod embeddings;
 mod exchange;
 pub mod hooks;
 mod operation;
+mod snapshot;
 pub mod stages;
 mod stream;
 pub mod structured;
@@ -54,6 +56,7 @@ pub use hooks::{Hook, HookError, Hooks};
 pub use operation::Operation;
 pub use sluice_routing::TimeoutOverrides;
 pub use sluice_types::record::Endpoint;
+pub use snapshot::{ConfigSource, ReloadCounts, Snapshot};
 pub use stages::{Admitted, Dispatched, Planned};
 pub use stream::GuardedStream;
 
@@ -199,18 +202,23 @@ impl PipelineError {
 /// answered and submitted by the caller, and why.
 pub type Unsettled = Box<(Exchange, PipelineError)>;
 
-/// Everything a request needs, shared by all requests. Cheap to clone.
+/// Everything a request needs. Cheap to clone (two reference counts).
+///
+/// A value is pinned to the configuration [`Snapshot`] it was taken with: a request starts
+/// from [`Gateway::current`] and keeps that value to its end, so a reload never changes a
+/// request under way. What is not configuration (store, keys, records, metrics, counters) is
+/// shared by every snapshot.
 #[derive(Clone, Debug)]
 pub struct Gateway {
     inner: Arc<Inner>,
+    config: Arc<Snapshot>,
 }
 
 #[derive(Debug)]
 struct Inner {
-    router: Router,
-    upstream: Upstream,
-    /// Clients for routes with a connect timeout of their own (reqwest fixes it per client).
-    upstreams_by_connect: Vec<(Duration, Upstream)>,
+    /// The configuration in force; [`Gateway::current`] loads it.
+    live: ArcSwap<Snapshot>,
+    reloads: snapshot::Reloads,
     store: Store,
     records: RecordSender,
     keys: auth::KeyCache,
@@ -218,7 +226,6 @@ struct Inner {
     metrics: sluice_telemetry::Metrics,
     tracer: sluice_telemetry::Tracer,
     redact: Arc<dyn bodies::Redact>,
-    policy: Arc<PolicyEngine>,
 }
 
 /// The drills in flight: owned tasks, bounded.
@@ -238,31 +245,19 @@ impl Gateway {
         store: Store,
         records: RecordSender,
         tracer: sluice_telemetry::Tracer,
-        mut policy: PolicyEngine,
+        policy: PolicyEngine,
     ) -> Gateway {
-        policy.know_deployments(router.deployments().iter().map(|h| &*h.deployment));
-        let mut upstreams_by_connect: Vec<(Duration, Upstream)> = Vec::new();
-        for route in router.routes() {
-            let connect = route.policy.timeouts.connect;
-            if connect == upstream.timeouts().connect
-                || upstreams_by_connect.iter().any(|(d, _)| *d == connect)
-            {
-                continue;
-            }
-            match upstream.with_connect_timeout(connect) {
-                Ok(client) => upstreams_by_connect.push((connect, client)),
-                // Only a TLS backend that cannot start fails here, and the default client
-                // started: keep it, and say so.
-                Err(e) => {
-                    tracing::warn!(alias = %route.alias, error = %e, "route connect timeout ignored")
-                }
-            }
-        }
+        let config = Arc::new(Snapshot::new(
+            router,
+            upstream,
+            policy,
+            None,
+            ConfigSource::without_file(),
+        ));
         Gateway {
             inner: Arc::new(Inner {
-                router,
-                upstream,
-                upstreams_by_connect,
+                live: ArcSwap::new(config.clone()),
+                reloads: snapshot::Reloads::default(),
                 store,
                 records,
                 keys: auth::KeyCache::default(),
@@ -274,8 +269,8 @@ impl Gateway {
                 metrics: sluice_telemetry::Metrics::new(),
                 tracer,
                 redact: Arc::new(bodies::KeepAsSent),
-                policy: Arc::new(policy),
             }),
+            config,
         }
     }
 
@@ -291,15 +286,16 @@ impl Gateway {
 
     /// The upstream client with this connect timeout (the default one when no route set it).
     pub(crate) fn upstream_for(&self, connect: Duration) -> &Upstream {
-        self.inner
+        self.config
             .upstreams_by_connect
             .iter()
             .find(|(d, _)| *d == connect)
-            .map_or(&self.inner.upstream, |(_, upstream)| upstream)
+            .map_or(&self.config.upstream, |(_, upstream)| upstream)
     }
 
+    /// The router of this value's snapshot (see [`Gateway::current`]).
     pub fn router(&self) -> &Router {
-        &self.inner.router
+        &self.config.router
     }
 
     /// Records shed because the record queue was full.

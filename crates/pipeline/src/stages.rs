@@ -108,11 +108,11 @@ impl Gateway {
         model: &str,
         stream: bool,
     ) -> Result<RoutePlan, PipelineError> {
-        let route = self.inner.router.route(model)?;
+        let route = self.config.router.route(model)?;
         if !caller.may_use(&route.alias) {
             return Err(PipelineError::AliasNotAllowed(model.to_owned()));
         }
-        if let Some(rules) = self.inner.policy.rules(&route.alias)
+        if let Some(rules) = self.config.policy.rules(&route.alias)
             && !rules.roles.is_empty()
             && !rules.roles.iter().any(|role| caller.key.has_role(role))
         {
@@ -121,7 +121,7 @@ impl Gateway {
                 roles: rules.roles.clone(),
             });
         }
-        Ok(self.inner.router.plan(model, stream)?)
+        Ok(self.config.router.plan(model, stream)?)
     }
 
     /// The route's request hooks, then the worst case held against every limit of the caller
@@ -236,7 +236,7 @@ impl Gateway {
     }
 
     fn hooks_of(&self, alias: &str) -> Hooks {
-        self.inner
+        self.config
             .policy
             .rules(alias)
             .map(|rules| rules.hooks.clone())

@@ -81,6 +81,28 @@ pub struct BaseUrl {
     joined: Arc<RwLock<Vec<(&'static str, reqwest::Url)>>>,
 }
 
+impl Deployment {
+    /// Whether `other` calls the same upstream the same way: same name, provider, dialect,
+    /// base URL, model, key and request defaults. A configuration reload keeps what the
+    /// gateway learned about a deployment (its health) only when this holds.
+    pub fn same_upstream(&self, other: &Deployment) -> bool {
+        use secrecy::ExposeSecret;
+        let same_key = match (&self.api_key, &other.api_key) {
+            (Some(a), Some(b)) => a.expose_secret() == b.expose_secret(),
+            (None, None) => true,
+            _ => false,
+        };
+        self.name == other.name
+            && self.provider == other.provider
+            && self.kind == other.kind
+            && self.base_url.url == other.base_url.url
+            && self.model == other.model
+            && self.default_max_tokens == other.default_max_tokens
+            && self.structured_output == other.structured_output
+            && same_key
+    }
+}
+
 impl BaseUrl {
     /// The URL of an endpoint under the base: `/v1` + `/chat/completions`.
     pub(crate) fn join(&self, path: &'static str) -> reqwest::Url {

@@ -38,6 +38,10 @@ impl RetryBudget {
         }
     }
 
+    pub fn policy(&self) -> BudgetPolicy {
+        self.policy
+    }
+
     /// A request reached the deployment as its first attempt.
     pub fn request(&mut self, now: Instant) {
         self.window.add_a(now, 1);

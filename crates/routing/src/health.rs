@@ -275,6 +275,15 @@ impl DeploymentHealth {
         }
     }
 
+    /// Whether `other` is the same deployment configured the same way: the same upstream
+    /// ([`Deployment::same_upstream`]), breaker and capacity. Then what this one learned
+    /// (breaker, latency, cool-downs, load) holds for it too.
+    pub fn same_settings(&self, other: &DeploymentHealth) -> bool {
+        self.deployment.same_upstream(&other.deployment)
+            && self.breaker_policy == other.breaker_policy
+            && self.capacity == other.capacity
+    }
+
     /// Counts a finished attempt (sent upstream) in the recent view.
     pub fn observe(&self, outcome: AttemptOutcome, latency: Duration, ttft: Option<Duration>) {
         let now = Instant::now();

@@ -1,7 +1,8 @@
 //! Routing: which deployments may serve an alias, in which order, and what the gateway knows
 //! about each of them right now.
 //!
-//! - [`Router`] is built once from configuration; [`Router::plan`] turns the model a client
+//! - [`Router`] is built from configuration, again on each reload ([`Router::keep_unchanged`]
+//!   carries the health of unchanged deployments into the new one); [`Router::plan`] turns the model a client
 //!   asked for into a [`RoutePlan`]: the route's pool ordered by its [`Strategy`], then its
 //!   fallbacks, leaving out deployments whose circuit is open or that asked to be left alone
 //!   (`Retry-After`), which the plan lists as skipped.
@@ -321,6 +322,48 @@ impl Router {
 
     pub fn deployments(&self) -> &[Arc<DeploymentHealth>] {
         &self.deployments
+    }
+
+    /// The deployments of a new configuration, each replaced by this router's own when it is
+    /// unchanged ([`DeploymentHealth::same_settings`]): a reload keeps its breaker, latency
+    /// estimates, cool-downs and concurrency slots (shared with requests still running on the
+    /// old configuration). Changed and new deployments start fresh. Build the new routes from
+    /// the list returned.
+    pub fn keep_unchanged(
+        &self,
+        deployments: Vec<Arc<DeploymentHealth>>,
+    ) -> Vec<Arc<DeploymentHealth>> {
+        deployments
+            .into_iter()
+            .map(|fresh| {
+                self.deployments
+                    .iter()
+                    .find(|old| old.name() == fresh.name() && old.same_settings(&fresh))
+                    .cloned()
+                    .unwrap_or(fresh)
+            })
+            .collect()
+    }
+
+    /// Takes over `previous`'s retry budgets: each route of this router that `previous` has
+    /// too keeps, per deployment still in it, the window its budget counted (when the budget's
+    /// policy is unchanged). A reload does not hand a failing deployment fresh retries.
+    pub fn keep_retry_budgets(self, previous: &Router) -> Router {
+        for (alias, route) in &self.routes {
+            let Some(old) = previous.routes.get(alias) else {
+                continue;
+            };
+            for (deployment, budget) in &route.budgets {
+                let Some(kept) = old.with_budget(deployment, |b| b.clone()) else {
+                    continue;
+                };
+                let mut budget = budget.lock().unwrap_or_else(PoisonError::into_inner);
+                if kept.policy() == budget.policy() {
+                    *budget = kept;
+                }
+            }
+        }
+        self
     }
 }
 

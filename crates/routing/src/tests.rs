@@ -6,12 +6,16 @@ use sluice_providers::{Deployment, ProviderKind};
 use super::*;
 
 fn health(name: &str, breaker_enabled: bool) -> Arc<DeploymentHealth> {
+    health_of_model(name, "m", breaker_enabled)
+}
+
+fn health_of_model(name: &str, model: &str, breaker_enabled: bool) -> Arc<DeploymentHealth> {
     let deployment = Arc::new(Deployment {
         name: name.into(),
         provider: "p".into(),
         kind: ProviderKind::OpenAiCompatible,
         base_url: "http://127.0.0.1:1/v1".parse().unwrap(),
-        model: "m".into(),
+        model: model.into(),
         api_key: None,
         default_max_tokens: 16,
         structured_output: Default::default(),
@@ -162,4 +166,51 @@ async fn each_deployment_of_a_route_has_its_own_retry_budget() {
         (50, 20, 0)
     );
     assert_eq!(budgets[1].role, Role::Fallback);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_reload_keeps_the_open_circuit_of_an_unchanged_deployment() {
+    let (a, b) = (health("a", true), health("b", true));
+    let before = router(&[&a], &[&b]);
+    fail(&a).await;
+    fail(&b).await;
+    assert_eq!(a.breaker_state(), BreakerState::Open);
+
+    // The new configuration: `a` as it was, `b` pointed at another model, `c` new.
+    let kept = before.keep_unchanged(vec![
+        health("a", true),
+        health_of_model("b", "m2", true),
+        health("c", true),
+    ]);
+    assert!(Arc::ptr_eq(&kept[0], &a), "unchanged: the same health");
+    assert!(!Arc::ptr_eq(&kept[1], &b), "changed: a fresh health");
+    assert_eq!(kept[1].breaker_state(), BreakerState::Closed);
+    assert_eq!(kept[2].name(), "c");
+    let after = router(&[&kept[0], &kept[2]], &[&kept[1]]);
+    let plan = after.plan("chat", false).unwrap();
+    assert_eq!(names(&plan), [("c", Role::Pool), ("b", Role::Fallback)]);
+    assert_eq!(plan.skipped[0].0.name(), "a");
+    assert!(matches!(plan.skipped[0].1, Unavailable::CircuitOpen { .. }));
+
+    // A changed breaker setting is a changed deployment too.
+    let mut other_breaker = health("a", false);
+    assert!(!a.same_settings(&other_breaker));
+    other_breaker = before.keep_unchanged(vec![other_breaker]).remove(0);
+    assert_eq!(other_breaker.breaker_state(), BreakerState::Closed);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_reload_keeps_the_retry_budgets_of_a_route_it_keeps() {
+    let (a, b) = (health("a", true), health("b", true));
+    let before = router(&[&a], &[&b]);
+    let route = before.route("chat").unwrap();
+    // `a` has spent its 10 minimum retries.
+    assert_eq!((0..20).filter(|_| route.spend_retry("a")).count(), 10);
+
+    let after = router(&[&a], &[&b]).keep_retry_budgets(&before);
+    let route = after.route("chat").unwrap();
+    assert!(!route.spend_retry("a"), "no fresh retries for `a`");
+    assert!(route.spend_retry("b"));
+    // Without the carry-over, a new router's budget would have allowed them.
+    assert!(router(&[&a], &[&b]).route("chat").unwrap().spend_retry("a"));
 }

@@ -1,5 +1,6 @@
-//! The admin API under `/admin/v1`: budgets (list with current usage, set, delete) and usage
-//! reports, for operators and `sluice budgets show`.
+//! The admin API under `/admin/v1`: budgets (list with current usage, set, delete), usage
+//! reports, and the active configuration's identity (`/config`), for operators, `sluice
+//! budgets show` and `sluice status`.
 //!
 //! It is authenticated apart from client keys: `Authorization: Bearer <admin token>`, the
 //! token from the environment variable `[admin] token_env` names, compared in constant time
@@ -73,6 +74,7 @@ pub(crate) fn routes(state: AppState) -> Router<AppState> {
                 .fallback(method_not_allowed),
         )
         .route("/usage", get(usage).fallback(method_not_allowed))
+        .route("/config", get(config).fallback(method_not_allowed))
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(state, authenticate))
 }
@@ -203,6 +205,35 @@ async fn usage(
     json(&rows)
 }
 
+/// `GET /admin/v1/config`: which configuration is in force (see [`config_detail`]).
+async fn config(State(state): State<AppState>) -> Response {
+    json_response(Bytes::from(
+        config_detail(&state.gateway.current()).to_string(),
+    ))
+}
+
+/// The active configuration: its file, the SHA-256 of the file's bytes (hex), when it was
+/// loaded (RFC 3339), and the reloads since start (swapped in, and refused as invalid).
+pub(crate) fn config_detail(gateway: &sluice_pipeline::Gateway) -> serde_json::Value {
+    let source = gateway.config_source();
+    let reloads = gateway.reloads();
+    let loaded_at = time::OffsetDateTime::from_unix_timestamp_nanos(
+        i128::from(source.loaded_at_ms) * 1_000_000,
+    )
+    .ok()
+    .and_then(|t| {
+        t.format(&time::format_description::well_known::Rfc3339)
+            .ok()
+    });
+    serde_json::json!({
+        "path": source.path.as_ref().map(|p| p.display().to_string()),
+        "sha256": (!source.sha256.is_empty()).then_some(&source.sha256),
+        "loaded_at": loaded_at,
+        "reloads": reloads.ok,
+        "reloads_refused": reloads.refused,
+    })
+}
+
 /// Reads the usage query string: `by` (repeatable; default `team`), `since` and `until` (Unix
 /// milliseconds or RFC 3339; `since` defaults to 30 days ago), `drills` (`true` counts them).
 fn usage_query(params: &[(String, String)], now_ms: i64) -> Result<UsageQuery, AdminError> {
@@ -263,7 +294,7 @@ async fn not_found(request: Request) -> AdminError {
     AdminError::new(
         ErrorKind::UnknownPath,
         format!(
-            "no admin route for {} {PREFIX}{} (routes: /budgets, /usage)",
+            "no admin route for {} {PREFIX}{} (routes: /budgets, /usage, /config)",
             request.method(),
             request.uri().path()
         ),

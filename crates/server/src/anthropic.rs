@@ -26,9 +26,10 @@ pub(crate) async fn count_tokens(
     request: Body,
 ) -> Response {
     let dialect = Dialect::Anthropic;
-    let gateway = &state.gateway;
+    let gateway = state.gateway.current();
     let (mut exchange, caller, bytes) = match body::admit_with_body(
         &state,
+        &gateway,
         &headers,
         request,
         Endpoint::CountTokens,

@@ -5,7 +5,7 @@ use axum::body::Body;
 use axum::response::Response;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, header};
-use sluice_pipeline::{Caller, Endpoint, Exchange, TimeoutOverrides};
+use sluice_pipeline::{Caller, Endpoint, Exchange, Gateway, TimeoutOverrides};
 use sluice_types::{Dialect, ErrorKind, IdPlace};
 
 use crate::provenance;
@@ -157,13 +157,14 @@ fn log_failure(exchange: &Exchange, error: &sluice_pipeline::PipelineError) {
 
 /// What every API handler starts with: the request's record and its authenticated caller.
 /// On failure the error response is ready and the record settled.
+/// `gateway` is the request's, from [`sluice_pipeline::Gateway::current`].
 pub(crate) async fn admit(
-    state: &AppState,
+    gateway: &Gateway,
     headers: &HeaderMap,
     endpoint: Endpoint,
     dialect: Dialect,
 ) -> Result<(Exchange, Caller), Response> {
-    let mut exchange = state.gateway.begin(endpoint, dialect);
+    let mut exchange = gateway.begin(endpoint, dialect);
     let header = |name: &HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
     // Client-chosen ids are bounded before they reach the record or a counter key.
     let bounded = |name: &HeaderName, field: &'static str| -> Result<Option<&str>, ApiError> {
@@ -180,11 +181,7 @@ pub(crate) async fn admit(
     exchange.set_traceparent(header(&TRACEPARENT));
     let feature = bounded(&FEATURE, "x-sluice-feature");
     exchange.set_feature(feature.as_ref().ok().copied().flatten());
-    let caller = match state
-        .gateway
-        .authenticate(presented_key(headers, dialect))
-        .await
-    {
+    let caller = match gateway.authenticate(presented_key(headers, dialect)).await {
         Ok(caller) => caller,
         Err(e) => return Err(fail_pipeline(exchange, dialect, e)),
     };
@@ -201,12 +198,13 @@ pub(crate) async fn admit(
 /// [`admit`], then the size-capped body.
 pub(crate) async fn admit_with_body(
     state: &AppState,
+    gateway: &Gateway,
     headers: &HeaderMap,
     body: Body,
     endpoint: Endpoint,
     dialect: Dialect,
 ) -> Result<(Exchange, Caller, Bytes), Response> {
-    let (exchange, caller) = admit(state, headers, endpoint, dialect).await?;
+    let (exchange, caller) = admit(gateway, headers, endpoint, dialect).await?;
     match read(body, headers, state).await {
         Ok(bytes) => Ok((exchange, caller, bytes)),
         Err(e) => Err(fail(exchange, dialect, e)),

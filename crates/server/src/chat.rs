@@ -18,9 +18,12 @@ pub(crate) async fn handle(
         Dialect::OpenAi => Endpoint::ChatCompletions,
         Dialect::Anthropic => Endpoint::Messages,
     };
-    let gateway = &state.gateway;
+    // The configuration this request runs on, from here to the end of its answer.
+    let gateway = state.gateway.current();
     let (mut exchange, caller, bytes) =
-        match body::admit_with_body(&state, &headers, request_body, endpoint, dialect).await {
+        match body::admit_with_body(&state, &gateway, &headers, request_body, endpoint, dialect)
+            .await
+        {
             Ok(admitted) => admitted,
             Err(response) => return response,
         };

@@ -1,6 +1,7 @@
 //! The HTTP surface of Sluice: OpenAI routes (`/v1/chat/completions`, `/v1/embeddings`),
 //! `/v1/models` and `/v1/models/{id}` in both dialects ([`models`]), Anthropic routes (`/v1/messages`, `/v1/messages/count_tokens`), health, and
-//! the admin API under `/admin/v1` ([`admin`]: budgets and usage, behind its own token).
+//! the admin API under `/admin/v1` ([`admin`]: budgets, usage and the active configuration,
+//! behind its own token).
 //!
 //! Handlers stay thin: read the body, decode the dialect (`sluice-wire`), call the pipeline,
 //! encode the answer (raw bytes when the provider spoke the client's dialect, translated
@@ -56,7 +57,6 @@ pub struct AppState {
 /// with the admin token; `/metrics` needs the admin token. [`metrics_app`] serves both
 /// without one, for a listener operators keep private (`server.metrics_listen`).
 pub fn app(state: AppState) -> Router {
-    let loaded = models::LoadedAt::now();
     Router::new()
         .nest(admin::PREFIX, admin::routes(state.clone()))
         .route(
@@ -67,23 +67,10 @@ pub fn app(state: AppState) -> Router {
             "/v1/embeddings",
             post(openai::embeddings).fallback(wrong_method_openai),
         )
-        .route(
-            "/v1/models",
-            get(move |state: State<AppState>, headers: HeaderMap| {
-                models::list(state, headers, loaded)
-            })
-            .fallback(wrong_method_any),
-        )
+        .route("/v1/models", get(models::list).fallback(wrong_method_any))
         .route(
             "/v1/models/{*id}",
-            get(
-                move |state: State<AppState>,
-                      id: axum::extract::Path<String>,
-                      headers: HeaderMap| {
-                    models::retrieve(state, id, headers, loaded)
-                },
-            )
-            .fallback(wrong_method_any),
+            get(models::retrieve).fallback(wrong_method_any),
         )
         .route(
             "/v1/messages",
@@ -161,6 +148,7 @@ async fn health(State(state): State<AppState>, headers: HeaderMap) -> Response {
     }
     let degraded = state
         .gateway
+        .current()
         .router()
         .deployments()
         .iter()
@@ -172,7 +160,8 @@ async fn health(State(state): State<AppState>, headers: HeaderMap) -> Response {
 /// Liveness with what an operator checks first: shed records and drills, and per deployment its
 /// circuit, load and latency, and per route its retry budgets.
 async fn detailed_health(State(state): State<AppState>) -> Response {
-    let router = state.gateway.router();
+    let gateway = state.gateway.current();
+    let router = gateway.router();
     let deployments: Vec<_> = router.deployments().iter().map(|d| d.status()).collect();
     let degraded = deployments
         .iter()
@@ -191,6 +180,7 @@ async fn detailed_health(State(state): State<AppState>) -> Response {
         "status": if degraded { "degraded" } else { "ok" },
         "records_shed": state.gateway.records_shed(),
         "drills_shed": state.gateway.drills_shed(),
+        "config": admin::config_detail(&gateway),
         "deployments": deployments,
         "routes": routes,
     });
@@ -215,7 +205,8 @@ async fn metrics_with_token(State(state): State<AppState>, headers: HeaderMap) -
 async fn metrics(State(state): State<AppState>) -> Response {
     use sluice_routing::BreakerState;
     use sluice_telemetry::{BreakerGauge, DeploymentGauge, QueueCounts};
-    let router = state.gateway.router();
+    let gateway = state.gateway.current();
+    let router = gateway.router();
     let gauges: Vec<DeploymentGauge> = router
         .deployments()
         .iter()
@@ -250,6 +241,13 @@ async fn metrics(State(state): State<AppState>) -> Response {
         counter_errors: state.counter_errors.get(),
         counter_entries: state.counter_entries.live(),
         counter_entries_refused: state.counter_entries.refused(),
+        config_reloads: {
+            let reloads = state.gateway.reloads();
+            sluice_telemetry::ReloadCounts {
+                ok: reloads.ok,
+                invalid: reloads.refused,
+            }
+        },
     };
     let text = state.gateway.metrics().render(&gauges, queues);
     (

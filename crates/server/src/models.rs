@@ -4,7 +4,8 @@
 //! Anthropic model objects carry what the current SDK's `ModelInfo` requires: `type`, `id`,
 //! `display_name`, `created_at` and `lifecycle` (always `active`: an alias that is served).
 //! An alias has no creation date of its own, so `created` (OpenAI, Unix seconds) and
-//! `created_at` (Anthropic, RFC 3339) are the time this gateway loaded its configuration.
+//! `created_at` (Anthropic, RFC 3339) are the time this gateway loaded its configuration (at
+//! start, or its last reload).
 //! Anthropic lists carry `first_id`, `last_id` and `has_more` (always `false`: every alias fits
 //! one page). An id that is not an alias, or one the key may not use, is a 404 `not_found` in
 //! the caller's dialect: the answer does not say which, so it reveals no alias to a key
@@ -22,15 +23,15 @@ use time::format_description::well_known::Rfc3339;
 use crate::error::ApiError;
 use crate::{AppState, body, dialect_of, json_response, provenance};
 
-/// When the router was built: the configuration's aliases exist since then.
+/// When the configuration in force was loaded: its aliases exist since then.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct LoadedAt(OffsetDateTime);
+struct LoadedAt(OffsetDateTime);
 
 impl LoadedAt {
-    pub(crate) fn now() -> Self {
+    fn of(gateway: &sluice_pipeline::Gateway) -> Self {
         // Whole seconds, so `created` and `created_at` name the same instant.
-        let now = OffsetDateTime::now_utc();
-        LoadedAt(now.replace_nanosecond(0).unwrap_or(now))
+        let seconds = gateway.config_source().loaded_at_ms.div_euclid(1000);
+        LoadedAt(OffsetDateTime::from_unix_timestamp(seconds).unwrap_or(OffsetDateTime::UNIX_EPOCH))
     }
 
     fn rfc3339(self) -> String {
@@ -53,18 +54,22 @@ fn model(id: &str, dialect: Dialect, loaded: LoadedAt) -> Value {
 }
 
 /// `GET /v1/models`.
-pub(crate) async fn list(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    loaded: LoadedAt,
-) -> Response {
+pub(crate) async fn list(State(state): State<AppState>, headers: HeaderMap) -> Response {
     let dialect = dialect_of(&headers);
-    let (exchange, caller) =
-        match body::admit(&state, &headers, sluice_pipeline::Endpoint::Models, dialect).await {
-            Ok(admitted) => admitted,
-            Err(response) => return response,
-        };
-    let models = state.gateway.models_for(&caller);
+    let gateway = state.gateway.current();
+    let loaded = LoadedAt::of(&gateway);
+    let (exchange, caller) = match body::admit(
+        &gateway,
+        &headers,
+        sluice_pipeline::Endpoint::Models,
+        dialect,
+    )
+    .await
+    {
+        Ok(admitted) => admitted,
+        Err(response) => return response,
+    };
+    let models = gateway.models_for(&caller);
     let data: Vec<Value> = models.iter().map(|id| model(id, dialect, loaded)).collect();
     let json = match dialect {
         Dialect::OpenAi => json!({"object": "list", "data": data}),
@@ -87,15 +92,22 @@ pub(crate) async fn retrieve(
     State(state): State<AppState>,
     Path(id): Path<String>,
     headers: HeaderMap,
-    loaded: LoadedAt,
 ) -> Response {
     let dialect = dialect_of(&headers);
-    let (exchange, caller) =
-        match body::admit(&state, &headers, sluice_pipeline::Endpoint::Models, dialect).await {
-            Ok(admitted) => admitted,
-            Err(response) => return response,
-        };
-    if !state.gateway.models_for(&caller).contains(&id) {
+    let gateway = state.gateway.current();
+    let loaded = LoadedAt::of(&gateway);
+    let (exchange, caller) = match body::admit(
+        &gateway,
+        &headers,
+        sluice_pipeline::Endpoint::Models,
+        dialect,
+    )
+    .await
+    {
+        Ok(admitted) => admitted,
+        Err(response) => return response,
+    };
+    if !gateway.models_for(&caller).contains(&id) {
         let message = format!("model `{id}` does not exist or this key may not use it");
         return body::fail(
             exchange,

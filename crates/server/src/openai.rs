@@ -23,13 +23,20 @@ pub(crate) async fn embeddings(
     request: Body,
 ) -> Response {
     let dialect = Dialect::OpenAi;
-    let gateway = &state.gateway;
-    let (mut exchange, caller, bytes) =
-        match body::admit_with_body(&state, &headers, request, Endpoint::Embeddings, dialect).await
-        {
-            Ok(admitted) => admitted,
-            Err(response) => return response,
-        };
+    let gateway = state.gateway.current();
+    let (mut exchange, caller, bytes) = match body::admit_with_body(
+        &state,
+        &gateway,
+        &headers,
+        request,
+        Endpoint::Embeddings,
+        dialect,
+    )
+    .await
+    {
+        Ok(admitted) => admitted,
+        Err(response) => return response,
+    };
     exchange.offer_request_body(bytes.clone());
     let request = match sluice_wire::openai::decode_embeddings_request(&bytes) {
         Ok(request) => request,

@@ -16,7 +16,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 use crate::TraceCounts;
-use crate::labels::{DeploymentLabels, ReasonLabels};
+use crate::labels::{DeploymentLabels, ReasonLabels, ResultLabels};
 
 /// A deployment's circuit breaker, as `sluice_deployment_breaker_state` reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -72,6 +72,15 @@ pub struct QueueCounts {
     /// Reservations refused because a tenant's end users held the most in-process counter
     /// entries allowed (`budgets.max_counters_per_tenant`).
     pub counter_entries_refused: u64,
+    /// Configuration reloads since start.
+    pub config_reloads: ReloadCounts,
+}
+
+/// Configuration reloads since start: swapped in, and refused because the file was invalid.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReloadCounts {
+    pub ok: u64,
+    pub invalid: u64,
 }
 
 /// What the listener did with client connections, since start.
@@ -202,6 +211,20 @@ pub(crate) fn render(out: &mut String, deployments: &[DeploymentGauge], queues: 
         "sluice_counter_entries_refused",
         "Requests refused because their tenant held budgets.max_counters_per_tenant in-process counter entries for client-chosen ids",
         ConstCounter::new(queues.counter_entries_refused),
+    );
+    let reloads = Family::<ResultLabels, Counter<u64, AtomicU64>>::default();
+    for (result, count) in [
+        ("ok", queues.config_reloads.ok),
+        ("invalid", queues.config_reloads.invalid),
+    ] {
+        reloads
+            .get_or_create(&ResultLabels { result })
+            .inc_by(count);
+    }
+    registry.register(
+        "sluice_config_reloads",
+        "Configuration reloads (SIGHUP or a changed file): swapped in, or refused because the file was invalid",
+        reloads,
     );
     crate::encode(out, &registry);
 }

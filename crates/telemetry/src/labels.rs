@@ -232,6 +232,12 @@ pub(crate) struct ReasonLabels {
     pub(crate) reason: &'static str,
 }
 
+/// `sluice_config_reloads_total` (`result`: `ok` or `invalid`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct ResultLabels {
+    pub(crate) result: &'static str,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

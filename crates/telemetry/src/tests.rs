@@ -610,6 +610,7 @@ fn deployment_gauges_and_queue_counters_render() {
         counter_errors: 6,
         counter_entries: 40,
         counter_entries_refused: 2,
+        config_reloads: crate::ReloadCounts { ok: 4, invalid: 1 },
     };
     let gauges = [
         DeploymentGauge {
@@ -677,6 +678,12 @@ fn deployment_gauges_and_queue_counters_render() {
     assert_eq!(s.value("sluice_counter_errors_total", &[]), 6.0);
     assert_eq!(s.value("sluice_counter_entries", &[]), 40.0);
     assert_eq!(s.value("sluice_counter_entries_refused_total", &[]), 2.0);
+    let result = |result| [("result", result)];
+    assert_eq!(s.value("sluice_config_reloads_total", &result("ok")), 4.0);
+    assert_eq!(
+        s.value("sluice_config_reloads_total", &result("invalid")),
+        1.0
+    );
 
     // The next scrape shows only the deployments it is given.
     let s = Scrape::parse(&metrics.render(&gauges[..1], queues));
@@ -735,6 +742,7 @@ fn every_family_has_its_prometheus_type() {
         ("sluice_counter_errors_total", "counter"),
         ("sluice_counter_entries", "gauge"),
         ("sluice_counter_entries_refused_total", "counter"),
+        ("sluice_config_reloads_total", "counter"),
     ];
     for (name, kind) in expected {
         assert_eq!(s.types.get(name).map(String::as_str), Some(kind), "{name}");

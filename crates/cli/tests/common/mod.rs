@@ -1,4 +1,8 @@
 //! What the CLI test binaries share: starting the built `sluice` and reading what it announces.
+#![allow(
+    dead_code,
+    reason = "every test binary compiles this module and uses a part of it"
+)]
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -6,11 +10,12 @@ use std::process::{Child, Command, Stdio};
 /// Starts `command` (the built `sluice`, arguments set) with its stdout piped and returns it
 /// with the first line it prints: the address it listens on, or its JSON announcement.
 pub fn first_line(command: &mut Command) -> (Child, String) {
-    let mut child = command
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    first_line_logging_to(command, Stdio::null())
+}
+
+/// [`first_line`], with the process's log (its stderr) going to `log`.
+pub fn first_line_logging_to(command: &mut Command, log: Stdio) -> (Child, String) {
+    let mut child = command.stdout(Stdio::piped()).stderr(log).spawn().unwrap();
     let mut line = String::new();
     BufReader::new(child.stdout.take().unwrap())
         .read_line(&mut line)

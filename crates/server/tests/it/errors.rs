@@ -733,7 +733,7 @@ async fn a_client_that_leaves_still_leaves_a_record_and_the_upstream_stream_is_c
 #[tokio::test]
 async fn health_and_readiness_answer_without_a_key() {
     let gw = TestGateway::builder().start().await;
-    let health: Value = gw
+    let mut health: Value = gw
         .client
         .get(gw.metrics_url("/health"))
         .send()
@@ -742,10 +742,17 @@ async fn health_and_readiness_answer_without_a_key() {
         .json()
         .await
         .unwrap();
+    let config = health.as_object_mut().unwrap().remove("config").unwrap();
     assert_eq!(
         health,
         json!({"status": "ok", "records_shed": 0, "drills_shed": 0, "deployments": [], "routes": {}})
     );
+    // Settings built in code: no file, no hash, loaded when the gateway was built.
+    assert_eq!(
+        (&config["path"], &config["sha256"], &config["reloads"]),
+        (&Value::Null, &Value::Null, &json!(0))
+    );
+    assert!(config["loaded_at"].as_str().unwrap().starts_with("20"));
     let ready = gw.client.get(gw.url("/ready")).send().await.unwrap();
     assert_eq!(ready.status(), 200);
     assert_eq!(ready.text().await.unwrap(), r#"{"status":"ready"}"#);
