@@ -157,7 +157,7 @@ fn dlp_hook(route: &sluice_config::RouteDlp, scanner: Arc<sluice_dlp::Scanner>) 
 /// was down) and whenever Redis is found to have lost its data.
 #[derive(Clone)]
 pub(crate) struct CounterRebuild {
-    store: sluice_store::Store,
+    store: sluice_store::Stores,
     counters: Arc<dyn Counters>,
     /// Each alias's own limits, from the configuration.
     alias_limits: Vec<sluice_policy::Limit>,
@@ -166,7 +166,7 @@ pub(crate) struct CounterRebuild {
 impl CounterRebuild {
     pub(crate) fn new(
         settings: &Settings,
-        store: sluice_store::Store,
+        store: sluice_store::Stores,
         counters: Arc<dyn Counters>,
     ) -> CounterRebuild {
         CounterRebuild {
@@ -189,6 +189,7 @@ impl CounterRebuild {
         }
         let rows = self
             .store
+            .budgets
             .budgets()
             .await
             .context("reading the budget rows")?;
@@ -204,6 +205,7 @@ impl CounterRebuild {
         let now = sluice_policy::UnixMs(sluice_store::now_ms());
         let usage = self
             .store
+            .charged
             .charged_usage(book.earliest_start(now).0, book.granularity_ms())
             .await
             .context("reading the request records")?;

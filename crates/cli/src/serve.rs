@@ -10,7 +10,7 @@ use sluice_pipeline::Gateway;
 use sluice_providers::{Deployment, ProviderKind, Timeouts, Upstream};
 use sluice_routing::{DeploymentHealth, RouteSpec, Router};
 use sluice_server::AppState;
-use sluice_store::{NewKey, RecordQueue, Store};
+use sluice_store::{NewKey, RecordQueue, Stores};
 use sluice_telemetry::{OtlpProtocol, TraceSettings, Tracer};
 use sluice_testkit::{Chaos, MockUpstream};
 
@@ -58,9 +58,7 @@ pub(crate) async fn serve(config: Option<PathBuf>, listen: Option<String>) -> an
             .parse()
             .with_context(|| format!("--listen `{listen}` is not an address:port"))?;
     }
-    let store = Store::open(&settings.store.path)
-        .await
-        .with_context(|| format!("opening the store at {}", settings.store.path.display()))?;
+    let store = crate::admin::open_configured_store(&settings).await?;
     run(settings, store, |bound| {
         println!("sluice listening on http://{}", bound.addr);
         if let Some(metrics) = bound.metrics {
@@ -81,7 +79,11 @@ struct Bound {
 /// Runs the gateway until Ctrl-C or SIGTERM, then drains in-flight requests (for at most
 /// `server.shutdown_grace_ms`) and the record queue. `on_ready` is called once the sockets are
 /// bound.
-async fn run(settings: Settings, store: Store, on_ready: impl FnOnce(Bound)) -> anyhow::Result<()> {
+async fn run(
+    settings: Settings,
+    store: Stores,
+    on_ready: impl FnOnce(Bound),
+) -> anyhow::Result<()> {
     let gateway_parts = build(&settings)?;
     // The tokenizer tables the aliases' estimates use, loaded off the runtime's threads while
     // the gateway starts (readiness does not wait for them).
@@ -89,8 +91,9 @@ async fn run(settings: Settings, store: Store, on_ready: impl FnOnce(Bound)) -> 
     drop(tokio::task::spawn_blocking(move || {
         sluice_pipeline::tokens::load_tokenizers(aliases.iter().map(String::as_str));
     }));
-    let queue = RecordQueue::start(store.clone(), settings.store.record_queue);
-    let retention = sluice_store::RecordRetention::start(store.clone(), settings.store.retention);
+    let queue = RecordQueue::start(store.records.clone(), settings.store.record_queue);
+    let retention =
+        sluice_store::RecordRetention::start(store.pruning.clone(), settings.store.retention);
     let tracer = start_tracer(&settings)?;
     let (policy, counter_errors, counter_entries, counters) =
         crate::policy::engine(&settings).await?;
@@ -394,7 +397,14 @@ pub(crate) async fn demo(
 ) -> anyhow::Result<()> {
     init_logging();
     // The demo keeps its records where `sluice logs` looks by default.
-    let store_path = load_settings(config.as_deref())?.store.path;
+    let store_path = match load_settings(config.as_deref())?.store.location {
+        sluice_config::StoreLocation::Sqlite(path) => path,
+        sluice_config::StoreLocation::Postgres(_) => {
+            anyhow::bail!(
+                "`sluice demo` keeps its records in a SQLite file: set [store] path, not url"
+            )
+        }
+    };
     let mock = MockUpstream::both().start().await;
     let flaky = MockUpstream::openai()
         .chaos(Chaos {
@@ -406,17 +416,18 @@ pub(crate) async fn demo(
         .start()
         .await;
     let settings = demo_settings(&mock.base_url(), &flaky.base_url(), &listen, &store_path)?;
-    let store = Store::open(&store_path)
+    let store = Stores::open(&sluice_store::StoreLocation::Sqlite(store_path.clone()))
         .await
         .with_context(|| format!("opening the store at {}", store_path.display()))?;
     let key = store
+        .keys
         .create_key(NewKey {
             name: "demo".into(),
             team: Some("demo".into()),
             ..NewKey::default()
         })
         .await?;
-    sluice_pipeline::budgets::set_budget(&store, demo_quota())
+    sluice_pipeline::budgets::set_budget(&*store.budgets, demo_quota())
         .await
         .context("setting the demo team's quota")?;
     let aliases: Vec<String> = settings.aliases.keys().cloned().collect();

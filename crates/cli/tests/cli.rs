@@ -358,10 +358,12 @@ fn write_records(dir: &Path, records: &[sluice_store::RequestRecord]) {
         .build()
         .unwrap();
     runtime.block_on(async {
-        let store = sluice_store::Store::open(&dir.join("sluice-data").join("sluice.db"))
-            .await
-            .unwrap();
-        store.insert_records(records).await.unwrap();
+        let store = sluice_store::Stores::open(&sluice_store::StoreLocation::Sqlite(
+            dir.join("sluice-data").join("sluice.db"),
+        ))
+        .await
+        .unwrap();
+        store.records.insert_records(records).await.unwrap();
         store.close().await;
     });
 }
@@ -1019,10 +1021,13 @@ fn read_only_commands_need_no_provider_keys_and_take_config_anywhere() {
         .build()
         .unwrap();
     runtime.block_on(async {
-        let store = sluice_store::Store::open(&dir.join("records").join("sluice.db"))
-            .await
-            .unwrap();
+        let store = sluice_store::Stores::open(&sluice_store::StoreLocation::Sqlite(
+            dir.join("records").join("sluice.db"),
+        ))
+        .await
+        .unwrap();
         store
+            .records
             .insert_records(&[logged("req_readonly01", 200, None)])
             .await
             .unwrap();

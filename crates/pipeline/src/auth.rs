@@ -1,13 +1,14 @@
 //! Authentication: a presented virtual key becomes a [`Caller`].
 //!
-//! Key lookups are cached in memory for [`KEY_CACHE_TTL`] so the hot path does not touch
-//! SQLite; a revocation therefore takes effect within that time. Unknown keys are not cached.
+//! Key lookups are cached in memory, by the SHA-256 of the presented secret (never the secret
+//! itself), for [`KEY_CACHE_TTL`] so the hot path does not touch the store; a revocation
+//! therefore takes effect within that time. Unknown keys are not cached.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use sluice_store::KeyInfo;
+use sluice_store::{KeyHash, KeyInfo};
 
 use crate::{Gateway, PipelineError};
 
@@ -30,10 +31,10 @@ impl Caller {
     }
 }
 
-/// Presented secret -> key. Its `Debug` shows only the size, never a secret.
+/// Hash of a presented secret -> key. Its `Debug` shows only the size.
 #[derive(Default)]
 pub(crate) struct KeyCache {
-    entries: RwLock<HashMap<String, (Arc<KeyInfo>, Instant)>>,
+    entries: RwLock<HashMap<KeyHash, (Arc<KeyInfo>, Instant)>>,
 }
 
 impl std::fmt::Debug for KeyCache {
@@ -44,20 +45,20 @@ impl std::fmt::Debug for KeyCache {
 }
 
 impl KeyCache {
-    fn get(&self, secret: &str) -> Option<Arc<KeyInfo>> {
+    fn get(&self, hash: &KeyHash) -> Option<Arc<KeyInfo>> {
         let entries = self.entries.read().unwrap_or_else(|e| e.into_inner());
         entries
-            .get(secret)
+            .get(hash)
             .filter(|(_, at)| at.elapsed() < KEY_CACHE_TTL)
             .map(|(key, _)| key.clone())
     }
 
-    fn put(&self, secret: &str, key: Arc<KeyInfo>) {
+    fn put(&self, hash: KeyHash, key: Arc<KeyInfo>) {
         let mut entries = self.entries.write().unwrap_or_else(|e| e.into_inner());
         if entries.len() >= KEY_CACHE_CAPACITY {
             entries.clear();
         }
-        entries.insert(secret.to_owned(), (key, Instant::now()));
+        entries.insert(hash, (key, Instant::now()));
     }
 }
 
@@ -68,17 +69,19 @@ impl Gateway {
             .map(str::trim)
             .filter(|s| !s.is_empty())
             .ok_or(PipelineError::MissingKey)?;
-        let key = match self.inner.keys.get(secret) {
+        let hash = KeyHash::of(secret);
+        let key = match self.inner.keys.get(&hash) {
             Some(key) => key,
             None => {
                 let key = self
                     .inner
                     .store
-                    .find_key(secret)
+                    .keys
+                    .find_key_by_hash(&hash)
                     .await?
                     .ok_or(PipelineError::InvalidKey)?;
                 let key = Arc::new(key);
-                self.inner.keys.put(secret, key.clone());
+                self.inner.keys.put(hash, key.clone());
                 key
             }
         };

@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use sluice_providers::{ProviderError, Upstream};
 use sluice_routing::{Router, RoutingError};
-use sluice_store::{RecordSender, Store, StoreError};
+use sluice_store::{RecordSender, StoreError, Stores};
 use sluice_types::{Classify, Condition, ErrorKind, Origin};
 
 pub mod admission;
@@ -211,7 +211,7 @@ struct Inner {
     upstream: Upstream,
     /// Clients for routes with a connect timeout of their own (reqwest fixes it per client).
     upstreams_by_connect: Vec<(Duration, Upstream)>,
-    store: Store,
+    store: Stores,
     records: RecordSender,
     keys: auth::KeyCache,
     drills: Drills,
@@ -235,7 +235,7 @@ impl Gateway {
     pub fn new(
         router: Router,
         upstream: Upstream,
-        store: Store,
+        store: Stores,
         records: RecordSender,
         tracer: sluice_telemetry::Tracer,
         mut policy: PolicyEngine,

@@ -78,13 +78,14 @@ async fn authentication_failures_answer_in_each_dialect() {
 
     let revoked = gw
         .store
+        .keys
         .create_key(sluice_store::NewKey {
             name: "old".into(),
             ..Default::default()
         })
         .await
         .unwrap();
-    gw.store.revoke_key(&revoked.info.id).await.unwrap();
+    gw.store.keys.revoke_key(&revoked.info.id).await.unwrap();
     let (status, body) = error_of(
         gw.client
             .post(gw.url("/v1/chat/completions"))
@@ -105,6 +106,7 @@ async fn authentication_failures_answer_in_each_dialect() {
 
     let scoped = gw
         .store
+        .keys
         .create_key(sluice_store::NewKey {
             name: "s".into(),
             aliases: vec!["other".into()],
@@ -154,6 +156,7 @@ async fn forbidden_and_unknown_aliases_are_answered_alike() {
         .await;
     let scoped = gw
         .store
+        .keys
         .create_key(sluice_store::NewKey {
             name: "s".into(),
             aliases: vec!["open".into()],
