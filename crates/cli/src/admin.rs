@@ -75,6 +75,31 @@ pub(crate) async fn open_configured_store(
         .with_context(|| format!("opening the store at {location}"))
 }
 
+/// Has the gateway drop a key from its cache as soon as the store announces its revocation
+/// (Postgres: made through any replica or the CLI), until `stop`. `None` when the store
+/// announces nothing (SQLite: cached keys expire instead).
+pub(crate) async fn follow_key_changes(
+    store: &Stores,
+    gateway: &sluice_pipeline::Gateway,
+    stop: tokio_util::sync::CancellationToken,
+) -> anyhow::Result<Option<tokio::task::JoinHandle<()>>> {
+    let Some(changes) = store
+        .keys
+        .key_changes()
+        .await
+        .context("listening for key changes")?
+    else {
+        return Ok(None);
+    };
+    let gateway = gateway.clone();
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "owned: serve cancels `stop` and awaits the JoinHandle at shutdown"
+    )]
+    let task = tokio::spawn(async move { gateway.follow_key_changes(changes, stop).await });
+    Ok(Some(task))
+}
+
 /// Where the configuration keeps the store, as the store crate names it.
 pub(crate) fn store_location(settings: &sluice_config::Settings) -> sluice_store::StoreLocation {
     use secrecy::ExposeSecret;

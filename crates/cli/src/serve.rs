@@ -109,6 +109,7 @@ async fn run(
         policy,
     );
     let stop_reload = tokio_util::sync::CancellationToken::new();
+    let key_watch = crate::admin::follow_key_changes(&store, &gateway, stop_reload.clone()).await?;
     let reload = crate::policy::keep_budgets_loaded(
         gateway.clone(),
         settings.policy.budgets.reload,
@@ -187,6 +188,9 @@ async fn run(
     drills.drain_drills().await;
     stop_reload.cancel();
     let _ = reload.await;
+    if let Some(key_watch) = key_watch {
+        let _ = key_watch.await;
+    }
     // Settlements of the last requests, before their records are flushed.
     drills.policy().drain().await;
     let written = queue.shutdown().await;

@@ -1,14 +1,17 @@
 //! Authentication: a presented virtual key becomes a [`Caller`].
 //!
 //! Key lookups are cached in memory, by the SHA-256 of the presented secret (never the secret
-//! itself), for [`KEY_CACHE_TTL`] so the hot path does not touch the store; a revocation
-//! therefore takes effect within that time. Unknown keys are not cached.
+//! itself), for [`KEY_CACHE_TTL`] so the hot path does not touch the store. A store that
+//! announces revocations (Postgres, whichever replica or CLI made them) has the key dropped
+//! from the cache at once ([`Gateway::follow_key_changes`]); otherwise a revocation takes
+//! effect within the TTL. Unknown keys are not cached, so a new key works at once.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use sluice_store::{KeyHash, KeyInfo};
+use sluice_store::{KeyChange, KeyChanges, KeyHash, KeyInfo};
+use tokio_util::sync::CancellationToken;
 
 use crate::{Gateway, PipelineError};
 
@@ -60,6 +63,16 @@ impl KeyCache {
         }
         entries.insert(hash, (key, Instant::now()));
     }
+
+    fn forget(&self, change: KeyChange) {
+        let mut entries = self.entries.write().unwrap_or_else(|e| e.into_inner());
+        match change {
+            KeyChange::Changed(hash) => {
+                entries.remove(&hash);
+            }
+            KeyChange::Missed => entries.clear(),
+        }
+    }
 }
 
 impl Gateway {
@@ -95,6 +108,27 @@ impl Gateway {
             return Err(PipelineError::ExpiredKey);
         }
         Ok(Caller { key })
+    }
+
+    /// Drops what a key change made stale from the key cache: the next request with that key
+    /// reads it from the store again.
+    pub fn key_changed(&self, change: KeyChange) {
+        self.inner.keys.forget(change);
+    }
+
+    /// Applies the store's key changes to the cache as they come, until `stop` (or the store
+    /// is gone).
+    pub async fn follow_key_changes(&self, mut changes: KeyChanges, stop: CancellationToken) {
+        loop {
+            tokio::select! {
+                biased;
+                () = stop.cancelled() => return,
+                change = changes.next() => match change {
+                    Some(change) => self.key_changed(change),
+                    None => return,
+                },
+            }
+        }
     }
 
     /// The aliases a caller may use, sorted.

@@ -16,7 +16,7 @@ use std::pin::Pin;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::keys::KeyHash;
+use crate::keys::{KeyChanges, KeyHash};
 use crate::{
     BudgetRow, ChargedUsage, CreatedKey, KeyInfo, NewKey, RecordCursor, RecordFilter, RecordMatch,
     RecordPage, RequestRecord, StoreError, UsageQuery, UsageRow,
@@ -41,6 +41,11 @@ pub trait KeyStore: Send + Sync + std::fmt::Debug {
     /// ([`StoreError::KeyNotFound`], [`StoreError::KeyAmbiguous`]). Revoking a revoked key
     /// changes nothing. Returns the key as stored.
     fn revoke_key<'a>(&'a self, id_or_prefix: &'a str) -> StoreFuture<'a, KeyInfo>;
+
+    /// Announcements of key changes (revocations) made through any process sharing this store,
+    /// as they are committed, so a cache can drop a stale key at once. `None` when the store
+    /// cannot announce them (SQLite: a cache must expire its keys instead).
+    fn key_changes(&self) -> StoreFuture<'_, Option<KeyChanges>>;
 }
 
 /// Budget and rate-limit rows.

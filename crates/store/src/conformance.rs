@@ -68,11 +68,17 @@ pub(crate) async fn postgres_store() -> Option<(crate::postgres::PgStore, sqlx::
         .execute(&admin)
         .await
         .unwrap();
+    let store = postgres_store_in(&schema).await;
+    Some((store, admin, schema))
+}
+
+/// Another store on the test database's `schema`: a second replica.
+pub(crate) async fn postgres_store_in(schema: &str) -> crate::postgres::PgStore {
+    let url = std::env::var("SLUICE_TEST_POSTGRES_URL").unwrap();
     let options = crate::postgres::options(&url)
         .unwrap()
-        .options([("search_path", schema.as_str())]);
-    let store = crate::postgres::PgStore::open_with(options).await.unwrap();
-    Some((store, admin, schema))
+        .options([("search_path", schema)]);
+    crate::postgres::PgStore::open_with(options).await.unwrap()
 }
 
 pub(crate) async fn drop_schema(admin: &sqlx::PgPool, schema: &str) {
@@ -119,6 +125,17 @@ every_backend!(
     charged_usage_sums_what_reached_a_deployment,
     retention_removes_only_old_records_and_their_bodies,
 );
+
+// Stores that announce revocations: memory (to its own process) and Postgres (to every process).
+conformance!(memory_announcing, super::TestStores::memory(); revocations_are_announced_to_followers);
+conformance!(postgres_announcing, super::TestStores::postgres(); revocations_are_announced_to_followers);
+
+#[tokio::test]
+async fn the_embedded_store_announces_nothing() {
+    let test = TestStores::sqlite().await.unwrap();
+    assert!(test.stores.keys.key_changes().await.unwrap().is_none());
+    test.finish().await;
+}
 
 fn now() -> i64 {
     crate::now_ms()
@@ -1145,4 +1162,22 @@ async fn retention_removes_only_old_records_and_their_bodies(stores: &Stores) {
             .unwrap(),
         0
     );
+}
+
+async fn revocations_are_announced_to_followers(stores: &Stores) {
+    let a = stores.keys.create_key(NewKey::default()).await.unwrap();
+    let b = stores.keys.create_key(NewKey::default()).await.unwrap();
+    let mut changes = stores.keys.key_changes().await.unwrap().unwrap();
+    let second = stores.keys.key_changes().await.unwrap().unwrap();
+    stores.keys.revoke_key(&a.info.id).await.unwrap();
+    stores.keys.revoke_key(&b.info.id).await.unwrap();
+    let within = std::time::Duration::from_secs(1);
+    for key in [&a, &b] {
+        let change = tokio::time::timeout(within, changes.next()).await.unwrap();
+        assert_eq!(change, Some(KeyChange::Changed(KeyHash::of(&key.secret))));
+    }
+    // Every follower hears every change.
+    let mut second = second;
+    let change = tokio::time::timeout(within, second.next()).await.unwrap();
+    assert_eq!(change, Some(KeyChange::Changed(KeyHash::of(&a.secret))));
 }

@@ -135,6 +135,57 @@ impl std::fmt::Debug for KeyHash {
     }
 }
 
+/// What a store announces about its keys, to whoever caches them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyChange {
+    /// The key with this hash changed (it was revoked): a cached copy is stale.
+    Changed(KeyHash),
+    /// Announcements may have been lost (a dropped connection, a listener that fell behind):
+    /// any cached key may be stale.
+    Missed,
+}
+
+/// A store's announcements of key changes, made by any process that shares the store
+/// ([`crate::KeyStore::key_changes`]).
+#[derive(Debug)]
+pub struct KeyChanges {
+    source: ChangeSource,
+}
+
+#[derive(Debug)]
+enum ChangeSource {
+    Memory(tokio::sync::broadcast::Receiver<KeyHash>),
+    Postgres(Box<crate::postgres::KeyListener>),
+}
+
+impl KeyChanges {
+    pub(crate) fn memory(changes: tokio::sync::broadcast::Receiver<KeyHash>) -> KeyChanges {
+        KeyChanges {
+            source: ChangeSource::Memory(changes),
+        }
+    }
+
+    pub(crate) fn postgres(listener: crate::postgres::KeyListener) -> KeyChanges {
+        KeyChanges {
+            source: ChangeSource::Postgres(Box::new(listener)),
+        }
+    }
+
+    /// The next change; `None` once the store is gone. Cancel-safe: a change is not lost when
+    /// the future is dropped before it completes (it is read by the next call).
+    pub async fn next(&mut self) -> Option<KeyChange> {
+        use tokio::sync::broadcast::error::RecvError;
+        match &mut self.source {
+            ChangeSource::Memory(changes) => match changes.recv().await {
+                Ok(hash) => Some(KeyChange::Changed(hash)),
+                Err(RecvError::Lagged(_)) => Some(KeyChange::Missed),
+                Err(RecvError::Closed) => None,
+            },
+            ChangeSource::Postgres(listener) => Some(listener.next().await),
+        }
+    }
+}
+
 /// The stored form of a key secret.
 pub fn hash_secret(secret: &str) -> String {
     KeyHash::of(secret).to_hex()

@@ -36,7 +36,7 @@ pub use capabilities::{
     UsageReports,
 };
 pub use charged::ChargedUsage;
-pub use keys::{CreatedKey, KeyHash, KeyInfo, NewKey};
+pub use keys::{CreatedKey, KeyChange, KeyChanges, KeyHash, KeyInfo, NewKey};
 pub use query::{RecordCursor, RecordFilter, RecordMatch, RecordPage, StatusFilter};
 pub use records::{
     AttemptRecord, Bodies, RecordQueue, RecordRetention, RecordSender, RequestRecord,

@@ -7,6 +7,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
 use crate::capabilities::{
@@ -21,9 +22,23 @@ use crate::{
 };
 use sluice_types::record::AttemptOutcome;
 
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub(crate) struct MemoryStore {
     state: Arc<Mutex<State>>,
+    /// Revocations, announced to [`KeyStore::key_changes`].
+    key_changes: broadcast::Sender<KeyHash>,
+}
+
+/// Announcements a follower may fall behind by before it is told it missed some.
+const KEY_CHANGES_CAPACITY: usize = 1024;
+
+impl Default for MemoryStore {
+    fn default() -> MemoryStore {
+        MemoryStore {
+            state: Arc::default(),
+            key_changes: broadcast::channel(KEY_CHANGES_CAPACITY).0,
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -78,11 +93,18 @@ impl KeyStore for MemoryStore {
             Ok(key) => key,
             Err(e) => return ready(Err(e)),
         };
-        let Some((_, key)) = state.keys.iter_mut().find(|(_, k)| k.id == picked.id) else {
+        let Some((hash, key)) = state.keys.iter_mut().find(|(_, k)| k.id == picked.id) else {
             return ready(Err(StoreError::KeyNotFound(id_or_prefix.to_owned())));
         };
         key.revoked_at.get_or_insert_with(now_ms);
+        // Nobody following is not an error.
+        let _ = self.key_changes.send(*hash);
         ready(Ok(key.clone()))
+    }
+
+    fn key_changes(&self) -> StoreFuture<'_, Option<crate::KeyChanges>> {
+        let changes = crate::KeyChanges::memory(self.key_changes.subscribe());
+        ready(Ok(Some(changes)))
     }
 }
 

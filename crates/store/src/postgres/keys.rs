@@ -80,18 +80,24 @@ impl PgStore {
         .await?;
         let candidates = rows.iter().map(key_from_row).collect::<Result<_, _>>()?;
         let mut info = pick_key(id_or_prefix, candidates)?;
-        if info.revoked_at.is_none() {
-            // A revocation racing this one keeps its time: the first one wins.
-            let at: Option<i64> = sqlx::query_scalar(
-                "UPDATE keys SET revoked_at = COALESCE(revoked_at, $1) WHERE id = $2
-                 RETURNING revoked_at",
-            )
-            .bind(now_ms())
-            .bind(&info.id)
-            .fetch_one(self.pool())
+        // A revocation racing this one keeps its time: the first one wins. Announced (again,
+        // when it was revoked already: harmless) as the transaction commits.
+        let mut tx = self.pool().begin().await?;
+        let (at, hash): (Option<i64>, String) = sqlx::query_as(
+            "UPDATE keys SET revoked_at = COALESCE(revoked_at, $1) WHERE id = $2
+             RETURNING revoked_at, hash",
+        )
+        .bind(now_ms())
+        .bind(&info.id)
+        .fetch_one(&mut *tx)
+        .await?;
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(super::notify::KEY_CHANNEL)
+            .bind(hash)
+            .execute(&mut *tx)
             .await?;
-            info.revoked_at = at;
-        }
+        tx.commit().await?;
+        info.revoked_at = at;
         Ok(info)
     }
 

@@ -24,6 +24,7 @@ use crate::{
 };
 
 mod keys;
+mod notify;
 pub(crate) mod partitions;
 mod query;
 mod records;
@@ -35,6 +36,8 @@ const MIGRATIONS: &[(crate::MigrationName, &str)] = &[(
     "0001_initial",
     include_str!("../../migrations/postgres/0001_initial.sql"),
 )];
+
+pub(crate) use notify::KeyListener;
 
 /// Advisory lock ids (any constant the database's other users do not take): one for
 /// migrating, one for maintaining partitions, one per record batch.
@@ -177,6 +180,12 @@ impl KeyStore for PgStore {
     }
     fn revoke_key<'a>(&'a self, id_or_prefix: &'a str) -> StoreFuture<'a, KeyInfo> {
         Box::pin(PgStore::revoke_key(self, id_or_prefix))
+    }
+    fn key_changes(&self) -> StoreFuture<'_, Option<crate::KeyChanges>> {
+        Box::pin(async move {
+            let listener = KeyListener::start(self.pool()).await?;
+            Ok(Some(crate::KeyChanges::postgres(listener)))
+        })
     }
 }
 

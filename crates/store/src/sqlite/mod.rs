@@ -214,6 +214,10 @@ impl KeyStore for SqliteStore {
     fn revoke_key<'a>(&'a self, id_or_prefix: &'a str) -> StoreFuture<'a, KeyInfo> {
         Box::pin(SqliteStore::revoke_key(self, id_or_prefix))
     }
+    /// Another process revoking a key in the file has no way to tell this one.
+    fn key_changes(&self) -> StoreFuture<'_, Option<crate::KeyChanges>> {
+        Box::pin(std::future::ready(Ok(None)))
+    }
 }
 
 impl BudgetStore for SqliteStore {
