@@ -69,16 +69,17 @@ fn day_of_partition(table: &str, name: &str) -> Option<i64> {
 }
 
 impl Partitions {
-    /// Makes sure today's and the next days' partitions exist, once per day per process.
+    /// Makes sure today's and the next days' partitions exist, tried once per day per process
+    /// (a failed try is not repeated for every batch: the days made ahead, or the default
+    /// partition, take the records meanwhile).
     pub(crate) async fn ensure_ahead(&self, pool: &PgPool) -> Result<(), StoreError> {
         let today = day_of(crate::now_ms());
-        if self.ensured_on.load(Ordering::Relaxed) == today {
+        if self.ensured_on.swap(today, Ordering::Relaxed) == today {
             return Ok(());
         }
         for day in today..=today + DAYS_AHEAD {
             ensure_day(pool, day).await?;
         }
-        self.ensured_on.store(today, Ordering::Relaxed);
         Ok(())
     }
 }

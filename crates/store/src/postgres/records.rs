@@ -142,7 +142,10 @@ impl PgStore {
             return Ok(());
         }
         // A batch written on a new day first makes that day's partitions (and the next ones).
-        self.partitions.ensure_ahead(self.pool()).await?;
+        // Failing that, the batch is still written: to the default partition if need be.
+        if let Err(e) = self.partitions.ensure_ahead(self.pool()).await {
+            tracing::warn!(error = %e, "request record partitions could not be made ahead");
+        }
         let mut c = Columns::default();
         let mut bodies = BodyColumns::default();
         for r in records.iter_mut() {
