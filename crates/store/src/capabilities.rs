@@ -44,7 +44,8 @@ pub trait KeyStore: Send + Sync + std::fmt::Debug {
 
     /// Announcements of key changes (revocations) made through any process sharing this store,
     /// as they are committed, so a cache can drop a stale key at once. `None` when the store
-    /// cannot announce them (SQLite: a cache must expire its keys instead).
+    /// cannot announce them (SQLite: a cache must expire its keys instead). A Postgres one
+    /// holds a connection of its own until it is dropped.
     fn key_changes(&self) -> StoreFuture<'_, Option<KeyChanges>>;
 }
 

@@ -218,7 +218,8 @@ impl Stores {
         }
     }
 
-    /// Closes the connection pools, waiting for connections to be returned.
+    /// Closes the connection pools, waiting for connections to be returned: drop every
+    /// [`KeyChanges`] first (a Postgres one holds a connection until it is dropped).
     pub async fn close(&self) {
         match &self.backend {
             Opened::Memory => {}

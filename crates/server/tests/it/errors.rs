@@ -846,3 +846,52 @@ async fn client_chosen_ids_past_256_bytes_are_refused_in_the_callers_dialect_nam
         }
     }
 }
+
+#[tokio::test]
+async fn a_cached_key_is_refused_as_soon_as_its_revocation_is_announced() {
+    let mock = MockUpstream::openai().start().await;
+    let gw = TestGateway::builder()
+        .route("fast", [on(&mock, ProviderKind::OpenAi, "gpt")])
+        .start()
+        .await;
+    let chat = json!({"model": "fast", "messages": [{"role": "user", "content": "hi"}]});
+    let status = |secret: String| {
+        let request = gw
+            .client
+            .post(gw.url("/v1/chat/completions"))
+            .bearer_auth(secret)
+            .json(&chat);
+        async move { request.send().await.unwrap().status().as_u16() }
+    };
+    let created = gw
+        .store
+        .keys
+        .create_key(sluice_store::NewKey {
+            name: "cached".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(status(created.secret.clone()).await, 200);
+    gw.store.keys.revoke_key(&created.info.id).await.unwrap();
+    // Cached, and this store announces nothing: the key still works until its entry expires.
+    assert_eq!(status(created.secret.clone()).await, 200);
+    gw.gateway
+        .key_changed(sluice_store::KeyChange::Changed(sluice_store::KeyHash::of(
+            &created.secret,
+        )));
+    assert_eq!(status(created.secret.clone()).await, 401);
+
+    // Announcements lost: every cached key is read again.
+    let other = gw
+        .store
+        .keys
+        .create_key(sluice_store::NewKey::default())
+        .await
+        .unwrap();
+    assert_eq!(status(other.secret.clone()).await, 200);
+    gw.store.keys.revoke_key(&other.info.id).await.unwrap();
+    gw.gateway.key_changed(sluice_store::KeyChange::Missed);
+    assert_eq!(status(other.secret.clone()).await, 401);
+    gw.finish().await;
+}
