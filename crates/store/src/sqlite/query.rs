@@ -100,7 +100,7 @@ impl SqliteStore {
                 return Ok(RecordMatch::Ambiguous { ids, more });
             }
         };
-        // The whole record, as `Store::record` reads it (with what is kept beside the row).
+        // The whole record, as `SqliteStore::record` reads it (with what is kept beside the row).
         Ok(match self.record(id).await? {
             Some(record) => RecordMatch::Found(Box::new(record)),
             // Deleted (by retention) between the two reads.
