@@ -65,13 +65,17 @@ impl PgStore {
     }
 
     pub(crate) async fn open_with(options: PgConnectOptions) -> Result<PgStore, StoreError> {
+        // Migrated on a connection of its own first: a database that cannot be reached says
+        // why (refused, unknown host, bad password) rather than that the pool timed out.
+        let mut first = sqlx::PgConnection::connect_with(&options).await?;
+        let migrated = migrate_conn(&mut first).await?;
+        first.close().await?;
+        crate::log_applied(&migrated, "postgres");
         let pool = PgPoolOptions::new()
             .max_connections(POOL_SIZE)
             .acquire_timeout(ACQUIRE_TIMEOUT)
             .connect_with(options)
             .await?;
-        let migrated = migrate(&pool).await?;
-        crate::log_applied(&migrated, "postgres");
         let store = PgStore {
             pool,
             partitions: partitions::Partitions::default(),
@@ -102,11 +106,6 @@ impl PgStore {
 pub(crate) fn options(url: &str) -> Result<PgConnectOptions, StoreError> {
     PgConnectOptions::from_str(url)
         .map_err(|_| StoreError::BadUrl(crate::StoreLocation::Postgres(url.to_owned()).to_string()))
-}
-
-async fn migrate(pool: &PgPool) -> Result<Migrated, StoreError> {
-    let mut conn = pool.acquire().await?;
-    migrate_conn(&mut conn).await
 }
 
 /// Applies the migrations not yet in `sluice_migrations`, all in one transaction under
