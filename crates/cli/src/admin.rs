@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Subcommand;
 use sluice_store::{
-    KeyInfo, NewKey, RecordFilter, RecordMatch, RequestRecord, StatusFilter, Store,
+    KeyInfo, NewKey, RecordFilter, RecordMatch, RequestRecord, StatusFilter, Stores,
 };
 
 use crate::serve::{load_settings, load_settings_read_only};
@@ -60,7 +60,7 @@ pub(crate) enum KeysCommand {
     Revoke { id: String },
 }
 
-async fn open_store(config: Option<PathBuf>) -> anyhow::Result<Store> {
+async fn open_store(config: Option<PathBuf>) -> anyhow::Result<Stores> {
     let settings = load_settings_read_only(config.as_deref())?;
     open_configured_store(&settings).await
 }
@@ -68,17 +68,74 @@ async fn open_store(config: Option<PathBuf>) -> anyhow::Result<Store> {
 /// The store the configuration names.
 pub(crate) async fn open_configured_store(
     settings: &sluice_config::Settings,
-) -> anyhow::Result<Store> {
-    Store::open(&settings.store.path)
+) -> anyhow::Result<Stores> {
+    let location = store_location(settings);
+    Stores::open(&location)
         .await
-        .with_context(|| format!("opening the store at {}", settings.store.path.display()))
+        .with_context(|| format!("opening the store at {location}"))
+}
+
+/// Has the gateway drop a key from its cache as soon as the store announces its revocation
+/// (Postgres: made through any replica or the CLI), until `stop`. `None` when the store
+/// announces nothing (SQLite: cached keys expire instead).
+pub(crate) async fn follow_key_changes(
+    store: &Stores,
+    gateway: &sluice_pipeline::Gateway,
+    stop: tokio_util::sync::CancellationToken,
+) -> anyhow::Result<Option<tokio::task::JoinHandle<()>>> {
+    let Some(changes) = store
+        .keys
+        .key_changes()
+        .await
+        .context("listening for key changes")?
+    else {
+        return Ok(None);
+    };
+    let gateway = gateway.clone();
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "owned: serve cancels `stop` and awaits the JoinHandle at shutdown"
+    )]
+    let task = tokio::spawn(async move { gateway.follow_key_changes(changes, stop).await });
+    Ok(Some(task))
+}
+
+/// Where the configuration keeps the store, as the store crate names it.
+pub(crate) fn store_location(settings: &sluice_config::Settings) -> sluice_store::StoreLocation {
+    use secrecy::ExposeSecret;
+    match &settings.store.location {
+        sluice_config::StoreLocation::Sqlite(path) => {
+            sluice_store::StoreLocation::Sqlite(path.clone())
+        }
+        sluice_config::StoreLocation::Postgres(url) => {
+            sluice_store::StoreLocation::Postgres(url.expose_secret().to_owned())
+        }
+    }
+}
+
+/// `sluice migrate`: brings the configured store's schema up to date and says what it applied.
+pub(crate) async fn migrate(config: Option<PathBuf>) -> anyhow::Result<()> {
+    let settings = load_settings_read_only(config.as_deref())?;
+    let location = store_location(&settings);
+    let migrated = sluice_store::migrate(&location)
+        .await
+        .with_context(|| format!("migrating the store at {location}"))?;
+    for name in &migrated.applied {
+        println!("applied {name}");
+    }
+    println!(
+        "store {location} is at schema version {} ({} applied now)",
+        migrated.known,
+        migrated.applied.len()
+    );
+    Ok(())
 }
 
 pub(crate) fn check_config(config: Option<PathBuf>) -> anyhow::Result<()> {
     let settings = load_settings(config.as_deref())?;
     println!("configuration is valid");
     println!("  listen       {}", settings.server.listen);
-    println!("  store        {}", settings.store.path.display());
+    println!("  store        {}", store_location(&settings));
     for d in &settings.deployments {
         let key = if d.api_key.is_some() {
             "key set"
@@ -132,6 +189,7 @@ pub(crate) async fn keys(config: Option<PathBuf>, command: KeysCommand) -> anyho
             let expires_at =
                 expires_in_days.map(|d| sluice_store::now_ms() + i64::from(d) * 86_400_000);
             let created = store
+                .keys
                 .create_key(NewKey {
                     name,
                     tenant,
@@ -158,7 +216,7 @@ pub(crate) async fn keys(config: Option<PathBuf>, command: KeysCommand) -> anyho
             }
         }
         KeysCommand::List { json } => {
-            let keys = store.list_keys().await?;
+            let keys = store.keys.list_keys().await?;
             if json {
                 for key in &keys {
                     println!("{}", serde_json::to_string(key)?);
@@ -168,7 +226,7 @@ pub(crate) async fn keys(config: Option<PathBuf>, command: KeysCommand) -> anyho
             }
         }
         KeysCommand::Revoke { id } => {
-            let key = store.revoke_key(&id).await?;
+            let key = store.keys.revoke_key(&id).await?;
             println!("revoked {} ({})", key.id, key.name);
         }
     }
@@ -393,9 +451,9 @@ pub(crate) async fn logs(config: Option<PathBuf>, args: LogsArgs) -> anyhow::Res
     }
 }
 
-async fn list(store: &Store, args: &LogsArgs) -> anyhow::Result<()> {
+async fn list(store: &Stores, args: &LogsArgs) -> anyhow::Result<()> {
     let filter = args.filter(sluice_store::now_ms());
-    let mut page = store.find_records(&filter, args.limit).await?;
+    let mut page = store.queries.find_records(&filter, args.limit).await?;
     let print = |records: &[RequestRecord]| -> std::io::Result<()> {
         let mut out = std::io::stdout().lock();
         for record in records {
@@ -426,7 +484,10 @@ async fn list(store: &Store, args: &LogsArgs) -> anyhow::Result<()> {
             () = tokio::time::sleep(FOLLOW_EVERY) => {}
         }
         loop {
-            let page = store.records_after(&filter, cursor, FOLLOW_PAGE).await?;
+            let page = store
+                .queries
+                .records_after(&filter, cursor, FOLLOW_PAGE)
+                .await?;
             print(&page.records)?;
             cursor = page.cursor;
             if page.records.len() < FOLLOW_PAGE as usize {
@@ -436,8 +497,8 @@ async fn list(store: &Store, args: &LogsArgs) -> anyhow::Result<()> {
     }
 }
 
-async fn show(store: &Store, id: &str, json: bool) -> anyhow::Result<()> {
-    let record = match store.find_record(id).await? {
+async fn show(store: &Stores, id: &str, json: bool) -> anyhow::Result<()> {
+    let record = match store.queries.find_record(id).await? {
         RecordMatch::Found(record) => record,
         RecordMatch::NotFound => anyhow::bail!("no request record matches `{id}`"),
         RecordMatch::Ambiguous { ids, more } => anyhow::bail!(

@@ -179,8 +179,12 @@ pub(crate) async fn budgets(
             period,
         } => {
             let metric_and_period = metric.as_deref().zip(period.as_deref());
-            let removed =
-                sluice_pipeline::budgets::delete_budgets(&store, &scope, metric_and_period).await;
+            let removed = sluice_pipeline::budgets::delete_budgets(
+                &*store.budgets,
+                &scope,
+                metric_and_period,
+            )
+            .await;
             match removed {
                 Ok(0) => Err(anyhow::anyhow!("no budget matches `{scope}`")),
                 Ok(n) => {
@@ -199,8 +203,8 @@ pub(crate) async fn budgets(
     result
 }
 
-async fn set(store: &sluice_store::Store, row: BudgetRow) -> anyhow::Result<()> {
-    let stored = sluice_pipeline::budgets::set_budget(store, row).await?;
+async fn set(store: &sluice_store::Stores, row: BudgetRow) -> anyhow::Result<()> {
+    let stored = sluice_pipeline::budgets::set_budget(&*store.budgets, row).await?;
     let mut out = std::io::stdout().lock();
     write_table(&mut out, &[Shown::from_row(stored, None)], false)?;
     eprintln!("a running gateway applies it within `budgets.reload_ms`");
@@ -232,7 +236,7 @@ impl Shown {
 /// The limits and their usage from the gateway's admin API, or from the store with the reason
 /// usage is missing.
 async fn show(
-    store: &sluice_store::Store,
+    store: &sluice_store::Stores,
     settings: &sluice_config::Settings,
     scope: Option<&str>,
     json: bool,
@@ -254,6 +258,7 @@ async fn show(
         Err(why) => {
             eprintln!("usage not shown: {why}");
             store
+                .budgets
                 .budgets()
                 .await?
                 .into_iter()

@@ -53,6 +53,9 @@ enum Command {
     },
     /// Validate the configuration file and print what it declares.
     CheckConfig,
+    /// Bring the store's schema up to date (SQLite file or Postgres) and print what was
+    /// applied. `serve` does this at start too.
+    Migrate,
     /// Manage virtual keys.
     #[command(subcommand)]
     Keys(admin::KeysCommand),
@@ -124,6 +127,7 @@ fn main() -> std::process::ExitCode {
             Command::Serve { listen } => serve::serve(config, listen).await,
             Command::Demo { listen, json } => serve::demo(config, listen, json).await,
             Command::CheckConfig => admin::check_config(config),
+            Command::Migrate => admin::migrate(config).await,
             Command::Keys(command) => admin::keys(config, command).await,
             Command::Logs(args) => admin::logs(config, args).await,
             Command::Budgets(command) => budgets::budgets(config, command).await,

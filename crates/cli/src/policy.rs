@@ -174,7 +174,7 @@ fn alias_limits(settings: &Settings) -> Vec<sluice_policy::Limit> {
 /// was down) and whenever Redis is found to have lost its data.
 #[derive(Clone)]
 pub(crate) struct CounterRebuild {
-    store: sluice_store::Store,
+    store: sluice_store::Stores,
     counters: Arc<dyn Counters>,
     /// Each alias's own limits, from the configuration in force (a reload replaces them).
     alias_limits: Arc<std::sync::RwLock<Vec<sluice_policy::Limit>>>,
@@ -183,7 +183,7 @@ pub(crate) struct CounterRebuild {
 impl CounterRebuild {
     pub(crate) fn new(
         settings: &Settings,
-        store: sluice_store::Store,
+        store: sluice_store::Stores,
         counters: Arc<dyn Counters>,
     ) -> CounterRebuild {
         CounterRebuild {
@@ -210,6 +210,7 @@ impl CounterRebuild {
         }
         let rows = self
             .store
+            .budgets
             .budgets()
             .await
             .context("reading the budget rows")?;
@@ -230,6 +231,7 @@ impl CounterRebuild {
         let now = sluice_policy::UnixMs(sluice_store::now_ms());
         let usage = self
             .store
+            .charged
             .charged_usage(book.earliest_start(now).0, book.granularity_ms())
             .await
             .context("reading the request records")?;

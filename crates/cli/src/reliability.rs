@@ -257,7 +257,11 @@ async fn recent_schema_checks(
 ) -> std::collections::HashMap<String, (usize, usize)> {
     let mut checks = std::collections::HashMap::new();
     let records = match crate::admin::open_configured_store(settings).await {
-        Ok(store) => store.latest_records(RECENT_RECORDS).await,
+        Ok(store) => {
+            let records = store.queries.latest_records(RECENT_RECORDS).await;
+            store.close().await;
+            records
+        }
         Err(e) => {
             eprintln!("no live schema-violation rates: {e:#}");
             return checks;

@@ -10,7 +10,7 @@ use sluice_pipeline::{ConfigSource, Gateway};
 use sluice_providers::{Deployment, ProviderKind, Timeouts, Upstream};
 use sluice_routing::{DeploymentHealth, RouteSpec, Router};
 use sluice_server::AppState;
-use sluice_store::{NewKey, RecordQueue, Store};
+use sluice_store::{NewKey, RecordQueue, Stores};
 use sluice_telemetry::{OtlpProtocol, TraceSettings, Tracer};
 use sluice_testkit::{Chaos, MockUpstream};
 
@@ -85,9 +85,7 @@ pub(crate) async fn serve(config: Option<PathBuf>, listen: Option<String>) -> an
             (settings, ConfigSource::without_file())
         }
     };
-    let store = Store::open(&settings.store.path)
-        .await
-        .with_context(|| format!("opening the store at {}", settings.store.path.display()))?;
+    let store = crate::admin::open_configured_store(&settings).await?;
     run(settings, (source, file), store, |bound| {
         announce!("sluice listening on http://{}", bound.addr);
         if let Some(metrics) = bound.metrics {
@@ -112,7 +110,7 @@ struct Bound {
 async fn run(
     settings: Settings,
     config: (ConfigSource, Option<ConfigFile>),
-    store: Store,
+    store: Stores,
     on_ready: impl FnOnce(Bound),
 ) -> anyhow::Result<()> {
     let gateway_parts = build(&settings)?;
@@ -122,8 +120,9 @@ async fn run(
     drop(tokio::task::spawn_blocking(move || {
         sluice_pipeline::tokens::load_tokenizers(aliases.iter().map(String::as_str));
     }));
-    let queue = RecordQueue::start(store.clone(), settings.store.record_queue);
-    let retention = sluice_store::RecordRetention::start(store.clone(), settings.store.retention);
+    let queue = RecordQueue::start(store.records.clone(), settings.store.record_queue);
+    let retention =
+        sluice_store::RecordRetention::start(store.pruning.clone(), settings.store.retention);
     let tracer = start_tracer(&settings)?;
     let (policy, counter_errors, counter_entries, counters) =
         crate::policy::engine(&settings).await?;
@@ -149,6 +148,7 @@ async fn run(
     }
     .start(stop_config_reload.clone())?;
     let stop_reload = tokio_util::sync::CancellationToken::new();
+    let key_watch = crate::admin::follow_key_changes(&store, &gateway, stop_reload.clone()).await?;
     let reload = crate::policy::keep_budgets_loaded(
         gateway.clone(),
         settings.policy.budgets.reload,
@@ -238,6 +238,9 @@ async fn run(
     let _ = reload.await;
     stop_config_reload.cancel();
     let _ = config_reload.await;
+    if let Some(key_watch) = key_watch {
+        let _ = key_watch.await;
+    }
     // Settlements of the last requests, before their records are flushed.
     drills.policy().drain().await;
     // Drills and settlements ran on the workers too: they are done, so the threads can go.
@@ -470,7 +473,14 @@ pub(crate) async fn demo(
 ) -> anyhow::Result<()> {
     init_logging();
     // The demo keeps its records where `sluice logs` looks by default.
-    let store_path = load_settings(config.as_deref())?.store.path;
+    let store_path = match load_settings(config.as_deref())?.store.location {
+        sluice_config::StoreLocation::Sqlite(path) => path,
+        sluice_config::StoreLocation::Postgres(_) => {
+            anyhow::bail!(
+                "`sluice demo` keeps its records in a SQLite file: set [store] path, not url"
+            )
+        }
+    };
     let mock = MockUpstream::both().start().await;
     let flaky = MockUpstream::openai()
         .chaos(Chaos {
@@ -482,17 +492,18 @@ pub(crate) async fn demo(
         .start()
         .await;
     let settings = demo_settings(&mock.base_url(), &flaky.base_url(), &listen, &store_path)?;
-    let store = Store::open(&store_path)
+    let store = Stores::open(&sluice_store::StoreLocation::Sqlite(store_path.clone()))
         .await
         .with_context(|| format!("opening the store at {}", store_path.display()))?;
     let key = store
+        .keys
         .create_key(NewKey {
             name: "demo".into(),
             team: Some("demo".into()),
             ..NewKey::default()
         })
         .await?;
-    sluice_pipeline::budgets::set_budget(&store, demo_quota())
+    sluice_pipeline::budgets::set_budget(&*store.budgets, demo_quota())
         .await
         .context("setting the demo team's quota")?;
     let aliases: Vec<String> = settings.aliases.keys().cloned().collect();

@@ -1,7 +1,7 @@
 //! `sluice usage`: spend, tokens, requests, kWh and kgCO2e per organisation, team, project,
 //! key, end user, alias, model, provider or feature tag, over any span, as a table or JSON.
 //!
-//! The sums come from the store ([`sluice_store::Store::usage_report`]), read directly like
+//! The sums come from the store ([`sluice_store::UsageReports`]), read directly like
 //! `sluice logs`; so do the JSON rows, which are the admin API's `GET /admin/v1/usage` rows.
 //! This module only parses the arguments and lays out the table.
 
@@ -65,7 +65,7 @@ pub(crate) async fn usage(config: Option<PathBuf>, args: UsageArgs) -> anyhow::R
     let settings = load_settings_read_only(config.as_deref())?;
     let store = open_configured_store(&settings).await?;
     let query = args.query(sluice_store::now_ms());
-    let rows = store.usage_report(&query).await;
+    let rows = store.usage.usage_report(&query).await;
     store.close().await;
     let rows = rows?;
     let mut out = std::io::stdout().lock();

@@ -358,10 +358,12 @@ fn write_records(dir: &Path, records: &[sluice_store::RequestRecord]) {
         .build()
         .unwrap();
     runtime.block_on(async {
-        let store = sluice_store::Store::open(&dir.join("sluice-data").join("sluice.db"))
-            .await
-            .unwrap();
-        store.insert_records(records).await.unwrap();
+        let store = sluice_store::Stores::open(&sluice_store::StoreLocation::Sqlite(
+            dir.join("sluice-data").join("sluice.db"),
+        ))
+        .await
+        .unwrap();
+        store.records.insert_records(records).await.unwrap();
         store.close().await;
     });
 }
@@ -1019,10 +1021,13 @@ fn read_only_commands_need_no_provider_keys_and_take_config_anywhere() {
         .build()
         .unwrap();
     runtime.block_on(async {
-        let store = sluice_store::Store::open(&dir.join("records").join("sluice.db"))
-            .await
-            .unwrap();
+        let store = sluice_store::Stores::open(&sluice_store::StoreLocation::Sqlite(
+            dir.join("records").join("sluice.db"),
+        ))
+        .await
+        .unwrap();
         store
+            .records
             .insert_records(&[logged("req_readonly01", 200, None)])
             .await
             .unwrap();
@@ -1089,4 +1094,195 @@ fn sluice_ok(dir: &Path, args: &[&str]) -> Output {
         String::from_utf8_lossy(&out.stderr)
     );
     out
+}
+
+#[test]
+fn migrate_applies_each_migration_once_and_says_which() {
+    let dir = temp_dir("migrate");
+    let first = stdout(&sluice_ok(&dir, &["migrate"]));
+    let applied: Vec<&str> = first
+        .lines()
+        .filter_map(|l| l.strip_prefix("applied "))
+        .collect();
+    assert_eq!(applied.len(), 7, "{first}");
+    assert_eq!(applied[0], "0001_keys_and_requests");
+    assert_eq!(applied[6], "0007_policy_decisions");
+    assert!(
+        first.contains("at schema version 7 (7 applied now)"),
+        "{first}"
+    );
+    assert!(dir.join("sluice-data").join("sluice.db").exists());
+    let again = stdout(&sluice_ok(&dir, &["migrate"]));
+    assert!(!again.contains("applied 0"), "{again}");
+    assert!(again.contains("(0 applied now)"), "{again}");
+}
+
+/// A schema of its own in the test database, dropped when the test ends.
+struct PostgresSchema {
+    admin_url: String,
+    name: String,
+}
+
+impl PostgresSchema {
+    fn create(admin_url: &str) -> PostgresSchema {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos();
+        let name = format!("sluice_cli_{}_{nanos}", std::process::id());
+        run_sql(admin_url, &format!("CREATE SCHEMA {name}"));
+        PostgresSchema {
+            admin_url: admin_url.to_owned(),
+            name,
+        }
+    }
+
+    /// The URL whose connections use this schema.
+    fn url(&self) -> String {
+        let sep = if self.admin_url.contains('?') {
+            '&'
+        } else {
+            '?'
+        };
+        format!(
+            "{}{sep}options=-c%20search_path%3D{}",
+            self.admin_url, self.name
+        )
+    }
+}
+
+impl Drop for PostgresSchema {
+    fn drop(&mut self) {
+        run_sql(
+            &self.admin_url,
+            &format!("DROP SCHEMA IF EXISTS {} CASCADE", self.name),
+        );
+    }
+}
+
+fn run_sql(url: &str, sql: &str) {
+    use sqlx::Connection;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned()))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        conn.close().await.unwrap();
+    });
+}
+
+#[test]
+fn serve_keys_logs_and_usage_share_one_postgres_store_and_a_revocation_applies_at_once() {
+    let Ok(admin_url) = std::env::var("SLUICE_TEST_POSTGRES_URL") else {
+        eprintln!("SLUICE_TEST_POSTGRES_URL is not set: the Postgres store is not tested");
+        return;
+    };
+    let schema = PostgresSchema::create(&admin_url);
+    let dir = temp_dir("postgres");
+    let (mock, line) = common::first_line(Command::new(env!("CARGO_BIN_EXE_sluice")).args([
+        "mock",
+        "--listen",
+        "127.0.0.1:0",
+    ]));
+    let mock = Stopped(mock);
+    let mock_url = common::announced_url(&line);
+    std::fs::write(
+        dir.join("sluice.toml"),
+        format!(
+            "[store]\nurl = \"{}\"\n\n\
+             [providers.mock]\ntype = \"openai_compatible\"\nbase_url = \"{mock_url}/v1\"\n\n\
+             [deployments.mini]\nprovider = \"mock\"\nmodel = \"gpt-4o-mini\"\n\n\
+             [aliases.fast]\ndeployments = [\"mini\"]\n",
+            schema.url()
+        ),
+    )
+    .unwrap();
+
+    let migrated = stdout(&sluice_ok(&dir, &["migrate"]));
+    assert!(migrated.contains("applied 0001_initial"), "{migrated}");
+    assert!(migrated.contains("(1 applied now)"), "{migrated}");
+    let again = stdout(&sluice_ok(&dir, &["migrate"]));
+    assert!(again.contains("(0 applied now)"), "{again}");
+    assert!(!dir.join("sluice-data").exists(), "no SQLite file is made");
+
+    let created = stdout(&sluice_ok(
+        &dir,
+        &[
+            "keys", "create", "--name", "pg", "--team", "payments", "--json",
+        ],
+    ));
+    let created: serde_json::Value = serde_json::from_str(&created).unwrap();
+    let key = created["secret"].as_str().unwrap().to_owned();
+    let key_id = created["id"].as_str().unwrap().to_owned();
+
+    let (gateway, line) = common::first_line(
+        Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .current_dir(&dir)
+            .args(["serve", "--listen", "127.0.0.1:0"]),
+    );
+    let mut gateway = Stopped(gateway);
+    let addr = common::announced_url(&line)
+        .trim_start_matches("http://")
+        .to_owned();
+    let body = r#"{"model":"fast","max_tokens":20,"messages":[{"role":"user","content":"hello"}]}"#;
+    for _ in 0..3 {
+        let answer = post_chat(&addr, &key, body);
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    }
+    // Revoked through the CLI (another process): the serving gateway, which has the key
+    // cached for 5 s, refuses it within a second, told by the store.
+    let revoked = stdout(&sluice_ok(&dir, &["keys", "revoke", &key_id]));
+    assert!(
+        revoked.starts_with(&format!("revoked {key_id}")),
+        "{revoked}"
+    );
+    let since = std::time::Instant::now();
+    loop {
+        let answer = post_chat(&addr, &key, body);
+        if answer.starts_with("HTTP/1.1 401") {
+            break;
+        }
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        assert!(
+            since.elapsed() < std::time::Duration::from_secs(1),
+            "the revoked key still works after {:?}",
+            since.elapsed()
+        );
+    }
+    // A graceful stop writes every queued record.
+    let stopped = Command::new("kill")
+        .args(["-TERM", &gateway.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(stopped.success());
+    assert!(gateway.0.wait().unwrap().success());
+    drop(mock);
+
+    let records = json_lines(&sluice_ok(&dir, &["logs", "--json", "--key", &key_id]));
+    let served = records.iter().filter(|r| r["status"] == 200).count();
+    assert!(served >= 3, "{records:?}");
+    assert!(records.iter().all(|r| r["team"] == "payments"));
+    let refused = json_lines(&sluice_ok(&dir, &["logs", "--json", "--status", "401"]));
+    assert!(!refused.is_empty(), "the refused request is recorded");
+    let shown = stdout(&sluice_ok(
+        &dir,
+        &["logs", "show", records[0]["id"].as_str().unwrap(), "--json"],
+    ));
+    let shown: serde_json::Value = serde_json::from_str(&shown).unwrap();
+    assert_eq!(shown["id"], records[0]["id"]);
+    let usage = json_lines(&sluice_ok(&dir, &["usage", "--by", "key", "--json"]));
+    let of_key = usage
+        .iter()
+        .find(|row| row["key"] == key_id.as_str())
+        .unwrap();
+    assert_eq!(of_key["requests"], served);
+
+    let listed = json_lines(&sluice_ok(&dir, &["keys", "list", "--json"]));
+    assert_eq!(listed.len(), 1);
+    assert!(listed[0]["revoked_at"].is_i64());
 }

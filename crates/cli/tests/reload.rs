@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
-use sluice_store::{NewKey, Store};
+use sluice_store::{NewKey, StoreLocation, Stores};
 use sluice_testkit::MockUpstream;
 
 const ADMIN_TOKEN: &str = "reload-test-admin-token-0123456789";
@@ -87,10 +87,11 @@ impl Gateway {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("sluice.toml"), config).unwrap();
-        let store = Store::open(&dir.join("sluice-data/sluice.db"))
+        let store = Stores::open(&StoreLocation::Sqlite(dir.join("sluice-data/sluice.db")))
             .await
             .unwrap();
         let key = store
+            .keys
             .create_key(NewKey {
                 name: "reload-test".into(),
                 team: Some("qa".into()),
@@ -219,10 +220,12 @@ impl Gateway {
     /// SIGTERM, wait, and read every request record.
     async fn stop_and_read_records(mut self) -> Vec<sluice_store::RequestRecord> {
         common::stop(self.child.take().unwrap());
-        let store = Store::open(&self.dir.join("sluice-data/sluice.db"))
-            .await
-            .unwrap();
-        let records = store.latest_records(10_000).await.unwrap();
+        let store = Stores::open(&StoreLocation::Sqlite(
+            self.dir.join("sluice-data/sluice.db"),
+        ))
+        .await
+        .unwrap();
+        let records = store.queries.latest_records(10_000).await.unwrap();
         store.close().await;
         records
     }

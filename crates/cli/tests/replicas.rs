@@ -16,7 +16,7 @@ use std::path::Path;
 use std::process::{Child, Command};
 
 use serde_json::json;
-use sluice_store::{BudgetRow, NewKey, Store};
+use sluice_store::{BudgetRow, NewKey, StoreLocation, Stores};
 use sluice_testkit::{MockUpstream, Reply};
 
 fn redis_url() -> Option<String> {
@@ -85,8 +85,11 @@ redis_prefix = "{prefix}"
     )
     .unwrap();
     let store_path = dir.join("sluice-data/sluice.db");
-    let store = Store::open(&store_path).await.unwrap();
+    let store = Stores::open(&StoreLocation::Sqlite(store_path.clone()))
+        .await
+        .unwrap();
     let key = store
+        .keys
         .create_key(NewKey {
             name: "replica-test".into(),
             team: Some("qa".into()),
@@ -94,7 +97,7 @@ redis_prefix = "{prefix}"
         })
         .await
         .unwrap();
-    store.put_budget(budget).await.unwrap();
+    store.budgets.put_budget(budget).await.unwrap();
     store.close().await;
     let replicas = vec![replica(&dir), replica(&dir)];
     Fleet {
@@ -141,8 +144,10 @@ async fn records(mut fleet: Fleet) -> Vec<sluice_store::RequestRecord> {
     for (child, _) in std::mem::take(&mut fleet.replicas) {
         common::stop(child);
     }
-    let store = Store::open(&fleet.store_path).await.unwrap();
-    let records = store.latest_records(10_000).await.unwrap();
+    let store = Stores::open(&StoreLocation::Sqlite(fleet.store_path.clone()))
+        .await
+        .unwrap();
+    let records = store.queries.latest_records(10_000).await.unwrap();
     store.close().await;
     records
 }

@@ -20,7 +20,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use sluice_store::{BudgetRow, NewKey, Store};
+use sluice_store::{BudgetRow, NewKey, StoreLocation, Stores};
 use sluice_testkit::MockUpstream;
 
 /// A process killed when the test ends, passed or failed, unless stopped before.
@@ -85,10 +85,11 @@ async fn setup(name: &str, config: &str) -> (PathBuf, String) {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("sluice.toml"), config).unwrap();
-    let store = Store::open(&dir.join("sluice-data/sluice.db"))
+    let store = Stores::open(&StoreLocation::Sqlite(dir.join("sluice-data/sluice.db")))
         .await
         .unwrap();
     let key = store
+        .keys
         .create_key(NewKey {
             name: "restart-test".into(),
             team: Some("qa".into()),
@@ -97,6 +98,7 @@ async fn setup(name: &str, config: &str) -> (PathBuf, String) {
         .await
         .unwrap();
     store
+        .budgets
         .put_budget(BudgetRow::new("team:qa", "requests", "day", 3))
         .await
         .unwrap();

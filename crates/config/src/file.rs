@@ -21,7 +21,7 @@ use crate::policy::{
 use crate::tools::{StopSequencesSection, ToolPolicySection};
 use crate::{
     AliasSettings, DeploymentSettings, FieldProblem, OtlpProtocol, PolicySettings, ServerSettings,
-    Settings, StoreSettings, TelemetrySettings, UpstreamSettings,
+    Settings, StoreLocation, StoreSettings, TelemetrySettings, UpstreamSettings,
 };
 
 #[derive(Debug, Default, Deserialize)]
@@ -132,10 +132,16 @@ const MAX_SERVER_TIMEOUT_MS: u64 = 3_600_000;
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 struct StoreSection {
-    path: String,
+    /// The embedded SQLite store's file (the default, `sluice-data/sluice.db`).
+    path: Option<String>,
+    /// A Postgres store shared by several replicas, instead of the file.
+    url: Option<String>,
     record_queue: usize,
     retention_days: u32,
 }
+
+/// The embedded store's file when `[store]` names none, relative to the config file.
+const DEFAULT_STORE_PATH: &str = "sluice-data/sluice.db";
 
 /// The longest retention accepted: a century, far beyond any real need, and far from
 /// overflowing a millisecond count.
@@ -144,7 +150,8 @@ const MAX_RETENTION_DAYS: u32 = 36_500;
 impl Default for StoreSection {
     fn default() -> Self {
         StoreSection {
-            path: "sluice-data/sluice.db".into(),
+            path: None,
+            url: None,
             record_queue: 16_384,
             retention_days: 30,
         }
@@ -883,6 +890,26 @@ impl ConfigFile {
                     }
                 }
             });
+        match (&self.store.path, &self.store.url) {
+            (Some(_), Some(_)) => push(
+                &mut problems,
+                "store.url".into(),
+                "cannot be set together with store.path: `path` is the embedded SQLite store, \
+                 `url` a Postgres one; keep one"
+                    .into(),
+            ),
+            (_, Some(url))
+                if !url.starts_with("postgres://") && !url.starts_with("postgresql://") =>
+            {
+                push(
+                    &mut problems,
+                    "store.url".into(),
+                    "must be a Postgres URL: postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE"
+                        .into(),
+                )
+            }
+            _ => {}
+        }
         if self.store.record_queue == 0 {
             push(
                 &mut problems,
@@ -1182,7 +1209,12 @@ impl ConfigFile {
                 watch_config: self.server.watch_config,
             },
             store: StoreSettings {
-                path: base_dir.join(&self.store.path),
+                location: match (&self.store.url, &self.store.path) {
+                    (Some(url), _) => StoreLocation::Postgres(SecretString::from(url.clone())),
+                    (None, path) => StoreLocation::Sqlite(
+                        base_dir.join(path.as_deref().unwrap_or(DEFAULT_STORE_PATH)),
+                    ),
+                },
                 record_queue: self.store.record_queue,
                 retention: (self.store.retention_days > 0)
                     .then(|| Duration::from_secs(u64::from(self.store.retention_days) * 86_400)),

@@ -171,12 +171,35 @@ pub struct ServerSettings {
 
 #[derive(Debug, Clone)]
 pub struct StoreSettings {
-    /// SQLite database file.
-    pub path: PathBuf,
+    /// Where keys, budgets and records are kept.
+    pub location: StoreLocation,
     /// Capacity of the request-record queue; records beyond it are shed and counted.
     pub record_queue: usize,
     /// How long request records are kept; `None` keeps them forever.
     pub retention: Option<Duration>,
+}
+
+/// `[store] path` or `[store] url`.
+#[derive(Debug, Clone)]
+pub enum StoreLocation {
+    /// The embedded SQLite database file (`path`, relative to the config file; the default).
+    Sqlite(PathBuf),
+    /// A Postgres database shared by several replicas (`url`, which may hold a password).
+    Postgres(SecretString),
+}
+
+impl StoreLocation {
+    /// Whether both name the same store (a changed password counts as a change).
+    pub fn same_as(&self, other: &StoreLocation) -> bool {
+        use secrecy::ExposeSecret;
+        match (self, other) {
+            (StoreLocation::Sqlite(a), StoreLocation::Sqlite(b)) => a == b,
+            (StoreLocation::Postgres(a), StoreLocation::Postgres(b)) => {
+                a.expose_secret() == b.expose_secret()
+            }
+            _ => false,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy)]

@@ -53,7 +53,7 @@ impl Settings {
             ),
             ("server.watch_config", a.watch_config != b.watch_config),
             ("server.workers", a.workers != b.workers),
-            ("store.path", sa.path != sb.path),
+            ("store.path / store.url", !sa.location.same_as(&sb.location)),
             ("store.record_queue", sa.record_queue != sb.record_queue),
             ("store.retention_days", sa.retention != sb.retention),
             (

@@ -23,10 +23,10 @@ fn problems(text: &str) -> Vec<String> {
 fn empty_file_gives_defaults() {
     let settings = load("").unwrap();
     assert_eq!(settings.server.listen.to_string(), "127.0.0.1:4000");
-    assert_eq!(
-        settings.store.path,
-        Path::new("/etc/sluice/sluice-data/sluice.db")
-    );
+    assert!(matches!(
+        &settings.store.location,
+        crate::StoreLocation::Sqlite(path) if path == Path::new("/etc/sluice/sluice-data/sluice.db")
+    ));
     assert!(settings.deployments.is_empty());
 }
 
@@ -38,6 +38,34 @@ fn records_are_kept_thirty_days_unless_told_otherwise() {
     assert_eq!(settings.store.retention, Some(7 * day));
     let forever = load("[store]\nretention_days = 0\n").unwrap();
     assert_eq!(forever.store.retention, None, "0 keeps records forever");
+}
+
+#[test]
+fn a_postgres_url_replaces_the_file_and_is_kept_secret() {
+    let settings = load("[store]\nurl = \"postgres://app:s3cret@db:5432/sluice\"\n").unwrap();
+    match &settings.store.location {
+        crate::StoreLocation::Postgres(url) => {
+            assert_eq!(url.expose_secret(), "postgres://app:s3cret@db:5432/sluice")
+        }
+        other => panic!("expected Postgres, got {other:?}"),
+    }
+    assert!(!format!("{:?}", settings.store).contains("s3cret"));
+}
+
+#[test]
+fn a_store_is_a_file_or_a_postgres_url_not_both() {
+    assert_eq!(
+        problems("[store]\npath = \"a.db\"\nurl = \"postgres://db/sluice\"\n"),
+        [
+            "store.url: cannot be set together with store.path: `path` is the embedded SQLite \
+             store, `url` a Postgres one; keep one"
+        ]
+    );
+    assert_eq!(
+        problems("[store]\nurl = \"mysql://db/sluice\"\n"),
+        ["store.url: must be a Postgres URL: postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE"]
+    );
+    assert!(load("[store]\nurl = \"postgresql://db/sluice\"\n").is_ok());
 }
 
 #[test]
@@ -559,7 +587,10 @@ fn read_only_commands_load_without_provider_keys() {
     let settings =
         Settings::from_toml_with(text, origin, |_| None, crate::ProviderKeys::NotNeeded).unwrap();
     assert!(settings.deployments[0].api_key.is_none());
-    assert_eq!(settings.store.path, Path::new("/etc/sluice/records.db"));
+    assert!(matches!(
+        &settings.store.location,
+        crate::StoreLocation::Sqlite(path) if path == Path::new("/etc/sluice/records.db")
+    ));
     // Serving still needs the key, and says which variable is missing.
     assert!(
         Settings::from_toml_with(text, origin, |_| None, crate::ProviderKeys::Required).is_err()

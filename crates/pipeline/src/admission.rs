@@ -338,7 +338,7 @@ impl Gateway {
     /// Rereads the budget rows from the store; rows that cannot be read are skipped and
     /// returned. Returns how many limits are in force.
     pub async fn reload_budgets(&self) -> Result<(usize, Vec<BadBudgetRow>), PipelineError> {
-        let rows = self.inner.store.budgets().await?;
+        let rows = self.inner.store.budgets.budgets().await?;
         let (book, bad) = Book::from_rows(&rows);
         let count = book.limits.values().map(Vec::len).sum();
         let engine = &self.config.policy;

@@ -1,13 +1,17 @@
 //! Authentication: a presented virtual key becomes a [`Caller`].
 //!
-//! Key lookups are cached in memory for [`KEY_CACHE_TTL`] so the hot path does not touch
-//! SQLite; a revocation therefore takes effect within that time. Unknown keys are not cached.
+//! Key lookups are cached in memory, by the SHA-256 of the presented secret (never the secret
+//! itself), for [`KEY_CACHE_TTL`] so the hot path does not touch the store. A store that
+//! announces revocations (Postgres, whichever replica or CLI made them) has the key dropped
+//! from the cache at once ([`Gateway::follow_key_changes`]); otherwise a revocation takes
+//! effect within the TTL. Unknown keys are not cached, so a new key works at once.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use sluice_store::KeyInfo;
+use sluice_store::{KeyChange, KeyChanges, KeyHash, KeyInfo};
+use tokio_util::sync::CancellationToken;
 
 use crate::{Gateway, PipelineError};
 
@@ -30,10 +34,10 @@ impl Caller {
     }
 }
 
-/// Presented secret -> key. Its `Debug` shows only the size, never a secret.
+/// Hash of a presented secret -> key. Its `Debug` shows only the size.
 #[derive(Default)]
 pub(crate) struct KeyCache {
-    entries: RwLock<HashMap<String, (Arc<KeyInfo>, Instant)>>,
+    entries: RwLock<HashMap<KeyHash, (Arc<KeyInfo>, Instant)>>,
 }
 
 impl std::fmt::Debug for KeyCache {
@@ -44,20 +48,30 @@ impl std::fmt::Debug for KeyCache {
 }
 
 impl KeyCache {
-    fn get(&self, secret: &str) -> Option<Arc<KeyInfo>> {
+    fn get(&self, hash: &KeyHash) -> Option<Arc<KeyInfo>> {
         let entries = self.entries.read().unwrap_or_else(|e| e.into_inner());
         entries
-            .get(secret)
+            .get(hash)
             .filter(|(_, at)| at.elapsed() < KEY_CACHE_TTL)
             .map(|(key, _)| key.clone())
     }
 
-    fn put(&self, secret: &str, key: Arc<KeyInfo>) {
+    fn put(&self, hash: KeyHash, key: Arc<KeyInfo>) {
         let mut entries = self.entries.write().unwrap_or_else(|e| e.into_inner());
         if entries.len() >= KEY_CACHE_CAPACITY {
             entries.clear();
         }
-        entries.insert(secret.to_owned(), (key, Instant::now()));
+        entries.insert(hash, (key, Instant::now()));
+    }
+
+    fn forget(&self, change: KeyChange) {
+        let mut entries = self.entries.write().unwrap_or_else(|e| e.into_inner());
+        match change {
+            KeyChange::Changed(hash) => {
+                entries.remove(&hash);
+            }
+            KeyChange::Missed => entries.clear(),
+        }
     }
 }
 
@@ -68,17 +82,19 @@ impl Gateway {
             .map(str::trim)
             .filter(|s| !s.is_empty())
             .ok_or(PipelineError::MissingKey)?;
-        let key = match self.inner.keys.get(secret) {
+        let hash = KeyHash::of(secret);
+        let key = match self.inner.keys.get(&hash) {
             Some(key) => key,
             None => {
                 let key = self
                     .inner
                     .store
-                    .find_key(secret)
+                    .keys
+                    .find_key_by_hash(&hash)
                     .await?
                     .ok_or(PipelineError::InvalidKey)?;
                 let key = Arc::new(key);
-                self.inner.keys.put(secret, key.clone());
+                self.inner.keys.put(hash, key.clone());
                 key
             }
         };
@@ -92,6 +108,27 @@ impl Gateway {
             return Err(PipelineError::ExpiredKey);
         }
         Ok(Caller { key })
+    }
+
+    /// Drops what a key change made stale from the key cache: the next request with that key
+    /// reads it from the store again.
+    pub fn key_changed(&self, change: KeyChange) {
+        self.inner.keys.forget(change);
+    }
+
+    /// Applies the store's key changes to the cache as they come, until `stop` (or the store
+    /// is gone).
+    pub async fn follow_key_changes(&self, mut changes: KeyChanges, stop: CancellationToken) {
+        loop {
+            tokio::select! {
+                biased;
+                () = stop.cancelled() => return,
+                change = changes.next() => match change {
+                    Some(change) => self.key_changed(change),
+                    None => return,
+                },
+            }
+        }
     }
 
     /// The aliases a caller may use, sorted.

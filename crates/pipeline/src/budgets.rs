@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 
 use sluice_policy::budget::{BudgetNode, validate_allocations};
 use sluice_policy::{Limit, PolicyError, Scope};
-use sluice_store::{BudgetRow, Store, StoreError, UsageQuery, UsageRow};
+use sluice_store::{BudgetRow, BudgetStore, StoreError, UsageQuery, UsageRow};
 use sluice_types::{Classify, ErrorKind, Origin};
 
 use crate::PipelineError;
@@ -60,7 +60,10 @@ impl Classify for BudgetError {
 
 /// Checks `row` (its text, its soft limit, its parent) and that every parent's children still
 /// fit in it once the row is in, then stores it. Returns the row as stored.
-pub async fn set_budget(store: &Store, mut row: BudgetRow) -> Result<BudgetRow, BudgetError> {
+pub async fn set_budget(
+    store: &dyn BudgetStore,
+    mut row: BudgetRow,
+) -> Result<BudgetRow, BudgetError> {
     let (limit, _) = parse_budget_row(&row)?;
     row.scope = limit.scope.to_text();
     row.metric = limit.metric.as_str().to_owned();
@@ -97,7 +100,7 @@ pub async fn set_budget(store: &Store, mut row: BudgetRow) -> Result<BudgetRow, 
 /// model). The scope, metric and period are read as `set_budget` reads them, so
 /// `organisation:acme` finds the row stored as `org:acme`. Returns how many rows went.
 pub async fn delete_budgets(
-    store: &Store,
+    store: &dyn BudgetStore,
     scope: &str,
     metric_and_period: Option<(&str, &str)>,
 ) -> Result<u64, BudgetError> {
@@ -173,7 +176,7 @@ impl crate::Gateway {
     /// [`set_budget`] on this gateway's store, then its limits are reread so the row is in
     /// force for the next request.
     pub async fn put_budget(&self, row: BudgetRow) -> Result<BudgetRow, BudgetError> {
-        let stored = set_budget(&self.inner.store, row).await?;
+        let stored = set_budget(&*self.inner.store.budgets, row).await?;
         self.reload_after_change().await?;
         Ok(stored)
     }
@@ -184,7 +187,7 @@ impl crate::Gateway {
         scope: &str,
         metric_and_period: Option<(&str, &str)>,
     ) -> Result<u64, BudgetError> {
-        let removed = delete_budgets(&self.inner.store, scope, metric_and_period).await?;
+        let removed = delete_budgets(&*self.inner.store.budgets, scope, metric_and_period).await?;
         self.reload_after_change().await?;
         Ok(removed)
     }
@@ -200,14 +203,14 @@ impl crate::Gateway {
         Ok(())
     }
 
-    /// The usage report of this gateway's records (see [`Store::usage_report`]).
+    /// The usage report of this gateway's records (see [`sluice_store::UsageReports`]).
     pub async fn usage_report(&self, query: &UsageQuery) -> Result<Vec<UsageRow>, StoreError> {
-        self.inner.store.usage_report(query).await
+        self.inner.store.usage.usage_report(query).await
     }
 
     /// Every budget row with its current usage, read from this gateway's counters.
     pub async fn budget_status(&self) -> Result<Vec<BudgetStatus>, BudgetError> {
-        let rows = self.inner.store.budgets().await?;
+        let rows = self.inner.store.budgets.budgets().await?;
         let mut statuses = Vec::with_capacity(rows.len());
         for row in rows {
             let used = match parse_budget_row(&row) {
@@ -249,23 +252,24 @@ mod tests {
 
     #[tokio::test]
     async fn allocations_must_fit_their_parent() {
-        let store = Store::open_in_memory().await.unwrap();
-        set_budget(&store, row("org:acme", "usd", "month", 1_000, None))
+        let stores = sluice_store::Stores::memory();
+        let store = &*stores.budgets;
+        set_budget(store, row("org:acme", "usd", "month", 1_000, None))
             .await
             .unwrap();
-        set_budget(&store, row("team:a", "usd", "month", 600, Some("org:acme")))
+        set_budget(store, row("team:a", "usd", "month", 600, Some("org:acme")))
             .await
             .unwrap();
-        let over = set_budget(&store, row("team:b", "usd", "month", 500, Some("org:acme")))
+        let over = set_budget(store, row("team:b", "usd", "month", 500, Some("org:acme")))
             .await
             .unwrap_err()
             .to_string();
         assert!(over.contains("allocates $0.0011 to its children"), "{over}");
         // Lowering a child to make room is accepted, as is the other child then.
-        set_budget(&store, row("team:a", "usd", "month", 500, Some("org:acme")))
+        set_budget(store, row("team:a", "usd", "month", 500, Some("org:acme")))
             .await
             .unwrap();
-        set_budget(&store, row("team:b", "usd", "month", 500, Some("org:acme")))
+        set_budget(store, row("team:b", "usd", "month", 500, Some("org:acme")))
             .await
             .unwrap();
         assert_eq!(store.budgets().await.unwrap().len(), 3);
@@ -273,37 +277,39 @@ mod tests {
 
     #[tokio::test]
     async fn limits_are_deleted_by_their_text_as_a_person_writes_it() {
-        let store = Store::open_in_memory().await.unwrap();
-        set_budget(&store, row("org:acme", "usd", "month", 1_000, None))
+        let stores = sluice_store::Stores::memory();
+        let store = &*stores.budgets;
+        set_budget(store, row("org:acme", "usd", "month", 1_000, None))
             .await
             .unwrap();
-        set_budget(&store, row("org:acme", "requests", "60s", 10, None))
+        set_budget(store, row("org:acme", "requests", "60s", 10, None))
             .await
             .unwrap();
-        set_budget(&store, row("team:a", "usd", "month", 5, None))
+        set_budget(store, row("team:a", "usd", "month", 5, None))
             .await
             .unwrap();
-        let one = delete_budgets(&store, "Organisation:acme", Some(("requests", "minute")))
+        let one = delete_budgets(store, "Organisation:acme", Some(("requests", "minute")))
             .await
             .unwrap();
         assert_eq!(one, 1, "`minute` is the row stored as `1m`");
         assert_eq!(
-            delete_budgets(&store, "org:acme", None).await.unwrap(),
+            delete_budgets(store, "org:acme", None).await.unwrap(),
             1,
             "the rest of the scope"
         );
-        assert_eq!(delete_budgets(&store, "org:acme", None).await.unwrap(), 0);
-        let bad = delete_budgets(&store, "team:a", Some(("usd", "fortnight"))).await;
+        assert_eq!(delete_budgets(store, "org:acme", None).await.unwrap(), 0);
+        let bad = delete_budgets(store, "team:a", Some(("usd", "fortnight"))).await;
         assert!(matches!(bad, Err(BudgetError::Invalid(_))));
-        let bad = delete_budgets(&store, "galaxy:a", None).await;
+        let bad = delete_budgets(store, "galaxy:a", None).await;
         assert!(matches!(bad, Err(BudgetError::Invalid(_))));
         assert_eq!(store.budgets().await.unwrap().len(), 1);
     }
 
     #[tokio::test]
     async fn rows_are_stored_in_their_canonical_text() {
-        let store = Store::open_in_memory().await.unwrap();
-        let stored = set_budget(&store, row("Organisation:acme", "USD", "3600s", 5, None))
+        let stores = sluice_store::Stores::memory();
+        let store = &*stores.budgets;
+        let stored = set_budget(store, row("Organisation:acme", "USD", "3600s", 5, None))
             .await
             .unwrap();
         assert_eq!(
@@ -314,11 +320,11 @@ mod tests {
             ),
             ("org:acme", "usd", "1h")
         );
-        let bad = set_budget(&store, row("team:a", "usd", "fortnight", 5, None)).await;
+        let bad = set_budget(store, row("team:a", "usd", "fortnight", 5, None)).await;
         assert!(matches!(bad, Err(BudgetError::Invalid(_))));
-        let wildcard = set_budget(&store, row("user:*", "usd", "day", 5, Some("team:a"))).await;
+        let wildcard = set_budget(store, row("user:*", "usd", "day", 5, Some("team:a"))).await;
         assert!(matches!(wildcard, Err(BudgetError::WildcardInHierarchy)));
-        let alias = set_budget(&store, row("alias:m", "requests", "60s", 5, Some("team:a"))).await;
+        let alias = set_budget(store, row("alias:m", "requests", "60s", 5, Some("team:a"))).await;
         assert!(matches!(alias, Err(BudgetError::ParentOutsideHierarchy(_))));
     }
 }

@@ -25,7 +25,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use sluice_providers::{ProviderError, Upstream};
 use sluice_routing::{Router, RoutingError};
-use sluice_store::{RecordSender, Store, StoreError};
+use sluice_store::{RecordSender, StoreError, Stores};
 use sluice_types::{Classify, Condition, ErrorKind, Origin};
 
 pub mod admission;
@@ -219,7 +219,7 @@ struct Inner {
     /// The configuration in force; [`Gateway::current`] loads it.
     live: ArcSwap<Snapshot>,
     reloads: snapshot::Reloads,
-    store: Store,
+    store: Stores,
     records: RecordSender,
     keys: auth::KeyCache,
     drills: Drills,
@@ -242,7 +242,7 @@ impl Gateway {
     pub fn new(
         router: Router,
         upstream: Upstream,
-        store: Store,
+        store: Stores,
         records: RecordSender,
         tracer: sluice_telemetry::Tracer,
         policy: PolicyEngine,

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use sluice_providers::{Deployment, ProviderKind};
 use sluice_routing::{BreakerPolicy, CapacityPolicy, DeploymentHealth};
-use sluice_store::{RecordQueue, Store};
+use sluice_store::{RecordQueue, Stores};
 use sluice_types::Dialect;
 use sluice_types::record::{Endpoint, RequestRecord};
 
@@ -45,7 +45,7 @@ pub(crate) fn health(name: &str) -> Arc<DeploymentHealth> {
 
 /// Where an exchange's record goes, to be read back.
 pub(crate) struct Records {
-    store: Store,
+    store: Stores,
     queue: RecordQueue,
 }
 
@@ -53,7 +53,7 @@ impl Records {
     /// Every record submitted, oldest first (the clock must be running again).
     pub(crate) async fn read(self) -> Vec<RequestRecord> {
         self.queue.shutdown().await;
-        let mut records = self.store.latest_records(100).await.unwrap();
+        let mut records = self.store.queries.latest_records(100).await.unwrap();
         records.reverse();
         records
     }
@@ -61,8 +61,8 @@ impl Records {
 
 /// A new chat exchange, its record bound for an in-memory store.
 pub(crate) async fn exchange() -> (Exchange, Records) {
-    let store = Store::open_in_memory().await.unwrap();
-    let queue = RecordQueue::start(store.clone(), 16);
+    let store = Stores::memory();
+    let queue = RecordQueue::start(store.records.clone(), 16);
     let policy = PolicyEngine::new(PolicyParts {
         counters: Arc::new(sluice_policy::MemoryCounters::new()),
         on_counter_error: sluice_policy::OnCounterError::Closed,

@@ -1,24 +1,14 @@
 //! Virtual keys: `sk-sluice-` followed by 40 random hex digits (160 bits).
 //!
-//! Only the SHA-256 of a key is stored. A slow password hash (argon2) would add tens of
-//! milliseconds to every request for no gain: the keys are random with 160 bits of entropy, so
-//! a leaked hash cannot be brute-forced.
+//! Only the SHA-256 of a key is stored, and a running gateway caches keys by that hash, never
+//! by the secret. A slow password hash (argon2) would add tens of milliseconds to every
+//! request for no gain: the keys are random with 160 bits of entropy, so a leaked hash cannot
+//! be brute-forced. Every backend stores what this module makes ([`KeyInfo::issue`]).
 
 use rand::RngCore;
 use sha2::{Digest, Sha256};
-use sqlx::Row;
 
 use sluice_types::TenantId;
-
-use crate::{Store, StoreError, now_ms};
-
-/// The columns `key_from_row` reads, as a macro so queries stay `&'static str`.
-macro_rules! key_columns {
-    () => {
-        "id, prefix, name, tenant, organisation, team, project, user, roles, aliases,
-         created_at, expires_at, revoked_at, log_bodies"
-    };
-}
 
 pub const KEY_PREFIX: &str = "sk-sluice-";
 
@@ -75,6 +65,37 @@ impl KeyInfo {
     pub fn has_role(&self, role: &str) -> bool {
         self.roles.iter().any(|r| r == role)
     }
+
+    /// A new key: a fresh secret, its id and prefix, created now. What a backend stores is
+    /// the returned key's info and hash.
+    pub(crate) fn issue(new: NewKey) -> (CreatedKey, KeyHash) {
+        let mut random = [0u8; 20];
+        rand::rng().fill_bytes(&mut random);
+        let secret = format!("{KEY_PREFIX}{}", hex::encode(random));
+        let uuid = uuid::Uuid::now_v7().simple().to_string();
+        let info = KeyInfo {
+            // The uuid's random tail: ids stay short and distinct.
+            id: format!("key_{}", uuid.get(20..).unwrap_or(&uuid)),
+            prefix: secret
+                .get(..KEY_PREFIX.len() + 6)
+                .unwrap_or(&secret)
+                .to_owned(),
+            tenant: tenant_of(new.tenant.as_deref(), new.organisation.as_deref()),
+            name: new.name,
+            organisation: new.organisation,
+            team: new.team,
+            project: new.project,
+            user: new.user,
+            roles: new.roles,
+            aliases: new.aliases,
+            created_at: crate::now_ms(),
+            expires_at: new.expires_at,
+            revoked_at: None,
+            log_bodies: new.log_bodies,
+        };
+        let hash = KeyHash::of(&secret);
+        (CreatedKey { info, secret }, hash)
+    }
 }
 
 /// A freshly created key. `secret` is shown once and never stored.
@@ -84,148 +105,94 @@ pub struct CreatedKey {
     pub secret: String,
 }
 
+/// The SHA-256 of a key's secret: what is stored, looked up and cached. `Copy` and without a
+/// heap allocation, so the request path can hash every presented key.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct KeyHash([u8; 32]);
+
+impl KeyHash {
+    pub fn of(secret: &str) -> KeyHash {
+        KeyHash(Sha256::digest(secret.as_bytes()).into())
+    }
+
+    /// The stored form: 64 lowercase hex digits.
+    pub fn to_hex(&self) -> String {
+        hex::encode(self.0)
+    }
+
+    /// Reads the stored form back; `None` unless it is 64 hex digits.
+    pub fn from_hex(text: &str) -> Option<KeyHash> {
+        let mut bytes = [0u8; 32];
+        hex::decode_to_slice(text, &mut bytes).ok()?;
+        Some(KeyHash(bytes))
+    }
+}
+
+/// Shows the start of the hash only: enough to tell two apart in a log.
+impl std::fmt::Debug for KeyHash {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "KeyHash({}…)", hex::encode(&self.0[..4]))
+    }
+}
+
+/// What a store announces about its keys, to whoever caches them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyChange {
+    /// The key with this hash changed (it was revoked): a cached copy is stale.
+    Changed(KeyHash),
+    /// Announcements may have been lost (a dropped connection, a listener that fell behind):
+    /// any cached key may be stale.
+    Missed,
+}
+
+/// A store's announcements of key changes, made by any process that shares the store
+/// ([`crate::KeyStore::key_changes`]).
+#[derive(Debug)]
+pub struct KeyChanges {
+    source: ChangeSource,
+}
+
+#[derive(Debug)]
+enum ChangeSource {
+    Memory(tokio::sync::broadcast::Receiver<KeyHash>),
+    Postgres(Box<crate::postgres::KeyListener>),
+}
+
+impl KeyChanges {
+    pub(crate) fn memory(changes: tokio::sync::broadcast::Receiver<KeyHash>) -> KeyChanges {
+        KeyChanges {
+            source: ChangeSource::Memory(changes),
+        }
+    }
+
+    pub(crate) fn postgres(listener: crate::postgres::KeyListener) -> KeyChanges {
+        KeyChanges {
+            source: ChangeSource::Postgres(Box::new(listener)),
+        }
+    }
+
+    /// The next change; `None` once the store is gone. Cancel-safe: a change is not lost when
+    /// the future is dropped before it completes (it is read by the next call).
+    pub async fn next(&mut self) -> Option<KeyChange> {
+        use tokio::sync::broadcast::error::RecvError;
+        match &mut self.source {
+            ChangeSource::Memory(changes) => match changes.recv().await {
+                Ok(hash) => Some(KeyChange::Changed(hash)),
+                Err(RecvError::Lagged(_)) => Some(KeyChange::Missed),
+                Err(RecvError::Closed) => None,
+            },
+            ChangeSource::Postgres(listener) => Some(listener.next().await),
+        }
+    }
+}
+
 /// The stored form of a key secret.
 pub fn hash_secret(secret: &str) -> String {
-    hex::encode(Sha256::digest(secret.as_bytes()))
-}
-
-impl Store {
-    pub async fn create_key(&self, new: NewKey) -> Result<CreatedKey, StoreError> {
-        let mut random = [0u8; 20];
-        rand::rng().fill_bytes(&mut random);
-        let secret = format!("{KEY_PREFIX}{}", hex::encode(random));
-        let id = format!("key_{}", &uuid::Uuid::now_v7().simple().to_string()[20..]);
-        let info = KeyInfo {
-            id,
-            prefix: secret[..KEY_PREFIX.len() + 6].to_owned(),
-            tenant: tenant_of(new.tenant.as_deref(), new.organisation.as_deref()),
-            name: new.name,
-            organisation: new.organisation,
-            team: new.team,
-            project: new.project,
-            user: new.user,
-            roles: new.roles,
-            aliases: new.aliases,
-            created_at: now_ms(),
-            expires_at: new.expires_at,
-            revoked_at: None,
-            log_bodies: new.log_bodies,
-        };
-        sqlx::query(
-            "INSERT INTO keys (id, hash, prefix, name, tenant, organisation, team, project, user,
-                roles, aliases, created_at, expires_at, log_bodies)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(&info.id)
-        .bind(hash_secret(&secret))
-        .bind(&info.prefix)
-        .bind(&info.name)
-        .bind(new.tenant.as_deref())
-        .bind(&info.organisation)
-        .bind(&info.team)
-        .bind(&info.project)
-        .bind(&info.user)
-        .bind(aliases_to_text(&info.roles))
-        .bind(aliases_to_text(&info.aliases))
-        .bind(info.created_at)
-        .bind(info.expires_at)
-        .bind(info.log_bodies)
-        .execute(self.pool())
-        .await?;
-        Ok(CreatedKey { info, secret })
-    }
-
-    /// Every key, newest first, revoked ones included.
-    pub async fn list_keys(&self) -> Result<Vec<KeyInfo>, StoreError> {
-        let rows = sqlx::query(concat!(
-            "SELECT ",
-            key_columns!(),
-            " FROM keys ORDER BY created_at DESC, id DESC"
-        ))
-        .fetch_all(self.pool())
-        .await?;
-        rows.iter().map(key_from_row).collect()
-    }
-
-    /// Looks a presented secret up by its hash. Revoked and expired keys are returned too;
-    /// the caller decides what they mean.
-    pub async fn find_key(&self, secret: &str) -> Result<Option<KeyInfo>, StoreError> {
-        let row = sqlx::query(concat!(
-            "SELECT ",
-            key_columns!(),
-            " FROM keys WHERE hash = ?"
-        ))
-        .bind(hash_secret(secret))
-        .fetch_optional(self.pool())
-        .await?;
-        row.as_ref().map(key_from_row).transpose()
-    }
-
-    /// Revokes the key whose id is `id_or_prefix` or starts with it (it must match one key).
-    pub async fn revoke_key(&self, id_or_prefix: &str) -> Result<KeyInfo, StoreError> {
-        let pattern = format!("{}%", id_or_prefix.replace(['%', '_'], ""));
-        let rows = sqlx::query(concat!(
-            "SELECT ",
-            key_columns!(),
-            " FROM keys WHERE id = ? OR id LIKE ?"
-        ))
-        .bind(id_or_prefix)
-        .bind(&pattern)
-        .fetch_all(self.pool())
-        .await?;
-        let mut info = match rows.as_slice() {
-            [] => return Err(StoreError::KeyNotFound(id_or_prefix.to_owned())),
-            [row] => key_from_row(row)?,
-            many => match many
-                .iter()
-                .map(key_from_row)
-                .find(|k| matches!(k, Ok(k) if k.id == id_or_prefix))
-            {
-                Some(exact) => exact?,
-                None => return Err(StoreError::KeyAmbiguous(id_or_prefix.to_owned())),
-            },
-        };
-        if info.revoked_at.is_none() {
-            let at = now_ms();
-            sqlx::query("UPDATE keys SET revoked_at = ? WHERE id = ?")
-                .bind(at)
-                .bind(&info.id)
-                .execute(self.pool())
-                .await?;
-            info.revoked_at = Some(at);
-        }
-        Ok(info)
-    }
-}
-
-fn key_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<KeyInfo, StoreError> {
-    let list = |column: &str| -> Result<Vec<String>, StoreError> {
-        let text: String = row.try_get(column)?;
-        serde_json::from_str(&text)
-            .map_err(|e| StoreError::Corrupt(format!("{column} of a key: {e}")))
-    };
-    let tenant: Option<String> = row.try_get("tenant")?;
-    let organisation: Option<String> = row.try_get("organisation")?;
-    Ok(KeyInfo {
-        id: row.try_get("id")?,
-        prefix: row.try_get("prefix")?,
-        name: row.try_get("name")?,
-        tenant: tenant_of(tenant.as_deref(), organisation.as_deref()),
-        organisation,
-        team: row.try_get("team")?,
-        project: row.try_get("project")?,
-        user: row.try_get("user")?,
-        roles: list("roles")?,
-        aliases: list("aliases")?,
-        created_at: row.try_get("created_at")?,
-        expires_at: row.try_get("expires_at")?,
-        revoked_at: row.try_get("revoked_at")?,
-        log_bodies: row.try_get("log_bodies")?,
-    })
+    KeyHash::of(secret).to_hex()
 }
 
 /// A key's tenant: the one it names, else its organisation, else the default tenant.
-fn tenant_of(named: Option<&str>, organisation: Option<&str>) -> TenantId {
+pub(crate) fn tenant_of(named: Option<&str>, organisation: Option<&str>) -> TenantId {
     TenantId(
         named
             .or(organisation)
@@ -234,79 +201,50 @@ fn tenant_of(named: Option<&str>, organisation: Option<&str>) -> TenantId {
     )
 }
 
-fn aliases_to_text(aliases: &[String]) -> String {
-    serde_json::Value::from(aliases.to_vec()).to_string()
+/// Which keys `id_or_prefix` names: the one with exactly that id, else the only one whose id
+/// starts with it. `candidates` are the keys whose id starts with it.
+pub(crate) fn pick_key(
+    id_or_prefix: &str,
+    candidates: Vec<KeyInfo>,
+) -> Result<KeyInfo, crate::StoreError> {
+    let mut candidates = candidates;
+    if let Some(exact) = candidates.iter().position(|k| k.id == id_or_prefix) {
+        return Ok(candidates.swap_remove(exact));
+    }
+    match candidates.len() {
+        0 => Err(crate::StoreError::KeyNotFound(id_or_prefix.to_owned())),
+        1 => Ok(candidates.swap_remove(0)),
+        _ => Err(crate::StoreError::KeyAmbiguous(id_or_prefix.to_owned())),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn created_key_is_found_by_secret_and_stored_hashed() {
-        let store = Store::open_in_memory().await.unwrap();
-        let created = store
-            .create_key(NewKey {
-                name: "ci".into(),
-                tenant: None,
-                organisation: Some("acme".into()),
-                team: Some("search".into()),
-                project: Some("ranking".into()),
-                user: Some("ana".into()),
-                roles: vec!["operator".into()],
-                aliases: vec!["fast".into()],
-                expires_at: None,
-                log_bodies: true,
-            })
-            .await
-            .unwrap();
-        assert!(created.secret.starts_with("sk-sluice-"));
-        assert_eq!(created.secret.len(), KEY_PREFIX.len() + 40);
-
-        let found = store.find_key(&created.secret).await.unwrap().unwrap();
-        assert_eq!(found, created.info);
-        assert!(found.allows("fast") && !found.allows("slow"));
-        assert!(found.has_role("operator") && !found.has_role("user"));
-        assert_eq!(found.project.as_deref(), Some("ranking"));
-        assert!(store.find_key("sk-sluice-0000").await.unwrap().is_none());
-
-        let stored: String = sqlx::query_scalar("SELECT hash FROM keys")
-            .fetch_one(store.pool())
-            .await
-            .unwrap();
-        assert_eq!(stored, hash_secret(&created.secret));
-        assert!(!stored.contains(&created.secret[KEY_PREFIX.len()..]));
+    #[test]
+    fn a_hash_reads_back_from_its_stored_form_and_hides_the_secret() {
+        let secret = "sk-sluice-0123456789abcdef0123456789abcdef01234567";
+        let hash = KeyHash::of(secret);
+        assert_eq!(KeyHash::from_hex(&hash.to_hex()), Some(hash));
+        assert_eq!(hash.to_hex(), hash_secret(secret));
+        assert_eq!(hash.to_hex().len(), 64);
+        assert!(!format!("{hash:?}").contains(&hash.to_hex()));
+        assert_eq!(KeyHash::from_hex("zz"), None);
     }
 
-    #[tokio::test]
-    async fn revoke_by_id_prefix_marks_the_key() {
-        let store = Store::open_in_memory().await.unwrap();
-        let a = store
-            .create_key(NewKey {
-                name: "a".into(),
-                ..Default::default()
-            })
-            .await
-            .unwrap();
-        let revoked = store.revoke_key(&a.info.id).await.unwrap();
-        assert!(revoked.revoked_at.is_some());
-        let found = store.find_key(&a.secret).await.unwrap().unwrap();
-        assert_eq!(found.revoked_at, revoked.revoked_at);
-        assert!(matches!(
-            store.revoke_key("key_nope").await,
-            Err(StoreError::KeyNotFound(_))
-        ));
-        let _b = store
-            .create_key(NewKey {
-                name: "b".into(),
-                ..Default::default()
-            })
-            .await
-            .unwrap();
-        assert!(matches!(
-            store.revoke_key("key_").await,
-            Err(StoreError::KeyAmbiguous(_))
-        ));
-        assert_eq!(store.list_keys().await.unwrap().len(), 2);
+    #[test]
+    fn an_issued_key_has_the_documented_shape() {
+        let (created, hash) = KeyInfo::issue(NewKey {
+            name: "ci".into(),
+            organisation: Some("acme".into()),
+            ..Default::default()
+        });
+        assert!(created.secret.starts_with(KEY_PREFIX));
+        assert_eq!(created.secret.len(), KEY_PREFIX.len() + 40);
+        assert!(created.secret.starts_with(&created.info.prefix));
+        assert!(created.info.id.starts_with("key_"));
+        assert_eq!(created.info.tenant, TenantId("acme".into()));
+        assert_eq!(hash, KeyHash::of(&created.secret));
     }
 }

@@ -1,32 +1,42 @@
-//! Sluice storage: virtual keys, budgets and request records, in an embedded SQLite database.
+//! Sluice storage: virtual keys, budgets and request records, behind one trait per capability
+//! ([`capabilities`]), in one of three backends bundled as [`Stores`]:
 //!
-//! - [`Store`] opens (and migrates) the database and owns the connection pool.
-//! - [`keys`]: virtual keys, stored as SHA-256 hashes; the plaintext is shown once at creation.
-//! - [`budgets`]: budget and rate-limit rows as text, which `sluice-policy` parses.
-//! - [`records`]: one [`RequestRecord`] per request, written off the request path by a
-//!   [`RecordQueue`] that sheds (and counts) rather than grows, and drains on shutdown;
-//!   deleted once past their retention by [`RecordRetention`].
-//! - [`query`]: reading records back: filtered listings, following new ones, lookup by id prefix.
-//! - [`usage`]: records summed per group (team, key, model, feature...) for usage reports.
+//! - memory: for tests; nothing survives the process.
+//! - SQLite (`[store] path`): the embedded default, a file that needs nothing else.
+//! - Postgres (`[store] url`): shared by several replicas; request records partitioned by day.
 //!
-//! Store code never sees HTTP types. Schema changes go into `MIGRATIONS` as new entries.
+//! The types every backend shares are here: [`keys`] (keys stored as SHA-256 hashes; the
+//! plaintext is shown once at creation), [`budgets`] (rows as text, which `sluice-policy`
+//! parses), [`records`] (the [`RecordQueue`] that writes records off the request path, and
+//! [`RecordRetention`]), [`query`] (filters and cursors for reading records back), [`usage`]
+//! (usage reports) and [`charged`] (what budget counters are rebuilt from). Each backend's
+//! schema changes are files under `migrations/<backend>/`, applied in order at open and by
+//! `sluice migrate`. Store code never sees HTTP types.
 
-use std::path::Path;
-use std::str::FromStr;
-
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Connection, SqliteConnection, SqlitePool};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 pub mod budgets;
+pub mod capabilities;
 pub mod charged;
 pub mod keys;
+mod memory;
+mod postgres;
 pub mod query;
 pub mod records;
+mod sqlite;
 pub mod usage;
 
+#[cfg(test)]
+mod conformance;
+
 pub use budgets::BudgetRow;
+pub use capabilities::{
+    BudgetStore, ChargeHistory, KeyStore, RecordPruning, RecordQueries, RecordSink, StoreFuture,
+    UsageReports,
+};
 pub use charged::ChargedUsage;
-pub use keys::{CreatedKey, KeyInfo, NewKey};
+pub use keys::{CreatedKey, KeyChange, KeyChanges, KeyHash, KeyInfo, NewKey};
 pub use query::{RecordCursor, RecordFilter, RecordMatch, RecordPage, StatusFilter};
 pub use records::{
     AttemptRecord, Bodies, RecordQueue, RecordRetention, RecordSender, RequestRecord,
@@ -42,6 +52,12 @@ pub enum StoreError {
     },
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
+    #[error("`{0}` is not a Postgres URL (postgres://user@host:port/database)")]
+    BadUrl(String),
+    #[error(
+        "the store's schema is at version {found}, newer than this build's {known}: upgrade sluice"
+    )]
+    SchemaTooNew { found: i64, known: usize },
     #[error("no key matches `{0}`")]
     KeyNotFound(String),
     #[error("`{0}` matches more than one key; give more of its id")]
@@ -59,216 +75,168 @@ impl sluice_types::Classify for StoreError {
     }
 }
 
-/// Each entry moves the schema one version forward; `PRAGMA user_version` says how far a
-/// database has come. Never edit an entry that has shipped: add one.
-const MIGRATIONS: &[&str] = &[
-    "CREATE TABLE keys (
-        id TEXT PRIMARY KEY,
-        hash TEXT NOT NULL UNIQUE,
-        prefix TEXT NOT NULL,
-        name TEXT NOT NULL,
-        team TEXT,
-        user TEXT,
-        aliases TEXT NOT NULL,
-        created_at INTEGER NOT NULL,
-        expires_at INTEGER,
-        revoked_at INTEGER
-    );
-    CREATE TABLE requests (
-        id TEXT PRIMARY KEY,
-        started_at INTEGER NOT NULL,
-        endpoint TEXT NOT NULL,
-        dialect TEXT NOT NULL,
-        key_id TEXT,
-        team TEXT,
-        user TEXT,
-        alias TEXT,
-        served_model TEXT,
-        provider TEXT,
-        deployment TEXT,
-        stream INTEGER NOT NULL,
-        status INTEGER NOT NULL,
-        error_code TEXT,
-        input_tokens INTEGER,
-        output_tokens INTEGER,
-        cached_tokens INTEGER,
-        usage_estimated INTEGER NOT NULL DEFAULT 0,
-        ttft_us INTEGER,
-        latency_us INTEGER NOT NULL,
-        attempts TEXT NOT NULL
-    );
-    -- No secondary index: every index is written on behalf of the request path, and the
-    -- latest records are found by rowid (insertion order). Reports add the ones they need.
-    ",
-    "ALTER TABLE requests ADD COLUMN drill_of TEXT;
-    ALTER TABLE requests ADD COLUMN schema_valid INTEGER;
-    ",
-    "ALTER TABLE requests ADD COLUMN trace_id TEXT;
-    ALTER TABLE requests ADD COLUMN span_id TEXT;
-    ALTER TABLE requests ADD COLUMN parent_span_id TEXT;
-    ",
-    "ALTER TABLE keys ADD COLUMN log_bodies INTEGER NOT NULL DEFAULT 0;
-    -- Bodies are kept only where asked for (a route's `log_bodies`, a key's), apart from the
-    -- records so that listing records never reads them.
-    CREATE TABLE bodies (
-        request_id TEXT PRIMARY KEY,
-        request TEXT,
-        response TEXT,
-        truncated INTEGER NOT NULL
-    );
-    ",
-    "ALTER TABLE keys ADD COLUMN organisation TEXT;
-    ALTER TABLE keys ADD COLUMN project TEXT;
-    ALTER TABLE keys ADD COLUMN roles TEXT NOT NULL DEFAULT '[]';
-    ALTER TABLE requests ADD COLUMN organisation TEXT;
-    ALTER TABLE requests ADD COLUMN project TEXT;
-    ALTER TABLE requests ADD COLUMN feature TEXT;
-    ALTER TABLE requests ADD COLUMN cost_micros INTEGER;
-    ALTER TABLE requests ADD COLUMN energy_uwh INTEGER;
-    ALTER TABLE requests ADD COLUMN carbon_ug INTEGER;
-    ALTER TABLE requests ADD COLUMN degraded_from TEXT;
-    -- Budgets and rate limits: one row per limit. `scope` is LEVEL:ID (`team:search`; the id
-    -- `*` on `key:` and `user:` gives each key or end user a limit of its own), `period` is
-    -- `day`, `week`, `month` or a rolling length (`60s`), `model` is '' for every model,
-    -- `parent` the scope whose allocation this one comes out of.
-    CREATE TABLE budgets (
-        scope TEXT NOT NULL,
-        metric TEXT NOT NULL,
-        period TEXT NOT NULL,
-        model TEXT NOT NULL DEFAULT '',
-        amount INTEGER NOT NULL,
-        soft_amount INTEGER,
-        parent TEXT,
-        updated_at INTEGER NOT NULL,
-        PRIMARY KEY (scope, metric, period, model)
-    );
-    ",
-    // The tenant that owns a key's data (NULL: the key's organisation, else `default`), and
-    // the tenant of each request.
-    "ALTER TABLE keys ADD COLUMN tenant TEXT;
-    ALTER TABLE requests ADD COLUMN tenant TEXT;
-    ",
-    // What the route's policies found and did (JSON list of decisions; NULL when none).
-    "ALTER TABLE requests ADD COLUMN policy TEXT;
-    ",
-];
-
-/// The embedded SQLite store.
-#[derive(Clone, Debug)]
-pub struct Store {
-    pool: SqlitePool,
-    /// One connection kept for the request-record writer: a connection that only this writer
-    /// uses keeps its page cache valid between batches (SQLite drops a connection's cache when
-    /// another connection has written).
-    records: SqlitePool,
+/// Where the store is: what `[store]` in the configuration names.
+#[derive(Clone)]
+pub enum StoreLocation {
+    /// The embedded SQLite database in this file.
+    Sqlite(PathBuf),
+    /// A Postgres database (`postgres://user:password@host:port/database?sslmode=...`).
+    Postgres(String),
 }
 
-impl Store {
-    /// Opens the database file (creating it and its folder if needed) and migrates it.
-    pub async fn open(path: &Path) -> Result<Store, StoreError> {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
-                path: dir.display().to_string(),
-                source,
-            })?;
-        }
-        let options = SqliteConnectOptions::new()
-            .filename(path)
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
-            .busy_timeout(std::time::Duration::from_secs(5));
-        // One connection alone first: it switches a new file to WAL (an exclusive lock that
-        // several first connections would fight over, failing at once with "database is
-        // locked") and migrates; the pools then find both done.
-        let mut first = connect_first(&options).await?;
-        migrate(&mut first).await?;
-        first.close().await?;
-        Ok(Store {
-            pool: pool(options.clone(), 4).await?,
-            records: pool(options, 1).await?,
-        })
-    }
-
-    /// A private in-memory database, for tests.
-    pub async fn open_in_memory() -> Result<Store, StoreError> {
-        let options = SqliteConnectOptions::from_str("sqlite::memory:")?;
-        // One connection: every connection to `:memory:` is a separate database.
-        let pool = pool(options, 1).await?;
-        migrate(&mut *pool.acquire().await?).await?;
-        Ok(Store {
-            records: pool.clone(),
-            pool,
-        })
-    }
-
-    pub(crate) fn pool(&self) -> &SqlitePool {
-        &self.pool
-    }
-
-    pub(crate) fn records_pool(&self) -> &SqlitePool {
-        &self.records
-    }
-
-    /// Closes the pools, waiting for connections to be returned.
-    pub async fn close(&self) {
-        self.records.close().await;
-        self.pool.close().await;
-    }
-}
-
-/// Opens a connection to a file another process may be creating at the same moment: the switch
-/// to WAL does not wait on the busy timeout, so "database is locked" is retried briefly.
-async fn connect_first(options: &SqliteConnectOptions) -> Result<SqliteConnection, StoreError> {
-    const ATTEMPTS: u32 = 50;
-    let mut attempt = 1;
-    loop {
-        match SqliteConnection::connect_with(options).await {
-            Err(sqlx::Error::Database(e))
-                if e.code().as_deref() == Some("5") && attempt < ATTEMPTS =>
-            {
-                attempt += 1;
-                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+/// The URL's password, if any, is never shown.
+impl std::fmt::Debug for StoreLocation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StoreLocation::Sqlite(path) => f.debug_tuple("Sqlite").field(path).finish(),
+            StoreLocation::Postgres(url) => {
+                f.debug_tuple("Postgres").field(&redact_url(url)).finish()
             }
-            other => return Ok(other?),
         }
     }
 }
 
-/// A pool that keeps its connections (opening SQLite connections is cheap but not free). A
-/// connection is not pinged before each use: an embedded database's connection does not drop,
-/// and the ping is a round trip to the connection's thread (a thread woken) per use.
-async fn pool(options: SqliteConnectOptions, connections: u32) -> Result<SqlitePool, StoreError> {
-    Ok(SqlitePoolOptions::new()
-        .max_connections(connections)
-        .test_before_acquire(false)
-        .min_connections(1)
-        .idle_timeout(None)
-        .max_lifetime(None)
-        .connect_with(options)
-        .await?)
+impl std::fmt::Display for StoreLocation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StoreLocation::Sqlite(path) => write!(f, "{}", path.display()),
+            StoreLocation::Postgres(url) => f.write_str(&redact_url(url)),
+        }
+    }
 }
 
-/// Brings the schema up to date. `BEGIN IMMEDIATE` takes the write lock before reading the
-/// version, so two processes migrating at once wait for each other (busy timeout) instead of
-/// failing on a read-to-write upgrade.
-async fn migrate(conn: &mut SqliteConnection) -> Result<(), StoreError> {
-    let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
-    let version: i64 = sqlx::query_scalar("PRAGMA user_version")
-        .fetch_one(&mut *tx)
-        .await?;
-    let applied = usize::try_from(version).unwrap_or(0);
-    for (index, migration) in MIGRATIONS.iter().enumerate().skip(applied) {
-        sqlx::raw_sql(*migration).execute(&mut *tx).await?;
-        // PRAGMA takes no bind parameters; the value is our own integer.
-        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-            "PRAGMA user_version = {}",
-            index + 1
-        )))
-        .execute(&mut *tx)
-        .await?;
+/// `url` with the password of its user info replaced by `***`.
+fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    match authority.rsplit_once('@') {
+        Some((user_info, host)) if user_info.contains(':') => {
+            let user = user_info.split(':').next().unwrap_or_default();
+            format!("{scheme}://{user}:***@{host}{path}")
+        }
+        _ => url.to_owned(),
     }
-    tx.commit().await?;
+}
+
+/// A schema change applied by [`migrate`] or at open: its file name without `.sql`.
+pub type MigrationName = &'static str;
+
+/// What [`migrate`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Migrated {
+    /// The migrations applied now, in order.
+    pub applied: Vec<MigrationName>,
+    /// How many migrations the backend has in all (the schema's version afterwards).
+    pub known: usize,
+}
+
+/// Brings the store's schema up to date, creating the database file (SQLite) if needed.
+/// Several processes may migrate at once: each waits for the others, and a migration is
+/// applied once.
+pub async fn migrate(location: &StoreLocation) -> Result<Migrated, StoreError> {
+    match location {
+        StoreLocation::Sqlite(path) => sqlite::migrate_file(path).await,
+        StoreLocation::Postgres(url) => postgres::PgStore::migrate_url(url).await,
+    }
+}
+
+/// Logs the migrations an open applied.
+pub(crate) fn log_applied(migrated: &Migrated, place: &str) {
+    if !migrated.applied.is_empty() {
+        tracing::info!(store = place, applied = ?migrated.applied, "store schema migrated");
+    }
+}
+
+/// Every capability of one store, shared by the gateway, the admin API and the CLI. Cheap to
+/// clone. The stores that come next (prompts, routes, sessions, the idempotency ledger, the
+/// cache) join as fields of their own, one trait each, implemented by every backend.
+#[derive(Clone, Debug)]
+pub struct Stores {
+    pub keys: Arc<dyn KeyStore>,
+    pub budgets: Arc<dyn BudgetStore>,
+    /// The record writer's ([`RecordQueue`]); nothing on the request path writes directly.
+    pub records: Arc<dyn RecordSink>,
+    pub queries: Arc<dyn RecordQueries>,
+    pub usage: Arc<dyn UsageReports>,
+    pub charged: Arc<dyn ChargeHistory>,
+    pub pruning: Arc<dyn RecordPruning>,
+    backend: Opened,
+}
+
+/// What [`Stores::close`] closes.
+#[derive(Clone, Debug)]
+enum Opened {
+    Memory,
+    Sqlite(sqlite::SqliteStore),
+    Postgres(postgres::PgStore),
+}
+
+impl Stores {
+    /// Opens the store at `location` and brings its schema up to date (logging what it applied).
+    pub async fn open(location: &StoreLocation) -> Result<Stores, StoreError> {
+        match location {
+            StoreLocation::Sqlite(path) => Ok(Stores::of(
+                sqlite::SqliteStore::open(path).await?,
+                Opened::Sqlite,
+            )),
+            StoreLocation::Postgres(url) => Ok(Stores::of(
+                postgres::PgStore::open(url).await?,
+                Opened::Postgres,
+            )),
+        }
+    }
+
+    /// Stores in this process's memory, for tests: empty at start, gone at exit.
+    pub fn memory() -> Stores {
+        Stores::of(memory::MemoryStore::default(), |_| Opened::Memory)
+    }
+
+    /// A private in-memory SQLite database, for tests of what the embedded store does.
+    pub async fn sqlite_in_memory() -> Result<Stores, StoreError> {
+        Ok(Stores::of(
+            sqlite::SqliteStore::open_in_memory().await?,
+            Opened::Sqlite,
+        ))
+    }
+
+    fn of<B: capabilities::Backend + Clone>(
+        backend: B,
+        opened: impl FnOnce(B) -> Opened,
+    ) -> Stores {
+        let shared = Arc::new(backend.clone());
+        Stores {
+            keys: shared.clone(),
+            budgets: shared.clone(),
+            records: shared.clone(),
+            queries: shared.clone(),
+            usage: shared.clone(),
+            charged: shared.clone(),
+            pruning: shared,
+            backend: opened(backend),
+        }
+    }
+
+    /// Closes the connection pools, waiting for connections to be returned: drop every
+    /// [`KeyChanges`] first (a Postgres one holds a connection until it is dropped).
+    pub async fn close(&self) {
+        match &self.backend {
+            Opened::Memory => {}
+            Opened::Sqlite(store) => store.close().await,
+            Opened::Postgres(store) => store.close().await,
+        }
+    }
+}
+
+/// Opens `path`'s folder for a new database file.
+pub(crate) fn create_parent_dir(path: &Path) -> Result<(), StoreError> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
+            path: dir.display().to_string(),
+            source,
+        })?;
+    }
     Ok(())
 }
 
@@ -278,150 +246,15 @@ pub fn now_ms() -> i64 {
 }
 
 #[cfg(test)]
-#[allow(clippy::disallowed_methods, reason = "tests own the tasks they spawn")]
 mod tests {
     use super::*;
-    use sluice_types::record::{AttemptOutcome, Endpoint, ErrorCode, Next, Role};
-    use sluice_types::{Dialect, ErrorKind, TenantId};
 
-    #[tokio::test]
-    async fn a_new_file_opened_by_several_at_once_is_created_and_migrated_once() {
-        let dir = std::env::temp_dir().join(format!("sluice-store-open-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let path = dir.join("data").join("sluice.db");
-        let opens = (0..4).map(|_| {
-            let path = path.clone();
-            tokio::spawn(async move { Store::open(&path).await })
-        });
-        for open in opens.collect::<Vec<_>>() {
-            let store = open.await.unwrap().unwrap();
-            let version: i64 = sqlx::query_scalar("PRAGMA user_version")
-                .fetch_one(store.pool())
-                .await
-                .unwrap();
-            assert_eq!(version, MIGRATIONS.len() as i64);
-            let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
-                .fetch_one(store.pool())
-                .await
-                .unwrap();
-            assert_eq!(mode, "wal");
-        }
-        let _ = std::fs::remove_dir_all(&dir);
-    }
-
-    #[tokio::test]
-    async fn keys_and_records_keep_their_tenant() {
-        let store = Store::open_in_memory().await.unwrap();
-        let key = |name: &str, tenant: Option<&str>, organisation: Option<&str>| NewKey {
-            name: name.into(),
-            tenant: tenant.map(Into::into),
-            organisation: organisation.map(Into::into),
-            ..Default::default()
-        };
-        let cases = [
-            (key("org", None, Some("acme")), "acme"),
-            (key("none", None, None), "default"),
-            (key("named", Some("t1"), Some("acme")), "t1"),
-        ];
-        for (new, tenant) in cases {
-            let name = new.name.clone();
-            let created = store.create_key(new).await.unwrap();
-            assert_eq!(created.info.tenant, TenantId(tenant.into()), "{name}");
-            let found = store.find_key(&created.secret).await.unwrap().unwrap();
-            assert_eq!(found.tenant, TenantId(tenant.into()), "{name}");
-        }
-
-        let record = RequestRecord {
-            id: "req-t".into(),
-            started_at: 1_000,
-            endpoint: Endpoint::Messages,
-            dialect: Dialect::Anthropic,
-            tenant: Some(TenantId("t1".into())),
-            organisation: Some("acme".into()),
-            status: 504,
-            error_code: Some(ErrorCode::Kind(ErrorKind::UpstreamTimeout)),
-            latency_us: 3_000,
-            attempts: vec![
-                AttemptRecord {
-                    deployment: "local".into(),
-                    provider: "vllm".into(),
-                    outcome: AttemptOutcome::Skipped,
-                    role: Some(Role::Pool),
-                    next: Some(Next::CircuitOpen),
-                    ..Default::default()
-                },
-                AttemptRecord {
-                    deployment: "primary".into(),
-                    provider: "openai".into(),
-                    outcome: AttemptOutcome::Cancelled,
-                    role: Some(Role::Pool),
-                    next: Some(Next::LostHedge),
-                    ..Default::default()
-                },
-                AttemptRecord {
-                    deployment: "backup".into(),
-                    provider: "anthropic".into(),
-                    outcome: AttemptOutcome::Failed(ErrorKind::UpstreamTimeout),
-                    role: Some(Role::Fallback),
-                    hedge: true,
-                    next: Some(Next::NoMoreDeployments),
-                    ..Default::default()
-                },
-            ],
-            ..Default::default()
-        };
-        store
-            .insert_records(std::slice::from_ref(&record))
-            .await
-            .unwrap();
-        let back = store.record("req-t").await.unwrap().unwrap();
-        assert_eq!(back.tenant, Some(TenantId("t1".into())));
-        assert_eq!(back.endpoint, Endpoint::Messages);
-        assert_eq!(back.dialect, Dialect::Anthropic);
-        assert_eq!(
-            back.error_code,
-            Some(ErrorCode::Kind(ErrorKind::UpstreamTimeout))
-        );
-        let attempts: Vec<_> = back
-            .attempts
-            .iter()
-            .map(|a| (a.outcome, a.next, a.role))
-            .collect();
-        assert_eq!(
-            attempts,
-            [
-                (
-                    AttemptOutcome::Skipped,
-                    Some(Next::CircuitOpen),
-                    Some(Role::Pool)
-                ),
-                (
-                    AttemptOutcome::Cancelled,
-                    Some(Next::LostHedge),
-                    Some(Role::Pool)
-                ),
-                (
-                    AttemptOutcome::Failed(ErrorKind::UpstreamTimeout),
-                    Some(Next::NoMoreDeployments),
-                    Some(Role::Fallback)
-                ),
-            ]
-        );
-        assert_eq!(back, record);
-        // Stored as the same text as ever.
-        let (tenant, endpoint, dialect, error_code): (String, String, String, String) =
-            sqlx::query_as("SELECT tenant, endpoint, dialect, error_code FROM requests")
-                .fetch_one(store.pool())
-                .await
-                .unwrap();
-        assert_eq!(
-            (
-                tenant.as_str(),
-                endpoint.as_str(),
-                dialect.as_str(),
-                error_code.as_str()
-            ),
-            ("t1", "messages", "anthropic", "upstream_timeout")
-        );
+    #[test]
+    fn a_postgres_url_is_shown_without_its_password() {
+        let location = StoreLocation::Postgres("postgres://app:s3cret@db:5432/sluice".into());
+        assert_eq!(location.to_string(), "postgres://app:***@db:5432/sluice");
+        assert!(!format!("{location:?}").contains("s3cret"));
+        let no_password = StoreLocation::Postgres("postgres://app@db/sluice".into());
+        assert_eq!(no_password.to_string(), "postgres://app@db/sluice");
     }
 }

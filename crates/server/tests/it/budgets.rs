@@ -123,6 +123,7 @@ async fn two_tenants_sharing_an_end_user_id_each_get_their_own_allowance_and_see
         .await;
     let globex = gw
         .store
+        .keys
         .create_key(sluice_store::NewKey {
             name: "globex".into(),
             organisation: Some("globex".into()),
@@ -218,6 +219,7 @@ async fn two_tenants_sharing_an_end_user_id_each_get_their_own_allowance_and_see
     assert_eq!(served.iter().filter(|(t, _)| t == "globex").count(), 5);
     assert!(served.iter().all(|(_, user)| user == "bob"));
     let report = store
+        .usage
         .usage_report(&sluice_store::UsageQuery {
             by: vec![sluice_store::UsageDimension::User],
             ..Default::default()
@@ -626,6 +628,7 @@ async fn a_tenant_at_its_counter_cap_is_refused_new_end_users_while_others_are_s
         .await;
     let globex = gw
         .store
+        .keys
         .create_key(sluice_store::NewKey {
             name: "globex".into(),
             organisation: Some("globex".into()),

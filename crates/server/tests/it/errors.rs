@@ -78,13 +78,14 @@ async fn authentication_failures_answer_in_each_dialect() {
 
     let revoked = gw
         .store
+        .keys
         .create_key(sluice_store::NewKey {
             name: "old".into(),
             ..Default::default()
         })
         .await
         .unwrap();
-    gw.store.revoke_key(&revoked.info.id).await.unwrap();
+    gw.store.keys.revoke_key(&revoked.info.id).await.unwrap();
     let (status, body) = error_of(
         gw.client
             .post(gw.url("/v1/chat/completions"))
@@ -105,6 +106,7 @@ async fn authentication_failures_answer_in_each_dialect() {
 
     let scoped = gw
         .store
+        .keys
         .create_key(sluice_store::NewKey {
             name: "s".into(),
             aliases: vec!["other".into()],
@@ -154,6 +156,7 @@ async fn forbidden_and_unknown_aliases_are_answered_alike() {
         .await;
     let scoped = gw
         .store
+        .keys
         .create_key(sluice_store::NewKey {
             name: "s".into(),
             aliases: vec!["open".into()],
@@ -849,4 +852,53 @@ async fn client_chosen_ids_past_256_bytes_are_refused_in_the_callers_dialect_nam
             assert!(kept.as_ref().is_none_or(|id| id.len() <= 256), "{record:?}");
         }
     }
+}
+
+#[tokio::test]
+async fn a_cached_key_is_refused_as_soon_as_its_revocation_is_announced() {
+    let mock = MockUpstream::openai().start().await;
+    let gw = TestGateway::builder()
+        .route("fast", [on(&mock, ProviderKind::OpenAi, "gpt")])
+        .start()
+        .await;
+    let chat = json!({"model": "fast", "messages": [{"role": "user", "content": "hi"}]});
+    let status = |secret: String| {
+        let request = gw
+            .client
+            .post(gw.url("/v1/chat/completions"))
+            .bearer_auth(secret)
+            .json(&chat);
+        async move { request.send().await.unwrap().status().as_u16() }
+    };
+    let created = gw
+        .store
+        .keys
+        .create_key(sluice_store::NewKey {
+            name: "cached".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(status(created.secret.clone()).await, 200);
+    gw.store.keys.revoke_key(&created.info.id).await.unwrap();
+    // Cached, and this store announces nothing: the key still works until its entry expires.
+    assert_eq!(status(created.secret.clone()).await, 200);
+    gw.gateway
+        .key_changed(sluice_store::KeyChange::Changed(sluice_store::KeyHash::of(
+            &created.secret,
+        )));
+    assert_eq!(status(created.secret.clone()).await, 401);
+
+    // Announcements lost: every cached key is read again.
+    let other = gw
+        .store
+        .keys
+        .create_key(sluice_store::NewKey::default())
+        .await
+        .unwrap();
+    assert_eq!(status(other.secret.clone()).await, 200);
+    gw.store.keys.revoke_key(&other.info.id).await.unwrap();
+    gw.gateway.key_changed(sluice_store::KeyChange::Missed);
+    assert_eq!(status(other.secret.clone()).await, 401);
+    gw.finish().await;
 }

@@ -456,6 +456,7 @@ async fn lists_only_the_models_a_key_may_use_and_embeds() {
         .await;
     let scoped = gw
         .store
+        .keys
         .create_key(sluice_store::NewKey {
             name: "scoped".into(),
             aliases: vec!["fast".into()],
@@ -528,6 +529,7 @@ async fn models_are_listed_and_retrieved_in_the_dialect_asking() {
         .await;
     let scoped = gw
         .store
+        .keys
         .create_key(sluice_store::NewKey {
             name: "scoped".into(),
             aliases: vec!["fast".into()],

@@ -1071,6 +1071,7 @@ async fn bodies_are_kept_only_where_the_route_or_key_asks_and_within_the_cap() {
     // A key that keeps bodies, on a route that does not.
     let logging = gw
         .store
+        .keys
         .create_key(sluice_store::NewKey {
             name: "audit".into(),
             log_bodies: true,
@@ -1092,7 +1093,7 @@ async fn bodies_are_kept_only_where_the_route_or_key_asks_and_within_the_cap() {
 
     let bodies = |id: String| {
         let store = store.clone();
-        async move { store.record(&id).await.unwrap().unwrap().bodies }
+        async move { store.queries.record(&id).await.unwrap().unwrap().bodies }
     };
     let whole = bodies(kept_id).await.unwrap();
     assert!(whole.request.unwrap().contains("keep me"));
@@ -1138,6 +1139,7 @@ async fn one_keys_failures_do_not_open_the_breaker_for_everyone() {
         .await;
     let other = gw
         .store
+        .keys
         .create_key(sluice_store::NewKey {
             name: "other".into(),
             ..Default::default()

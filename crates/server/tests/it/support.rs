@@ -13,7 +13,7 @@ use sluice_routing::{
     BreakerPolicy, CapacityPolicy, DeploymentHealth, RoutePolicy, RouteSpec, RouteTimeouts, Router,
 };
 use sluice_server::{AdminToken, AppState};
-use sluice_store::{BudgetRow, NewKey, RecordQueue, RequestRecord, Store};
+use sluice_store::{BudgetRow, NewKey, RecordQueue, RequestRecord, Stores};
 use sluice_telemetry::{TraceSettings, Tracer};
 use sluice_testkit::MockUpstream;
 use tokio_util::sync::CancellationToken;
@@ -172,8 +172,9 @@ impl Builder {
     }
 
     pub async fn start(self) -> TestGateway {
-        let store = Store::open_in_memory().await.unwrap();
+        let store = Stores::sqlite_in_memory().await.unwrap();
         let key = store
+            .keys
             .create_key(NewKey {
                 name: "test".into(),
                 organisation: Some(KEY_ORG.into()),
@@ -225,7 +226,7 @@ impl Builder {
             .collect();
         let router = Router::new(specs, healths);
         let upstream = Upstream::new(timeouts).unwrap();
-        let queue = RecordQueue::start(store.clone(), 1024);
+        let queue = RecordQueue::start(store.records.clone(), 1024);
         let tracer = match self.tracing {
             Some(settings) => Tracer::start(settings).unwrap(),
             None => Tracer::disabled(),
@@ -246,7 +247,7 @@ impl Builder {
             PolicyEngine::new(parts),
         );
         for row in self.budgets {
-            store.put_budget(row).await.unwrap();
+            store.budgets.put_budget(row).await.unwrap();
         }
         let (_, bad) = gateway.reload_budgets().await.unwrap();
         assert!(bad.is_empty(), "{bad:?}");
@@ -321,7 +322,7 @@ pub struct TestGateway {
     /// A key that may use every alias.
     pub key: String,
     pub gateway: Gateway,
-    pub store: Store,
+    pub store: Stores,
     queue: RecordQueue,
     tracer: Tracer,
     stop: CancellationToken,
@@ -398,7 +399,7 @@ impl TestGateway {
         self.gateway.policy().drain().await;
         self.queue.shutdown().await;
         self.tracer.shutdown().await;
-        let mut records = self.store.latest_records(10_000).await.unwrap();
+        let mut records = self.store.queries.latest_records(10_000).await.unwrap();
         records.reverse();
         records
     }

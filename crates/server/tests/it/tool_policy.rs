@@ -61,6 +61,7 @@ async fn gateway(mock: &MockUpstream) -> (TestGateway, String) {
         .await;
     let operator = gw
         .store
+        .keys
         .create_key(NewKey {
             name: "ops".into(),
             roles: vec!["operator".into()],

@@ -1,0 +1,2 @@
+ALTER TABLE requests ADD COLUMN drill_of TEXT;
+ALTER TABLE requests ADD COLUMN schema_valid INTEGER;

@@ -1,0 +1,353 @@
+//! The behaviour every backend must have, as one suite run against each: memory and SQLite
+//! always, Postgres when `SLUICE_TEST_POSTGRES_URL` is set (each test in a schema of its own,
+//! dropped at the end, so tests run in parallel on one database).
+//!
+//! Each check is a function of a [`Stores`] (those of records in [`records`]); [`conformance!`]
+//! makes one test per check and backend.
+
+use sluice_types::record::{AttemptOutcome, Endpoint};
+use sluice_types::{Dialect, TenantId};
+
+use crate::keys::KeyHash;
+use crate::*;
+
+mod records;
+use records::*;
+
+/// A backend's stores for one test, and what to clean up after it.
+pub(crate) struct TestStores {
+    pub(crate) stores: Stores,
+    postgres: Option<(sqlx::PgPool, String)>,
+}
+
+impl TestStores {
+    pub(crate) async fn memory() -> Option<TestStores> {
+        Some(TestStores {
+            stores: Stores::memory(),
+            postgres: None,
+        })
+    }
+
+    pub(crate) async fn sqlite() -> Option<TestStores> {
+        Some(TestStores {
+            stores: Stores::sqlite_in_memory().await.unwrap(),
+            postgres: None,
+        })
+    }
+
+    /// Stores in a new schema of the test database; `None` (and a note) when no database is
+    /// configured.
+    pub(crate) async fn postgres() -> Option<TestStores> {
+        let (store, admin, schema) = postgres_store().await?;
+        Some(TestStores {
+            stores: Stores::of(store, Opened::Postgres),
+            postgres: Some((admin, schema)),
+        })
+    }
+
+    /// Closes the stores and drops the test's schema.
+    pub(crate) async fn finish(self) {
+        self.stores.close().await;
+        if let Some((admin, schema)) = self.postgres {
+            drop_schema(&admin, &schema).await;
+        }
+    }
+}
+
+/// A Postgres store in a schema of its own, the pool that made the schema, and its name.
+pub(crate) async fn postgres_store() -> Option<(crate::postgres::PgStore, sqlx::PgPool, String)> {
+    let Ok(url) = std::env::var("SLUICE_TEST_POSTGRES_URL") else {
+        eprintln!("SLUICE_TEST_POSTGRES_URL is not set: the Postgres store is not tested");
+        return None;
+    };
+    let schema = format!("sluice_test_{}", uuid::Uuid::new_v4().simple());
+    let admin = sqlx::PgPool::connect(&url).await.unwrap();
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
+        .execute(&admin)
+        .await
+        .unwrap();
+    let store = postgres_store_in(&schema).await;
+    Some((store, admin, schema))
+}
+
+/// Another store on the test database's `schema`: a second replica.
+pub(crate) async fn postgres_store_in(schema: &str) -> crate::postgres::PgStore {
+    let url = std::env::var("SLUICE_TEST_POSTGRES_URL").unwrap();
+    let options = crate::postgres::options(&url)
+        .unwrap()
+        .options([("search_path", schema)]);
+    crate::postgres::PgStore::open_with(options).await.unwrap()
+}
+
+pub(crate) async fn drop_schema(admin: &sqlx::PgPool, schema: &str) {
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
+        .execute(admin)
+        .await
+        .unwrap();
+    admin.close().await;
+}
+
+/// One test per check for a backend: `conformance!(module, opener; check, ...)`.
+macro_rules! conformance {
+    ($backend:ident, $open:expr; $($check:ident),* $(,)?) => {
+        mod $backend {
+            $(
+                #[tokio::test]
+                async fn $check() {
+                    let Some(test) = $open.await else { return };
+                    super::$check(&test.stores).await;
+                    test.finish().await;
+                }
+            )*
+        }
+    };
+}
+
+macro_rules! every_backend {
+    ($($check:ident),* $(,)?) => {
+        conformance!(memory, super::TestStores::memory(); $($check),*);
+        conformance!(sqlite, super::TestStores::sqlite(); $($check),*);
+        conformance!(postgres, super::TestStores::postgres(); $($check),*);
+    };
+}
+
+every_backend!(
+    keys_are_created_found_by_hash_revoked_and_keep_their_expiry,
+    budget_rows_are_put_replaced_listed_and_deleted,
+    records_read_back_field_by_field_with_their_bodies,
+    records_are_found_by_id_or_unique_prefix,
+    filters_select_only_matching_records,
+    pages_after_a_cursor_have_no_gap_and_no_repeat,
+    usage_is_grouped_ordered_and_totalled,
+    a_report_by_user_keeps_tenants_apart,
+    charged_usage_sums_what_reached_a_deployment,
+    retention_removes_only_old_records_and_their_bodies,
+);
+
+// Stores that announce revocations: memory (to its own process) and Postgres (to every process).
+conformance!(memory_announcing, super::TestStores::memory(); revocations_are_announced_to_followers);
+conformance!(postgres_announcing, super::TestStores::postgres(); revocations_are_announced_to_followers);
+
+#[tokio::test]
+async fn the_embedded_store_announces_nothing() {
+    let test = TestStores::sqlite().await.unwrap();
+    assert!(test.stores.keys.key_changes().await.unwrap().is_none());
+    test.finish().await;
+}
+
+fn now() -> i64 {
+    crate::now_ms()
+}
+
+const DAY: i64 = 86_400_000;
+
+fn record(id: &str, started_at: i64) -> RequestRecord {
+    RequestRecord {
+        id: id.into(),
+        started_at,
+        endpoint: Endpoint::ChatCompletions,
+        dialect: Dialect::OpenAi,
+        status: 200,
+        latency_us: 1_000,
+        attempts: vec![AttemptRecord {
+            deployment: "primary".into(),
+            provider: "openai".into(),
+            outcome: AttemptOutcome::Ok,
+            status: Some(200),
+            latency_us: 900,
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+}
+
+fn ids(records: &[RequestRecord]) -> Vec<&str> {
+    records.iter().map(|r| r.id.as_str()).collect()
+}
+
+async fn keys_are_created_found_by_hash_revoked_and_keep_their_expiry(stores: &Stores) {
+    let keys = &stores.keys;
+    let full = keys
+        .create_key(NewKey {
+            name: "ci".into(),
+            tenant: Some("t1".into()),
+            organisation: Some("acme".into()),
+            team: Some("search".into()),
+            project: Some("ranking".into()),
+            user: Some("ana".into()),
+            roles: vec!["operator".into(), "user".into()],
+            aliases: vec!["fast".into(), "smart".into()],
+            expires_at: Some(now() + DAY),
+            log_bodies: true,
+        })
+        .await
+        .unwrap();
+    let expired = keys
+        .create_key(NewKey {
+            name: "old".into(),
+            organisation: Some("acme".into()),
+            expires_at: Some(now() - 1),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let plain = keys
+        .create_key(NewKey {
+            name: "plain".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+
+    let found = keys
+        .find_key_by_hash(&KeyHash::of(&full.secret))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(found, full.info);
+    assert_eq!(found.tenant, TenantId("t1".into()));
+    assert_eq!(found.roles, ["operator", "user"]);
+    assert_eq!(found.aliases, ["fast", "smart"]);
+    assert!(found.log_bodies);
+    let old = keys
+        .find_key_by_hash(&KeyHash::of(&expired.secret))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        old.expires_at, expired.info.expires_at,
+        "expired keys are found"
+    );
+    assert_eq!(
+        old.tenant,
+        TenantId("acme".into()),
+        "the organisation's tenant"
+    );
+    let found = keys.find_key_by_hash(&KeyHash::of(&plain.secret)).await;
+    assert_eq!(found.unwrap().unwrap().tenant, TenantId("default".into()));
+    let unknown = KeyHash::of("sk-sluice-0000000000000000000000000000000000000000");
+    assert_eq!(keys.find_key_by_hash(&unknown).await.unwrap(), None);
+
+    let mut listed: Vec<KeyInfo> = keys.list_keys().await.unwrap();
+    assert_eq!(listed.len(), 3);
+    let order: Vec<(i64, String)> = listed
+        .iter()
+        .map(|k| (k.created_at, k.id.clone()))
+        .collect();
+    let mut newest_first = order.clone();
+    newest_first.sort_by(|a, b| b.cmp(a));
+    assert_eq!(order, newest_first, "newest first, then by id");
+    listed.sort_by(|a, b| a.name.cmp(&b.name));
+    assert_eq!(listed[0], full.info);
+
+    // Revoked by a unique start of its id; once.
+    let prefix = full.info.id.get(..full.info.id.len() - 3).unwrap();
+    let revoked = keys.revoke_key(prefix).await.unwrap();
+    assert_eq!(revoked.id, full.info.id);
+    let at = revoked.revoked_at.unwrap();
+    assert!((now() - 60_000..=now()).contains(&at));
+    let again = keys.revoke_key(&full.info.id).await.unwrap();
+    assert_eq!(
+        again.revoked_at,
+        Some(at),
+        "a second revocation keeps the first time"
+    );
+    let found = keys.find_key_by_hash(&KeyHash::of(&full.secret)).await;
+    assert_eq!(found.unwrap().unwrap().revoked_at, Some(at));
+    let untouched = keys.find_key_by_hash(&KeyHash::of(&plain.secret)).await;
+    assert_eq!(untouched.unwrap().unwrap().revoked_at, None);
+
+    assert!(matches!(
+        keys.revoke_key("key_nope").await,
+        Err(StoreError::KeyNotFound(_))
+    ));
+    assert!(matches!(
+        keys.revoke_key("key_").await,
+        Err(StoreError::KeyAmbiguous(_))
+    ));
+}
+
+async fn budget_rows_are_put_replaced_listed_and_deleted(stores: &Stores) {
+    let budgets = &stores.budgets;
+    for row in [
+        BudgetRow::new("team:search", "usd", "month", 5_000_000),
+        BudgetRow::new("team:search", "requests", "60s", 100),
+        BudgetRow::new("user:*", "tokens", "day", 10_000),
+        BudgetRow {
+            model: "gpt-4o".into(),
+            ..BudgetRow::new("team:search", "usd", "month", 1_000)
+        },
+    ] {
+        budgets.put_budget(row).await.unwrap();
+    }
+    let mut raised = BudgetRow::new("team:search", "usd", "month", 9_000_000);
+    raised.soft_amount = Some(8_000_000);
+    raised.parent = Some("org:acme".into());
+    let stored = budgets.put_budget(raised.clone()).await.unwrap();
+    assert!(stored.updated_at > 0);
+
+    let rows = budgets.budgets().await.unwrap();
+    let keys: Vec<(&str, &str, &str, &str, u64)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r.scope.as_str(),
+                r.metric.as_str(),
+                r.period.as_str(),
+                r.model.as_str(),
+                r.amount,
+            )
+        })
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            ("team:search", "requests", "60s", "", 100),
+            ("team:search", "usd", "month", "", 9_000_000),
+            ("team:search", "usd", "month", "gpt-4o", 1_000),
+            ("user:*", "tokens", "day", "", 10_000),
+        ]
+    );
+    assert_eq!(rows[1], stored);
+    assert_eq!(
+        (rows[1].soft_amount, rows[1].parent.as_deref()),
+        (Some(8_000_000), Some("org:acme"))
+    );
+
+    let removed = budgets
+        .delete_budgets("team:search", Some(("usd", "month")))
+        .await
+        .unwrap();
+    assert_eq!(removed, 2, "every model's row of that metric and period");
+    assert_eq!(
+        budgets.delete_budgets("team:search", None).await.unwrap(),
+        1
+    );
+    assert_eq!(budgets.delete_budgets("team:none", None).await.unwrap(), 0);
+    let left: Vec<String> = budgets
+        .budgets()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.scope)
+        .collect();
+    assert_eq!(left, ["user:*"]);
+}
+
+async fn revocations_are_announced_to_followers(stores: &Stores) {
+    let a = stores.keys.create_key(NewKey::default()).await.unwrap();
+    let b = stores.keys.create_key(NewKey::default()).await.unwrap();
+    let mut changes = stores.keys.key_changes().await.unwrap().unwrap();
+    let second = stores.keys.key_changes().await.unwrap().unwrap();
+    stores.keys.revoke_key(&a.info.id).await.unwrap();
+    stores.keys.revoke_key(&b.info.id).await.unwrap();
+    let within = std::time::Duration::from_secs(1);
+    for key in [&a, &b] {
+        let change = tokio::time::timeout(within, changes.next()).await.unwrap();
+        assert_eq!(change, Some(KeyChange::Changed(KeyHash::of(&key.secret))));
+    }
+    // Every follower hears every change.
+    let mut second = second;
+    let change = tokio::time::timeout(within, second.next()).await.unwrap();
+    assert_eq!(change, Some(KeyChange::Changed(KeyHash::of(&a.secret))));
+}

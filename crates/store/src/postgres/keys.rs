@@ -1,0 +1,198 @@
+//! Keys and budget rows in Postgres.
+
+use sqlx::Row;
+use sqlx::postgres::PgRow;
+
+use super::{PgStore, to_i64};
+use crate::keys::{KeyHash, pick_key, tenant_of};
+use crate::{BudgetRow, CreatedKey, KeyInfo, NewKey, StoreError, now_ms};
+
+/// The columns `key_from_row` reads.
+macro_rules! key_columns {
+    () => {
+        "id, prefix, name, tenant, organisation, team, project, end_user, roles, aliases,
+         created_at, expires_at, revoked_at, log_bodies"
+    };
+}
+
+impl PgStore {
+    pub(crate) async fn create_key(&self, new: NewKey) -> Result<CreatedKey, StoreError> {
+        let tenant = new.tenant.clone();
+        let (CreatedKey { info, secret }, hash) = KeyInfo::issue(new);
+        sqlx::query(
+            "INSERT INTO keys (id, hash, prefix, name, tenant, organisation, team, project,
+                end_user, roles, aliases, created_at, expires_at, log_bodies)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+        )
+        .bind(&info.id)
+        .bind(hash.to_hex())
+        .bind(&info.prefix)
+        .bind(&info.name)
+        .bind(tenant)
+        .bind(&info.organisation)
+        .bind(&info.team)
+        .bind(&info.project)
+        .bind(&info.user)
+        .bind(&info.roles)
+        .bind(&info.aliases)
+        .bind(info.created_at)
+        .bind(info.expires_at)
+        .bind(info.log_bodies)
+        .execute(self.pool())
+        .await?;
+        Ok(CreatedKey { info, secret })
+    }
+
+    pub(crate) async fn list_keys(&self) -> Result<Vec<KeyInfo>, StoreError> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            key_columns!(),
+            " FROM keys ORDER BY created_at DESC, id DESC"
+        ))
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter().map(key_from_row).collect()
+    }
+
+    pub(crate) async fn find_key_by_hash(
+        &self,
+        hash: &KeyHash,
+    ) -> Result<Option<KeyInfo>, StoreError> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            key_columns!(),
+            " FROM keys WHERE hash = $1"
+        ))
+        .bind(hash.to_hex())
+        .fetch_optional(self.pool())
+        .await?;
+        row.as_ref().map(key_from_row).transpose()
+    }
+
+    pub(crate) async fn revoke_key(&self, id_or_prefix: &str) -> Result<KeyInfo, StoreError> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            key_columns!(),
+            " FROM keys WHERE starts_with(id, $1)"
+        ))
+        .bind(id_or_prefix)
+        .fetch_all(self.pool())
+        .await?;
+        let candidates = rows.iter().map(key_from_row).collect::<Result<_, _>>()?;
+        let mut info = pick_key(id_or_prefix, candidates)?;
+        // A revocation racing this one keeps its time: the first one wins. Announced (again,
+        // when it was revoked already: harmless) as the transaction commits.
+        let mut tx = self.pool().begin().await?;
+        let (at, hash): (Option<i64>, String) = sqlx::query_as(
+            "UPDATE keys SET revoked_at = COALESCE(revoked_at, $1) WHERE id = $2
+             RETURNING revoked_at, hash",
+        )
+        .bind(now_ms())
+        .bind(&info.id)
+        .fetch_one(&mut *tx)
+        .await?;
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(super::notify::KEY_CHANNEL)
+            .bind(hash)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        info.revoked_at = at;
+        Ok(info)
+    }
+
+    pub(crate) async fn budgets(&self) -> Result<Vec<BudgetRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT scope, metric, period, model, amount, soft_amount, parent, updated_at
+             FROM budgets ORDER BY scope, metric, period, model",
+        )
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter().map(budget_from_row).collect()
+    }
+
+    pub(crate) async fn put_budget(&self, mut row: BudgetRow) -> Result<BudgetRow, StoreError> {
+        row.updated_at = now_ms();
+        sqlx::query(
+            "INSERT INTO budgets (scope, metric, period, model, amount, soft_amount, parent, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+             ON CONFLICT (scope, metric, period, model) DO UPDATE SET
+                amount = excluded.amount, soft_amount = excluded.soft_amount,
+                parent = excluded.parent, updated_at = excluded.updated_at",
+        )
+        .bind(&row.scope)
+        .bind(&row.metric)
+        .bind(&row.period)
+        .bind(&row.model)
+        .bind(to_i64(row.amount))
+        .bind(row.soft_amount.map(to_i64))
+        .bind(&row.parent)
+        .bind(row.updated_at)
+        .execute(self.pool())
+        .await?;
+        Ok(row)
+    }
+
+    pub(crate) async fn delete_budgets(
+        &self,
+        scope: &str,
+        metric_and_period: Option<(&str, &str)>,
+    ) -> Result<u64, StoreError> {
+        let result = match metric_and_period {
+            None => {
+                sqlx::query("DELETE FROM budgets WHERE scope = $1")
+                    .bind(scope)
+                    .execute(self.pool())
+                    .await?
+            }
+            Some((metric, period)) => {
+                sqlx::query("DELETE FROM budgets WHERE scope = $1 AND metric = $2 AND period = $3")
+                    .bind(scope)
+                    .bind(metric)
+                    .bind(period)
+                    .execute(self.pool())
+                    .await?
+            }
+        };
+        Ok(result.rows_affected())
+    }
+}
+
+fn key_from_row(row: &PgRow) -> Result<KeyInfo, StoreError> {
+    let tenant: Option<String> = row.try_get("tenant")?;
+    let organisation: Option<String> = row.try_get("organisation")?;
+    Ok(KeyInfo {
+        id: row.try_get("id")?,
+        prefix: row.try_get("prefix")?,
+        name: row.try_get("name")?,
+        tenant: tenant_of(tenant.as_deref(), organisation.as_deref()),
+        organisation,
+        team: row.try_get("team")?,
+        project: row.try_get("project")?,
+        user: row.try_get("end_user")?,
+        roles: row.try_get("roles")?,
+        aliases: row.try_get("aliases")?,
+        created_at: row.try_get("created_at")?,
+        expires_at: row.try_get("expires_at")?,
+        revoked_at: row.try_get("revoked_at")?,
+        log_bodies: row.try_get("log_bodies")?,
+    })
+}
+
+fn budget_from_row(row: &PgRow) -> Result<BudgetRow, StoreError> {
+    let amount: i64 = row.try_get("amount")?;
+    let soft: Option<i64> = row.try_get("soft_amount")?;
+    let unsigned = |value: i64| {
+        u64::try_from(value).map_err(|_| StoreError::Corrupt(format!("negative budget {value}")))
+    };
+    Ok(BudgetRow {
+        scope: row.try_get("scope")?,
+        metric: row.try_get("metric")?,
+        period: row.try_get("period")?,
+        model: row.try_get("model")?,
+        amount: unsigned(amount)?,
+        soft_amount: soft.map(unsigned).transpose()?,
+        parent: row.try_get("parent")?,
+        updated_at: row.try_get("updated_at")?,
+    })
+}
