@@ -3,9 +3,9 @@
 //! A connection is handed, once, to the worker with the fewest open connections, its socket
 //! moved to that worker's reactor, and everything its requests do afterwards — reading them,
 //! calling the upstream over that worker's own pooled connections (`sluice_providers::Upstream`
-//! keeps one pool per worker), and answering — runs on that one thread. On a work-stealing runtime the same request wakes
-//! idle sibling threads to steal work they then do not find: at one request at a time that
-//! tripled the context switches per request (`BENCHMARKS.md`, "Latency at low load").
+//! keeps one pool per worker), and answering — runs on that one thread. A work-stealing
+//! runtime wakes idle sibling threads to steal work they then do not find: about twice the
+//! context switches per request at low load (`BENCHMARKS.md`, "Latency at low load").
 //!
 //! The cost of the model is balance: a worker does not take another's connections. Connections
 //! are spread as they open, and clients keep several open under load.
