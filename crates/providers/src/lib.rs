@@ -396,7 +396,44 @@ impl Upstream {
 
 #[cfg(test)]
 mod tests {
-    use super::BaseUrl;
+    use super::{BaseUrl, Timeouts, Upstream, use_worker_pool};
+
+    #[test]
+    fn each_worker_thread_calls_through_a_pool_of_its_own() {
+        let second = std::time::Duration::from_secs(1);
+        let upstream = Upstream::new(Timeouts {
+            connect: second,
+            first_token: second,
+            idle: second,
+            total: second,
+        })
+        .unwrap();
+        // The address of the client a thread is given names its pool.
+        let pool_of = |worker: Option<usize>| {
+            let upstream = upstream.clone();
+            std::thread::spawn(move || {
+                if let Some(index) = worker {
+                    use_worker_pool(index);
+                }
+                let first = std::ptr::from_ref(upstream.client()) as usize;
+                let again = std::ptr::from_ref(upstream.client()) as usize;
+                assert_eq!(first, again, "a thread keeps its pool");
+                first
+            })
+            .join()
+            .unwrap()
+        };
+        let shared = std::ptr::from_ref(upstream.client()) as usize;
+        let worker_0 = pool_of(Some(0));
+        assert_ne!(worker_0, shared);
+        assert_ne!(pool_of(Some(1)), worker_0);
+        assert_eq!(
+            pool_of(Some(0)),
+            worker_0,
+            "worker 0's pool outlives its thread"
+        );
+        assert_eq!(pool_of(None), shared, "other threads share one pool");
+    }
 
     #[test]
     fn endpoints_are_appended_to_the_base_path() {
