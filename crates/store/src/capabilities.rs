@@ -74,6 +74,10 @@ pub trait RecordSink: Send + Sync + std::fmt::Debug {
     /// spent; their ids stay for the log of a failed batch.
     fn write_records<'a>(&'a self, records: &'a mut [RequestRecord]) -> StoreFuture<'a, ()>;
 
+    /// Whether the store can be written now: one trivial round trip. The record writer asks
+    /// while the store is unreachable, to know when to write again.
+    fn ping(&self) -> StoreFuture<'_, ()>;
+
     /// [`RecordSink::write_records`] of a copy, for callers that keep their records.
     fn insert_records<'a>(&'a self, records: &'a [RequestRecord]) -> StoreFuture<'a, ()> {
         Box::pin(async move { self.write_records(&mut records.to_vec()).await })

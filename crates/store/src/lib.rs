@@ -8,7 +8,8 @@
 //! The types every backend shares are here: [`keys`] (keys stored as SHA-256 hashes; the
 //! plaintext is shown once at creation), [`budgets`] (rows as text, which `sluice-policy`
 //! parses), [`records`] (the [`RecordQueue`] that writes records off the request path, and
-//! [`RecordRetention`]), [`query`] (filters and cursors for reading records back), [`usage`]
+//! [`RecordRetention`]), [`journal`] (the local copy of records not yet written), [`health`]
+//! (whether the store can be reached), [`query`] (filters and cursors for reading records back), [`usage`]
 //! (usage reports) and [`charged`] (what budget counters are rebuilt from). Each backend's
 //! schema changes are files under `migrations/<backend>/`, applied in order at open and by
 //! `sluice migrate`. Store code never sees HTTP types.
@@ -19,6 +20,8 @@ use std::sync::Arc;
 pub mod budgets;
 pub mod capabilities;
 pub mod charged;
+pub mod health;
+pub mod journal;
 pub mod keys;
 mod memory;
 mod postgres;
@@ -36,6 +39,8 @@ pub use capabilities::{
     UsageReports,
 };
 pub use charged::ChargedUsage;
+pub use health::{Outage, StoreHealth};
+pub use journal::{Journal, JournalError};
 pub use keys::{CreatedKey, KeyChange, KeyChanges, KeyHash, KeyInfo, NewKey};
 pub use query::{RecordCursor, RecordFilter, RecordMatch, RecordPage, StatusFilter};
 pub use records::{
@@ -162,6 +167,8 @@ pub struct Stores {
     pub usage: Arc<dyn UsageReports>,
     pub charged: Arc<dyn ChargeHistory>,
     pub pruning: Arc<dyn RecordPruning>,
+    /// Whether the store can be reached, as its users last found.
+    pub health: Arc<StoreHealth>,
     backend: Opened,
 }
 
@@ -214,6 +221,7 @@ impl Stores {
             usage: shared.clone(),
             charged: shared.clone(),
             pruning: shared,
+            health: Arc::default(),
             backend: opened(backend),
         }
     }

@@ -4,7 +4,7 @@
 //! One mutex guards everything; no call holds it across an `.await` (each works on the data
 //! and returns a ready future).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::broadcast;
@@ -47,6 +47,8 @@ struct State {
     budgets: BTreeMap<(String, String, String, String), BudgetRow>,
     /// In the order they were written, each with its position (the cursor's value).
     records: Vec<(i64, RequestRecord)>,
+    /// The ids in `records`: a record written again is left as it was.
+    record_ids: HashSet<String>,
     bodies: HashMap<String, Bodies>,
     written: i64,
 }
@@ -145,6 +147,9 @@ impl RecordSink for MemoryStore {
     fn write_records<'a>(&'a self, records: &'a mut [RequestRecord]) -> StoreFuture<'a, ()> {
         let mut state = self.state();
         for record in records {
+            if !state.record_ids.insert(record.id.clone()) {
+                continue;
+            }
             // Spent as the databases spend it: only the id stays behind.
             let id = record.id.clone();
             let mut record = std::mem::replace(
@@ -161,6 +166,10 @@ impl RecordSink for MemoryStore {
             let position = state.written;
             state.records.push((position, record));
         }
+        ready(Ok(()))
+    }
+
+    fn ping(&self) -> StoreFuture<'_, ()> {
         ready(Ok(()))
     }
 }
@@ -365,10 +374,12 @@ impl RecordPruning for MemoryStore {
         let state = &mut *guard;
         let before = state.records.len();
         let bodies = &mut state.bodies;
+        let ids = &mut state.record_ids;
         state.records.retain(|(_, r)| {
             let keep = r.started_at >= older_than_ms;
             if !keep {
                 bodies.remove(&r.id);
+                ids.remove(&r.id);
             }
             keep
         });

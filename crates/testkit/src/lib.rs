@@ -12,6 +12,9 @@
 //! Start with [`mock`] for routes, reply scripting, `#mock` directives,
 //! faults and chaos (exact shares of failing and stalling requests).
 //!
+//! [`TcpRelay`] stands between a process and a server it needs (Postgres, Redis) and can be
+//! cut, to test what happens when the server cannot be reached.
+//!
 //! With the `otlp` feature, [`otlp`] adds OTLP collectors (HTTP and gRPC) that decode the
 //! spans a tracer exports, for tests of tracing from the tracer up to the whole gateway.
 
@@ -24,5 +27,7 @@
 pub mod mock;
 #[cfg(feature = "otlp")]
 pub mod otlp;
+pub mod relay;
 
 pub use mock::{Chaos, Fault, MockBuilder, MockDialect, MockUpstream, Recorded, Reply};
+pub use relay::TcpRelay;

@@ -115,6 +115,7 @@ every_backend!(
     keys_are_created_found_by_hash_revoked_and_keep_their_expiry,
     budget_rows_are_put_replaced_listed_and_deleted,
     records_read_back_field_by_field_with_their_bodies,
+    a_record_written_again_is_stored_once,
     records_are_found_by_id_or_unique_prefix,
     filters_select_only_matching_records,
     pages_after_a_cursor_have_no_gap_and_no_repeat,

@@ -177,6 +177,34 @@ pub(super) async fn records_read_back_field_by_field_with_their_bodies(stores: &
     );
 }
 
+/// A batch replayed from the journal may hold records already written: each stays as first
+/// written, with its bodies, and is counted once.
+pub(super) async fn a_record_written_again_is_stored_once(stores: &Stores) {
+    let first = full_record("req_again", now());
+    stores
+        .records
+        .insert_records(std::slice::from_ref(&first))
+        .await
+        .unwrap();
+    let mut again = first.clone();
+    again.status = 500;
+    again.bodies = Some(Bodies {
+        request: Some("other".into()),
+        response: None,
+        truncated: false,
+    });
+    let fresh = record("req_fresh", now());
+    stores
+        .records
+        .insert_records(&[again.clone(), fresh, again])
+        .await
+        .unwrap();
+    let latest = stores.queries.latest_records(10).await.unwrap();
+    assert_eq!(ids(&latest), ["req_fresh", "req_again"]);
+    let stored = stores.queries.record("req_again").await.unwrap().unwrap();
+    assert_eq!(stored, first);
+}
+
 pub(super) async fn records_are_found_by_id_or_unique_prefix(stores: &Stores) {
     let ids = [
         "req_0199aa01",

@@ -50,7 +50,7 @@ pub(crate) const WRITE_LOCK: i64 = 0x5_1c3e_0003;
 const POOL_SIZE: u32 = 8;
 
 /// How long a call waits for a connection before it fails.
-const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Clone, Debug)]
 pub(crate) struct PgStore {
@@ -207,6 +207,13 @@ impl BudgetStore for PgStore {
 impl RecordSink for PgStore {
     fn write_records<'a>(&'a self, records: &'a mut [RequestRecord]) -> StoreFuture<'a, ()> {
         Box::pin(PgStore::write_records(self, records))
+    }
+
+    fn ping(&self) -> StoreFuture<'_, ()> {
+        Box::pin(async move {
+            sqlx::query("SELECT 1").execute(&self.pool).await?;
+            Ok(())
+        })
     }
 }
 

@@ -49,7 +49,8 @@ const RECORD_COLUMNS: [(&str, &str); 35] = [
 ];
 
 /// `INSERT INTO requests (...) SELECT * FROM unnest($1::text[], ...)`; JSON travels as text
-/// and is cast on the way in.
+/// and is cast on the way in. A record already stored (same id and start) is left as it is,
+/// so a batch replayed from the journal writes nothing twice.
 fn insert_sql() -> &'static str {
     static INSERT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
         let columns: Vec<&str> = RECORD_COLUMNS.iter().map(|(c, _)| *c).collect();
@@ -72,7 +73,7 @@ fn insert_sql() -> &'static str {
             })
             .collect();
         format!(
-            "INSERT INTO requests ({}) SELECT {} FROM unnest({}) AS r({})",
+            "INSERT INTO requests ({}) SELECT {} FROM unnest({}) AS r({}) ON CONFLICT DO NOTHING",
             columns.join(", "),
             selected.join(", "),
             arrays.join(", "),
@@ -245,7 +246,8 @@ impl PgStore {
         if !bodies.request_id.is_empty() {
             sqlx::query(
                 "INSERT INTO bodies (request_id, started_at, request, response, truncated)
-                 SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::boolean[])",
+                 SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::boolean[])
+                 ON CONFLICT DO NOTHING",
             )
             .bind(bodies.request_id)
             .bind(bodies.started_at)

@@ -243,6 +243,13 @@ impl RecordSink for SqliteStore {
     fn write_records<'a>(&'a self, records: &'a mut [RequestRecord]) -> StoreFuture<'a, ()> {
         Box::pin(SqliteStore::write_records(self, records))
     }
+
+    fn ping(&self) -> StoreFuture<'_, ()> {
+        Box::pin(async move {
+            sqlx::query("SELECT 1").execute(self.records_pool()).await?;
+            Ok(())
+        })
+    }
 }
 
 impl RecordQueries for SqliteStore {

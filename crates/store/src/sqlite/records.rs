@@ -20,18 +20,21 @@ const RECORD_COLUMNS: &str = "id, started_at, endpoint, dialect, key_id, team, u
     carbon_ug, degraded_from, tenant, policy";
 
 /// The INSERT of `rows` records (1 to [`ROWS_PER_INSERT`]): a prefix of the statement for the
-/// most rows, which is built once. One statement per chunk keeps one round trip to the SQLite
+/// most rows, which is built once. A record already stored (same id) is left as it is, so a
+/// batch replayed from the journal writes nothing twice (`OR IGNORE` rather than a trailing
+/// `ON CONFLICT`, which would not leave a prefix; the other constraints are NOT NULLs that
+/// every record fills). One statement per chunk keeps one round trip to the SQLite
 /// worker per chunk; sqlx caches the statement of each size.
 fn insert_sql(rows: usize) -> &'static str {
     struct Insert {
         text: String,
-        /// `INSERT INTO requests (...) VALUES `
+        /// `INSERT OR IGNORE INTO requests (...) VALUES `
         head: usize,
         /// `(?, ..., ?), `
         row: usize,
     }
     static INSERT: std::sync::LazyLock<Insert> = std::sync::LazyLock::new(|| {
-        let head = format!("INSERT INTO requests ({RECORD_COLUMNS}) VALUES ");
+        let head = format!("INSERT OR IGNORE INTO requests ({RECORD_COLUMNS}) VALUES ");
         let columns = RECORD_COLUMNS.split(", ").count();
         let row = format!("({})", vec!["?"; columns].join(", "));
         Insert {
@@ -131,7 +134,7 @@ impl SqliteStore {
         for r in records.iter() {
             if let Some(bodies) = &r.bodies {
                 sqlx::query(
-                    "INSERT INTO bodies (request_id, request, response, truncated) VALUES (?, ?, ?, ?)",
+                    "INSERT OR IGNORE INTO bodies (request_id, request, response, truncated) VALUES (?, ?, ?, ?)",
                 )
                 .bind(&r.id)
                 .bind(&bodies.request)
