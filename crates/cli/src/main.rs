@@ -42,6 +42,10 @@ enum Command {
         /// Address to listen on, overriding `server.listen` (port 0 picks a free port).
         #[arg(long)]
         listen: Option<String>,
+        /// The record journal's folder, overriding `store.journal` (each replica on a host
+        /// needs its own).
+        #[arg(long)]
+        journal: Option<PathBuf>,
     },
     /// Run the gateway against a built-in mock provider, with a fresh demo key: no provider key needed.
     Demo {
@@ -124,7 +128,7 @@ fn main() -> std::process::ExitCode {
     let result = runtime.block_on(async move {
         let config = cli.config;
         match cli.command {
-            Command::Serve { listen } => serve::serve(config, listen).await,
+            Command::Serve { listen, journal } => serve::serve(config, listen, journal).await,
             Command::Demo { listen, json } => serve::demo(config, listen, json).await,
             Command::CheckConfig => admin::check_config(config),
             Command::Migrate => admin::migrate(config).await,

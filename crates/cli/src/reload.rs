@@ -41,12 +41,32 @@ pub(crate) enum ReloadError {
     Interrupted,
 }
 
-/// The configuration file a gateway serves, and the `--listen` given on the command line
-/// (which a reload keeps, as the start did).
+/// The configuration file a gateway serves, and what the command line overrides in it (which
+/// a reload keeps, as the start did).
 #[derive(Debug, Clone)]
 pub(crate) struct ConfigFile {
     path: PathBuf,
-    listen: Option<SocketAddr>,
+    overrides: Overrides,
+}
+
+/// `sluice serve`'s options that override the file.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Overrides {
+    /// `--listen`
+    pub(crate) listen: Option<SocketAddr>,
+    /// `--journal`
+    pub(crate) journal: Option<PathBuf>,
+}
+
+impl Overrides {
+    pub(crate) fn apply(&self, settings: &mut Settings) {
+        if let Some(listen) = self.listen {
+            settings.server.listen = listen;
+        }
+        if let (Some(dir), Some(journal)) = (&self.journal, &mut settings.store.journal) {
+            journal.dir.clone_from(dir);
+        }
+    }
 }
 
 /// A file's content: its bytes and their SHA-256 (hex).
@@ -56,8 +76,8 @@ struct Content {
 }
 
 impl ConfigFile {
-    pub(crate) fn new(path: PathBuf, listen: Option<SocketAddr>) -> ConfigFile {
-        ConfigFile { path, listen }
+    pub(crate) fn new(path: PathBuf, overrides: Overrides) -> ConfigFile {
+        ConfigFile { path, overrides }
     }
 
     /// Reads and validates the file once, as at start: the settings and where they came from
@@ -78,9 +98,7 @@ impl ConfigFile {
             |name| std::env::var(name).ok(),
             ProviderKeys::Required,
         )?;
-        if let Some(listen) = self.listen {
-            settings.server.listen = listen;
-        }
+        self.overrides.apply(&mut settings);
         Ok(settings)
     }
 

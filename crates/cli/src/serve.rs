@@ -66,7 +66,11 @@ fn init_logging() {
         .try_init();
 }
 
-pub(crate) async fn serve(config: Option<PathBuf>, listen: Option<String>) -> anyhow::Result<()> {
+pub(crate) async fn serve(
+    config: Option<PathBuf>,
+    listen: Option<String>,
+    journal: Option<PathBuf>,
+) -> anyhow::Result<()> {
     init_logging();
     let listen: Option<SocketAddr> = listen
         .map(|listen| {
@@ -75,13 +79,14 @@ pub(crate) async fn serve(config: Option<PathBuf>, listen: Option<String>) -> an
                 .with_context(|| format!("--listen `{listen}` is not an address:port"))
         })
         .transpose()?;
+    let overrides = crate::reload::Overrides { listen, journal };
     // The file is read once: its hash is of the bytes validated.
-    let file = config_path(config.as_deref()).map(|path| ConfigFile::new(path, listen));
+    let file = config_path(config.as_deref()).map(|path| ConfigFile::new(path, overrides.clone()));
     let (settings, source) = match &file {
         Some(file) => file.load()?,
         None => {
             let mut settings = Settings::defaults()?;
-            settings.server.listen = listen.unwrap_or(settings.server.listen);
+            overrides.apply(&mut settings);
             (settings, ConfigSource::without_file())
         }
     };
@@ -120,7 +125,27 @@ async fn run(
     drop(tokio::task::spawn_blocking(move || {
         sluice_pipeline::tokens::load_tokenizers(aliases.iter().map(String::as_str));
     }));
-    let queue = RecordQueue::start(store.records.clone(), settings.store.record_queue);
+    let journal = match &settings.store.journal {
+        Some(journal) => {
+            tracing::info!(dir = %journal.dir.display(), max_bytes = journal.max_bytes, "record journal");
+            Some(sluice_store::Journal::open(
+                &journal.dir,
+                journal.max_bytes,
+            )?)
+        }
+        None => {
+            tracing::warn!(
+                "the record journal is off: records still queued when the process dies, or while the store cannot be reached, are lost"
+            );
+            None
+        }
+    };
+    let queue = RecordQueue::start_journaled(
+        store.records.clone(),
+        settings.store.record_queue,
+        journal,
+        store.health.clone(),
+    );
     let retention =
         sluice_store::RecordRetention::start(store.pruning.clone(), settings.store.retention);
     let tracer = start_tracer(&settings)?;
@@ -139,6 +164,7 @@ async fn run(
         policy,
     )
     .configured_from(source);
+    gateway.honour_keys_offline_for(settings.store.offline_keys);
     let stop_config_reload = tokio_util::sync::CancellationToken::new();
     let config_reload = crate::reload::Reloader {
         gateway: gateway.clone(),
@@ -183,8 +209,9 @@ async fn run(
         max_connections_per_client: server.max_connections_per_client,
         shutdown_grace: server.shutdown_grace,
     };
-    let listener = sluice_server::bind(server.listen, server.listen_backlog)
-        .with_context(|| format!("binding {}", server.listen))?;
+    let listener =
+        sluice_server::bind_with(server.listen, server.listen_backlog, server.reuse_port)
+            .with_context(|| format!("binding {}", server.listen))?;
     let addr = listener.local_addr()?;
     // The operators' listener: `/metrics` and the detailed `/health` without a token.
     let stop_metrics = tokio_util::sync::CancellationToken::new();

@@ -1286,3 +1286,32 @@ fn serve_keys_logs_and_usage_share_one_postgres_store_and_a_revocation_applies_a
     assert_eq!(listed.len(), 1);
     assert!(listed[0]["revoked_at"].is_i64());
 }
+
+#[test]
+fn a_second_gateway_on_the_same_journal_is_refused_with_what_to_do() {
+    let dir = temp_dir("journal-lock");
+    let (first, line) = common::first_line(
+        Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .current_dir(&dir)
+            .args(["serve", "--listen", "127.0.0.1:0"]),
+    );
+    assert!(line.starts_with("sluice listening on"), "{line}");
+    let second = sluice(&dir, &["serve", "--listen", "127.0.0.1:0"]);
+    assert!(!second.status.success());
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert!(
+        err.contains("is in use by another sluice process: give each replica a journal of its own ([store] journal, or `sluice serve --journal`)"),
+        "{err}"
+    );
+    // With a journal of its own it starts, beside the first.
+    let (third, line) = common::first_line(
+        Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .current_dir(&dir)
+            .args(["serve", "--listen", "127.0.0.1:0", "--journal", "journal-b"]),
+    );
+    assert!(line.starts_with("sluice listening on"), "{line}");
+    assert!(dir.join("journal-b/lock").exists());
+    assert!(dir.join("sluice-data/journal/lock").exists());
+    common::stop(first);
+    common::stop(third);
+}

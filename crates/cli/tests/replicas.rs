@@ -27,12 +27,13 @@ fn redis_url() -> Option<String> {
     url
 }
 
-/// A replica: `sluice serve` on a free port; returns the process and its base URL.
-fn replica(dir: &Path) -> (Child, String) {
+/// A replica: `sluice serve` on a free port, with a record journal of its own; returns the
+/// process and its base URL.
+fn replica(dir: &Path, journal: &str) -> (Child, String) {
     let (child, line) = common::first_line(
         Command::new(env!("CARGO_BIN_EXE_sluice"))
             .current_dir(dir)
-            .args(["serve", "--listen", "127.0.0.1:0"]),
+            .args(["serve", "--listen", "127.0.0.1:0", "--journal", journal]),
     );
     (child, common::announced_url(&line))
 }
@@ -99,7 +100,7 @@ redis_prefix = "{prefix}"
         .unwrap();
     store.budgets.put_budget(budget).await.unwrap();
     store.close().await;
-    let replicas = vec![replica(&dir), replica(&dir)];
+    let replicas = vec![replica(&dir, "journal-a"), replica(&dir, "journal-b")];
     Fleet {
         replicas,
         secret: key.secret,

@@ -20,8 +20,8 @@ use crate::policy::{
 };
 use crate::tools::{StopSequencesSection, ToolPolicySection};
 use crate::{
-    AliasSettings, DeploymentSettings, FieldProblem, OtlpProtocol, PolicySettings, ServerSettings,
-    Settings, StoreLocation, StoreSettings, TelemetrySettings, UpstreamSettings,
+    AliasSettings, DeploymentSettings, FieldProblem, JournalSettings, OtlpProtocol, PolicySettings,
+    ServerSettings, Settings, StoreLocation, StoreSettings, TelemetrySettings, UpstreamSettings,
 };
 
 #[derive(Debug, Default, Deserialize)]
@@ -80,6 +80,8 @@ struct ServerSection {
     /// Threads serving client connections; default: one per core this process may run on.
     workers: Option<usize>,
     watch_config: bool,
+    /// Let other processes listen on the same address (`SO_REUSEPORT`).
+    reuse_port: bool,
 }
 
 impl Default for ServerSection {
@@ -97,6 +99,7 @@ impl Default for ServerSection {
             metrics_listen: None,
             workers: None,
             watch_config: true,
+            reuse_port: false,
         }
     }
 }
@@ -138,10 +141,27 @@ struct StoreSection {
     url: Option<String>,
     record_queue: usize,
     retention_days: u32,
+    /// The local record journal's folder (default: `journal` beside the SQLite file, or
+    /// `sluice-data/journal` with Postgres).
+    journal: Option<String>,
+    /// The most the journal may hold on disk; 0 turns it off.
+    journal_max_mb: u64,
+    /// How long a key the store confirmed is honoured while the store cannot be reached.
+    offline_keys_ms: u64,
 }
 
 /// The embedded store's file when `[store]` names none, relative to the config file.
 const DEFAULT_STORE_PATH: &str = "sluice-data/sluice.db";
+
+/// The journal's folder with a Postgres store when `[store]` names none, relative to the
+/// config file.
+const DEFAULT_JOURNAL_PATH: &str = "sluice-data/journal";
+
+/// The largest journal accepted: a tebibyte.
+const MAX_JOURNAL_MB: u64 = 1 << 20;
+
+/// The longest a key may be honoured offline: a week.
+const MAX_OFFLINE_KEYS_MS: u64 = 7 * 86_400_000;
 
 /// The longest retention accepted: a century, far beyond any real need, and far from
 /// overflowing a millisecond count.
@@ -154,6 +174,9 @@ impl Default for StoreSection {
             url: None,
             record_queue: 16_384,
             retention_days: 30,
+            journal: None,
+            journal_max_mb: 1024,
+            offline_keys_ms: 300_000,
         }
     }
 }
@@ -924,6 +947,29 @@ impl ConfigFile {
                 format!("must be at most {MAX_RETENTION_DAYS} (0 keeps records forever)"),
             );
         }
+        if self.store.journal_max_mb > MAX_JOURNAL_MB {
+            push(
+                &mut problems,
+                "store.journal_max_mb".into(),
+                format!("must be at most {MAX_JOURNAL_MB} (0 turns the journal off)"),
+            );
+        }
+        if self.store.offline_keys_ms > MAX_OFFLINE_KEYS_MS {
+            push(
+                &mut problems,
+                "store.offline_keys_ms".into(),
+                format!(
+                    "must be at most {MAX_OFFLINE_KEYS_MS} (a week; 0 refuses every key while the store cannot be reached)"
+                ),
+            );
+        }
+        if self.store.journal.as_deref().is_some_and(str::is_empty) {
+            push(
+                &mut problems,
+                "store.journal".into(),
+                "must be a folder; set journal_max_mb = 0 to turn the journal off".into(),
+            );
+        }
         let up = &self.upstream;
         for (field, value) in [
             ("upstream.connect_timeout_ms", up.connect_timeout_ms),
@@ -1207,6 +1253,7 @@ impl ConfigFile {
                 metrics_listen,
                 workers,
                 watch_config: self.server.watch_config,
+                reuse_port: self.server.reuse_port,
             },
             store: StoreSettings {
                 location: match (&self.store.url, &self.store.path) {
@@ -1215,6 +1262,18 @@ impl ConfigFile {
                         base_dir.join(path.as_deref().unwrap_or(DEFAULT_STORE_PATH)),
                     ),
                 },
+                journal: (self.store.journal_max_mb > 0).then(|| JournalSettings {
+                    dir: match (&self.store.journal, &self.store.url, &self.store.path) {
+                        (Some(dir), _, _) => base_dir.join(dir),
+                        (None, Some(_), _) => base_dir.join(DEFAULT_JOURNAL_PATH),
+                        (None, None, path) => base_dir
+                            .join(path.as_deref().unwrap_or(DEFAULT_STORE_PATH))
+                            .parent()
+                            .map_or_else(|| base_dir.join("journal"), |dir| dir.join("journal")),
+                    },
+                    max_bytes: self.store.journal_max_mb << 20,
+                }),
+                offline_keys: Duration::from_millis(self.store.offline_keys_ms),
                 record_queue: self.store.record_queue,
                 retention: (self.store.retention_days > 0)
                     .then(|| Duration::from_secs(u64::from(self.store.retention_days) * 86_400)),

@@ -167,16 +167,30 @@ pub struct ServerSettings {
     /// Reload the configuration file when its content changes (it is also reloaded on
     /// SIGHUP, whatever this says).
     pub watch_config: bool,
+    /// Other processes may listen on the same address (`SO_REUSEPORT`): the kernel spreads
+    /// new connections over them.
+    pub reuse_port: bool,
 }
 
 #[derive(Debug, Clone)]
 pub struct StoreSettings {
     /// Where keys, budgets and records are kept.
     pub location: StoreLocation,
+    /// The local journal of records not yet written (`None`: turned off).
+    pub journal: Option<JournalSettings>,
+    /// How long a key the store confirmed is honoured while the store cannot be reached.
+    pub offline_keys: Duration,
     /// Capacity of the request-record queue; records beyond it are shed and counted.
     pub record_queue: usize,
     /// How long request records are kept; `None` keeps them forever.
     pub retention: Option<Duration>,
+}
+
+/// `[store] journal` and `journal_max_mb`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JournalSettings {
+    pub dir: PathBuf,
+    pub max_bytes: u64,
 }
 
 /// `[store] path` or `[store] url`.

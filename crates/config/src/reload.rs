@@ -53,9 +53,15 @@ impl Settings {
             ),
             ("server.watch_config", a.watch_config != b.watch_config),
             ("server.workers", a.workers != b.workers),
+            ("server.reuse_port", a.reuse_port != b.reuse_port),
             ("store.path / store.url", !sa.location.same_as(&sb.location)),
             ("store.record_queue", sa.record_queue != sb.record_queue),
             ("store.retention_days", sa.retention != sb.retention),
+            (
+                "store.journal / store.journal_max_mb",
+                sa.journal != sb.journal,
+            ),
+            ("store.offline_keys_ms", sa.offline_keys != sb.offline_keys),
             (
                 "telemetry.otlp_endpoint",
                 ta.otlp_endpoint != tb.otlp_endpoint,

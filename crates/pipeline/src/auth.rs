@@ -5,8 +5,15 @@
 //! announces revocations (Postgres, whichever replica or CLI made them) has the key dropped
 //! from the cache at once ([`Gateway::follow_key_changes`]); otherwise a revocation takes
 //! effect within the TTL. Unknown keys are not cached, so a new key works at once.
+//!
+//! While the store cannot be reached ([`sluice_store::StoreHealth`]), a key the store
+//! confirmed within the configured offline time (`[store] offline_keys_ms`) is still honoured
+//! as it was then; any other key is answered `keys_unavailable` (503) at once, without waiting
+//! on the store. A revoked key is dropped from the cache when the revocation is announced, so
+//! it is never served from it.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -37,7 +44,19 @@ impl Caller {
 /// Hash of a presented secret -> key. Its `Debug` shows only the size.
 #[derive(Default)]
 pub(crate) struct KeyCache {
-    entries: RwLock<HashMap<KeyHash, (Arc<KeyInfo>, Instant)>>,
+    entries: RwLock<HashMap<KeyHash, Entry>>,
+    /// Bumped when announcements were missed: every entry is read again before it is trusted,
+    /// but stays as the last known key while the store cannot be reached.
+    generation: AtomicU64,
+    /// How long after the store last confirmed it a key is honoured while the store cannot
+    /// be reached (0: never).
+    offline_ms: AtomicU64,
+}
+
+struct Entry {
+    key: Arc<KeyInfo>,
+    confirmed: Instant,
+    generation: u64,
 }
 
 impl std::fmt::Debug for KeyCache {
@@ -48,29 +67,51 @@ impl std::fmt::Debug for KeyCache {
 }
 
 impl KeyCache {
-    fn get(&self, hash: &KeyHash) -> Option<Arc<KeyInfo>> {
+    /// The key, if the store confirmed it within the TTL and no announcement was missed since.
+    fn fresh(&self, hash: &KeyHash) -> Option<Arc<KeyInfo>> {
+        let generation = self.generation.load(Ordering::Relaxed);
         let entries = self.entries.read().unwrap_or_else(|e| e.into_inner());
         entries
             .get(hash)
-            .filter(|(_, at)| at.elapsed() < KEY_CACHE_TTL)
-            .map(|(key, _)| key.clone())
+            .filter(|e| e.generation == generation && e.confirmed.elapsed() < KEY_CACHE_TTL)
+            .map(|e| e.key.clone())
+    }
+
+    /// The key as the store last confirmed it, if that is within the offline time.
+    fn last_known(&self, hash: &KeyHash) -> Option<Arc<KeyInfo>> {
+        let offline = Duration::from_millis(self.offline_ms.load(Ordering::Relaxed));
+        let entries = self.entries.read().unwrap_or_else(|e| e.into_inner());
+        entries
+            .get(hash)
+            .filter(|e| e.confirmed.elapsed() < offline)
+            .map(|e| e.key.clone())
     }
 
     fn put(&self, hash: KeyHash, key: Arc<KeyInfo>) {
+        let generation = self.generation.load(Ordering::Relaxed);
         let mut entries = self.entries.write().unwrap_or_else(|e| e.into_inner());
         if entries.len() >= KEY_CACHE_CAPACITY {
             entries.clear();
         }
-        entries.insert(hash, (key, Instant::now()));
+        entries.insert(
+            hash,
+            Entry {
+                key,
+                confirmed: Instant::now(),
+                generation,
+            },
+        );
     }
 
     fn forget(&self, change: KeyChange) {
-        let mut entries = self.entries.write().unwrap_or_else(|e| e.into_inner());
         match change {
             KeyChange::Changed(hash) => {
+                let mut entries = self.entries.write().unwrap_or_else(|e| e.into_inner());
                 entries.remove(&hash);
             }
-            KeyChange::Missed => entries.clear(),
+            KeyChange::Missed => {
+                self.generation.fetch_add(1, Ordering::Relaxed);
+            }
         }
     }
 }
@@ -83,20 +124,9 @@ impl Gateway {
             .filter(|s| !s.is_empty())
             .ok_or(PipelineError::MissingKey)?;
         let hash = KeyHash::of(secret);
-        let key = match self.inner.keys.get(&hash) {
+        let key = match self.inner.keys.fresh(&hash) {
             Some(key) => key,
-            None => {
-                let key = self
-                    .inner
-                    .store
-                    .keys
-                    .find_key_by_hash(&hash)
-                    .await?
-                    .ok_or(PipelineError::InvalidKey)?;
-                let key = Arc::new(key);
-                self.inner.keys.put(hash, key.clone());
-                key
-            }
+            None => self.look_up_key(hash).await?,
         };
         if key.revoked_at.is_some() {
             return Err(PipelineError::RevokedKey);
@@ -108,6 +138,35 @@ impl Gateway {
             return Err(PipelineError::ExpiredKey);
         }
         Ok(Caller { key })
+    }
+
+    /// Reads a key from the store into the cache; with the store unreachable, the last known
+    /// key (within the offline time) or [`PipelineError::KeysUnavailable`].
+    async fn look_up_key(&self, hash: KeyHash) -> Result<Arc<KeyInfo>, PipelineError> {
+        let store = &self.inner.store;
+        if !store.health.is_down() {
+            match store.keys.find_key_by_hash(&hash).await {
+                Ok(found) => {
+                    store.health.note_success();
+                    let key = Arc::new(found.ok_or(PipelineError::InvalidKey)?);
+                    self.inner.keys.put(hash, key.clone());
+                    return Ok(key);
+                }
+                Err(e) if !store.health.note_failure(&e) => return Err(e.into()),
+                Err(_) => {}
+            }
+        }
+        self.inner
+            .keys
+            .last_known(&hash)
+            .ok_or(PipelineError::KeysUnavailable)
+    }
+
+    /// How long a key the store confirmed is still honoured while the store cannot be
+    /// reached (`[store] offline_keys_ms`; zero: never).
+    pub fn honour_keys_offline_for(&self, offline: Duration) {
+        let ms = u64::try_from(offline.as_millis()).unwrap_or(u64::MAX);
+        self.inner.keys.offline_ms.store(ms, Ordering::Relaxed);
     }
 
     /// Drops what a key change made stale from the key cache: the next request with that key

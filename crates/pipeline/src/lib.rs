@@ -97,6 +97,11 @@ pub enum PipelineError {
     Provider(#[from] ProviderError),
     #[error("the gateway's store failed")]
     Store(#[from] StoreError),
+    /// The store cannot be reached and the key is not among those it confirmed lately.
+    #[error(
+        "the API key cannot be checked right now: the gateway's key store cannot be reached; try again shortly"
+    )]
+    KeysUnavailable,
     /// A hook of the route refused the request or stopped its answer.
     #[error(transparent)]
     Hook(#[from] hooks::HookError),
@@ -132,6 +137,7 @@ impl Classify for PipelineError {
                 sluice_policy::PolicyError::Refused(refusal.clone()).kind()
             }
             PipelineError::CountersUnavailable(_) => ErrorKind::PolicyUnavailable,
+            PipelineError::KeysUnavailable => ErrorKind::KeysUnavailable,
             PipelineError::CounterCapacity(e) => e.kind(),
             PipelineError::Policy(e) => e.kind(),
             PipelineError::Routing(e) => e.kind(),
@@ -151,7 +157,7 @@ impl Classify for PipelineError {
             PipelineError::Policy(e) | PipelineError::CountersUnavailable(e) => e.origin(),
             PipelineError::Hook(e) => e.origin(),
             PipelineError::ChoicesMissing { .. } => Origin::Upstream,
-            PipelineError::Internal(_) => Origin::Gateway,
+            PipelineError::Internal(_) | PipelineError::KeysUnavailable => Origin::Gateway,
             _ => Origin::Client,
         }
     }
@@ -298,8 +304,18 @@ impl Gateway {
         &self.config.router
     }
 
-    /// Records shed because the record queue was full.
+    /// Records shed: the record queue full without a journal, or the journal full.
     pub fn records_shed(&self) -> u64 {
         self.inner.records.shed()
+    }
+
+    /// The record queue's intake: its counts and the journal's size.
+    pub fn records(&self) -> &RecordSender {
+        &self.inner.records
+    }
+
+    /// Whether the store can be reached: down means the gateway runs degraded.
+    pub fn store_health(&self) -> &sluice_store::StoreHealth {
+        &self.inner.store.health
     }
 }

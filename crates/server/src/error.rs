@@ -30,6 +30,7 @@ pub fn status_for(kind: ErrorKind) -> StatusCode {
         ErrorKind::UpstreamOverloaded
         | ErrorKind::RouteUnavailable
         | ErrorKind::PolicyUnavailable
+        | ErrorKind::KeysUnavailable
         | ErrorKind::TooManyConnections => StatusCode::SERVICE_UNAVAILABLE,
         ErrorKind::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
         ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,

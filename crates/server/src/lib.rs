@@ -32,7 +32,7 @@ pub mod workers;
 
 pub use admin::AdminToken;
 pub use error::{AdminError, ApiError};
-pub use listener::{ConnectionLimits, ConnectionStats, bind, serve, serve_on};
+pub use listener::{ConnectionLimits, ConnectionStats, bind, bind_with, serve, serve_on};
 pub use workers::Workers;
 
 #[derive(Clone, Debug)]
@@ -176,8 +176,13 @@ async fn detailed_health(State(state): State<AppState>) -> Response {
             (route.alias.to_string(), detail)
         })
         .collect();
+    let records = state.gateway.records();
     let body = serde_json::json!({
         "status": if degraded { "degraded" } else { "ok" },
+        "ready": readiness(&state),
+        "store_outage": state.gateway.store_health().outage().map(|o| o.reason),
+        "journal_bytes": records.journal_bytes(),
+        "records_replayed": records.replayed(),
         "records_shed": state.gateway.records_shed(),
         "drills_shed": state.gateway.drills_shed(),
         "config": admin::config_detail(&gateway),
@@ -248,6 +253,16 @@ async fn metrics(State(state): State<AppState>) -> Response {
                 invalid: reloads.refused,
             }
         },
+        store: {
+            let health = state.gateway.store_health();
+            let records = state.gateway.records();
+            sluice_telemetry::StoreCounts {
+                down: health.is_down(),
+                degraded_ms: health.degraded_total().as_millis() as u64,
+                journal_bytes: records.journal_bytes(),
+                records_replayed: records.replayed(),
+            }
+        },
     };
     let text = state.gateway.metrics().render(&gauges, queues);
     (
@@ -258,12 +273,31 @@ async fn metrics(State(state): State<AppState>) -> Response {
         .into_response()
 }
 
-/// Readiness: the router exists only once the store is open and the configuration loaded.
-async fn ready() -> impl IntoResponse {
-    (
-        [(header::CONTENT_TYPE, "application/json")],
-        r#"{"status":"ready"}"#,
-    )
+/// Readiness: the router exists only once the store is open and the configuration loaded. A
+/// degraded replica is still ready (it serves); `mode` says which parts it runs without.
+async fn ready(State(state): State<AppState>) -> Response {
+    json_response(Bytes::from(readiness(&state).to_string()))
+}
+
+/// `{"status": "ready", "mode": "normal" | "degraded", "degraded": [...]}`: the store while it
+/// cannot be reached (records journaled, keys from the last known set), the budget counters
+/// while their last operation failed (`budgets.on_counter_error` applies).
+fn readiness(state: &AppState) -> serde_json::Value {
+    let mut degraded = Vec::new();
+    if let Some(outage) = state.gateway.store_health().outage() {
+        degraded.push(serde_json::json!({
+            "part": "store",
+            "for_ms": outage.for_time.as_millis() as u64,
+        }));
+    }
+    if state.counter_errors.failing() {
+        degraded.push(serde_json::json!({ "part": "counters" }));
+    }
+    serde_json::json!({
+        "status": "ready",
+        "mode": if degraded.is_empty() { "normal" } else { "degraded" },
+        "degraded": degraded,
+    })
 }
 
 /// The dialect of a request that reached no route: Anthropic SDKs always send

@@ -147,13 +147,23 @@ static ACCEPT_ERROR_LOG: LogThrottle = LogThrottle::new(LOG_INTERVAL);
 /// Binds `addr` with a listen backlog of `backlog` (and `SO_REUSEADDR`, so a restart does not
 /// wait out `TIME_WAIT`).
 pub fn bind(addr: SocketAddr, backlog: u32) -> io::Result<TcpListener> {
+    bind_with(addr, backlog, false)
+}
+
+/// [`bind`]; with `reuse_port`, other processes may listen on `addr` too (`SO_REUSEPORT`, Linux
+/// and the BSDs): the kernel spreads new connections over every listener, and when one
+/// process stops the others take every new connection.
+pub fn bind_with(addr: SocketAddr, backlog: u32, reuse_port: bool) -> io::Result<TcpListener> {
     let socket = if addr.is_ipv4() {
         TcpSocket::new_v4()?
     } else {
         TcpSocket::new_v6()?
     };
     #[cfg(unix)]
-    socket.set_reuseaddr(true)?;
+    {
+        socket.set_reuseaddr(true)?;
+        socket.set_reuseport(reuse_port)?;
+    }
     socket.bind(addr)?;
     socket.listen(backlog)
 }

@@ -74,6 +74,21 @@ pub struct QueueCounts {
     pub counter_entries_refused: u64,
     /// Configuration reloads since start.
     pub config_reloads: ReloadCounts,
+    /// The store's reachability and the record journal.
+    pub store: StoreCounts,
+}
+
+/// Whether the store can be reached, and the records kept meanwhile.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StoreCounts {
+    /// The store cannot be reached now.
+    pub down: bool,
+    /// Time spent with the store unreachable since start, the outage under way included.
+    pub degraded_ms: u64,
+    /// Bytes of the record journal on disk.
+    pub journal_bytes: u64,
+    /// Records written to the store from the journal since start.
+    pub records_replayed: u64,
 }
 
 /// Configuration reloads since start: swapped in, and refused because the file was invalid.
@@ -221,6 +236,31 @@ pub(crate) fn render(out: &mut String, deployments: &[DeploymentGauge], queues: 
             .get_or_create(&ResultLabels { result })
             .inc_by(count);
     }
+    let store = queues.store;
+    let down = Gauge::<u64, AtomicU64>::default();
+    down.set(u64::from(store.down));
+    registry.register(
+        "sluice_store_degraded",
+        "1 while the store cannot be reached: records go to the local journal, keys are served from the last known set",
+        down,
+    );
+    registry.register(
+        "sluice_store_degraded_seconds",
+        "Time spent with the store unreachable since start",
+        ConstCounter::new(store.degraded_ms as f64 / 1000.0),
+    );
+    let journal = Gauge::<u64, AtomicU64>::default();
+    journal.set(store.journal_bytes);
+    registry.register(
+        "sluice_journal_bytes",
+        "Bytes of the local record journal on disk: records not yet known to be in the store",
+        journal,
+    );
+    registry.register(
+        "sluice_records_replayed",
+        "Request records written to the store from the local journal (after an outage, a full queue or a restart)",
+        ConstCounter::new(store.records_replayed),
+    );
     registry.register(
         "sluice_config_reloads",
         "Configuration reloads (SIGHUP or a changed file): swapped in, or refused because the file was invalid",

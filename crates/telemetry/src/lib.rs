@@ -40,7 +40,9 @@ use prometheus_client::registry::Registry;
 use sluice_types::record::RequestRecord;
 
 pub use error::TelemetryError;
-pub use gauges::{BreakerGauge, ConnectionCounts, DeploymentGauge, QueueCounts, ReloadCounts};
+pub use gauges::{
+    BreakerGauge, ConnectionCounts, DeploymentGauge, QueueCounts, ReloadCounts, StoreCounts,
+};
 pub use labels::{Limits, OVERFLOW};
 pub use trace::{OtlpProtocol, TraceCounts, TraceSettings, Tracer};
 

@@ -611,6 +611,12 @@ fn deployment_gauges_and_queue_counters_render() {
         counter_entries: 40,
         counter_entries_refused: 2,
         config_reloads: crate::ReloadCounts { ok: 4, invalid: 1 },
+        store: crate::StoreCounts {
+            down: true,
+            degraded_ms: 12_500,
+            journal_bytes: 4096,
+            records_replayed: 77,
+        },
     };
     let gauges = [
         DeploymentGauge {
@@ -646,6 +652,10 @@ fn deployment_gauges_and_queue_counters_render() {
     assert_eq!(s.value("sluice_deployment_queue_depth", &primary), 7.0);
     assert_eq!(s.value("sluice_retry_budget_available", &primary), 2.5);
     assert_eq!(s.value("sluice_records_shed_total", &[]), 42.0);
+    assert_eq!(s.value("sluice_store_degraded", &[]), 1.0);
+    assert_eq!(s.value("sluice_store_degraded_seconds_total", &[]), 12.5);
+    assert_eq!(s.value("sluice_journal_bytes", &[]), 4096.0);
+    assert_eq!(s.value("sluice_records_replayed_total", &[]), 77.0);
     assert_eq!(s.value("sluice_traces_shed_total", &[]), 3.0);
     assert_eq!(s.value("sluice_traces_export_failed_total", &[]), 512.0);
     assert_eq!(s.value("sluice_traces_exported_total", &[]), 9_000.0);
@@ -743,6 +753,10 @@ fn every_family_has_its_prometheus_type() {
         ("sluice_counter_entries", "gauge"),
         ("sluice_counter_entries_refused_total", "counter"),
         ("sluice_config_reloads_total", "counter"),
+        ("sluice_store_degraded", "gauge"),
+        ("sluice_store_degraded_seconds_total", "counter"),
+        ("sluice_journal_bytes", "gauge"),
+        ("sluice_records_replayed_total", "counter"),
     ];
     for (name, kind) in expected {
         assert_eq!(s.types.get(name).map(String::as_str), Some(kind), "{name}");

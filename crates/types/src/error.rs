@@ -56,6 +56,9 @@ pub enum ErrorKind {
     RouteUnavailable,
     /// The budget and rate-limit counters could not be reached and policy says fail closed.
     PolicyUnavailable,
+    /// The key could not be checked: the store cannot be reached, and the key is not among
+    /// those it last confirmed.
+    KeysUnavailable,
     /// A policy of the route refused the request or stopped the answer (a prompt over the
     /// route's size bound, ...).
     PolicyBlocked,
@@ -65,7 +68,7 @@ pub enum ErrorKind {
 
 impl ErrorKind {
     /// Every kind, for reading codes back.
-    pub const ALL: [ErrorKind; 22] = [
+    pub const ALL: [ErrorKind; 23] = [
         ErrorKind::InvalidRequest,
         ErrorKind::UnsupportedParameter,
         ErrorKind::Unauthenticated,
@@ -86,6 +89,7 @@ impl ErrorKind {
         ErrorKind::SchemaViolation,
         ErrorKind::RouteUnavailable,
         ErrorKind::PolicyUnavailable,
+        ErrorKind::KeysUnavailable,
         ErrorKind::PolicyBlocked,
         ErrorKind::Internal,
     ];
@@ -113,6 +117,7 @@ impl ErrorKind {
             ErrorKind::SchemaViolation => "schema_violation",
             ErrorKind::RouteUnavailable => "route_unavailable",
             ErrorKind::PolicyUnavailable => "policy_unavailable",
+            ErrorKind::KeysUnavailable => "keys_unavailable",
             ErrorKind::PolicyBlocked => "policy_blocked",
             ErrorKind::Internal => "internal_error",
         }
@@ -252,6 +257,7 @@ mod tests {
             | ErrorKind::SchemaViolation
             | ErrorKind::RouteUnavailable
             | ErrorKind::PolicyUnavailable
+            | ErrorKind::KeysUnavailable
             | ErrorKind::PolicyBlocked
             | ErrorKind::Internal => ErrorKind::ALL.contains(&kind),
         };

@@ -5,7 +5,7 @@
 //! are answers, not failures, and are not counted here.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use sluice_types::LogThrottle;
@@ -18,13 +18,19 @@ use crate::error::PolicyError;
 /// The most often a counter failure is logged.
 pub const LOG_INTERVAL: Duration = Duration::from_secs(10);
 
-/// How many counter operations failed, since start. Cloning shares the count.
+/// How many counter operations failed, since start, and whether the last one did. Cloning
+/// shares them.
 #[derive(Debug, Clone, Default)]
-pub struct CounterErrors(Arc<AtomicU64>);
+pub struct CounterErrors(Arc<(AtomicU64, AtomicBool)>);
 
 impl CounterErrors {
     pub fn get(&self) -> u64 {
-        self.0.load(Ordering::Relaxed)
+        self.0.0.load(Ordering::Relaxed)
+    }
+
+    /// The last counter operation failed: budgets are applied per `budgets.on_counter_error`.
+    pub fn failing(&self) -> bool {
+        self.0.1.load(Ordering::Relaxed)
     }
 }
 
@@ -61,10 +67,14 @@ impl ObservedCounters {
                 PolicyError::Refused(_) | PolicyError::TooManyCounters { .. }
             )
         {
-            self.errors.0.fetch_add(1, Ordering::Relaxed);
+            self.errors.0.0.fetch_add(1, Ordering::Relaxed);
+            self.errors.0.1.store(true, Ordering::Relaxed);
             if let Some(left_out) = self.log.admit(Instant::now()) {
                 tracing::warn!(%error, operation, left_out, "budget counters failed");
             }
+        } else if self.errors.failing() {
+            // Read before written: no shared write per request while the counters work.
+            self.errors.0.1.store(false, Ordering::Relaxed);
         }
         result
     }
@@ -163,6 +173,7 @@ mod tests {
             ));
         }
         assert_eq!(down.errors().get(), 3);
+        assert!(down.errors().failing());
 
         let full = ObservedCounters::new(Arc::new(MemoryCounters::new()));
         assert!(matches!(
@@ -170,5 +181,6 @@ mod tests {
             Err(PolicyError::Refused(_))
         ));
         assert_eq!(full.errors().get(), 0);
+        assert!(!full.errors().failing(), "a refusal is an answer");
     }
 }

@@ -283,10 +283,11 @@ async fn health_is_minimal_to_anyone_and_detailed_with_the_admin_token() {
         .await
         .unwrap();
     assert_eq!(res.json::<Value>().await.unwrap(), json!({"status": "ok"}));
+    // Readiness says the mode (what a balancer and an operator need), never why.
     let res = gw.client.get(gw.url("/ready")).send().await.unwrap();
     assert_eq!(
         res.json::<Value>().await.unwrap(),
-        json!({"status": "ready"})
+        json!({"status": "ready", "mode": "normal", "degraded": []})
     );
 
     let res = gw
@@ -748,7 +749,17 @@ async fn health_and_readiness_answer_without_a_key() {
     let config = health.as_object_mut().unwrap().remove("config").unwrap();
     assert_eq!(
         health,
-        json!({"status": "ok", "records_shed": 0, "drills_shed": 0, "deployments": [], "routes": {}})
+        json!({
+            "status": "ok",
+            "ready": {"status": "ready", "mode": "normal", "degraded": []},
+            "store_outage": null,
+            "journal_bytes": 0,
+            "records_replayed": 0,
+            "records_shed": 0,
+            "drills_shed": 0,
+            "deployments": [],
+            "routes": {}
+        })
     );
     // Settings built in code: no file, no hash, loaded when the gateway was built.
     assert_eq!(
@@ -758,7 +769,10 @@ async fn health_and_readiness_answer_without_a_key() {
     assert!(config["loaded_at"].as_str().unwrap().starts_with("20"));
     let ready = gw.client.get(gw.url("/ready")).send().await.unwrap();
     assert_eq!(ready.status(), 200);
-    assert_eq!(ready.text().await.unwrap(), r#"{"status":"ready"}"#);
+    assert_eq!(
+        ready.json::<Value>().await.unwrap(),
+        json!({"status": "ready", "mode": "normal", "degraded": []})
+    );
 }
 
 #[tokio::test]

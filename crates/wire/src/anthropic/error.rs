@@ -30,6 +30,7 @@ pub(super) fn error_type(kind: ErrorKind) -> &'static str {
         ErrorKind::UpstreamOverloaded
         | ErrorKind::RouteUnavailable
         | ErrorKind::PolicyUnavailable
+        | ErrorKind::KeysUnavailable
         | ErrorKind::TooManyConnections => "overloaded_error",
         ErrorKind::UpstreamTimeout | ErrorKind::RequestTimeout => "timeout_error",
         ErrorKind::UpstreamMalformed

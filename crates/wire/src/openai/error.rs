@@ -43,6 +43,7 @@ pub(super) fn error_type(kind: ErrorKind) -> &'static str {
         | ErrorKind::UpstreamTimeout
         | ErrorKind::RouteUnavailable
         | ErrorKind::PolicyUnavailable
+        | ErrorKind::KeysUnavailable
         | ErrorKind::TooManyConnections
         | ErrorKind::Internal => "server_error",
     }
