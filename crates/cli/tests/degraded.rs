@@ -1,9 +1,11 @@
 //! A replica on Postgres that loses it keeps serving and loses no record; one killed with
-//! SIGKILL under load loses no record of an answer it finished.
+//! SIGKILL under load loses no record of an answer it finished; replicas that lose Redis apply
+//! their `on_counter_error` policy.
 //!
-//! Needs a real Postgres: `SLUICE_TEST_POSTGRES_URL` (scripts/test and .ci/run set it). Every
-//! test uses a schema of its own. Postgres is made unreachable by cutting a TCP relay between
-//! the replica and it, so other tests sharing the server are not disturbed.
+//! Needs a real Postgres and Redis: `SLUICE_TEST_POSTGRES_URL`, `SLUICE_TEST_REDIS_URL`
+//! (scripts/test and .ci/run set them). Every test uses a schema or key prefix of its own. A
+//! server is made unreachable by cutting a TCP relay between the replica and it, so other
+//! tests sharing the server are not disturbed.
 #![allow(
     clippy::disallowed_methods,
     clippy::panic,
@@ -430,4 +432,112 @@ async fn a_replica_killed_under_load_loses_no_record_of_an_answer_it_finished() 
     stores.close().await;
     schema.drop().await;
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A folder with a config whose counters are in Redis at `redis`, on the SQLite store at
+/// `store`, with `on_counter_error`.
+fn redis_folder(
+    name: &str,
+    mock: &MockUpstream,
+    store: &Path,
+    redis: SocketAddr,
+    policy: &str,
+) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("sluice-degraded-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = format!(
+        "[store]\npath = \"{}\"\njournal = \"journal\"\n\n\
+         [budgets]\ncounters = \"redis\"\nredis_url = \"redis://{redis}\"\n\
+         redis_prefix = \"{{sluice-degraded-{}}}:\"\non_counter_error = \"{policy}\"\n\n\
+         [admin]\ntoken_env = \"SLUICE_ADMIN_TOKEN\"\n\n\
+         [providers.mock]\ntype = \"openai_compatible\"\nbase_url = \"{}/v1\"\n\n\
+         [deployments.mini]\nprovider = \"mock\"\nmodel = \"gpt-4o-mini\"\n\n\
+         [aliases.m]\ndeployments = [\"mini\"]\n",
+        store.display(),
+        std::process::id(),
+        mock.base_url()
+    );
+    std::fs::write(dir.join("sluice.toml"), config).unwrap();
+    dir
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_that_lose_redis_apply_their_on_counter_error_policy() {
+    let Ok(redis) = std::env::var("SLUICE_TEST_REDIS_URL") else {
+        eprintln!("skipped: set SLUICE_TEST_REDIS_URL=redis://127.0.0.1:6379 to run it");
+        return;
+    };
+    let redis: SocketAddr = redis
+        .trim_start_matches("redis://")
+        .trim_end_matches('/')
+        .parse()
+        .unwrap();
+    let mock = MockUpstream::openai().start().await;
+    let relay = TcpRelay::start(redis).await.unwrap();
+    let shared = std::env::temp_dir().join(format!("sluice-degraded-redis-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&shared);
+    let store_path = shared.join("sluice.db");
+    let stores = Stores::open(&StoreLocation::Sqlite(store_path.clone()))
+        .await
+        .unwrap();
+    let secret = stores
+        .keys
+        .create_key(NewKey {
+            name: "counted".into(),
+            team: Some("qa".into()),
+            ..NewKey::default()
+        })
+        .await
+        .unwrap()
+        .secret;
+    stores
+        .budgets
+        .put_budget(sluice_store::BudgetRow::new(
+            "team:qa", "requests", "day", 1000,
+        ))
+        .await
+        .unwrap();
+    stores.close().await;
+    let closed_dir = redis_folder("closed", &mock, &store_path, relay.addr(), "closed");
+    let open_dir = redis_folder("open", &mock, &store_path, relay.addr(), "open");
+    let closed = Replica::start(&closed_dir);
+    let open = Replica::start(&open_dir);
+    let client = client();
+    chat(&client, &closed.url, &secret, false).await.unwrap();
+    chat(&client, &open.url, &secret, true).await.unwrap();
+
+    relay.cut();
+    // Closed: refused, with when to retry, in the caller's dialect.
+    let refused = client
+        .post(format!("{}/v1/chat/completions", closed.url))
+        .bearer_auth(&secret)
+        .json(&json!({"model": "m", "max_tokens": 8, "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 503);
+    assert!(refused.headers().contains_key("retry-after"));
+    let body: Value = refused.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "policy_unavailable", "{body}");
+    let ready = ready_in(&client, &closed.url, "degraded", Duration::from_secs(5)).await;
+    assert_eq!(ready["degraded"], json!([{"part": "counters"}]), "{ready}");
+    // Open: served unmetered.
+    for stream in [false, true] {
+        chat(&client, &open.url, &secret, stream).await.unwrap();
+    }
+    assert!(metric(&client, &closed.url, "sluice_counter_errors_total").await >= 1.0);
+
+    relay.restore();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while chat(&client, &closed.url, &secret, false).await.is_err() {
+        assert!(Instant::now() < deadline, "counters never came back");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    ready_in(&client, &closed.url, "normal", Duration::from_secs(5)).await;
+    closed.stop();
+    open.stop();
+    for dir in [closed_dir, open_dir, shared] {
+        let _ = std::fs::remove_dir_all(dir);
+    }
 }
