@@ -52,6 +52,11 @@
 #                       once without and once with it, alternating, for tracing's own overhead.
 #                       Sluice's trace counters (exported / failed / shed) from /metrics go to
 #                       logs/trace-counts.txt, the sink's counts to logs/otlp-sink.json
+#   --store URL         keep keys, budgets and records in this Postgres database instead of the
+#                       embedded SQLite file (a schema of its own per run, dropped at the end;
+#                       psql must be on the PATH)
+#   --no-journal        turn the local record journal off (`[store] journal_max_mb = 0`), to
+#                       measure what it costs
 #   --no-build          use the binaries as they are (SLUICE_BIN overrides target/release/sluice)
 #   --out DIR           results directory (default bench/results/<timestamp>)
 #
@@ -82,6 +87,8 @@ BUILD=1
 TRACING=0
 OUT=""
 ADMISSION=off
+STORE_URL=""
+JOURNAL=1
 while [ $# -gt 0 ]; do
   case "$1" in
     --runs) RUNS=$2; shift 2 ;;
@@ -96,6 +103,8 @@ while [ $# -gt 0 ]; do
     --quiet-wait) QUIET_WAIT=$2; shift 2 ;;
     --no-build) BUILD=0; shift ;;
     --admission) ADMISSION=$2; shift 2 ;;
+    --store) STORE_URL=$2; shift 2 ;;
+    --no-journal) JOURNAL=0; shift ;;
     --tracing) TRACING=1; shift ;;
     --out) OUT=$2; shift 2 ;;
     -h|--help) awk 'NR>1 && /^#/ {sub(/^# ?/, ""); print; next} NR>1 {exit}' "$HERE/run.sh"; exit 0 ;;
@@ -254,6 +263,28 @@ HCFG=$(MOCK_FAST_URL=http://127.0.0.1:$FAST_PORT/v1 MOCK_SLOW_URL=http://127.0.0
 HKEY=$(MOCK_FAST_URL=http://127.0.0.1:$FAST_PORT/v1 MOCK_SLOW_URL=http://127.0.0.1:$HOLD_PORT/v1 \
   "$HERE/sluice-target.sh" key "$WORK/hold")
 DB=$WORK/main/sluice-data/bench.db
+STORE_SAYS="records in SQLite ($DB)"
+if [ -n "$STORE_URL" ]; then
+  # A schema of its own, dropped on exit; each configuration points at it.
+  SCHEMA=sluice_bench_$$
+  psql -q "$STORE_URL" -c "CREATE SCHEMA $SCHEMA" > /dev/null
+  trap 'cleanup; psql -q "$STORE_URL" -c "DROP SCHEMA $SCHEMA CASCADE" > /dev/null 2>&1 || true' EXIT
+  PG_URL="$STORE_URL?options=-c%20search_path%3D$SCHEMA"
+  for c in "$CFG" "$HCFG"; do
+    sed -i "s|^path = \"sluice-data/bench.db\"\$|url = \"$PG_URL\"\njournal = \"sluice-data/journal\"|" "$c"
+  done
+  KEY=$("$SLUICE" --config "$CFG" keys create --name bench --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["secret"])')
+  HKEY=$("$SLUICE" --config "$HCFG" keys create --name bench-hold --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["secret"])')
+  STORE_SAYS="records in Postgres (schema $SCHEMA of $STORE_URL)"
+fi
+if [ "$JOURNAL" = 0 ]; then
+  for c in "$CFG" "$HCFG"; do
+    sed -i 's|^\[store\]$|[store]\njournal_max_mb = 0|' "$c"
+  done
+  STORE_SAYS="$STORE_SAYS, journal off"
+else
+  STORE_SAYS="$STORE_SAYS, journal on"
+fi
 GW_CFG=$CFG
 if [ "$TRACING" = 1 ]; then
   # The base configuration has no [telemetry] section: this adds it.
@@ -302,7 +333,7 @@ esac
   echo "runs: $RUNS; duration: ${DURATION}s; rates: $RATES; c: $RATE_C (rate), $THR_C (throughput)"
   echo "figure 2 requests: $CPU_N; figure 4: $SSE1_N streams at c=1, c=$SSE_C for ${DURATION}s"
   echo "figure 5: $STREAMS streams asked, mock event every ${HOLD_MS} ms; ulimit -n $NOFILE"
-  echo "Sluice: auth with a virtual key, request records to SQLite, SLUICE_LOG=$SLUICE_LOG (JSON), $TRACING_SAYS; admission: $ADMISSION"
+  echo "Sluice: auth with a virtual key, $STORE_SAYS, SLUICE_LOG=$SLUICE_LOG (JSON), $TRACING_SAYS; admission: $ADMISSION"
   echo "uptime at start: $(uptime)"
 } > "$OUT/env.txt"
 git -C "$ROOT" status --porcelain > "$OUT/git-status.txt" 2>/dev/null || true
@@ -332,7 +363,13 @@ probe_run() { # probe_run OUTFILE URL probe-args...
     --body "$(body mock-fast stream)" "$@" > "$f" 2> "$f.err" || true
 }
 
-records() { sqlite3 "file:$DB?mode=ro" 'select count(*) from requests' 2>/dev/null || echo '?'; }
+records() {
+  if [ -n "$STORE_URL" ]; then
+    psql -qtA "$STORE_URL" -c "select count(*) from $SCHEMA.requests" 2>/dev/null || echo '?'
+  else
+    sqlite3 "file:$DB?mode=ro" 'select count(*) from requests' 2>/dev/null || echo '?'
+  fi
+}
 
 trace_counts() { # trace_counts LABEL PORT — Sluice's trace counters (from its metrics listener), appended to logs/trace-counts.txt
   [ "$TRACING" = 1 ] || return 0

@@ -100,6 +100,28 @@ fn status_table(health: &Value) -> String {
         text(&health["records_shed"]),
         text(&health["drills_shed"]),
     );
+    let ready = &health["ready"];
+    if ready.is_object() {
+        let degraded: Vec<String> = ready["degraded"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|part| match part["for_ms"].as_u64() {
+                Some(ms) => format!("{} for {:.1}s", text(&part["part"]), ms as f64 / 1000.0),
+                None => text(&part["part"]),
+            })
+            .collect();
+        let mode = match (degraded.is_empty(), health["store_outage"].as_str()) {
+            (true, _) => "normal".to_owned(),
+            (false, Some(reason)) => format!("degraded: {} ({reason})", degraded.join(", ")),
+            (false, None) => format!("degraded: {}", degraded.join(", ")),
+        };
+        out.push_str(&format!(
+            "mode {mode} · journal {} bytes · records replayed {}\n",
+            text(&health["journal_bytes"]),
+            text(&health["records_replayed"]),
+        ));
+    }
     let config = &health["config"];
     if config.is_object() {
         out.push_str(&format!(

@@ -172,6 +172,14 @@ fn demo_serves_a_request_and_logs_show_it_after_a_graceful_stop() {
         String::from_utf8_lossy(&status.stderr)
     );
     assert!(table.starts_with("gateway ok"), "{table}");
+    assert!(
+        table
+            .lines()
+            .nth(1)
+            .is_some_and(|l| l.starts_with("mode normal · journal ")
+                && l.ends_with(" bytes · records replayed 0")),
+        "{table}"
+    );
     let claude = table
         .lines()
         .find(|l| l.starts_with("mock-claude"))

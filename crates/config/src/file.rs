@@ -139,6 +139,8 @@ struct StoreSection {
     path: Option<String>,
     /// A Postgres store shared by several replicas, instead of the file.
     url: Option<String>,
+    /// The environment variable that holds `url` (which may carry a password).
+    url_env: Option<String>,
     record_queue: usize,
     retention_days: u32,
     /// The local record journal's folder (default: `journal` beside the SQLite file, or
@@ -172,6 +174,7 @@ impl Default for StoreSection {
         StoreSection {
             path: None,
             url: None,
+            url_env: None,
             record_queue: 16_384,
             retention_days: 30,
             journal: None,
@@ -913,7 +916,29 @@ impl ConfigFile {
                     }
                 }
             });
-        match (&self.store.path, &self.store.url) {
+        let store_url = match (&self.store.url, &self.store.url_env) {
+            (Some(_), Some(_)) => {
+                push(
+                    &mut problems,
+                    "store.url".into(),
+                    "set url or url_env, not both".into(),
+                );
+                None
+            }
+            (url, None) => url.clone(),
+            (None, Some(var)) => {
+                let value = env(var).filter(|v| !v.is_empty());
+                if value.is_none() {
+                    push(
+                        &mut problems,
+                        "store.url_env".into(),
+                        format!("environment variable `{var}` is not set"),
+                    );
+                }
+                value
+            }
+        };
+        match (&self.store.path, &store_url) {
             (Some(_), Some(_)) => push(
                 &mut problems,
                 "store.url".into(),
@@ -1256,14 +1281,14 @@ impl ConfigFile {
                 reuse_port: self.server.reuse_port,
             },
             store: StoreSettings {
-                location: match (&self.store.url, &self.store.path) {
+                location: match (&store_url, &self.store.path) {
                     (Some(url), _) => StoreLocation::Postgres(SecretString::from(url.clone())),
                     (None, path) => StoreLocation::Sqlite(
                         base_dir.join(path.as_deref().unwrap_or(DEFAULT_STORE_PATH)),
                     ),
                 },
                 journal: (self.store.journal_max_mb > 0).then(|| JournalSettings {
-                    dir: match (&self.store.journal, &self.store.url, &self.store.path) {
+                    dir: match (&self.store.journal, &store_url, &self.store.path) {
                         (Some(dir), _, _) => base_dir.join(dir),
                         (None, Some(_), _) => base_dir.join(DEFAULT_JOURNAL_PATH),
                         (None, None, path) => base_dir

@@ -69,6 +69,87 @@ fn a_store_is_a_file_or_a_postgres_url_not_both() {
 }
 
 #[test]
+fn a_postgres_url_may_come_from_the_environment() {
+    let from_env = |text: &str| {
+        Settings::from_toml(text, Path::new("/etc/sluice/sluice.toml"), |name| {
+            (name == "SLUICE_STORE_URL").then(|| "postgres://app:s3cret@db/sluice".to_owned())
+        })
+    };
+    let settings = from_env("[store]\nurl_env = \"SLUICE_STORE_URL\"\n").unwrap();
+    assert!(matches!(
+        &settings.store.location,
+        crate::StoreLocation::Postgres(url) if url.expose_secret() == "postgres://app:s3cret@db/sluice"
+    ));
+    assert_eq!(
+        problems("[store]\nurl_env = \"SLUICE_UNSET_STORE_URL\"\n"),
+        ["store.url_env: environment variable `SLUICE_UNSET_STORE_URL` is not set"]
+    );
+    assert_eq!(
+        problems("[store]\nurl = \"postgres://db/s\"\nurl_env = \"SLUICE_STORE_URL\"\n"),
+        ["store.url: set url or url_env, not both"]
+    );
+}
+
+#[test]
+fn the_journal_sits_beside_the_store_unless_named_and_can_be_turned_off() {
+    use crate::JournalSettings;
+    let journal = |text: &str| load(text).unwrap().store.journal;
+    assert_eq!(
+        journal(""),
+        Some(JournalSettings {
+            dir: "/etc/sluice/sluice-data/journal".into(),
+            max_bytes: 1024 << 20,
+        })
+    );
+    assert_eq!(
+        journal("[store]\npath = \"/var/lib/sluice/s.db\"\n")
+            .unwrap()
+            .dir,
+        Path::new("/var/lib/sluice/journal")
+    );
+    assert_eq!(
+        journal("[store]\nurl = \"postgres://db/s\"\n").unwrap().dir,
+        Path::new("/etc/sluice/sluice-data/journal")
+    );
+    assert_eq!(
+        journal("[store]\njournal = \"spool\"\njournal_max_mb = 8\n"),
+        Some(JournalSettings {
+            dir: "/etc/sluice/spool".into(),
+            max_bytes: 8 << 20,
+        })
+    );
+    assert_eq!(journal("[store]\njournal_max_mb = 0\n"), None);
+    assert_eq!(
+        problems("[store]\njournal = \"\"\njournal_max_mb = 1048577\n"),
+        [
+            "store.journal_max_mb: must be at most 1048576 (0 turns the journal off)",
+            "store.journal: must be a folder; set journal_max_mb = 0 to turn the journal off"
+        ]
+    );
+}
+
+#[test]
+fn keys_are_honoured_offline_five_minutes_unless_told_otherwise() {
+    assert_eq!(
+        load("").unwrap().store.offline_keys,
+        Duration::from_secs(300)
+    );
+    assert_eq!(
+        load("[store]\noffline_keys_ms = 0\n")
+            .unwrap()
+            .store
+            .offline_keys,
+        Duration::ZERO
+    );
+    assert_eq!(
+        problems("[store]\noffline_keys_ms = 604800001\n"),
+        [
+            "store.offline_keys_ms: must be at most 604800000 (a week; 0 refuses every key while the store cannot be reached)"
+        ]
+    );
+}
+
+#[test]
 fn retention_beyond_a_century_or_below_zero_is_refused() {
     assert_eq!(
         problems("[store]\nretention_days = 36501\n"),
