@@ -149,9 +149,16 @@ async fn run(
     .start(stop_config_reload.clone())?;
     let stop_reload = tokio_util::sync::CancellationToken::new();
     let key_watch = crate::admin::follow_key_changes(&store, &gateway, stop_reload.clone()).await?;
+    // Listening before the first read: a change made between the two is not missed.
+    let budget_changes = store
+        .budgets
+        .budget_changes()
+        .await
+        .context("listening for budget changes")?;
     let reload = crate::policy::keep_budgets_loaded(
         gateway.clone(),
         settings.policy.budgets.reload,
+        budget_changes,
         rebuild,
         stop_reload.clone(),
     )
