@@ -250,9 +250,12 @@ async fn run(
     }
     // Settlements of the last requests, before their records are flushed.
     drills.policy().drain().await;
+    // Flushed while the workers still run: a pooled Postgres connection opened on a worker (a
+    // key read on the request path) is driven by that worker's reactor, and fails once the
+    // worker has stopped.
+    let written = queue.shutdown().await;
     // Drills and settlements ran on the workers too: they are done, so the threads can go.
     drop(tokio::task::spawn_blocking(move || workers.shutdown()).await);
-    let written = queue.shutdown().await;
     tracer.shutdown().await;
     retention.shutdown().await;
     tracing::info!(records_written = written, "stopped");
