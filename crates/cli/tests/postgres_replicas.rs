@@ -204,7 +204,8 @@ impl Fleet {
 
     /// The shared configuration with alias `m` on deployment `target`: `a` is gpt-4o-mini, `b`
     /// gpt-4o, both on the mock. Budget rows are reread hourly: within a test, only an
-    /// announcement brings a change made elsewhere.
+    /// announcement brings a change made elsewhere. Redis may take 2 s rather than 250 ms to
+    /// answer: these tests are not about its latency on a machine busy with other builds.
     fn config(&self, target: &str) -> String {
         format!(
             r#"
@@ -218,6 +219,7 @@ token_env = "SLUICE_TEST_ADMIN_TOKEN"
 counters = "redis"
 redis_url = "{redis}"
 redis_prefix = "{prefix}"
+redis_timeout_ms = 2000
 reload_ms = 3600000
 
 [providers.mock]
