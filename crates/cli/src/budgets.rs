@@ -1,7 +1,8 @@
 //! `sluice budgets`: set, allocate, show and delete budget and rate-limit rows.
 //!
 //! Changes go to the store directly, through `sluice_pipeline::budgets` (the checks the admin
-//! API makes too); a running gateway picks them up on its next reload (`budgets.reload_ms`).
+//! API makes too); a running gateway picks them up on its next reload (`budgets.reload_ms`), or
+//! at once when the store announces them (Postgres).
 //! `show` asks the running gateway's admin API for what each limit's current window has used
 //! and falls back to the limits alone, saying why, when it cannot. What a person types
 //! (`--usd 12.50`, `--rpm 60`) becomes a row here; what a row means is `sluice-policy`'s.
@@ -164,12 +165,12 @@ pub(crate) async fn budgets(
             scope,
             limit,
             parent,
-        } => set(&store, limit.row(scope, parent)?).await,
+        } => set(&store, &settings, limit.row(scope, parent)?).await,
         BudgetsCommand::Allocate {
             parent,
             child,
             limit,
-        } => set(&store, limit.row(child, Some(parent))?).await,
+        } => set(&store, &settings, limit.row(child, Some(parent))?).await,
         BudgetsCommand::Show { scope, json, url } => {
             show(&store, &settings, scope.as_deref(), json, url).await
         }
@@ -192,7 +193,7 @@ pub(crate) async fn budgets(
                         "deleted {n} limit{} of {scope}",
                         if n == 1 { "" } else { "s" }
                     );
-                    eprintln!("a running gateway lifts it within `budgets.reload_ms`");
+                    eprintln!("a running gateway lifts it {}", when_applied(&settings));
                     Ok(())
                 }
                 Err(e) => Err(e.into()),
@@ -203,12 +204,24 @@ pub(crate) async fn budgets(
     result
 }
 
-async fn set(store: &sluice_store::Stores, row: BudgetRow) -> anyhow::Result<()> {
+async fn set(
+    store: &sluice_store::Stores,
+    settings: &sluice_config::Settings,
+    row: BudgetRow,
+) -> anyhow::Result<()> {
     let stored = sluice_pipeline::budgets::set_budget(&*store.budgets, row).await?;
     let mut out = std::io::stdout().lock();
     write_table(&mut out, &[Shown::from_row(stored, None)], false)?;
-    eprintln!("a running gateway applies it within `budgets.reload_ms`");
+    eprintln!("a running gateway applies it {}", when_applied(settings));
     Ok(())
+}
+
+/// When running gateways see a change made here: Postgres announces it to every replica.
+fn when_applied(settings: &sluice_config::Settings) -> &'static str {
+    match settings.store.location {
+        sluice_config::StoreLocation::Postgres(_) => "within a second (announced to every replica)",
+        sluice_config::StoreLocation::Sqlite(_) => "within `budgets.reload_ms`",
+    }
 }
 
 /// A limit as `show` prints it: the row, and its usage when the gateway said.

@@ -1,6 +1,7 @@
 //! The policy engine from settings: counters (in process or Redis), prices, energy, each
 //! route's rules ([`policy_parts`], again on each configuration reload); and the task that
-//! keeps a running gateway's budgets in step with the store.
+//! keeps a running gateway's budgets in step with the store (on a timer, and at once when the
+//! store announces a change).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -16,6 +17,7 @@ use sluice_pipeline::hooks::tools::ToolGuard;
 use sluice_pipeline::{Gateway, Hook, Hooks, PolicyEngine, PolicyParts, RouteRules};
 use sluice_policy::Counters;
 use sluice_policy::counters::{RedisCounters, RedisSettings};
+use sluice_store::{BudgetChange, BudgetChanges};
 use tokio_util::sync::CancellationToken;
 
 /// The policy engine, the count of its counters' failures and entries (for `/metrics`), and
@@ -270,11 +272,20 @@ impl CounterRebuild {
     }
 }
 
-/// Loads the budgets once, then rereads them every `every` until `stop`; each time, rebuilds
-/// the counters if they lost their state (a Redis that restarted empty or was flushed).
+/// Announcements that arrive within this of the first are read with it: a script setting many
+/// rows costs a reread every 100 ms, not one per row, and a single change is in force well
+/// within the second the product promises.
+const ANNOUNCED_BURST: Duration = Duration::from_millis(100);
+
+/// Loads the budgets once, then rereads them every `every`, and soon after the store announces
+/// a change (`changes`: Postgres, a change made through any replica or the CLI), until `stop`.
+/// On each tick of `every`, rebuilds the counters if they lost their state (a Redis that
+/// restarted empty or was flushed). One task does every reread, so an older read never
+/// replaces a newer one.
 pub(crate) async fn keep_budgets_loaded(
     gateway: Gateway,
     every: Duration,
+    changes: Option<BudgetChanges>,
     rebuild: CounterRebuild,
     stop: CancellationToken,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
@@ -288,13 +299,29 @@ pub(crate) async fn keep_budgets_loaded(
         reason = "owned: serve cancels `stop` and awaits the JoinHandle at shutdown"
     )]
     let task = tokio::spawn(async move {
+        let mut changes = changes;
         let mut last_bad = bad.len();
+        // An interval, not a sleep per turn: announcements do not put the ticks (and the
+        // counters' rebuild check) off.
+        let mut poll = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 () = stop.cancelled() => return,
-                () = tokio::time::sleep(every) => {}
+                _ = poll.tick() => rebuild.run_and_log().await,
+                change = next_change(&mut changes) => match change {
+                    Some(change) => {
+                        tracing::debug!(?change, "budget change announced");
+                        if let Some(more) = changes.as_mut() {
+                            fold_burst(more).await;
+                        }
+                    }
+                    None => {
+                        changes = None;
+                        continue;
+                    }
+                },
             }
-            rebuild.run_and_log().await;
             match gateway.reload_budgets().await {
                 Ok((_, bad)) => {
                     if bad.len() != last_bad {
@@ -311,4 +338,27 @@ pub(crate) async fn keep_budgets_loaded(
         }
     });
     Ok(task)
+}
+
+/// The next announced change; never, without announcements.
+async fn next_change(changes: &mut Option<BudgetChanges>) -> Option<BudgetChange> {
+    match changes {
+        Some(changes) => changes.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Takes the announcements that arrive within [`ANNOUNCED_BURST`]: one reread covers them.
+async fn fold_burst(changes: &mut BudgetChanges) {
+    let settled = tokio::time::sleep(ANNOUNCED_BURST);
+    tokio::pin!(settled);
+    loop {
+        tokio::select! {
+            () = &mut settled => return,
+            change = changes.next() => match change {
+                Some(change) => tracing::debug!(?change, "budget change announced"),
+                None => return,
+            },
+        }
+    }
 }

@@ -175,9 +175,16 @@ async fn run(
     .start(stop_config_reload.clone())?;
     let stop_reload = tokio_util::sync::CancellationToken::new();
     let key_watch = crate::admin::follow_key_changes(&store, &gateway, stop_reload.clone()).await?;
+    // Listening before the first read: a change made between the two is not missed.
+    let budget_changes = store
+        .budgets
+        .budget_changes()
+        .await
+        .context("listening for budget changes")?;
     let reload = crate::policy::keep_budgets_loaded(
         gateway.clone(),
         settings.policy.budgets.reload,
+        budget_changes,
         rebuild,
         stop_reload.clone(),
     )
@@ -270,9 +277,12 @@ async fn run(
     }
     // Settlements of the last requests, before their records are flushed.
     drills.policy().drain().await;
+    // Flushed while the workers still run: a pooled Postgres connection opened on a worker (a
+    // key read on the request path) is driven by that worker's reactor, and fails once the
+    // worker has stopped.
+    let written = queue.shutdown().await;
     // Drills and settlements ran on the workers too: they are done, so the threads can go.
     drop(tokio::task::spawn_blocking(move || workers.shutdown()).await);
-    let written = queue.shutdown().await;
     tracer.shutdown().await;
     retention.shutdown().await;
     tracing::info!(records_written = written, "stopped");

@@ -1125,72 +1125,13 @@ fn migrate_applies_each_migration_once_and_says_which() {
     assert!(again.contains("(0 applied now)"), "{again}");
 }
 
-/// A schema of its own in the test database, dropped when the test ends.
-struct PostgresSchema {
-    admin_url: String,
-    name: String,
-}
-
-impl PostgresSchema {
-    fn create(admin_url: &str) -> PostgresSchema {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .subsec_nanos();
-        let name = format!("sluice_cli_{}_{nanos}", std::process::id());
-        run_sql(admin_url, &format!("CREATE SCHEMA {name}"));
-        PostgresSchema {
-            admin_url: admin_url.to_owned(),
-            name,
-        }
-    }
-
-    /// The URL whose connections use this schema.
-    fn url(&self) -> String {
-        let sep = if self.admin_url.contains('?') {
-            '&'
-        } else {
-            '?'
-        };
-        format!(
-            "{}{sep}options=-c%20search_path%3D{}",
-            self.admin_url, self.name
-        )
-    }
-}
-
-impl Drop for PostgresSchema {
-    fn drop(&mut self) {
-        run_sql(
-            &self.admin_url,
-            &format!("DROP SCHEMA IF EXISTS {} CASCADE", self.name),
-        );
-    }
-}
-
-fn run_sql(url: &str, sql: &str) {
-    use sqlx::Connection;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
-        let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
-        sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned()))
-            .execute(&mut conn)
-            .await
-            .unwrap();
-        conn.close().await.unwrap();
-    });
-}
-
 #[test]
 fn serve_keys_logs_and_usage_share_one_postgres_store_and_a_revocation_applies_at_once() {
     let Ok(admin_url) = std::env::var("SLUICE_TEST_POSTGRES_URL") else {
         eprintln!("SLUICE_TEST_POSTGRES_URL is not set: the Postgres store is not tested");
         return;
     };
-    let schema = PostgresSchema::create(&admin_url);
+    let schema = common::PostgresSchema::create(&admin_url);
     let dir = temp_dir("postgres");
     let (mock, line) = common::first_line(Command::new(env!("CARGO_BIN_EXE_sluice")).args([
         "mock",

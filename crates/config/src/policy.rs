@@ -4,7 +4,8 @@
 //! `over_soft_limit`.
 //!
 //! Budgets themselves are data, not configuration: `sluice budgets` and the admin API write
-//! them to the store, and a running gateway rereads them every `budgets.reload_ms`.
+//! them to the store, and a running gateway rereads them every `budgets.reload_ms` (and at once
+//! when a Postgres store announces a change).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -71,7 +72,8 @@ pub enum CounterBackend {
 pub struct BudgetSettings {
     pub counters: CounterBackend,
     pub on_counter_error: OnCounterError,
-    /// How often a gateway rereads budgets from the store.
+    /// How often a gateway rereads budgets from the store: all it has with SQLite, and the
+    /// fallback for a missed announcement with Postgres.
     pub reload: Duration,
     /// In-process counters: the most entries kept for one tenant's end users (client-chosen
     /// ids); a new end user past it is refused until older windows end.

@@ -11,7 +11,7 @@
 //! ```
 //!
 //! Budget rows live in the store; [`Gateway::reload_budgets`] rereads them (the CLI runs it on
-//! a timer, the admin API after each change). Counting is `sluice-policy`'s; rendering
+//! a timer and when the store announces a change, the admin API after each change). Counting is `sluice-policy`'s; rendering
 //! refusals and quota headers is `sluice-server`'s.
 
 use std::collections::HashMap;

@@ -3,9 +3,11 @@
 //! what its current window has used; and report usage from the records.
 //!
 //! Rows are validated here, once, on the way in; a running gateway rereads them
-//! ([`crate::Gateway::reload_budgets`]) on a timer, and at once after a change made through
+//! ([`crate::Gateway::reload_budgets`]) on a timer, at once after a change made through
 //! [`crate::Gateway::put_budget`] or [`crate::Gateway::delete_budgets`] (the admin API's way
-//! in). Rendering for people (tables, HTTP) is the CLI's and the server's.
+//! in), and when the store announces a change made elsewhere (Postgres: another replica, the
+//! CLI; `sluice_store::BudgetChanges`, followed by the CLI's `serve`). Rendering for people
+//! (tables, HTTP) is the CLI's and the server's.
 
 use std::collections::BTreeMap;
 

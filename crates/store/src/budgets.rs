@@ -1,5 +1,6 @@
 //! Budget and rate-limit rows: what `sluice budgets` and the admin API write, and what a running
-//! gateway reloads every few seconds.
+//! gateway reloads every few seconds, and at once when the store announces a change
+//! ([`BudgetChanges`]: Postgres, whichever process made it).
 //!
 //! Rows are plain text and integers: the store does not know what a scope or a period means.
 //! `sluice-policy` parses them (`Scope`, `Metric`, `Period`) and the pipeline decides which
@@ -29,6 +30,37 @@ pub struct BudgetRow {
     /// Unix milliseconds of the last change.
     #[serde(default)]
     pub updated_at: i64,
+}
+
+/// What a store announces about its budget rows, to whoever holds a copy of them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BudgetChange {
+    /// Rows of this scope (its first 1,024 bytes) were put or deleted: a copy of the rows is
+    /// stale.
+    Changed { scope: String },
+    /// Announcements may have been lost (a dropped connection): any copy may be stale.
+    Missed,
+}
+
+/// A store's announcements of budget changes, made by any process that shares the store
+/// ([`crate::BudgetStore::budget_changes`]).
+#[derive(Debug)]
+pub struct BudgetChanges {
+    listener: Box<crate::postgres::BudgetListener>,
+}
+
+impl BudgetChanges {
+    pub(crate) fn postgres(listener: crate::postgres::BudgetListener) -> BudgetChanges {
+        BudgetChanges {
+            listener: Box::new(listener),
+        }
+    }
+
+    /// The next change; `None` once the store is gone. Cancel-safe: a change is not lost when
+    /// the future is dropped before it completes (it is read by the next call).
+    pub async fn next(&mut self) -> Option<BudgetChange> {
+        Some(self.listener.next().await)
+    }
 }
 
 impl BudgetRow {

@@ -16,6 +16,7 @@ use std::pin::Pin;
 
 use tokio_util::sync::CancellationToken;
 
+use crate::budgets::BudgetChanges;
 use crate::keys::{KeyChanges, KeyHash};
 use crate::{
     BudgetRow, ChargedUsage, CreatedKey, KeyInfo, NewKey, RecordCursor, RecordFilter, RecordMatch,
@@ -65,6 +66,12 @@ pub trait BudgetStore: Send + Sync + std::fmt::Debug {
         scope: &'a str,
         metric_and_period: Option<(&'a str, &'a str)>,
     ) -> StoreFuture<'a, u64>;
+
+    /// Announcements of budget changes (a row put, rows deleted) made through any process
+    /// sharing this store, as they are committed, so a copy of the rows can be reread at once.
+    /// `None` when the store cannot announce them (SQLite and memory: a copy must be reread on
+    /// a timer instead). A Postgres one holds a connection of its own until it is dropped.
+    fn budget_changes(&self) -> StoreFuture<'_, Option<BudgetChanges>>;
 }
 
 /// Where the record writer puts its batches.

@@ -33,7 +33,7 @@ pub mod usage;
 #[cfg(test)]
 mod conformance;
 
-pub use budgets::BudgetRow;
+pub use budgets::{BudgetChange, BudgetChanges, BudgetRow};
 pub use capabilities::{
     BudgetStore, ChargeHistory, KeyStore, RecordPruning, RecordQueries, RecordSink, StoreFuture,
     UsageReports,
@@ -227,7 +227,8 @@ impl Stores {
     }
 
     /// Closes the connection pools, waiting for connections to be returned: drop every
-    /// [`KeyChanges`] first (a Postgres one holds a connection until it is dropped).
+    /// [`KeyChanges`] and [`BudgetChanges`] first (a Postgres one holds a connection until it
+    /// is dropped).
     pub async fn close(&self) {
         match &self.backend {
             Opened::Memory => {}

@@ -141,6 +141,11 @@ impl BudgetStore for MemoryStore {
         });
         ready(Ok((before - state.budgets.len()) as u64))
     }
+
+    /// Only this process sees these rows, and it rereads them after its own changes.
+    fn budget_changes(&self) -> StoreFuture<'_, Option<crate::BudgetChanges>> {
+        ready(Ok(None))
+    }
 }
 
 impl RecordSink for MemoryStore {

@@ -38,3 +38,76 @@ pub fn announced_url(line: &str) -> String {
         .unwrap_or_else(|| panic!("no URL in the first line: {line:?}"))
         .to_owned()
 }
+
+/// A schema of its own in the test database, dropped when the test ends (a failed one too).
+pub struct PostgresSchema {
+    admin_url: String,
+    name: String,
+}
+
+impl PostgresSchema {
+    pub fn create(admin_url: &str) -> PostgresSchema {
+        static CREATED: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos();
+        let nth = CREATED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let name = format!("sluice_cli_{}_{nth}_{nanos}", std::process::id());
+        run_sql(admin_url, &format!("CREATE SCHEMA {name}")).unwrap();
+        PostgresSchema {
+            admin_url: admin_url.to_owned(),
+            name,
+        }
+    }
+
+    /// The URL whose connections use this schema.
+    pub fn url(&self) -> String {
+        let sep = if self.admin_url.contains('?') {
+            '&'
+        } else {
+            '?'
+        };
+        format!(
+            "{}{sep}options=-c%20search_path%3D{}",
+            self.admin_url, self.name
+        )
+    }
+}
+
+impl Drop for PostgresSchema {
+    /// Never panics: it may run while a failed test unwinds.
+    fn drop(&mut self) {
+        let dropped = run_sql(
+            &self.admin_url,
+            &format!("DROP SCHEMA IF EXISTS {} CASCADE", self.name),
+        );
+        if let Err(e) = dropped {
+            eprintln!("schema {} left behind: {e}", self.name);
+        }
+    }
+}
+
+/// Runs `sql` on a connection of its own, on a thread of its own: callable from sync tests and
+/// from within a Tokio runtime alike.
+fn run_sql(url: &str, sql: &str) -> Result<(), String> {
+    let (url, sql) = (url.to_owned(), sql.to_owned());
+    let ran = std::thread::spawn(move || {
+        use sqlx::Connection;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?;
+        runtime
+            .block_on(async {
+                let mut conn = sqlx::PgConnection::connect(&url).await?;
+                sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+                    .execute(&mut conn)
+                    .await?;
+                conn.close().await
+            })
+            .map_err(|e| e.to_string())
+    })
+    .join();
+    ran.map_err(|_| "the SQL thread panicked".to_owned())?
+}

@@ -45,6 +45,16 @@ impl TestStores {
         })
     }
 
+    /// Another handle on the same stores, as a second replica opens them: Postgres on the
+    /// test's schema; `None` for the stores a single process owns.
+    pub(crate) async fn another_replica(&self) -> Option<Stores> {
+        let (_, schema) = self.postgres.as_ref()?;
+        Some(Stores::of(
+            postgres_store_in(schema).await,
+            Opened::Postgres,
+        ))
+    }
+
     /// Closes the stores and drops the test's schema.
     pub(crate) async fn finish(self) {
         self.stores.close().await;
@@ -77,6 +87,46 @@ pub(crate) async fn postgres_store_in(schema: &str) -> crate::postgres::PgStore 
         .unwrap()
         .options([("search_path", schema)]);
     crate::postgres::PgStore::open_with(options).await.unwrap()
+}
+
+/// The next announcement of a change to one of `ours`, within a second. Postgres announces
+/// on channels of the whole database, so a test also hears those of the tests running in other
+/// schemas of the test database: theirs are skipped.
+pub(crate) async fn next_key_change(changes: &mut KeyChanges, ours: &[KeyHash]) -> KeyChange {
+    let ours_only = async {
+        loop {
+            match changes.next().await.unwrap() {
+                KeyChange::Changed(hash) if !ours.contains(&hash) => {}
+                change => return change,
+            }
+        }
+    };
+    tokio::time::timeout(ANNOUNCED_WITHIN, ours_only)
+        .await
+        .unwrap()
+}
+
+/// [`next_key_change`] of budget changes: the next one to one of the scopes of `ours`.
+pub(crate) async fn next_budget_change(changes: &mut BudgetChanges, ours: &[&str]) -> BudgetChange {
+    let ours_only = async {
+        loop {
+            match changes.next().await.unwrap() {
+                BudgetChange::Changed { scope } if !ours.contains(&scope.as_str()) => {}
+                change => return change,
+            }
+        }
+    };
+    tokio::time::timeout(ANNOUNCED_WITHIN, ours_only)
+        .await
+        .unwrap()
+}
+
+/// How soon a change must be announced.
+const ANNOUNCED_WITHIN: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// A scope no other test uses (announcements are heard across the test database).
+pub(crate) fn unique_scope(level: &str) -> String {
+    format!("{level}:{}", uuid::Uuid::new_v4().simple())
 }
 
 pub(crate) async fn drop_schema(admin: &sqlx::PgPool, schema: &str) {
@@ -134,6 +184,76 @@ async fn the_embedded_store_announces_nothing() {
     let test = TestStores::sqlite().await.unwrap();
     assert!(test.stores.keys.key_changes().await.unwrap().is_none());
     test.finish().await;
+}
+
+#[tokio::test]
+async fn a_budget_change_through_one_replica_is_announced_on_another() {
+    let Some(test) = TestStores::postgres().await else {
+        return;
+    };
+    let other = test.another_replica().await.unwrap();
+    let mut heard = other.budgets.budget_changes().await.unwrap().unwrap();
+    let mut also = other.budgets.budget_changes().await.unwrap().unwrap();
+    let (team, users) = (unique_scope("team"), unique_scope("user"));
+    let ours = [team.as_str(), users.as_str(), "team:none"];
+    let budgets = &test.stores.budgets;
+    budgets
+        .put_budget(BudgetRow::new(&team, "usd", "month", 5_000_000))
+        .await
+        .unwrap();
+    budgets
+        .put_budget(BudgetRow::new(&users, "tokens", "day", 10_000))
+        .await
+        .unwrap();
+    // Deleting nothing changes nothing, and announces nothing.
+    assert_eq!(budgets.delete_budgets("team:none", None).await.unwrap(), 0);
+    budgets
+        .delete_budgets(&team, Some(("usd", "month")))
+        .await
+        .unwrap();
+    for scope in [&team, &users, &team] {
+        let change = next_budget_change(&mut heard, &ours).await;
+        assert_eq!(
+            change,
+            BudgetChange::Changed {
+                scope: scope.clone()
+            }
+        );
+    }
+    // Every follower hears every change, and reads the rows as they now are.
+    let change = next_budget_change(&mut also, &ours).await;
+    assert_eq!(
+        change,
+        BudgetChange::Changed {
+            scope: team.clone()
+        }
+    );
+    let rows = other.budgets.budgets().await.unwrap();
+    let scopes: Vec<&str> = rows.iter().map(|r| r.scope.as_str()).collect();
+    assert_eq!(scopes, [users.as_str()]);
+    // Each holds a connection of the pool until it is dropped.
+    drop((heard, also));
+    other.close().await;
+    test.finish().await;
+}
+
+#[tokio::test]
+async fn stores_of_one_process_announce_no_budget_changes() {
+    for test in [
+        TestStores::memory().await.unwrap(),
+        TestStores::sqlite().await.unwrap(),
+    ] {
+        assert!(
+            test.stores
+                .budgets
+                .budget_changes()
+                .await
+                .unwrap()
+                .is_none()
+        );
+        assert!(test.another_replica().await.is_none());
+        test.finish().await;
+    }
 }
 
 fn now() -> i64 {
@@ -338,17 +458,17 @@ async fn budget_rows_are_put_replaced_listed_and_deleted(stores: &Stores) {
 async fn revocations_are_announced_to_followers(stores: &Stores) {
     let a = stores.keys.create_key(NewKey::default()).await.unwrap();
     let b = stores.keys.create_key(NewKey::default()).await.unwrap();
+    let ours = [KeyHash::of(&a.secret), KeyHash::of(&b.secret)];
     let mut changes = stores.keys.key_changes().await.unwrap().unwrap();
     let second = stores.keys.key_changes().await.unwrap().unwrap();
     stores.keys.revoke_key(&a.info.id).await.unwrap();
     stores.keys.revoke_key(&b.info.id).await.unwrap();
-    let within = std::time::Duration::from_secs(1);
-    for key in [&a, &b] {
-        let change = tokio::time::timeout(within, changes.next()).await.unwrap();
-        assert_eq!(change, Some(KeyChange::Changed(KeyHash::of(&key.secret))));
+    for hash in ours {
+        let change = next_key_change(&mut changes, &ours).await;
+        assert_eq!(change, KeyChange::Changed(hash));
     }
     // Every follower hears every change.
     let mut second = second;
-    let change = tokio::time::timeout(within, second.next()).await.unwrap();
-    assert_eq!(change, Some(KeyChange::Changed(KeyHash::of(&a.secret))));
+    let change = next_key_change(&mut second, &ours).await;
+    assert_eq!(change, KeyChange::Changed(ours[0]));
 }

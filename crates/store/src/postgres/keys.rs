@@ -1,4 +1,4 @@
-//! Keys and budget rows in Postgres.
+//! Keys and budget rows in Postgres; changes to either are announced ([`super::notify`]).
 
 use sqlx::Row;
 use sqlx::postgres::PgRow;
@@ -111,8 +111,11 @@ impl PgStore {
         rows.iter().map(budget_from_row).collect()
     }
 
+    /// Puts the row and announces its scope on [`super::notify::BUDGET_CHANNEL`] in one
+    /// transaction: every replica hears of it as it commits.
     pub(crate) async fn put_budget(&self, mut row: BudgetRow) -> Result<BudgetRow, StoreError> {
         row.updated_at = now_ms();
+        let mut tx = self.pool().begin().await?;
         sqlx::query(
             "INSERT INTO budgets (scope, metric, period, model, amount, soft_amount, parent, updated_at)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
@@ -128,21 +131,26 @@ impl PgStore {
         .bind(row.soft_amount.map(to_i64))
         .bind(&row.parent)
         .bind(row.updated_at)
-        .execute(self.pool())
+        .execute(&mut *tx)
         .await?;
+        announce_budget_change(&mut tx, &row.scope).await?;
+        tx.commit().await?;
         Ok(row)
     }
 
+    /// Deletes the rows and, when any went, announces their scope as
+    /// [`PgStore::put_budget`] does.
     pub(crate) async fn delete_budgets(
         &self,
         scope: &str,
         metric_and_period: Option<(&str, &str)>,
     ) -> Result<u64, StoreError> {
+        let mut tx = self.pool().begin().await?;
         let result = match metric_and_period {
             None => {
                 sqlx::query("DELETE FROM budgets WHERE scope = $1")
                     .bind(scope)
-                    .execute(self.pool())
+                    .execute(&mut *tx)
                     .await?
             }
             Some((metric, period)) => {
@@ -150,12 +158,37 @@ impl PgStore {
                     .bind(scope)
                     .bind(metric)
                     .bind(period)
-                    .execute(self.pool())
+                    .execute(&mut *tx)
                     .await?
             }
         };
+        if result.rows_affected() > 0 {
+            announce_budget_change(&mut tx, scope).await?;
+        }
+        tx.commit().await?;
         Ok(result.rows_affected())
     }
+}
+
+/// The most of a scope a budget announcement carries, in bytes: a payload must stay under
+/// Postgres's 8000, and a follower rereads every row whatever the scope.
+const MAX_ANNOUNCED_SCOPE: usize = 1024;
+
+/// `pg_notify` of a change to `scope`'s rows, delivered when `tx` commits (and never if it
+/// does not).
+async fn announce_budget_change(
+    tx: &mut sqlx::PgTransaction<'_>,
+    scope: &str,
+) -> Result<(), StoreError> {
+    let payload = scope
+        .get(..scope.floor_char_boundary(MAX_ANNOUNCED_SCOPE))
+        .unwrap_or_default();
+    sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(super::notify::BUDGET_CHANNEL)
+        .bind(payload)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
 }
 
 fn key_from_row(row: &PgRow) -> Result<KeyInfo, StoreError> {

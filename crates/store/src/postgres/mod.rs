@@ -37,7 +37,7 @@ const MIGRATIONS: &[(crate::MigrationName, &str)] = &[(
     include_str!("../../migrations/postgres/0001_initial.sql"),
 )];
 
-pub(crate) use notify::KeyListener;
+pub(crate) use notify::{BudgetListener, KeyListener};
 
 /// Advisory lock ids (any constant the database's other users do not take): one for
 /// migrating, one for maintaining partitions, one per record batch.
@@ -45,8 +45,8 @@ pub(crate) const MIGRATE_LOCK: i64 = 0x5_1c3e_0001;
 pub(crate) const PARTITION_LOCK: i64 = 0x5_1c3e_0002;
 pub(crate) const WRITE_LOCK: i64 = 0x5_1c3e_0003;
 
-/// Connections per process: the record writer, retention, the key and budget reads, and the
-/// CLI's queries, with room to spare.
+/// Connections per process: the key and budget listeners (one each, held), the record writer,
+/// retention, the key and budget reads, and the CLI's queries, with room to spare.
 const POOL_SIZE: u32 = 8;
 
 /// How long a call waits for a connection before it fails.
@@ -201,6 +201,12 @@ impl BudgetStore for PgStore {
         metric_and_period: Option<(&'a str, &'a str)>,
     ) -> StoreFuture<'a, u64> {
         Box::pin(PgStore::delete_budgets(self, scope, metric_and_period))
+    }
+    fn budget_changes(&self) -> StoreFuture<'_, Option<crate::BudgetChanges>> {
+        Box::pin(async move {
+            let listener = BudgetListener::start(self.pool()).await?;
+            Ok(Some(crate::BudgetChanges::postgres(listener)))
+        })
     }
 }
 

@@ -237,6 +237,10 @@ impl BudgetStore for SqliteStore {
     ) -> StoreFuture<'a, u64> {
         Box::pin(SqliteStore::delete_budgets(self, scope, metric_and_period))
     }
+    /// Another process changing a row in the file has no way to tell this one.
+    fn budget_changes(&self) -> StoreFuture<'_, Option<crate::BudgetChanges>> {
+        Box::pin(std::future::ready(Ok(None)))
+    }
 }
 
 impl RecordSink for SqliteStore {
