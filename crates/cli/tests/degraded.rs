@@ -27,70 +27,41 @@ use sluice_testkit::{MockUpstream, TcpRelay};
 
 const ADMIN_TOKEN: &str = "degraded-test-admin-token";
 
-/// A schema of its own on the test database, dropped at the end.
+/// A schema of its own on the test database (dropped at the end), and the server's address.
 struct Schema {
-    admin: sqlx::PgPool,
-    name: String,
-    /// `postgres://user@` and `/database` around the server's address.
-    before_host: String,
-    after_host: String,
+    schema: common::PostgresSchema,
     server: SocketAddr,
 }
 
 impl Schema {
-    async fn create(test: &str) -> Option<Schema> {
+    fn create() -> Option<Schema> {
         let Ok(url) = std::env::var("SLUICE_TEST_POSTGRES_URL") else {
             eprintln!(
                 "skipped: set SLUICE_TEST_POSTGRES_URL=postgres://postgres@127.0.0.1:5432/test to run it"
             );
             return None;
         };
-        let (before_host, rest) = url.split_at(url.find('@').unwrap() + 1);
-        let (host, after_host) = rest.split_at(rest.find('/').unwrap());
-        let server = host.parse().unwrap();
-        let name = format!("sluice_degraded_{test}_{}", std::process::id());
-        let admin = sqlx::PgPool::connect(&url).await.unwrap();
-        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-            "DROP SCHEMA IF EXISTS {name} CASCADE; CREATE SCHEMA {name}"
-        )))
-        .execute(&admin)
-        .await
-        .unwrap();
+        let host = url.split_once('@').unwrap().1.split_once('/').unwrap().0;
         Some(Schema {
-            admin,
-            name,
-            before_host: before_host.to_owned(),
-            after_host: after_host.to_owned(),
-            server,
+            server: host.parse().unwrap(),
+            schema: common::PostgresSchema::create(&url),
         })
     }
 
-    /// The schema's URL through `addr` (the server itself, or a relay to it).
-    fn url_via(&self, addr: SocketAddr) -> String {
-        format!(
-            "{}{addr}{}?options=-c%20search_path%3D{}",
-            self.before_host, self.after_host, self.name
-        )
+    fn url(&self) -> String {
+        self.schema.url()
     }
 
-    fn url(&self) -> String {
-        self.url_via(self.server)
+    /// The schema's URL through `addr` (a relay to the server).
+    fn url_via(&self, addr: SocketAddr) -> String {
+        self.url()
+            .replacen(&self.server.to_string(), &addr.to_string(), 1)
     }
 
     async fn stores(&self) -> Stores {
         Stores::open(&StoreLocation::Postgres(self.url()))
             .await
             .unwrap()
-    }
-
-    async fn drop(self) {
-        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-            "DROP SCHEMA {} CASCADE",
-            self.name
-        )))
-        .execute(&self.admin)
-        .await
-        .unwrap();
     }
 }
 
@@ -272,7 +243,7 @@ async fn records_of(stores: &Stores, answered: &HashSet<String>, within: Duratio
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_that_loses_postgres_keeps_serving_known_keys_and_loses_no_record() {
-    let Some(schema) = Schema::create("outage").await else {
+    let Some(schema) = Schema::create() else {
         return;
     };
     let mock = MockUpstream::openai().start().await;
@@ -368,13 +339,12 @@ async fn a_replica_that_loses_postgres_keeps_serving_known_keys_and_loses_no_rec
 
     replica.stop();
     stores.close().await;
-    schema.drop().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_killed_under_load_loses_no_record_of_an_answer_it_finished() {
-    let Some(schema) = Schema::create("killed").await else {
+    let Some(schema) = Schema::create() else {
         return;
     };
     let mock = MockUpstream::openai().start().await;
@@ -430,7 +400,6 @@ async fn a_replica_killed_under_load_loses_no_record_of_an_answer_it_finished() 
     chat(&client, &replica.url, &secret, false).await.unwrap();
     replica.stop();
     stores.close().await;
-    schema.drop().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -257,17 +257,18 @@ deployments = ["{target}"]
             .collect()
     }
 
-    /// Starts `count` replicas on the file, one after the other.
+    /// Starts `count` replicas on the file, one after the other, each with a record journal
+    /// of its own.
     fn start_replicas(&mut self, count: usize) {
         for _ in 0..count {
-            let log = self
-                .dir
-                .join(format!("replica-{}.log", self.replicas.len()));
+            let n = self.replicas.len();
+            let log = self.dir.join(format!("replica-{n}.log"));
+            let journal = format!("journal-{n}");
             let (child, line) = common::first_line_logging_to(
                 Command::new(env!("CARGO_BIN_EXE_sluice"))
                     .current_dir(&self.dir)
                     .env("SLUICE_TEST_ADMIN_TOKEN", ADMIN_TOKEN)
-                    .args(["serve", "--listen", "127.0.0.1:0"]),
+                    .args(["serve", "--listen", "127.0.0.1:0", "--journal", &journal]),
                 Stdio::from(std::fs::File::create(&log).unwrap()),
             );
             assert!(
