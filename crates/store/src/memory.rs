@@ -149,8 +149,9 @@ impl BudgetStore for MemoryStore {
 }
 
 impl RecordSink for MemoryStore {
-    fn write_records<'a>(&'a self, records: &'a mut [RequestRecord]) -> StoreFuture<'a, ()> {
+    fn write_records<'a>(&'a self, records: &'a mut [RequestRecord]) -> StoreFuture<'a, u64> {
         let mut state = self.state();
+        let mut new = 0;
         for record in records {
             if !state.record_ids.insert(record.id.clone()) {
                 continue;
@@ -170,8 +171,9 @@ impl RecordSink for MemoryStore {
             state.written += 1;
             let position = state.written;
             state.records.push((position, record));
+            new += 1;
         }
-        ready(Ok(()))
+        ready(Ok(new))
     }
 
     fn ping(&self) -> StoreFuture<'_, ()> {
