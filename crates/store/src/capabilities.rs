@@ -69,17 +69,19 @@ pub trait BudgetStore: Send + Sync + std::fmt::Debug {
 
 /// Where the record writer puts its batches.
 pub trait RecordSink: Send + Sync + std::fmt::Debug {
-    /// Writes a batch, all or nothing, with the bodies that were kept. Every field but the id
-    /// may be moved out of `records` (a moved string is not copied again), so the records are
-    /// spent; their ids stay for the log of a failed batch.
-    fn write_records<'a>(&'a self, records: &'a mut [RequestRecord]) -> StoreFuture<'a, ()>;
+    /// Writes a batch, all or nothing, with the bodies that were kept. A record whose id is
+    /// already stored is left as it is (with its bodies). Returns how many records were
+    /// stored now. Every field but the id may be moved out of `records` (a moved string is
+    /// not copied again), so the records are spent; their ids stay for the log of a failed
+    /// batch.
+    fn write_records<'a>(&'a self, records: &'a mut [RequestRecord]) -> StoreFuture<'a, u64>;
 
     /// Whether the store can be written now: one trivial round trip. The record writer asks
     /// while the store is unreachable, to know when to write again.
     fn ping(&self) -> StoreFuture<'_, ()>;
 
     /// [`RecordSink::write_records`] of a copy, for callers that keep their records.
-    fn insert_records<'a>(&'a self, records: &'a [RequestRecord]) -> StoreFuture<'a, ()> {
+    fn insert_records<'a>(&'a self, records: &'a [RequestRecord]) -> StoreFuture<'a, u64> {
         Box::pin(async move { self.write_records(&mut records.to_vec()).await })
     }
 }

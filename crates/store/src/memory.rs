@@ -144,8 +144,9 @@ impl BudgetStore for MemoryStore {
 }
 
 impl RecordSink for MemoryStore {
-    fn write_records<'a>(&'a self, records: &'a mut [RequestRecord]) -> StoreFuture<'a, ()> {
+    fn write_records<'a>(&'a self, records: &'a mut [RequestRecord]) -> StoreFuture<'a, u64> {
         let mut state = self.state();
+        let mut stored = 0;
         for record in records {
             if !state.record_ids.insert(record.id.clone()) {
                 continue;
@@ -165,8 +166,9 @@ impl RecordSink for MemoryStore {
             state.written += 1;
             let position = state.written;
             state.records.push((position, record));
+            stored += 1;
         }
-        ready(Ok(()))
+        ready(Ok(stored))
     }
 
     fn ping(&self) -> StoreFuture<'_, ()> {

@@ -260,7 +260,7 @@ impl Writer {
             return;
         }
         match self.sink.write_records(&mut records).await {
-            Ok(()) => {
+            Ok(_) => {
                 self.written += count;
                 self.health.note_success();
             }
@@ -317,7 +317,7 @@ impl Writer {
         let mut replayed = 0u64;
         for chunk in records.chunks_mut(BATCH) {
             match self.sink.write_records(chunk).await {
-                Ok(()) => replayed += chunk.len() as u64,
+                Ok(_) => replayed += chunk.len() as u64,
                 Err(err) if self.health.note_failure(&err) => {
                     // Left in place; written again, without duplicates, next time.
                     return RETRY_EVERY;
@@ -521,7 +521,7 @@ mod tests {
         fn write_records<'a>(
             &'a self,
             records: &'a mut [RequestRecord],
-        ) -> crate::StoreFuture<'a, ()> {
+        ) -> crate::StoreFuture<'a, u64> {
             Box::pin(async move {
                 self.check()?;
                 self.store.write_records(records).await

@@ -181,11 +181,12 @@ pub(super) async fn records_read_back_field_by_field_with_their_bodies(stores: &
 /// written, with its bodies, and is counted once.
 pub(super) async fn a_record_written_again_is_stored_once(stores: &Stores) {
     let first = full_record("req_again", now());
-    stores
+    let stored = stores
         .records
         .insert_records(std::slice::from_ref(&first))
         .await
         .unwrap();
+    assert_eq!(stored, 1);
     let mut again = first.clone();
     again.status = 500;
     again.bodies = Some(Bodies {
@@ -194,11 +195,14 @@ pub(super) async fn a_record_written_again_is_stored_once(stores: &Stores) {
         truncated: false,
     });
     let fresh = record("req_fresh", now());
-    stores
+    let stored = stores
         .records
         .insert_records(&[again.clone(), fresh, again])
         .await
         .unwrap();
+    assert_eq!(stored, 1, "only the fresh record is new");
+    let empty = stores.records.insert_records(&[]).await.unwrap();
+    assert_eq!(empty, 0);
     let latest = stores.queries.latest_records(10).await.unwrap();
     assert_eq!(ids(&latest), ["req_fresh", "req_again"]);
     let stored = stores.queries.record("req_again").await.unwrap().unwrap();

@@ -205,7 +205,7 @@ impl BudgetStore for PgStore {
 }
 
 impl RecordSink for PgStore {
-    fn write_records<'a>(&'a self, records: &'a mut [RequestRecord]) -> StoreFuture<'a, ()> {
+    fn write_records<'a>(&'a self, records: &'a mut [RequestRecord]) -> StoreFuture<'a, u64> {
         Box::pin(PgStore::write_records(self, records))
     }
 

@@ -135,12 +135,13 @@ struct BodyColumns {
 
 impl PgStore {
     /// Writes a batch in one transaction; every field but the id is moved out of `records`.
+    /// Returns how many records were stored now.
     pub(crate) async fn write_records(
         &self,
         records: &mut [RequestRecord],
-    ) -> Result<(), StoreError> {
+    ) -> Result<u64, StoreError> {
         if records.is_empty() {
-            return Ok(());
+            return Ok(0);
         }
         // A batch written on a new day first makes that day's partitions (and the next ones).
         // Failing that, the batch is still written: to the default partition if need be.
@@ -205,7 +206,7 @@ impl PgStore {
             .bind(WRITE_LOCK)
             .execute(&mut *tx)
             .await?;
-        sqlx::query(insert_sql())
+        let stored = sqlx::query(insert_sql())
             .bind(c.id)
             .bind(c.started_at)
             .bind(c.endpoint)
@@ -242,7 +243,8 @@ impl PgStore {
             .bind(c.degraded_from)
             .bind(c.policy)
             .execute(&mut *tx)
-            .await?;
+            .await?
+            .rows_affected();
         if !bodies.request_id.is_empty() {
             sqlx::query(
                 "INSERT INTO bodies (request_id, started_at, request, response, truncated)
@@ -258,7 +260,7 @@ impl PgStore {
             .await?;
         }
         tx.commit().await?;
-        Ok(())
+        Ok(stored)
     }
 }
 

@@ -240,7 +240,7 @@ impl BudgetStore for SqliteStore {
 }
 
 impl RecordSink for SqliteStore {
-    fn write_records<'a>(&'a self, records: &'a mut [RequestRecord]) -> StoreFuture<'a, ()> {
+    fn write_records<'a>(&'a self, records: &'a mut [RequestRecord]) -> StoreFuture<'a, u64> {
         Box::pin(SqliteStore::write_records(self, records))
     }
 

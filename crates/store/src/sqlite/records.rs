@@ -48,11 +48,12 @@ fn insert_sql(rows: usize) -> &'static str {
 }
 
 /// One multi-row INSERT of `chunk` (at most [`ROWS_PER_INSERT`] records); every field but the
-/// id is moved out of the records.
+/// id is moved out of the records. Returns how many rows were inserted (an id already stored
+/// is not).
 async fn insert_chunk(
     conn: &mut sqlx::SqliteConnection,
     chunk: &mut [RequestRecord],
-) -> Result<(), StoreError> {
+) -> Result<u64, StoreError> {
     let mut insert = sqlx::query(insert_sql(chunk.len()));
     for r in chunk {
         let attempts = AttemptRecord::json_list(&r.attempts);
@@ -101,14 +102,13 @@ async fn insert_chunk(
             .bind(r.tenant.take().map(|t| t.0))
             .bind(policy);
     }
-    insert.execute(conn).await?;
-    Ok(())
+    Ok(insert.execute(conn).await?.rows_affected())
 }
 
 impl SqliteStore {
     /// [`SqliteStore::write_records`] of a copy, for tests that keep their records.
     #[cfg(test)]
-    pub async fn insert_records(&self, records: &[RequestRecord]) -> Result<(), StoreError> {
+    pub async fn insert_records(&self, records: &[RequestRecord]) -> Result<u64, StoreError> {
         self.write_records(&mut records.to_vec()).await
     }
 
@@ -116,11 +116,14 @@ impl SqliteStore {
     /// SQLite worker per [`ROWS_PER_INSERT`] records instead of one per record). Every field
     /// but the id is moved out of `records` into the statement (sqlx copies a borrowed string
     /// into a value of its own; a moved one is only wrapped), so the records are spent; their
-    /// ids stay for the log of a failed batch.
+    /// ids stay for the log of a failed batch. Returns how many records were stored now.
     pub(crate) async fn write_records(
         &self,
         records: &mut [RequestRecord],
-    ) -> Result<(), StoreError> {
+    ) -> Result<u64, StoreError> {
+        if records.is_empty() {
+            return Ok(0);
+        }
         let mut conn = self.records_pool().acquire().await?;
         // A batch that is one statement is atomic on its own: no BEGIN and COMMIT, two round
         // trips to SQLite's thread fewer (at low load, nearly every batch).
@@ -128,8 +131,9 @@ impl SqliteStore {
             return insert_chunk(&mut conn, records).await;
         }
         let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+        let mut stored = 0;
         for chunk in records.chunks_mut(ROWS_PER_INSERT) {
-            insert_chunk(&mut tx, chunk).await?;
+            stored += insert_chunk(&mut tx, chunk).await?;
         }
         for r in records.iter() {
             if let Some(bodies) = &r.bodies {
@@ -145,7 +149,7 @@ impl SqliteStore {
             }
         }
         tx.commit().await?;
-        Ok(())
+        Ok(stored)
     }
 
     /// The bodies kept for a request, if any.
