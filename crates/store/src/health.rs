@@ -131,7 +131,10 @@ mod tests {
     use super::*;
 
     #[test]
-    #[expect(clippy::disallowed_methods, reason = "a plain test: no runtime to block")]
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "a plain test: no runtime to block"
+    )]
     fn an_outage_is_timed_from_its_first_failure_to_the_next_success() {
         let health = StoreHealth::default();
         assert!(!health.is_down());

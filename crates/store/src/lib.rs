@@ -41,7 +41,7 @@ pub use capabilities::{
 pub use charged::ChargedUsage;
 pub use health::{Outage, StoreHealth};
 pub use journal::{Journal, JournalError};
-pub use keys::{CreatedKey, KeyChange, KeyChanges, KeyHash, KeyInfo, NewKey};
+pub use keys::{CreatedKey, KeyChange, KeyChanges, KeyHash, KeyInfo, NewKey, StoredKey};
 pub use query::{RecordCursor, RecordFilter, RecordMatch, RecordPage, StatusFilter};
 pub use records::{
     AttemptRecord, Bodies, RecordQueue, RecordRetention, RecordSender, RequestRecord,

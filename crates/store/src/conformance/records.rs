@@ -177,6 +177,41 @@ pub(super) async fn records_read_back_field_by_field_with_their_bodies(stores: &
     );
 }
 
+/// The bodies a page of records leaves out are read for many ids at once, wherever the records
+/// are kept (today's partition or the default one in Postgres).
+pub(super) async fn bodies_are_read_by_record_id_for_a_page(stores: &Stores) {
+    let today = full_record("req_today", now());
+    let old = full_record("req_long_ago", 1_000);
+    let mut other = full_record("req_other", now());
+    other.bodies = Some(Bodies {
+        request: None,
+        response: Some("{}".into()),
+        truncated: false,
+    });
+    let plain = record("req_plain", now());
+    stores
+        .records
+        .insert_records(&[today.clone(), old.clone(), other.clone(), plain])
+        .await
+        .unwrap();
+    let ids: Vec<String> = [
+        "req_today",
+        "req_long_ago",
+        "req_other",
+        "req_plain",
+        "req_none",
+    ]
+    .map(String::from)
+    .to_vec();
+    let found = stores.queries.record_bodies(&ids).await.unwrap();
+    let mut expected = std::collections::HashMap::new();
+    for record in [today, old, other] {
+        expected.insert(record.id, record.bodies.unwrap());
+    }
+    assert_eq!(found, expected);
+    assert!(stores.queries.record_bodies(&[]).await.unwrap().is_empty());
+}
+
 /// A batch replayed from the journal may hold records already written: each stays as first
 /// written, with its bodies, and is counted once.
 pub(super) async fn a_record_written_again_is_stored_once(stores: &Stores) {

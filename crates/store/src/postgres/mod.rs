@@ -17,10 +17,10 @@ use crate::capabilities::{
     BudgetStore, ChargeHistory, KeyStore, RecordPruning, RecordQueries, RecordSink, StoreFuture,
     UsageReports,
 };
-use crate::keys::KeyHash;
+use crate::keys::{KeyHash, StoredKey};
 use crate::{
-    BudgetRow, ChargedUsage, CreatedKey, KeyInfo, Migrated, NewKey, RecordCursor, RecordFilter,
-    RecordMatch, RecordPage, RequestRecord, StoreError, UsageQuery, UsageRow,
+    Bodies, BudgetRow, ChargedUsage, CreatedKey, KeyInfo, Migrated, NewKey, RecordCursor,
+    RecordFilter, RecordMatch, RecordPage, RequestRecord, StoreError, UsageQuery, UsageRow,
 };
 
 mod keys;
@@ -186,6 +186,12 @@ impl KeyStore for PgStore {
             Ok(Some(crate::KeyChanges::postgres(listener)))
         })
     }
+    fn export_keys(&self) -> StoreFuture<'_, Vec<StoredKey>> {
+        Box::pin(PgStore::export_keys(self))
+    }
+    fn import_key<'a>(&'a self, key: &'a StoredKey) -> StoreFuture<'a, bool> {
+        Box::pin(PgStore::import_key(self, key))
+    }
 }
 
 impl BudgetStore for PgStore {
@@ -201,6 +207,9 @@ impl BudgetStore for PgStore {
         metric_and_period: Option<(&'a str, &'a str)>,
     ) -> StoreFuture<'a, u64> {
         Box::pin(PgStore::delete_budgets(self, scope, metric_and_period))
+    }
+    fn import_budget<'a>(&'a self, row: &'a BudgetRow) -> StoreFuture<'a, bool> {
+        Box::pin(PgStore::import_budget(self, row))
     }
 }
 
@@ -241,6 +250,12 @@ impl RecordQueries for PgStore {
     }
     fn latest_records(&self, limit: u32) -> StoreFuture<'_, Vec<RequestRecord>> {
         Box::pin(PgStore::latest_records(self, limit))
+    }
+    fn record_bodies<'a>(
+        &'a self,
+        ids: &'a [String],
+    ) -> StoreFuture<'a, std::collections::HashMap<String, Bodies>> {
+        Box::pin(PgStore::record_bodies(self, ids))
     }
 }
 

@@ -16,10 +16,10 @@ use crate::capabilities::{
     BudgetStore, ChargeHistory, KeyStore, RecordPruning, RecordQueries, RecordSink, StoreFuture,
     UsageReports,
 };
-use crate::keys::KeyHash;
+use crate::keys::{KeyHash, StoredKey};
 use crate::{
-    BudgetRow, ChargedUsage, CreatedKey, KeyInfo, Migrated, NewKey, RecordCursor, RecordFilter,
-    RecordMatch, RecordPage, RequestRecord, StoreError, UsageQuery, UsageRow,
+    Bodies, BudgetRow, ChargedUsage, CreatedKey, KeyInfo, Migrated, NewKey, RecordCursor,
+    RecordFilter, RecordMatch, RecordPage, RequestRecord, StoreError, UsageQuery, UsageRow,
 };
 
 mod budgets;
@@ -221,6 +221,12 @@ impl KeyStore for SqliteStore {
     fn key_changes(&self) -> StoreFuture<'_, Option<crate::KeyChanges>> {
         Box::pin(std::future::ready(Ok(None)))
     }
+    fn export_keys(&self) -> StoreFuture<'_, Vec<StoredKey>> {
+        Box::pin(SqliteStore::export_keys(self))
+    }
+    fn import_key<'a>(&'a self, key: &'a StoredKey) -> StoreFuture<'a, bool> {
+        Box::pin(SqliteStore::import_key(self, key))
+    }
 }
 
 impl BudgetStore for SqliteStore {
@@ -236,6 +242,9 @@ impl BudgetStore for SqliteStore {
         metric_and_period: Option<(&'a str, &'a str)>,
     ) -> StoreFuture<'a, u64> {
         Box::pin(SqliteStore::delete_budgets(self, scope, metric_and_period))
+    }
+    fn import_budget<'a>(&'a self, row: &'a BudgetRow) -> StoreFuture<'a, bool> {
+        Box::pin(SqliteStore::import_budget(self, row))
     }
 }
 
@@ -276,6 +285,12 @@ impl RecordQueries for SqliteStore {
     }
     fn latest_records(&self, limit: u32) -> StoreFuture<'_, Vec<RequestRecord>> {
         Box::pin(SqliteStore::latest_records(self, limit))
+    }
+    fn record_bodies<'a>(
+        &'a self,
+        ids: &'a [String],
+    ) -> StoreFuture<'a, std::collections::HashMap<String, Bodies>> {
+        Box::pin(SqliteStore::record_bodies(self, ids))
     }
 }
 
