@@ -108,6 +108,36 @@ impl SqliteStore {
         })
     }
 
+    /// Opens a database file that must already be a Sluice store: a missing file is not
+    /// created, and one that is not a Sluice store is refused before anything is written to it
+    /// (checked on a connection that neither creates the file nor changes its journal mode).
+    /// Then opens it as [`SqliteStore::open`] does, migrating an older schema.
+    pub async fn open_existing(path: &Path) -> Result<SqliteStore, StoreError> {
+        let shown = || path.display().to_string();
+        if !path.is_file() {
+            return Err(StoreError::NoStoreFile(shown()));
+        }
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(false)
+            .busy_timeout(std::time::Duration::from_secs(5));
+        let checked = async {
+            let mut conn = SqliteConnection::connect_with(&options).await?;
+            let found = has_sluice_schema(&mut conn).await;
+            conn.close().await?;
+            found
+        };
+        match checked.await {
+            Ok(true) => SqliteStore::open(path).await,
+            Ok(false) => Err(StoreError::NotAStore(shown())),
+            // SQLITE_NOTADB: the file is not a SQLite database at all.
+            Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("26") => {
+                Err(StoreError::NotAStore(shown()))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// A private in-memory database, for tests.
     pub async fn open_in_memory() -> Result<SqliteStore, StoreError> {
         let options = SqliteConnectOptions::from_str("sqlite::memory:")?;
@@ -133,6 +163,20 @@ impl SqliteStore {
         self.records.close().await;
         self.pool.close().await;
     }
+}
+
+/// Whether the database has been migrated by Sluice: a schema version, and the `keys` and
+/// `requests` tables of the first migration.
+async fn has_sluice_schema(conn: &mut SqliteConnection) -> Result<bool, sqlx::Error> {
+    let version: i64 = sqlx::query_scalar("PRAGMA user_version")
+        .fetch_one(&mut *conn)
+        .await?;
+    let tables: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name IN ('keys', 'requests')",
+    )
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(version > 0 && tables == 2)
 }
 
 /// Opens a connection to a file another process may be creating at the same moment: the switch
