@@ -354,7 +354,7 @@ mod tests {
         assert!(matches!(err, StoreError::NoStoreFile(_)), "{err}");
         assert!(!missing.exists(), "nothing is created");
         let err = Stores::open_existing_sqlite(&dir).await.unwrap_err();
-        assert!(matches!(err, StoreError::NoStoreFile(_)), "a folder: {err}");
+        assert!(matches!(err, StoreError::NotAStore(_)), "a folder: {err}");
 
         let text = dir.join("notes.txt");
         std::fs::write(

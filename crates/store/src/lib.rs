@@ -74,7 +74,7 @@ pub enum StoreError {
     #[error("there is no file at {0}")]
     NoStoreFile(String),
     #[error(
-        "{0} is not a Sluice store (a SQLite database with Sluice's schema: `keys` and `requests` tables and a schema version)"
+        "{0} is not a Sluice store (a SQLite database file with Sluice's schema: its `keys` and `requests` tables)"
     )]
     NotAStore(String),
 }

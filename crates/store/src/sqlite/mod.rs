@@ -114,8 +114,11 @@ impl SqliteStore {
     /// Then opens it as [`SqliteStore::open`] does, migrating an older schema.
     pub async fn open_existing(path: &Path) -> Result<SqliteStore, StoreError> {
         let shown = || path.display().to_string();
-        if !path.is_file() {
+        if !path.exists() {
             return Err(StoreError::NoStoreFile(shown()));
+        }
+        if !path.is_file() {
+            return Err(StoreError::NotAStore(shown()));
         }
         let options = SqliteConnectOptions::new()
             .filename(path)
