@@ -113,24 +113,6 @@ pub(crate) fn store_location(settings: &sluice_config::Settings) -> sluice_store
     }
 }
 
-/// `sluice migrate`: brings the configured store's schema up to date and says what it applied.
-pub(crate) async fn migrate(config: Option<PathBuf>) -> anyhow::Result<()> {
-    let settings = load_settings_read_only(config.as_deref())?;
-    let location = store_location(&settings);
-    let migrated = sluice_store::migrate(&location)
-        .await
-        .with_context(|| format!("migrating the store at {location}"))?;
-    for name in &migrated.applied {
-        println!("applied {name}");
-    }
-    println!(
-        "store {location} is at schema version {} ({} applied now)",
-        migrated.known,
-        migrated.applied.len()
-    );
-    Ok(())
-}
-
 pub(crate) fn check_config(config: Option<PathBuf>) -> anyhow::Result<()> {
     let settings = load_settings(config.as_deref())?;
     println!("configuration is valid");

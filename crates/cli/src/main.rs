@@ -1,6 +1,6 @@
 //! The `sluice` binary. Parses the command line and hands off: `serve` and `demo` to
-//! [`serve`], key and log commands to [`admin`], `budgets` to [`budgets`], `usage` to
-//! [`usage`].
+//! [`serve`], key and log commands to [`admin`], `migrate` to [`migrate`], `budgets` to
+//! [`budgets`], `usage` to [`usage`].
 
 use std::path::PathBuf;
 
@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 
 mod admin;
 mod budgets;
+mod migrate;
 mod policy;
 mod reliability;
 mod reload;
@@ -59,7 +60,20 @@ enum Command {
     CheckConfig,
     /// Bring the store's schema up to date (SQLite file or Postgres) and print what was
     /// applied. `serve` does this at start too.
-    Migrate,
+    ///
+    /// With --from-sqlite, then copy an embedded store into the configured Postgres store:
+    /// run it while the old gateway still serves, start the replicas, and run it once more
+    /// after the old gateway has stopped (docs/deployment.md, "Migrating from the embedded
+    /// store").
+    Migrate {
+        /// The embedded store to copy from (its `sluice.db`): every key with the hash of its
+        /// secret (so clients keep their keys; revoked and expired ones too), every budget row
+        /// and every request record with its bodies. Safe to run again: a key or record
+        /// already copied is left as it is, a budget row is replaced only by one updated later,
+        /// and the counts say how many were new.
+        #[arg(long, value_name = "PATH")]
+        from_sqlite: Option<PathBuf>,
+    },
     /// Manage virtual keys.
     #[command(subcommand)]
     Keys(admin::KeysCommand),
@@ -131,7 +145,7 @@ fn main() -> std::process::ExitCode {
             Command::Serve { listen, journal } => serve::serve(config, listen, journal).await,
             Command::Demo { listen, json } => serve::demo(config, listen, json).await,
             Command::CheckConfig => admin::check_config(config),
-            Command::Migrate => admin::migrate(config).await,
+            Command::Migrate { from_sqlite } => migrate::migrate(config, from_sqlite).await,
             Command::Keys(command) => admin::keys(config, command).await,
             Command::Logs(args) => admin::logs(config, args).await,
             Command::Budgets(command) => budgets::budgets(config, command).await,

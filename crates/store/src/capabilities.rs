@@ -11,16 +11,17 @@
 //! Errors are [`StoreError`]s; no method retries. Methods that read return what was committed
 //! when they ran.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 
 use tokio_util::sync::CancellationToken;
 
 use crate::budgets::BudgetChanges;
-use crate::keys::{KeyChanges, KeyHash};
+use crate::keys::{KeyChanges, KeyHash, StoredKey};
 use crate::{
-    BudgetRow, ChargedUsage, CreatedKey, KeyInfo, NewKey, RecordCursor, RecordFilter, RecordMatch,
-    RecordPage, RequestRecord, StoreError, UsageQuery, UsageRow,
+    Bodies, BudgetRow, ChargedUsage, CreatedKey, KeyInfo, NewKey, RecordCursor, RecordFilter,
+    RecordMatch, RecordPage, RequestRecord, StoreError, UsageQuery, UsageRow,
 };
 
 /// The future of a store call.
@@ -48,6 +49,17 @@ pub trait KeyStore: Send + Sync + std::fmt::Debug {
     /// cannot announce them (SQLite: a cache must expire its keys instead). A Postgres one
     /// holds a connection of its own until it is dropped.
     fn key_changes(&self) -> StoreFuture<'_, Option<KeyChanges>>;
+
+    /// Every key with the hash of its secret, in the order of [`KeyStore::list_keys`]: what
+    /// [`KeyStore::import_key`] takes, to copy keys into another store.
+    fn export_keys(&self) -> StoreFuture<'_, Vec<StoredKey>>;
+
+    /// Stores a key read from another store as it is there: its id, hash and every field,
+    /// revoked and expired keys included, so the secret its clients hold keeps working. A key
+    /// whose id (or hash) is already stored is left as it is, whatever it says. Returns
+    /// whether the key was added. Nothing is announced ([`KeyStore::key_changes`]): a key
+    /// that was not here was in no cache.
+    fn import_key<'a>(&'a self, key: &'a StoredKey) -> StoreFuture<'a, bool>;
 }
 
 /// Budget and rate-limit rows.
@@ -72,6 +84,11 @@ pub trait BudgetStore: Send + Sync + std::fmt::Debug {
     /// `None` when the store cannot announce them (SQLite and memory: a copy must be reread on
     /// a timer instead). A Postgres one holds a connection of its own until it is dropped.
     fn budget_changes(&self) -> StoreFuture<'_, Option<BudgetChanges>>;
+    /// Stores a row read from another store, its `updated_at` kept: added when no row has the
+    /// same scope, metric, period and model, replacing one that was updated earlier, and
+    /// otherwise (updated at the same time or later) leaving the stored one as it is. Returns
+    /// whether the row was written.
+    fn import_budget<'a>(&'a self, row: &'a BudgetRow) -> StoreFuture<'a, bool>;
 }
 
 /// Where the record writer puts its batches.
@@ -124,6 +141,11 @@ pub trait RecordQueries: Send + Sync + std::fmt::Debug {
 
     /// The latest `limit` records, the most recently written first, without bodies.
     fn latest_records(&self, limit: u32) -> StoreFuture<'_, Vec<RequestRecord>>;
+
+    /// The bodies kept for the records of `ids`, by id: what listings and pages leave out, for
+    /// copying records into another store. An id without bodies (or without a record) is not
+    /// in the map.
+    fn record_bodies<'a>(&'a self, ids: &'a [String]) -> StoreFuture<'a, HashMap<String, Bodies>>;
 }
 
 /// Records summed per group.

@@ -98,6 +98,15 @@ impl KeyInfo {
     }
 }
 
+/// A key as stored, with the hash of its secret: what [`crate::KeyStore::export_keys`] reads
+/// and [`crate::KeyStore::import_key`] writes, so a key copied to another store keeps working
+/// with the secret its clients hold. `Debug` shows the start of the hash only ([`KeyHash`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredKey {
+    pub info: KeyInfo,
+    pub hash: KeyHash,
+}
+
 /// A freshly created key. `secret` is shown once and never stored.
 #[derive(Debug, Clone)]
 pub struct CreatedKey {

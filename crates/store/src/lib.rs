@@ -10,9 +10,10 @@
 //! parses), [`records`] (the [`RecordQueue`] that writes records off the request path, and
 //! [`RecordRetention`]), [`journal`] (the local copy of records not yet written), [`health`]
 //! (whether the store can be reached), [`query`] (filters and cursors for reading records back), [`usage`]
-//! (usage reports) and [`charged`] (what budget counters are rebuilt from). Each backend's
-//! schema changes are files under `migrations/<backend>/`, applied in order at open and by
-//! `sluice migrate`. Store code never sees HTTP types.
+//! (usage reports) and [`charged`] (what budget counters are rebuilt from). [`copy`] copies
+//! one store into another (`sluice migrate --from-sqlite`). Each backend's schema changes are
+//! files under `migrations/<backend>/`, applied in order at open and by `sluice migrate`.
+//! Store code never sees HTTP types.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -20,6 +21,7 @@ use std::sync::Arc;
 pub mod budgets;
 pub mod capabilities;
 pub mod charged;
+pub mod copy;
 pub mod health;
 pub mod journal;
 pub mod keys;
@@ -41,7 +43,7 @@ pub use capabilities::{
 pub use charged::ChargedUsage;
 pub use health::{Outage, StoreHealth};
 pub use journal::{Journal, JournalError};
-pub use keys::{CreatedKey, KeyChange, KeyChanges, KeyHash, KeyInfo, NewKey};
+pub use keys::{CreatedKey, KeyChange, KeyChanges, KeyHash, KeyInfo, NewKey, StoredKey};
 pub use query::{RecordCursor, RecordFilter, RecordMatch, RecordPage, StatusFilter};
 pub use records::{
     AttemptRecord, Bodies, RecordQueue, RecordRetention, RecordSender, RequestRecord,
@@ -69,6 +71,12 @@ pub enum StoreError {
     KeyAmbiguous(String),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+    #[error("there is no file at {0}")]
+    NoStoreFile(String),
+    #[error(
+        "{0} is not a Sluice store (a SQLite database file with Sluice's schema: its `keys` and `requests` tables)"
+    )]
+    NotAStore(String),
 }
 
 impl sluice_types::Classify for StoreError {
@@ -193,6 +201,18 @@ impl Stores {
                 Opened::Postgres,
             )),
         }
+    }
+
+    /// The embedded store in the file at `path`, which must be one already: a missing file is
+    /// not created ([`StoreError::NoStoreFile`]), and a file that is not a Sluice store is
+    /// refused before anything is written to it ([`StoreError::NotAStore`]). An older schema
+    /// is brought up to date, as [`Stores::open`] does. For reading a store to copy it
+    /// ([`copy`]).
+    pub async fn open_existing_sqlite(path: &Path) -> Result<Stores, StoreError> {
+        Ok(Stores::of(
+            sqlite::SqliteStore::open_existing(path).await?,
+            Opened::Sqlite,
+        ))
     }
 
     /// Stores in this process's memory, for tests: empty at start, gone at exit.

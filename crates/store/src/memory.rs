@@ -14,7 +14,7 @@ use crate::capabilities::{
     BudgetStore, ChargeHistory, KeyStore, RecordPruning, RecordQueries, RecordSink, StoreFuture,
     UsageReports,
 };
-use crate::keys::{KeyHash, pick_key};
+use crate::keys::{KeyHash, StoredKey, pick_key};
 use crate::query::AMBIGUOUS_SHOWN;
 use crate::{
     Bodies, BudgetRow, ChargedUsage, CreatedKey, DrillRecords, KeyInfo, NewKey, RecordCursor,
@@ -108,6 +108,32 @@ impl KeyStore for MemoryStore {
         let changes = crate::KeyChanges::memory(self.key_changes.subscribe());
         ready(Ok(Some(changes)))
     }
+
+    fn export_keys(&self) -> StoreFuture<'_, Vec<StoredKey>> {
+        let mut keys: Vec<StoredKey> = self
+            .state()
+            .keys
+            .iter()
+            .map(|(hash, info)| StoredKey {
+                info: info.clone(),
+                hash: *hash,
+            })
+            .collect();
+        keys.sort_by(|a, b| (b.info.created_at, &b.info.id).cmp(&(a.info.created_at, &a.info.id)));
+        ready(Ok(keys))
+    }
+
+    fn import_key<'a>(&'a self, key: &'a StoredKey) -> StoreFuture<'a, bool> {
+        let mut state = self.state();
+        let stored = state
+            .keys
+            .iter()
+            .any(|(hash, info)| info.id == key.info.id || *hash == key.hash);
+        if !stored {
+            state.keys.push((key.hash, key.info.clone()));
+        }
+        ready(Ok(!stored))
+    }
 }
 
 impl BudgetStore for MemoryStore {
@@ -145,6 +171,24 @@ impl BudgetStore for MemoryStore {
     /// Only this process sees these rows, and it rereads them after its own changes.
     fn budget_changes(&self) -> StoreFuture<'_, Option<crate::BudgetChanges>> {
         ready(Ok(None))
+    }
+
+    fn import_budget<'a>(&'a self, row: &'a BudgetRow) -> StoreFuture<'a, bool> {
+        let id = (
+            row.scope.clone(),
+            row.metric.clone(),
+            row.period.clone(),
+            row.model.clone(),
+        );
+        let mut state = self.state();
+        let newer = state
+            .budgets
+            .get(&id)
+            .is_none_or(|stored| stored.updated_at < row.updated_at);
+        if newer {
+            state.budgets.insert(id, row.clone());
+        }
+        ready(Ok(newer))
     }
 }
 
@@ -261,6 +305,15 @@ impl RecordQueries for MemoryStore {
         let state = self.state();
         let latest = state.records.iter().rev().take(limit as usize);
         ready(Ok(latest.map(|(_, r)| r.clone()).collect()))
+    }
+
+    fn record_bodies<'a>(&'a self, ids: &'a [String]) -> StoreFuture<'a, HashMap<String, Bodies>> {
+        let state = self.state();
+        let found = ids
+            .iter()
+            .filter_map(|id| Some((id.clone(), state.bodies.get(id)?.clone())))
+            .collect();
+        ready(Ok(found))
     }
 }
 

@@ -163,8 +163,11 @@ macro_rules! every_backend {
 
 every_backend!(
     keys_are_created_found_by_hash_revoked_and_keep_their_expiry,
+    keys_are_exported_with_their_hash_and_imported_as_they_were,
     budget_rows_are_put_replaced_listed_and_deleted,
+    imported_budget_rows_keep_their_time_and_the_newer_row_wins,
     records_read_back_field_by_field_with_their_bodies,
+    bodies_are_read_by_record_id_for_a_page,
     a_record_written_again_is_stored_once,
     records_are_found_by_id_or_unique_prefix,
     filters_select_only_matching_records,
@@ -388,6 +391,116 @@ async fn keys_are_created_found_by_hash_revoked_and_keep_their_expiry(stores: &S
     ));
 }
 
+/// Keys made in another store (memory) come in with their hashes: their secrets work here, and
+/// every field is as it was there. A key already here is left as it is.
+async fn keys_are_exported_with_their_hash_and_imported_as_they_were(stores: &Stores) {
+    let source = Stores::memory();
+    let full = source
+        .keys
+        .create_key(NewKey {
+            name: "ci".into(),
+            tenant: Some("t1".into()),
+            organisation: Some("acme".into()),
+            team: Some("search".into()),
+            project: Some("ranking".into()),
+            user: Some("ana".into()),
+            roles: vec!["operator".into()],
+            aliases: vec!["fast".into(), "smart".into()],
+            expires_at: Some(now() + DAY),
+            log_bodies: true,
+        })
+        .await
+        .unwrap();
+    let expired = source
+        .keys
+        .create_key(NewKey {
+            name: "old".into(),
+            organisation: Some("acme".into()),
+            expires_at: Some(now() - 1),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let revoked = source
+        .keys
+        .create_key(NewKey {
+            name: "gone".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    source.keys.revoke_key(&revoked.info.id).await.unwrap();
+    let exported = source.keys.export_keys().await.unwrap();
+    assert_eq!(exported.len(), 3);
+    for key in &exported {
+        assert!(
+            stores.keys.import_key(key).await.unwrap(),
+            "{}",
+            key.info.id
+        );
+    }
+
+    for created in [&full, &expired, &revoked] {
+        let here = stores
+            .keys
+            .find_key_by_hash(&KeyHash::of(&created.secret))
+            .await
+            .unwrap()
+            .unwrap();
+        let there = source
+            .keys
+            .find_key_by_hash(&KeyHash::of(&created.secret))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(here, there, "every field of {}", created.info.name);
+    }
+    let gone = KeyHash::of(&revoked.secret);
+    let gone = stores.keys.find_key_by_hash(&gone).await.unwrap().unwrap();
+    assert!(gone.revoked_at.is_some());
+    assert_eq!(
+        stores.keys.export_keys().await.unwrap(),
+        exported,
+        "the same keys, hashes and order"
+    );
+    let listed: Vec<KeyInfo> = exported.iter().map(|k| k.info.clone()).collect();
+    assert_eq!(stores.keys.list_keys().await.unwrap(), listed);
+
+    // A key made here is exported with the hash of its secret.
+    let local = stores.keys.create_key(NewKey::default()).await.unwrap();
+    let local_hash = stores
+        .keys
+        .export_keys()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|k| k.info.id == local.info.id)
+        .unwrap()
+        .hash;
+    assert_eq!(local_hash, KeyHash::of(&local.secret));
+
+    // Imported again, or changed at the source since: what is here stays.
+    for key in &exported {
+        assert!(
+            !stores.keys.import_key(key).await.unwrap(),
+            "{}",
+            key.info.id
+        );
+    }
+    let mut changed = exported
+        .iter()
+        .find(|k| k.info.id == full.info.id)
+        .unwrap()
+        .clone();
+    changed.info.revoked_at = Some(now());
+    changed.info.name = "renamed".into();
+    assert!(!stores.keys.import_key(&changed).await.unwrap());
+    let kept = KeyHash::of(&full.secret);
+    let kept = stores.keys.find_key_by_hash(&kept).await.unwrap().unwrap();
+    assert_eq!(kept, full.info);
+    assert_eq!(stores.keys.list_keys().await.unwrap().len(), 4);
+}
+
 async fn budget_rows_are_put_replaced_listed_and_deleted(stores: &Stores) {
     let budgets = &stores.budgets;
     for row in [
@@ -453,6 +566,52 @@ async fn budget_rows_are_put_replaced_listed_and_deleted(stores: &Stores) {
         .map(|r| r.scope)
         .collect();
     assert_eq!(left, ["user:*"]);
+}
+
+/// A row from another store keeps its `updated_at`; of two rows of the same limit, the one
+/// updated later is kept.
+async fn imported_budget_rows_keep_their_time_and_the_newer_row_wins(stores: &Stores) {
+    let budgets = &stores.budgets;
+    let here = budgets
+        .put_budget(BudgetRow::new("team:search", "usd", "month", 5_000_000))
+        .await
+        .unwrap();
+    let older = BudgetRow {
+        updated_at: here.updated_at - 1,
+        ..BudgetRow::new("team:search", "usd", "month", 1)
+    };
+    assert!(!budgets.import_budget(&older).await.unwrap());
+    let same_time = BudgetRow {
+        updated_at: here.updated_at,
+        ..BudgetRow::new("team:search", "usd", "month", 2)
+    };
+    assert!(!budgets.import_budget(&same_time).await.unwrap());
+    assert_eq!(
+        budgets.budgets().await.unwrap(),
+        std::slice::from_ref(&here)
+    );
+
+    let newer = BudgetRow {
+        soft_amount: Some(8_000_000),
+        parent: Some("org:acme".into()),
+        updated_at: here.updated_at + 1_000,
+        ..BudgetRow::new("team:search", "usd", "month", 9_000_000)
+    };
+    assert!(budgets.import_budget(&newer).await.unwrap());
+    let fresh = BudgetRow {
+        model: "gpt-4o".into(),
+        updated_at: 1_234,
+        ..BudgetRow::new("user:*", "tokens", "day", 10_000)
+    };
+    assert!(budgets.import_budget(&fresh).await.unwrap());
+    assert_eq!(
+        budgets.budgets().await.unwrap(),
+        [newer.clone(), fresh.clone()],
+        "stored as they came, their times kept"
+    );
+    for row in [&newer, &fresh] {
+        assert!(!budgets.import_budget(row).await.unwrap(), "{row:?} again");
+    }
 }
 
 async fn revocations_are_announced_to_followers(stores: &Stores) {

@@ -177,12 +177,51 @@ pub(super) async fn records_read_back_field_by_field_with_their_bodies(stores: &
     );
 }
 
+/// The bodies a page of records leaves out are read for many ids at once, wherever the records
+/// are kept (today's partition or the default one in Postgres).
+pub(super) async fn bodies_are_read_by_record_id_for_a_page(stores: &Stores) {
+    let today = full_record("req_today", now());
+    let old = full_record("req_long_ago", 1_000);
+    let mut other = full_record("req_other", now());
+    other.bodies = Some(Bodies {
+        request: None,
+        response: Some("{}".into()),
+        truncated: false,
+    });
+    let plain = record("req_plain", now());
+    stores
+        .records
+        .insert_records(&[today.clone(), old.clone(), other.clone(), plain])
+        .await
+        .unwrap();
+    let ids: Vec<String> = [
+        "req_today",
+        "req_long_ago",
+        "req_other",
+        "req_plain",
+        "req_none",
+    ]
+    .map(String::from)
+    .to_vec();
+    let found = stores.queries.record_bodies(&ids).await.unwrap();
+    let mut expected = std::collections::HashMap::new();
+    for record in [today, old, other] {
+        expected.insert(record.id, record.bodies.unwrap());
+    }
+    assert_eq!(found, expected);
+    assert!(stores.queries.record_bodies(&[]).await.unwrap().is_empty());
+}
+
 /// A batch replayed from the journal may hold records already written: each stays as first
 /// written, with its bodies, and is counted once.
 pub(super) async fn a_record_written_again_is_stored_once(stores: &Stores) {
     let first = full_record("req_again", now());
-    let new = stores.records.insert_records(std::slice::from_ref(&first));
-    assert_eq!(new.await.unwrap(), 1);
+    let stored = stores
+        .records
+        .insert_records(std::slice::from_ref(&first))
+        .await
+        .unwrap();
+    assert_eq!(stored, 1);
     let mut again = first.clone();
     again.status = 500;
     again.bodies = Some(Bodies {
@@ -191,9 +230,14 @@ pub(super) async fn a_record_written_again_is_stored_once(stores: &Stores) {
         truncated: false,
     });
     let fresh = record("req_fresh", now());
-    let batch = [again.clone(), fresh, again];
-    let new = stores.records.insert_records(&batch).await.unwrap();
-    assert_eq!(new, 1, "only the fresh one is new");
+    let stored = stores
+        .records
+        .insert_records(&[again.clone(), fresh, again])
+        .await
+        .unwrap();
+    assert_eq!(stored, 1, "only the fresh record is new");
+    let empty = stores.records.insert_records(&[]).await.unwrap();
+    assert_eq!(empty, 0);
     let latest = stores.queries.latest_records(10).await.unwrap();
     assert_eq!(ids(&latest), ["req_fresh", "req_again"]);
     let stored = stores.queries.record("req_again").await.unwrap().unwrap();

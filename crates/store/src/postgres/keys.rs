@@ -4,7 +4,7 @@ use sqlx::Row;
 use sqlx::postgres::PgRow;
 
 use super::{PgStore, to_i64};
-use crate::keys::{KeyHash, pick_key, tenant_of};
+use crate::keys::{KeyHash, StoredKey, pick_key, tenant_of};
 use crate::{BudgetRow, CreatedKey, KeyInfo, NewKey, StoreError, now_ms};
 
 /// The columns `key_from_row` reads.
@@ -67,6 +67,57 @@ impl PgStore {
         .fetch_optional(self.pool())
         .await?;
         row.as_ref().map(key_from_row).transpose()
+    }
+
+    pub(crate) async fn export_keys(&self) -> Result<Vec<StoredKey>, StoreError> {
+        let rows = sqlx::query(concat!(
+            "SELECT hash, ",
+            key_columns!(),
+            " FROM keys ORDER BY created_at DESC, id DESC"
+        ))
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let info = key_from_row(row)?;
+                let text: String = row.try_get("hash")?;
+                let hash = KeyHash::from_hex(&text).ok_or_else(|| {
+                    StoreError::Corrupt(format!("the hash of key {} is not 64 hex digits", info.id))
+                })?;
+                Ok(StoredKey { info, hash })
+            })
+            .collect()
+    }
+
+    pub(crate) async fn import_key(&self, key: &StoredKey) -> Result<bool, StoreError> {
+        let info = &key.info;
+        let added = sqlx::query(
+            "INSERT INTO keys (id, hash, prefix, name, tenant, organisation, team, project,
+                end_user, roles, aliases, created_at, expires_at, revoked_at, log_bodies)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(&info.id)
+        .bind(key.hash.to_hex())
+        .bind(&info.prefix)
+        .bind(&info.name)
+        // The tenant as read (named, else the organisation's, else the default): it reads back
+        // the same.
+        .bind(&info.tenant.0)
+        .bind(&info.organisation)
+        .bind(&info.team)
+        .bind(&info.project)
+        .bind(&info.user)
+        .bind(&info.roles)
+        .bind(&info.aliases)
+        .bind(info.created_at)
+        .bind(info.expires_at)
+        .bind(info.revoked_at)
+        .bind(info.log_bodies)
+        .execute(self.pool())
+        .await?
+        .rows_affected();
+        Ok(added == 1)
     }
 
     pub(crate) async fn revoke_key(&self, id_or_prefix: &str) -> Result<KeyInfo, StoreError> {
@@ -136,6 +187,29 @@ impl PgStore {
         announce_budget_change(&mut tx, &row.scope).await?;
         tx.commit().await?;
         Ok(row)
+    }
+
+    pub(crate) async fn import_budget(&self, row: &BudgetRow) -> Result<bool, StoreError> {
+        let written = sqlx::query(
+            "INSERT INTO budgets (scope, metric, period, model, amount, soft_amount, parent, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+             ON CONFLICT (scope, metric, period, model) DO UPDATE SET
+                amount = excluded.amount, soft_amount = excluded.soft_amount,
+                parent = excluded.parent, updated_at = excluded.updated_at
+             WHERE budgets.updated_at < excluded.updated_at",
+        )
+        .bind(&row.scope)
+        .bind(&row.metric)
+        .bind(&row.period)
+        .bind(&row.model)
+        .bind(to_i64(row.amount))
+        .bind(row.soft_amount.map(to_i64))
+        .bind(&row.parent)
+        .bind(row.updated_at)
+        .execute(self.pool())
+        .await?
+        .rows_affected();
+        Ok(written == 1)
     }
 
     /// Deletes the rows and, when any went, announces their scope as

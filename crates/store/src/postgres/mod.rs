@@ -17,10 +17,10 @@ use crate::capabilities::{
     BudgetStore, ChargeHistory, KeyStore, RecordPruning, RecordQueries, RecordSink, StoreFuture,
     UsageReports,
 };
-use crate::keys::KeyHash;
+use crate::keys::{KeyHash, StoredKey};
 use crate::{
-    BudgetRow, ChargedUsage, CreatedKey, KeyInfo, Migrated, NewKey, RecordCursor, RecordFilter,
-    RecordMatch, RecordPage, RequestRecord, StoreError, UsageQuery, UsageRow,
+    Bodies, BudgetRow, ChargedUsage, CreatedKey, KeyInfo, Migrated, NewKey, RecordCursor,
+    RecordFilter, RecordMatch, RecordPage, RequestRecord, StoreError, UsageQuery, UsageRow,
 };
 
 mod keys;
@@ -186,6 +186,12 @@ impl KeyStore for PgStore {
             Ok(Some(crate::KeyChanges::postgres(listener)))
         })
     }
+    fn export_keys(&self) -> StoreFuture<'_, Vec<StoredKey>> {
+        Box::pin(PgStore::export_keys(self))
+    }
+    fn import_key<'a>(&'a self, key: &'a StoredKey) -> StoreFuture<'a, bool> {
+        Box::pin(PgStore::import_key(self, key))
+    }
 }
 
 impl BudgetStore for PgStore {
@@ -207,6 +213,10 @@ impl BudgetStore for PgStore {
             let listener = BudgetListener::start(self.pool()).await?;
             Ok(Some(crate::BudgetChanges::postgres(listener)))
         })
+    }
+
+    fn import_budget<'a>(&'a self, row: &'a BudgetRow) -> StoreFuture<'a, bool> {
+        Box::pin(PgStore::import_budget(self, row))
     }
 }
 
@@ -247,6 +257,12 @@ impl RecordQueries for PgStore {
     }
     fn latest_records(&self, limit: u32) -> StoreFuture<'_, Vec<RequestRecord>> {
         Box::pin(PgStore::latest_records(self, limit))
+    }
+    fn record_bodies<'a>(
+        &'a self,
+        ids: &'a [String],
+    ) -> StoreFuture<'a, std::collections::HashMap<String, Bodies>> {
+        Box::pin(PgStore::record_bodies(self, ids))
     }
 }
 

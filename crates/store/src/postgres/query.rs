@@ -2,6 +2,8 @@
 //! committed in (see [`super::WRITE_LOCK`]); each read runs in one REPEATABLE READ snapshot,
 //! so a page and its cursor agree. Filters are bound parameters, never formatted text.
 
+use std::collections::HashMap;
+
 use sqlx::{Postgres, QueryBuilder, Row};
 
 use super::PgStore;
@@ -90,6 +92,30 @@ impl PgStore {
             Some(record) => RecordMatch::Found(Box::new(record)),
             None => RecordMatch::NotFound,
         })
+    }
+
+    pub(crate) async fn record_bodies(
+        &self,
+        ids: &[String],
+    ) -> Result<HashMap<String, Bodies>, StoreError> {
+        // Each day partition is probed by its primary key, which starts with the id.
+        let rows = sqlx::query(
+            "SELECT request_id, request, response, truncated FROM bodies
+             WHERE request_id = ANY($1)",
+        )
+        .bind(ids)
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let bodies = Bodies {
+                    request: row.try_get("request")?,
+                    response: row.try_get("response")?,
+                    truncated: row.try_get("truncated")?,
+                };
+                Ok((row.try_get("request_id")?, bodies))
+            })
+            .collect()
     }
 
     pub(crate) async fn record(&self, id: &str) -> Result<Option<RequestRecord>, StoreError> {

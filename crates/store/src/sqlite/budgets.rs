@@ -41,6 +41,31 @@ impl SqliteStore {
         Ok(row)
     }
 
+    /// Adds a row from another store, its `updated_at` kept, or replaces one that was updated
+    /// earlier. Returns whether it was written.
+    pub async fn import_budget(&self, row: &BudgetRow) -> Result<bool, StoreError> {
+        let written = sqlx::query(
+            "INSERT INTO budgets (scope, metric, period, model, amount, soft_amount, parent, updated_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+             ON CONFLICT (scope, metric, period, model) DO UPDATE SET
+                amount = excluded.amount, soft_amount = excluded.soft_amount,
+                parent = excluded.parent, updated_at = excluded.updated_at
+             WHERE budgets.updated_at < excluded.updated_at",
+        )
+        .bind(&row.scope)
+        .bind(&row.metric)
+        .bind(&row.period)
+        .bind(&row.model)
+        .bind(to_i64(row.amount))
+        .bind(row.soft_amount.map(to_i64))
+        .bind(&row.parent)
+        .bind(row.updated_at)
+        .execute(self.pool())
+        .await?
+        .rows_affected();
+        Ok(written == 1)
+    }
+
     /// Removes the limits of `scope`: every one, or those of one metric and period. Returns how
     /// many rows went.
     pub async fn delete_budgets(

@@ -2,7 +2,7 @@
 
 use sqlx::Row;
 
-use crate::keys::{KeyHash, pick_key, tenant_of};
+use crate::keys::{KeyHash, StoredKey, pick_key, tenant_of};
 use crate::sqlite::SqliteStore;
 use crate::{CreatedKey, KeyInfo, NewKey, StoreError, now_ms};
 
@@ -68,6 +68,57 @@ impl SqliteStore {
         row.as_ref().map(key_from_row).transpose()
     }
 
+    /// Every key with its hash, newest first.
+    pub async fn export_keys(&self) -> Result<Vec<StoredKey>, StoreError> {
+        let rows = sqlx::query(concat!(
+            "SELECT hash, ",
+            key_columns!(),
+            " FROM keys ORDER BY created_at DESC, id DESC"
+        ))
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let info = key_from_row(row)?;
+                let hash = hash_from_row(row, &info.id)?;
+                Ok(StoredKey { info, hash })
+            })
+            .collect()
+    }
+
+    /// Adds a key from another store, hash and every field as they are, unless its id or hash
+    /// is already here. Returns whether it was added.
+    pub async fn import_key(&self, key: &StoredKey) -> Result<bool, StoreError> {
+        let info = &key.info;
+        let added = sqlx::query(
+            "INSERT INTO keys (id, hash, prefix, name, tenant, organisation, team, project, user,
+                roles, aliases, created_at, expires_at, revoked_at, log_bodies)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(&info.id)
+        .bind(key.hash.to_hex())
+        .bind(&info.prefix)
+        .bind(&info.name)
+        // The tenant as read (named, else the organisation's, else the default): it reads back
+        // the same.
+        .bind(&info.tenant.0)
+        .bind(&info.organisation)
+        .bind(&info.team)
+        .bind(&info.project)
+        .bind(&info.user)
+        .bind(aliases_to_text(&info.roles))
+        .bind(aliases_to_text(&info.aliases))
+        .bind(info.created_at)
+        .bind(info.expires_at)
+        .bind(info.revoked_at)
+        .bind(info.log_bodies)
+        .execute(self.pool())
+        .await?
+        .rows_affected();
+        Ok(added == 1)
+    }
+
     /// Revokes the key whose id is `id_or_prefix` or starts with it (it must match one key).
     pub async fn revoke_key(&self, id_or_prefix: &str) -> Result<KeyInfo, StoreError> {
         let rows = sqlx::query(concat!(
@@ -118,6 +169,13 @@ fn key_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<KeyInfo, StoreError> {
         revoked_at: row.try_get("revoked_at")?,
         log_bodies: row.try_get("log_bodies")?,
     })
+}
+
+/// The `hash` column of a key's row; a malformed one is reported without its text.
+fn hash_from_row(row: &sqlx::sqlite::SqliteRow, id: &str) -> Result<KeyHash, StoreError> {
+    let text: String = row.try_get("hash")?;
+    KeyHash::from_hex(&text)
+        .ok_or_else(|| StoreError::Corrupt(format!("the hash of key {id} is not 64 hex digits")))
 }
 
 fn aliases_to_text(aliases: &[String]) -> String {

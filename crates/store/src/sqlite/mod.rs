@@ -16,10 +16,10 @@ use crate::capabilities::{
     BudgetStore, ChargeHistory, KeyStore, RecordPruning, RecordQueries, RecordSink, StoreFuture,
     UsageReports,
 };
-use crate::keys::KeyHash;
+use crate::keys::{KeyHash, StoredKey};
 use crate::{
-    BudgetRow, ChargedUsage, CreatedKey, KeyInfo, Migrated, NewKey, RecordCursor, RecordFilter,
-    RecordMatch, RecordPage, RequestRecord, StoreError, UsageQuery, UsageRow,
+    Bodies, BudgetRow, ChargedUsage, CreatedKey, KeyInfo, Migrated, NewKey, RecordCursor,
+    RecordFilter, RecordMatch, RecordPage, RequestRecord, StoreError, UsageQuery, UsageRow,
 };
 
 mod budgets;
@@ -108,6 +108,39 @@ impl SqliteStore {
         })
     }
 
+    /// Opens a database file that must already be a Sluice store: a missing file is not
+    /// created, and one that is not a Sluice store is refused before anything is written to it
+    /// (checked on a connection that neither creates the file nor changes its journal mode).
+    /// Then opens it as [`SqliteStore::open`] does, migrating an older schema.
+    pub async fn open_existing(path: &Path) -> Result<SqliteStore, StoreError> {
+        let shown = || path.display().to_string();
+        if !path.exists() {
+            return Err(StoreError::NoStoreFile(shown()));
+        }
+        if !path.is_file() {
+            return Err(StoreError::NotAStore(shown()));
+        }
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(false)
+            .busy_timeout(std::time::Duration::from_secs(5));
+        let checked = async {
+            let mut conn = SqliteConnection::connect_with(&options).await?;
+            let found = has_sluice_schema(&mut conn).await;
+            conn.close().await?;
+            found
+        };
+        match checked.await {
+            Ok(true) => SqliteStore::open(path).await,
+            Ok(false) => Err(StoreError::NotAStore(shown())),
+            // SQLITE_NOTADB: the file is not a SQLite database at all.
+            Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("26") => {
+                Err(StoreError::NotAStore(shown()))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// A private in-memory database, for tests.
     pub async fn open_in_memory() -> Result<SqliteStore, StoreError> {
         let options = SqliteConnectOptions::from_str("sqlite::memory:")?;
@@ -133,6 +166,20 @@ impl SqliteStore {
         self.records.close().await;
         self.pool.close().await;
     }
+}
+
+/// Whether the database has been migrated by Sluice: a schema version, and the `keys` and
+/// `requests` tables of the first migration.
+async fn has_sluice_schema(conn: &mut SqliteConnection) -> Result<bool, sqlx::Error> {
+    let version: i64 = sqlx::query_scalar("PRAGMA user_version")
+        .fetch_one(&mut *conn)
+        .await?;
+    let tables: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name IN ('keys', 'requests')",
+    )
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(version > 0 && tables == 2)
 }
 
 /// Opens a connection to a file another process may be creating at the same moment: the switch
@@ -221,6 +268,12 @@ impl KeyStore for SqliteStore {
     fn key_changes(&self) -> StoreFuture<'_, Option<crate::KeyChanges>> {
         Box::pin(std::future::ready(Ok(None)))
     }
+    fn export_keys(&self) -> StoreFuture<'_, Vec<StoredKey>> {
+        Box::pin(SqliteStore::export_keys(self))
+    }
+    fn import_key<'a>(&'a self, key: &'a StoredKey) -> StoreFuture<'a, bool> {
+        Box::pin(SqliteStore::import_key(self, key))
+    }
 }
 
 impl BudgetStore for SqliteStore {
@@ -240,6 +293,10 @@ impl BudgetStore for SqliteStore {
     /// Another process changing a row in the file has no way to tell this one.
     fn budget_changes(&self) -> StoreFuture<'_, Option<crate::BudgetChanges>> {
         Box::pin(std::future::ready(Ok(None)))
+    }
+
+    fn import_budget<'a>(&'a self, row: &'a BudgetRow) -> StoreFuture<'a, bool> {
+        Box::pin(SqliteStore::import_budget(self, row))
     }
 }
 
@@ -280,6 +337,12 @@ impl RecordQueries for SqliteStore {
     }
     fn latest_records(&self, limit: u32) -> StoreFuture<'_, Vec<RequestRecord>> {
         Box::pin(SqliteStore::latest_records(self, limit))
+    }
+    fn record_bodies<'a>(
+        &'a self,
+        ids: &'a [String],
+    ) -> StoreFuture<'a, std::collections::HashMap<String, Bodies>> {
+        Box::pin(SqliteStore::record_bodies(self, ids))
     }
 }
 

@@ -7,12 +7,20 @@
 //! first, and stops at its limit. Parsing what a person typed (`5xx`, `15m`) is the CLI's
 //! job; writing and pruning records is [`crate::sqlite::records`]'s.
 
+use std::collections::HashMap;
+
 use sqlx::{QueryBuilder, Row, Sqlite};
 
 use crate::query::AMBIGUOUS_SHOWN;
 use crate::sqlite::SqliteStore;
 use crate::sqlite::records::record_from_row;
-use crate::{RecordCursor, RecordFilter, RecordMatch, RecordPage, StatusFilter, StoreError};
+use crate::{
+    Bodies, RecordCursor, RecordFilter, RecordMatch, RecordPage, StatusFilter, StoreError,
+};
+
+/// Ids per statement of [`SqliteStore::record_bodies`]: one bound parameter each, far below
+/// SQLite's 32,766.
+const IDS_PER_SELECT: usize = 500;
 
 impl SqliteStore {
     /// The latest `limit` records that match `filter`, the most recently ended first, and a
@@ -106,6 +114,35 @@ impl SqliteStore {
             // Deleted (by retention) between the two reads.
             None => RecordMatch::NotFound,
         })
+    }
+}
+
+impl SqliteStore {
+    /// The bodies kept for the records of `ids`, by id; ids without bodies are left out.
+    pub async fn record_bodies(
+        &self,
+        ids: &[String],
+    ) -> Result<HashMap<String, Bodies>, StoreError> {
+        let mut found = HashMap::new();
+        for chunk in ids.chunks(IDS_PER_SELECT) {
+            let mut query = QueryBuilder::<Sqlite>::new(
+                "SELECT request_id, request, response, truncated FROM bodies WHERE request_id IN (",
+            );
+            let mut list = query.separated(", ");
+            for id in chunk {
+                list.push_bind(id.clone());
+            }
+            query.push(")");
+            for row in query.build().fetch_all(self.pool()).await? {
+                let bodies = Bodies {
+                    request: row.try_get("request")?,
+                    response: row.try_get("response")?,
+                    truncated: row.try_get("truncated")?,
+                };
+                found.insert(row.try_get("request_id")?, bodies);
+            }
+        }
+        Ok(found)
     }
 }
 

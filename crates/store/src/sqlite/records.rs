@@ -120,6 +120,9 @@ impl SqliteStore {
         &self,
         records: &mut [RequestRecord],
     ) -> Result<u64, StoreError> {
+        if records.is_empty() {
+            return Ok(0);
+        }
         let mut conn = self.records_pool().acquire().await?;
         // A batch that is one statement is atomic on its own: no BEGIN and COMMIT, two round
         // trips to SQLite's thread fewer (at low load, nearly every batch).
