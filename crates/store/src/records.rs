@@ -1,9 +1,12 @@
 //! Request records: written off the request path, and deleted once past their retention.
 //!
-//! The request path hands a [`RequestRecord`] to a [`RecordSender`], which never waits: when
-//! the bounded queue is full the record is shed and counted (`shed()`), never silently lost.
-//! One writer task drains the queue in batches into the [`RecordSink`] (one transaction per
-//! batch in the databases); a batch waits up to 25 ms to fill (group commit).
+//! The request path hands a [`RequestRecord`] to a [`RecordSender`], which never waits. With a
+//! [`Journal`] the record is appended to it first, so a crash loses none, and one the bounded
+//! queue cannot take waits there; without one (or with a full one) such a record is shed and
+//! counted (`shed()`), never silently lost. One writer task drains the queue in batches into
+//! the [`RecordSink`] (one transaction per batch in the databases); a batch waits up to 25 ms
+//! to fill (group commit). While the store cannot be reached the writer leaves its batches in
+//! the journal, pings the store every second, and replays the journal once it answers.
 //! [`RecordQueue::shutdown`] stops intake and writes everything still queued before returning.
 //! No request ever waits for a write.
 //!
