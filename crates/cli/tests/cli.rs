@@ -1264,3 +1264,30 @@ fn a_second_gateway_on_the_same_journal_is_refused_with_what_to_do() {
     common::stop(first);
     common::stop(third);
 }
+
+#[test]
+fn a_gateway_whose_postgres_cannot_be_reached_at_start_refuses_to_start_and_says_why() {
+    let dir = temp_dir("postgres-down");
+    // A port nothing listens on: bound, then let go.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    std::fs::write(
+        dir.join("sluice.toml"),
+        format!("[store]\nurl = \"postgres://sluice:s3cret@127.0.0.1:{port}/sluice\"\n"),
+    )
+    .unwrap();
+    let out = sluice(&dir, &["serve", "--listen", "127.0.0.1:0"]);
+    assert!(!out.status.success());
+    assert!(out.stdout.is_empty(), "it never announced a listener");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "opening the store at postgres://sluice:***@127.0.0.1:{port}/sluice"
+        )),
+        "{err}"
+    );
+    assert!(!err.contains("s3cret"), "{err}");
+}
