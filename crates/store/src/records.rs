@@ -115,6 +115,9 @@ const RETRY_EVERY: Duration = Duration::from_secs(1);
 /// The pause between two replayed segments, in which fresh records are written.
 const REPLAY_PAUSE: Duration = Duration::from_millis(10);
 
+/// How long shutdown spends replaying the journal at most.
+const REPLAY_AT_EXIT: Duration = Duration::from_secs(30);
+
 impl RecordQueue {
     /// A writer without a journal: what is queued when the process dies is lost, and so is a
     /// batch the store refuses.
@@ -160,6 +163,7 @@ impl RecordQueue {
                         while rx.recv_many(&mut batch, BATCH).await > 0 {
                             writer.write(&mut batch).await;
                         }
+                        writer.replay_before_exit().await;
                         break;
                     }
                     () = tokio::time::sleep_until(recover_at), if recovering => {
@@ -282,6 +286,28 @@ impl Writer {
         drop(segments);
         if let Some(journal) = &self.journal {
             journal.rotate(false);
+        }
+    }
+
+    /// At shutdown, with the store up: replays what the journal still holds (records the
+    /// queue could not take, or an outage left), for at most [`REPLAY_AT_EXIT`], so a replica
+    /// that is retired for good leaves nothing behind that it could write. What is left waits
+    /// in the journal for the next start.
+    async fn replay_before_exit(&mut self) {
+        let Some(journal) = self.journal.clone() else {
+            return;
+        };
+        journal.rotate(true);
+        let deadline = Instant::now() + REPLAY_AT_EXIT;
+        while journal.has_kept() && !self.health.is_down() && Instant::now() < deadline {
+            self.recover().await;
+        }
+        if journal.has_kept() {
+            tracing::warn!(
+                bytes = journal.disk_bytes(),
+                dir = %journal.dir().display(),
+                "journaled request records are left for the next start"
+            );
         }
     }
 
@@ -649,6 +675,24 @@ mod tests {
         let found = wait_for_records(&store, 10).await;
         assert_eq!(found.len(), 10);
         queue.shutdown().await;
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn shutdown_writes_what_waited_in_the_journal_too() {
+        let dir = journal_dir("shutdown");
+        let store = store().await;
+        let journal = Journal::open(&dir, 64 << 20).unwrap();
+        let queue = RecordQueue::start_journaled(store.clone(), 4, Some(journal), Arc::default());
+        let sender = queue.sender();
+        for i in 0..10 {
+            sender.submit(record(&format!("r{i}"), i));
+        }
+        // Four in the queue, six only in the journal: a replica retired now leaves none.
+        queue.shutdown().await;
+        assert_eq!(store.latest_records(100).await.unwrap().len(), 10);
+        assert_eq!(sender.replayed(), 6);
+        drop(sender);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
