@@ -38,8 +38,9 @@ impl Gateway {
         caller: &Caller,
     ) {
         let key_cap = caller.key.log_bodies.then_some(DEFAULT_MAX_BYTES);
-        if let Some(max_bytes) = route_cap.or(key_cap) {
-            exchange.capture_bodies(max_bytes, self.inner.redact.clone());
+        match route_cap.or(key_cap) {
+            Some(max_bytes) => exchange.capture_bodies(max_bytes, self.inner.redact.clone()),
+            None => exchange.decline_bodies(),
         }
     }
 }
@@ -55,17 +56,22 @@ pub(crate) struct Capture {
 }
 
 impl Capture {
+    /// Keeps up to `max_bytes` of `request`, copied: the body as received shares the buffer its
+    /// connection read it into, which a stream would otherwise hold to its end.
     pub fn new(
         max_bytes: usize,
         redact: Arc<dyn Redact>,
         request: Option<bytes::Bytes>,
     ) -> Capture {
+        let truncated = request.as_ref().is_some_and(|body| body.len() > max_bytes);
+        let request =
+            request.map(|body| bytes::Bytes::copy_from_slice(&body[..body.len().min(max_bytes)]));
         Capture {
             max_bytes,
             redact,
             request,
             response: Vec::new(),
-            truncated: false,
+            truncated,
         }
     }
 
@@ -111,6 +117,16 @@ mod tests {
                 .map(|c| if c.is_ascii_digit() { '#' } else { c })
                 .collect()
         }
+    }
+
+    #[test]
+    fn a_kept_request_body_lets_go_of_the_buffer_it_was_read_into() {
+        let buffer = bytes::Bytes::from(vec![b'x'; 8192]);
+        let capture = Capture::new(4, Arc::new(KeepAsSent), Some(buffer.slice(..16)));
+        assert!(buffer.is_unique(), "the capture copied what it keeps");
+        let bodies = capture.finish();
+        assert_eq!(bodies.request.as_deref(), Some("xxxx"));
+        assert!(bodies.truncated);
     }
 
     #[test]

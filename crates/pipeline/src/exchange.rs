@@ -112,7 +112,7 @@ impl Exchange {
     }
 
     /// The client's body, kept only if the route or key turns out to keep bodies (cheap: the
-    /// bytes are shared, not copied).
+    /// bytes are shared, not copied, until [`Gateway::keep_bodies`] decides).
     pub fn offer_request_body(&mut self, body: bytes::Bytes) {
         self.offered_body = Some(body);
     }
@@ -121,6 +121,13 @@ impl Exchange {
     pub(crate) fn capture_bodies(&mut self, max_bytes: usize, redact: Arc<dyn Redact>) {
         let request = self.offered_body.take();
         self.capture = Some(Capture::new(max_bytes, redact, request));
+    }
+
+    /// This request's bodies are not kept: the offered one is let go now. It shares the buffer
+    /// the client connection read it into, which it would otherwise hold to the end of the
+    /// exchange (a whole stream).
+    pub(crate) fn decline_bodies(&mut self) {
+        self.offered_body = None;
     }
 
     /// Adds to the kept response body, when bodies are kept.
