@@ -18,7 +18,6 @@ mod common;
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -65,47 +64,9 @@ impl Schema {
     }
 }
 
-/// A process killed when the test ends, passed or failed, unless stopped before.
-struct Replica {
-    child: Option<Child>,
-    url: String,
-}
-
-impl Replica {
-    /// `sluice serve` in `dir` on a free port.
-    fn start(dir: &Path) -> Replica {
-        let (child, line) = common::first_line(
-            Command::new(env!("CARGO_BIN_EXE_sluice"))
-                .current_dir(dir)
-                .env("SLUICE_ADMIN_TOKEN", ADMIN_TOKEN)
-                .args(["serve", "--listen", "127.0.0.1:0"]),
-        );
-        Replica {
-            child: Some(child),
-            url: common::announced_url(&line),
-        }
-    }
-
-    /// SIGKILL: nothing is drained.
-    fn kill(mut self) {
-        let mut child = self.child.take().unwrap();
-        child.kill().unwrap();
-        child.wait().unwrap();
-    }
-
-    /// SIGTERM, and wait for a graceful stop.
-    fn stop(mut self) {
-        common::stop(self.child.take().unwrap());
-    }
-}
-
-impl Drop for Replica {
-    fn drop(&mut self) {
-        if let Some(child) = &mut self.child {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
+/// A replica with the admin token this file's configurations name.
+fn serve(dir: &Path) -> common::Served {
+    common::Served::start(dir, &[("SLUICE_ADMIN_TOKEN", ADMIN_TOKEN)])
 }
 
 /// A fresh folder with a config on `mock` and the store at `store_url`; the journal in the
@@ -252,7 +213,7 @@ async fn a_replica_that_loses_postgres_keeps_serving_known_keys_and_loses_no_rec
     let seen = key(&stores, "seen").await;
     let unseen = key(&stores, "unseen").await;
     let dir = folder("outage", &mock, &schema.url_via(relay.addr()));
-    let replica = Replica::start(&dir);
+    let replica = serve(&dir);
     let base = replica.url.clone();
     let client = client();
     let ready = get_json(&client, format!("{base}/ready")).await;
@@ -351,7 +312,7 @@ async fn a_replica_killed_under_load_loses_no_record_of_an_answer_it_finished() 
     let stores = schema.stores().await;
     let secret = key(&stores, "load").await;
     let dir = folder("killed", &mock, &schema.url());
-    let replica = Replica::start(&dir);
+    let replica = serve(&dir);
     let base = replica.url.clone();
     let client = client();
 
@@ -386,7 +347,7 @@ async fn a_replica_killed_under_load_loses_no_record_of_an_answer_it_finished() 
     let before = records_of(&stores, &answered, Duration::ZERO).await.len();
 
     // Restarted on the same journal, it writes what it had not.
-    let replica = Replica::start(&dir);
+    let replica = serve(&dir);
     let found = records_of(&stores, &answered, Duration::from_secs(15)).await;
     eprintln!(
         "answered {}, in the store at the kill {before}, after the restart {}",
@@ -470,8 +431,8 @@ async fn replicas_that_lose_redis_apply_their_on_counter_error_policy() {
     stores.close().await;
     let closed_dir = redis_folder("closed", &mock, &store_path, relay.addr(), "closed");
     let open_dir = redis_folder("open", &mock, &store_path, relay.addr(), "open");
-    let closed = Replica::start(&closed_dir);
-    let open = Replica::start(&open_dir);
+    let closed = serve(&closed_dir);
+    let open = serve(&open_dir);
     let client = client();
     chat(&client, &closed.url, &secret, false).await.unwrap();
     chat(&client, &open.url, &secret, true).await.unwrap();

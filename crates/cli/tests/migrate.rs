@@ -14,101 +14,12 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output};
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use sluice_store::{StoreLocation, Stores};
 use sluice_testkit::MockUpstream;
-
-/// A schema of its own on the test database, dropped at the end.
-struct Schema {
-    admin: sqlx::PgPool,
-    admin_url: String,
-    name: String,
-}
-
-impl Schema {
-    async fn create(test: &str) -> Option<Schema> {
-        let Ok(admin_url) = std::env::var("SLUICE_TEST_POSTGRES_URL") else {
-            eprintln!(
-                "skipped: set SLUICE_TEST_POSTGRES_URL=postgres://postgres@127.0.0.1:5432/test to run it"
-            );
-            return None;
-        };
-        let name = format!("sluice_migrate_{test}_{}", std::process::id());
-        let admin = sqlx::PgPool::connect(&admin_url).await.unwrap();
-        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-            "DROP SCHEMA IF EXISTS {name} CASCADE; CREATE SCHEMA {name}"
-        )))
-        .execute(&admin)
-        .await
-        .unwrap();
-        Some(Schema {
-            admin,
-            admin_url,
-            name,
-        })
-    }
-
-    /// The URL whose connections use this schema.
-    fn url(&self) -> String {
-        let sep = if self.admin_url.contains('?') {
-            '&'
-        } else {
-            '?'
-        };
-        format!(
-            "{}{sep}options=-c%20search_path%3D{}",
-            self.admin_url, self.name
-        )
-    }
-
-    async fn drop(self) {
-        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-            "DROP SCHEMA {} CASCADE",
-            self.name
-        )))
-        .execute(&self.admin)
-        .await
-        .unwrap();
-        self.admin.close().await;
-    }
-}
-
-/// `sluice serve` in a folder on a free port, killed when the test ends unless stopped before.
-struct Gateway {
-    child: Option<Child>,
-    url: String,
-}
-
-impl Gateway {
-    fn start(dir: &Path) -> Gateway {
-        let (child, line) = common::first_line(
-            Command::new(env!("CARGO_BIN_EXE_sluice"))
-                .current_dir(dir)
-                .args(["serve", "--listen", "127.0.0.1:0"]),
-        );
-        Gateway {
-            child: Some(child),
-            url: common::announced_url(&line),
-        }
-    }
-
-    /// SIGTERM, and wait: every queued record is written first.
-    fn stop(mut self) {
-        common::stop(self.child.take().unwrap());
-    }
-}
-
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        if let Some(child) = &mut self.child {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
 
 /// A fresh folder with a configuration on `mock`, and `store` as its `[store]` section.
 fn folder(name: &str, mock: &MockUpstream, store: &str) -> PathBuf {
@@ -222,9 +133,13 @@ fn copied_line(stdout: &str) -> &str {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keys_budgets_and_records_move_to_postgres_and_a_second_run_copies_nothing_new() {
-    let Some(schema) = Schema::create("move").await else {
+    let Ok(admin_url) = std::env::var("SLUICE_TEST_POSTGRES_URL") else {
+        eprintln!(
+            "skipped: set SLUICE_TEST_POSTGRES_URL=postgres://postgres@127.0.0.1:5432/test to run it"
+        );
         return;
     };
+    let schema = common::PostgresSchema::create(&admin_url);
     let mock = MockUpstream::openai().start().await;
     let old = folder("old", &mock, "");
     let new = folder(
@@ -255,7 +170,7 @@ async fn keys_budgets_and_records_move_to_postgres_and_a_second_run_copies_nothi
         ],
     );
     sluice_ok(&old, &["budgets", "set", "key:*", "--rpm", "1000"]);
-    let gateway = Gateway::start(&old);
+    let gateway = common::Served::start(&old, &[]);
     let mut served = Vec::new();
     for i in 0..3 {
         let (status, id) = chat(&client, &gateway.url, &kept, &format!("kept {i}")).await;
@@ -309,7 +224,7 @@ async fn keys_budgets_and_records_move_to_postgres_and_a_second_run_copies_nothi
     );
 
     // A replica on Postgres takes the old secrets; the revoked one stays refused.
-    let replica = Gateway::start(&new);
+    let replica = common::Served::start(&new, &[]);
     assert_eq!(chat(&client, &replica.url, &kept, "again").await.0, 200);
     assert_eq!(chat(&client, &replica.url, &plain, "again").await.0, 200);
     assert_eq!(chat(&client, &replica.url, &revoked, "again").await.0, 401);
@@ -349,7 +264,6 @@ async fn keys_budgets_and_records_move_to_postgres_and_a_second_run_copies_nothi
     );
     before.close().await;
     after.close().await;
-    schema.drop().await;
     let _ = std::fs::remove_dir_all(&old);
     let _ = std::fs::remove_dir_all(&new);
 }

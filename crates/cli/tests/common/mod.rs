@@ -23,6 +23,53 @@ pub fn first_line_logging_to(command: &mut Command, log: Stdio) -> (Child, Strin
     (child, line)
 }
 
+/// `sluice serve` on a free port, killed when the test ends (passed or failed) unless stopped
+/// before.
+pub struct Served {
+    child: Option<Child>,
+    pub url: String,
+}
+
+impl Served {
+    /// `sluice serve --listen 127.0.0.1:0` in `dir`, with `env` set.
+    pub fn start(dir: &std::path::Path, env: &[(&str, &str)]) -> Served {
+        let (child, line) = first_line(
+            Command::new(env!("CARGO_BIN_EXE_sluice"))
+                .current_dir(dir)
+                .envs(env.iter().copied())
+                .args(["serve", "--listen", "127.0.0.1:0"]),
+        );
+        Served {
+            child: Some(child),
+            url: announced_url(&line),
+        }
+    }
+
+    /// SIGKILL: nothing is drained.
+    pub fn kill(mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+    }
+
+    /// SIGTERM, and wait for a graceful stop: every queued record is written first.
+    pub fn stop(mut self) {
+        if let Some(child) = self.child.take() {
+            stop(child);
+        }
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.child {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
 /// SIGTERM, then wait: the process drains its records and settlements before exiting.
 pub fn stop(mut child: Child) {
     let _ = Command::new("kill")
