@@ -19,28 +19,53 @@ impl PgStore {
     pub(crate) async fn create_key(&self, new: NewKey) -> Result<CreatedKey, StoreError> {
         let tenant = new.tenant.clone();
         let (CreatedKey { info, secret }, hash) = KeyInfo::issue(new);
-        sqlx::query(
-            "INSERT INTO keys (id, hash, prefix, name, tenant, organisation, team, project,
-                end_user, roles, aliases, created_at, expires_at, log_bodies)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
-        )
-        .bind(&info.id)
-        .bind(hash.to_hex())
-        .bind(&info.prefix)
-        .bind(&info.name)
-        .bind(tenant)
-        .bind(&info.organisation)
-        .bind(&info.team)
-        .bind(&info.project)
-        .bind(&info.user)
-        .bind(&info.roles)
-        .bind(&info.aliases)
-        .bind(info.created_at)
-        .bind(info.expires_at)
-        .bind(info.log_bodies)
-        .execute(self.pool())
-        .await?;
+        self.insert_key(&info, &hash, tenant.as_deref(), false)
+            .await?;
         Ok(CreatedKey { info, secret })
+    }
+
+    /// Inserts a key as it is; `tenant` as stored (`None`: the organisation's, else the
+    /// default). With `skip_existing`, a key whose id or hash is stored is left as it is;
+    /// otherwise that is an error. Returns whether the key was added.
+    async fn insert_key(
+        &self,
+        info: &KeyInfo,
+        hash: &KeyHash,
+        tenant: Option<&str>,
+        skip_existing: bool,
+    ) -> Result<bool, StoreError> {
+        macro_rules! insert {
+            () => {
+                "INSERT INTO keys (id, hash, prefix, name, tenant, organisation, team, project,
+                    end_user, roles, aliases, created_at, expires_at, revoked_at, log_bodies)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
+            };
+        }
+        let sql = if skip_existing {
+            concat!(insert!(), " ON CONFLICT DO NOTHING")
+        } else {
+            insert!()
+        };
+        let added = sqlx::query(sql)
+            .bind(&info.id)
+            .bind(hash.to_hex())
+            .bind(&info.prefix)
+            .bind(&info.name)
+            .bind(tenant)
+            .bind(&info.organisation)
+            .bind(&info.team)
+            .bind(&info.project)
+            .bind(&info.user)
+            .bind(&info.roles)
+            .bind(&info.aliases)
+            .bind(info.created_at)
+            .bind(info.expires_at)
+            .bind(info.revoked_at)
+            .bind(info.log_bodies)
+            .execute(self.pool())
+            .await?
+            .rows_affected();
+        Ok(added == 1)
     }
 
     pub(crate) async fn list_keys(&self) -> Result<Vec<KeyInfo>, StoreError> {
@@ -90,34 +115,10 @@ impl PgStore {
     }
 
     pub(crate) async fn import_key(&self, key: &StoredKey) -> Result<bool, StoreError> {
-        let info = &key.info;
-        let added = sqlx::query(
-            "INSERT INTO keys (id, hash, prefix, name, tenant, organisation, team, project,
-                end_user, roles, aliases, created_at, expires_at, revoked_at, log_bodies)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
-             ON CONFLICT DO NOTHING",
-        )
-        .bind(&info.id)
-        .bind(key.hash.to_hex())
-        .bind(&info.prefix)
-        .bind(&info.name)
         // The tenant as read (named, else the organisation's, else the default): it reads back
         // the same.
-        .bind(&info.tenant.0)
-        .bind(&info.organisation)
-        .bind(&info.team)
-        .bind(&info.project)
-        .bind(&info.user)
-        .bind(&info.roles)
-        .bind(&info.aliases)
-        .bind(info.created_at)
-        .bind(info.expires_at)
-        .bind(info.revoked_at)
-        .bind(info.log_bodies)
-        .execute(self.pool())
-        .await?
-        .rows_affected();
-        Ok(added == 1)
+        let tenant = Some(key.info.tenant.0.as_str());
+        self.insert_key(&key.info, &key.hash, tenant, true).await
     }
 
     pub(crate) async fn revoke_key(&self, id_or_prefix: &str) -> Result<KeyInfo, StoreError> {

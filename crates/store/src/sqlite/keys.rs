@@ -18,28 +18,53 @@ impl SqliteStore {
     pub async fn create_key(&self, new: NewKey) -> Result<CreatedKey, StoreError> {
         let tenant = new.tenant.clone();
         let (CreatedKey { info, secret }, hash) = KeyInfo::issue(new);
-        sqlx::query(
-            "INSERT INTO keys (id, hash, prefix, name, tenant, organisation, team, project, user,
-                roles, aliases, created_at, expires_at, log_bodies)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(&info.id)
-        .bind(hash.to_hex())
-        .bind(&info.prefix)
-        .bind(&info.name)
-        .bind(tenant.as_deref())
-        .bind(&info.organisation)
-        .bind(&info.team)
-        .bind(&info.project)
-        .bind(&info.user)
-        .bind(aliases_to_text(&info.roles))
-        .bind(aliases_to_text(&info.aliases))
-        .bind(info.created_at)
-        .bind(info.expires_at)
-        .bind(info.log_bodies)
-        .execute(self.pool())
-        .await?;
+        self.insert_key(&info, &hash, tenant.as_deref(), false)
+            .await?;
         Ok(CreatedKey { info, secret })
+    }
+
+    /// Inserts a key as it is; `tenant` as stored (`None`: the organisation's, else the
+    /// default). With `skip_existing`, a key whose id or hash is stored is left as it is;
+    /// otherwise that is an error. Returns whether the key was added.
+    async fn insert_key(
+        &self,
+        info: &KeyInfo,
+        hash: &KeyHash,
+        tenant: Option<&str>,
+        skip_existing: bool,
+    ) -> Result<bool, StoreError> {
+        macro_rules! insert {
+            () => {
+                "INSERT INTO keys (id, hash, prefix, name, tenant, organisation, team, project,
+                    user, roles, aliases, created_at, expires_at, revoked_at, log_bodies)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            };
+        }
+        let sql = if skip_existing {
+            concat!(insert!(), " ON CONFLICT DO NOTHING")
+        } else {
+            insert!()
+        };
+        let added = sqlx::query(sql)
+            .bind(&info.id)
+            .bind(hash.to_hex())
+            .bind(&info.prefix)
+            .bind(&info.name)
+            .bind(tenant)
+            .bind(&info.organisation)
+            .bind(&info.team)
+            .bind(&info.project)
+            .bind(&info.user)
+            .bind(aliases_to_text(&info.roles))
+            .bind(aliases_to_text(&info.aliases))
+            .bind(info.created_at)
+            .bind(info.expires_at)
+            .bind(info.revoked_at)
+            .bind(info.log_bodies)
+            .execute(self.pool())
+            .await?
+            .rows_affected();
+        Ok(added == 1)
     }
 
     /// Every key, newest first, revoked ones included.
@@ -89,34 +114,10 @@ impl SqliteStore {
     /// Adds a key from another store, hash and every field as they are, unless its id or hash
     /// is already here. Returns whether it was added.
     pub async fn import_key(&self, key: &StoredKey) -> Result<bool, StoreError> {
-        let info = &key.info;
-        let added = sqlx::query(
-            "INSERT INTO keys (id, hash, prefix, name, tenant, organisation, team, project, user,
-                roles, aliases, created_at, expires_at, revoked_at, log_bodies)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-             ON CONFLICT DO NOTHING",
-        )
-        .bind(&info.id)
-        .bind(key.hash.to_hex())
-        .bind(&info.prefix)
-        .bind(&info.name)
         // The tenant as read (named, else the organisation's, else the default): it reads back
         // the same.
-        .bind(&info.tenant.0)
-        .bind(&info.organisation)
-        .bind(&info.team)
-        .bind(&info.project)
-        .bind(&info.user)
-        .bind(aliases_to_text(&info.roles))
-        .bind(aliases_to_text(&info.aliases))
-        .bind(info.created_at)
-        .bind(info.expires_at)
-        .bind(info.revoked_at)
-        .bind(info.log_bodies)
-        .execute(self.pool())
-        .await?
-        .rows_affected();
-        Ok(added == 1)
+        let tenant = Some(key.info.tenant.0.as_str());
+        self.insert_key(&key.info, &key.hash, tenant, true).await
     }
 
     /// Revokes the key whose id is `id_or_prefix` or starts with it (it must match one key).
