@@ -2,6 +2,9 @@
 //! bounded bodies, and turn an SSE body into a [`CompletionStream`].
 
 use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::Poll;
 
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -143,6 +146,50 @@ pub(crate) async fn read_body(
         })?
 }
 
+/// The idle timeout between an upstream stream's reads, as one timer for the whole stream: a
+/// read pushes the deadline forward without touching the timer, which is reset only when it
+/// fires early. (A timeout per read would register and remove a timer for every event.)
+struct IdleTimer {
+    idle: std::time::Duration,
+    timer: Pin<Box<tokio::time::Sleep>>,
+    deadline: tokio::time::Instant,
+}
+
+impl IdleTimer {
+    fn new(idle: std::time::Duration) -> IdleTimer {
+        let deadline = tokio::time::Instant::now() + idle;
+        IdleTimer {
+            idle,
+            timer: Box::pin(tokio::time::sleep_until(deadline)),
+            deadline,
+        }
+    }
+
+    /// `read`'s output, or `None` when nothing came for the idle timeout.
+    async fn within<F: Future>(&mut self, read: F) -> Option<F::Output> {
+        let mut read = std::pin::pin!(read);
+        let output = std::future::poll_fn(|cx| {
+            if let Poll::Ready(output) = read.as_mut().poll(cx) {
+                return Poll::Ready(Some(output));
+            }
+            while self.timer.as_mut().poll(cx).is_ready() {
+                if tokio::time::Instant::now() >= self.deadline {
+                    return Poll::Ready(None);
+                }
+                // Reads since the timer was set moved the deadline: wait for the rest.
+                let deadline = self.deadline;
+                self.timer.as_mut().reset(deadline);
+            }
+            Poll::Pending
+        })
+        .await;
+        if output.is_some() {
+            self.deadline = tokio::time::Instant::now() + self.idle;
+        }
+        output
+    }
+}
+
 /// A dialect's stream decoder, as the shared SSE loop drives it.
 pub(crate) trait EventDecoder: Send + 'static {
     fn decode(&mut self, event: &SseEvent) -> Result<Vec<StreamEvent>, WireError>;
@@ -168,7 +215,7 @@ pub(crate) fn sse_stream(
         failure: Option<ProviderError>,
         ended: bool,
         provider: String,
-        idle: std::time::Duration,
+        idle: IdleTimer,
     }
     let state = State {
         body: response.bytes_stream().boxed(),
@@ -178,7 +225,7 @@ pub(crate) fn sse_stream(
         failure: None,
         ended: false,
         provider: deployment.provider.clone(),
-        idle: upstream.timeouts.idle,
+        idle: IdleTimer::new(upstream.timeouts.idle),
     };
     let stream = futures_util::stream::unfold(state, |mut st| async move {
         loop {
@@ -192,18 +239,18 @@ pub(crate) fn sse_stream(
             if st.ended {
                 return None;
             }
-            let provider = st.provider.clone();
-            match tokio::time::timeout(st.idle, st.body.next()).await {
-                Err(_) => {
+            let provider = || st.provider.clone();
+            match st.idle.within(st.body.next()).await {
+                None => {
                     st.failure = Some(ProviderError::Timeout {
-                        provider,
+                        provider: provider(),
                         phase: TimeoutPhase::Idle,
                     })
                 }
-                Ok(Some(Ok(bytes))) => match st.parser.push(&bytes) {
+                Some(Some(Ok(bytes))) => match st.parser.push(&bytes) {
                     Err(e) => {
                         st.failure = Some(ProviderError::Malformed {
-                            provider,
+                            provider: provider(),
                             detail: e.to_string(),
                         })
                     }
@@ -221,8 +268,10 @@ pub(crate) fn sse_stream(
                                     // A decoding error may quote what the upstream sent.
                                     let detail =
                                         sluice_dlp::secrets::redact(&e.to_string()).into_owned();
-                                    st.failure =
-                                        Some(ProviderError::Malformed { provider, detail });
+                                    st.failure = Some(ProviderError::Malformed {
+                                        provider: provider(),
+                                        detail,
+                                    });
                                     break;
                                 }
                             }
@@ -230,13 +279,19 @@ pub(crate) fn sse_stream(
                     }
                 },
                 // A transport error after the terminal event loses nothing.
-                Ok(Some(Err(_))) if st.decoder.is_done() => st.ended = true,
-                Ok(Some(Err(e))) => {
-                    tracing::debug!(error = %e, provider, "upstream stream broke");
-                    st.failure = Some(ProviderError::Truncated { provider });
+                Some(Some(Err(_))) if st.decoder.is_done() => st.ended = true,
+                Some(Some(Err(e))) => {
+                    tracing::debug!(error = %e, provider = %st.provider, "upstream stream broke");
+                    st.failure = Some(ProviderError::Truncated {
+                        provider: provider(),
+                    });
                 }
-                Ok(None) if st.decoder.is_done() && st.parser.pending() == 0 => st.ended = true,
-                Ok(None) => st.failure = Some(ProviderError::Truncated { provider }),
+                Some(None) if st.decoder.is_done() && st.parser.pending() == 0 => st.ended = true,
+                Some(None) => {
+                    st.failure = Some(ProviderError::Truncated {
+                        provider: provider(),
+                    })
+                }
             }
         }
     });

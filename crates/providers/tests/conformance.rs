@@ -90,6 +90,9 @@ scenarios! {
     BodyDrop => body_cut_half_way_is_truncated_not_malformed,
     /// The stream goes quiet for longer than the idle timeout.
     IdleTimeout => quiet_stream_ends_with_idle_timeout,
+    /// Every gap between events is within the idle timeout, the whole stream is not: it
+    /// completes (the timeout is between reads, not over the stream).
+    PacedWithinIdle => paced_stream_longer_than_the_idle_timeout_completes,
     /// No response headers within the first-byte timeout.
     FirstByteTimeout => slow_headers_end_with_first_byte_timeout,
 }
@@ -116,6 +119,7 @@ const RETRY_AFTER_SECS: u64 = 7;
 /// Small timeouts for the timeout scenarios; the mock stalls far longer.
 const SHORT: Duration = Duration::from_millis(300);
 const STALL_MS: u64 = 5_000;
+const PACE_MS: u64 = 150;
 
 #[derive(Clone, Copy)]
 struct Case {
@@ -172,7 +176,7 @@ async fn run(kind: ProviderKind, scenario: Scenario) {
             assert_eq!(raw["model"], json!(served), "{case}: raw body kept");
             assert_usage(case, response.usage, PROMPT, &echo());
         }
-        S::Streaming => {
+        S::Streaming | S::PacedWithinIdle => {
             let out = collect(stream(case, result)).await;
             assert!(out.end.is_none(), "{case}: ended with {:?}", out.end);
             assert_starts(case, &out.events, &served);
@@ -429,7 +433,7 @@ fn timeouts(scenario: Scenario) -> Timeouts {
         } else {
             generous
         },
-        idle: if scenario == Scenario::IdleTimeout {
+        idle: if matches!(scenario, Scenario::IdleTimeout | Scenario::PacedWithinIdle) {
             SHORT
         } else {
             generous
@@ -493,6 +497,12 @@ fn scripted_reply(kind: ProviderKind, scenario: Scenario) -> Option<MockReply> {
             chunk_delay_ms: STALL_MS,
             ..Fault::default()
         }),
+        // Half the idle timeout between events, for more events than two timeouts' worth.
+        S::PacedWithinIdle => stall(Fault {
+            first_token_ms: PACE_MS,
+            chunk_delay_ms: PACE_MS,
+            ..Fault::default()
+        }),
         S::FirstByteTimeout => stall(Fault {
             delay_ms: STALL_MS,
             ..Fault::default()
@@ -510,6 +520,7 @@ fn streams(scenario: Scenario) -> bool {
             | S::MalformedStream
             | S::MidStreamDrop
             | S::IdleTimeout
+            | S::PacedWithinIdle
     )
 }
 

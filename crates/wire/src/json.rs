@@ -7,8 +7,8 @@
 //! too. `null` counts as absent for optional fields, because clients routinely send
 //! `"temperature": null` for "unset".
 
+use serde::Deserialize;
 use serde::Serialize;
-use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
 use crate::WireError;
@@ -29,11 +29,13 @@ pub(crate) fn parse_body(body: &[u8]) -> Result<Value, WireError> {
 /// Deserializes a body into a typed shape in one pass, without a [`Value`] tree. When that
 /// fails the body is read again to say where: the error names the field's path
 /// (`choices[0].message`), as the [`Obj`] walkers' errors do.
-pub(crate) fn from_slice_at_path<T: DeserializeOwned>(body: &[u8]) -> Result<T, WireError> {
+pub(crate) fn from_slice_at_path<'de, T: Deserialize<'de>>(
+    body: &'de [u8],
+) -> Result<T, WireError> {
     serde_json::from_slice(body).map_err(|err| locate::<T>(body, err))
 }
 
-fn locate<T: DeserializeOwned>(body: &[u8], err: serde_json::Error) -> WireError {
+fn locate<'de, T: Deserialize<'de>>(body: &'de [u8], err: serde_json::Error) -> WireError {
     if let Err(e) = std::str::from_utf8(body) {
         return WireError::InvalidUtf8 {
             offset: e.valid_up_to(),

@@ -103,7 +103,7 @@ impl SseParser {
 }
 
 fn find_lf(bytes: &[u8]) -> Option<usize> {
-    bytes.iter().position(|&b| b == b'\n')
+    memchr::memchr(b'\n', bytes)
 }
 
 fn too_large() -> WireError {
@@ -119,13 +119,27 @@ fn parse_event(raw: &[u8]) -> Result<Option<SseEvent>, WireError> {
     })?;
     let mut event = None;
     let mut data: Option<String> = None;
-    for line in text.split('\n') {
+    let mut rest = text;
+    while !rest.is_empty() {
+        // `\n` and `:` are ASCII, so every split below falls on a character boundary.
+        let (line, next) = match find_lf(rest.as_bytes()) {
+            Some(lf) => (rest.get(..lf), rest.get(lf + 1..)),
+            None => (Some(rest), Some("")),
+        };
+        let (line, next) = (line.unwrap_or_default(), next.unwrap_or_default());
+        rest = next;
         let line = line.strip_suffix('\r').unwrap_or(line);
         if line.is_empty() || line.starts_with(':') {
             continue;
         }
-        let (name, value) = match line.split_once(':') {
-            Some((name, value)) => (name, value.strip_prefix(' ').unwrap_or(value)),
+        let (name, value) = match memchr::memchr(b':', line.as_bytes()) {
+            Some(colon) => {
+                let value = line.get(colon + 1..).unwrap_or_default();
+                (
+                    line.get(..colon).unwrap_or_default(),
+                    value.strip_prefix(' ').unwrap_or(value),
+                )
+            }
             None => (line, ""),
         };
         match name {

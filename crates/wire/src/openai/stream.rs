@@ -25,6 +25,8 @@
 //! `[DONE]`: OpenAI's SDKs raise on a chunk with an `error` key, and a missing `[DONE]` keeps
 //! any client from mistaking the stream for a clean success.
 
+use std::borrow::Cow;
+
 use serde::de::IgnoredAny;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -96,8 +98,8 @@ impl StreamDecoder {
         if !self.started {
             self.started = true;
             out.push(StreamEvent::Start {
-                id: chunk.id.unwrap_or_default(),
-                model: chunk.model.unwrap_or_default(),
+                id: chunk.id.unwrap_or_default().into_owned(),
+                model: chunk.model.unwrap_or_default().into_owned(),
                 created: chunk.created.unwrap_or(0),
             });
         }
@@ -112,7 +114,7 @@ impl StreamDecoder {
 
     fn decode_choice(
         &mut self,
-        upstream: UpstreamChunkChoice,
+        upstream: UpstreamChunkChoice<'_>,
         position: usize,
         out: &mut Vec<StreamEvent>,
     ) {
@@ -158,17 +160,21 @@ impl StreamDecoder {
 // ...) skipped; every field may be absent or `null`.
 
 #[derive(Deserialize)]
-struct UpstreamChunk {
-    id: Option<String>,
-    model: Option<String>,
+struct UpstreamChunk<'a> {
+    // Borrowed: only the first chunk's are kept, so the rest cost no allocation.
+    #[serde(borrow, default, deserialize_with = "borrowed")]
+    id: Option<Cow<'a, str>>,
+    #[serde(borrow, default, deserialize_with = "borrowed")]
+    model: Option<Cow<'a, str>>,
     created: Option<i64>,
     object: Option<ChunkObject>,
     error: Option<IgnoredAny>,
-    choices: Option<Vec<UpstreamChunkChoice>>,
+    #[serde(borrow)]
+    choices: Option<Vec<UpstreamChunkChoice<'a>>>,
     usage: Option<UpstreamUsage>,
 }
 
-impl UpstreamChunk {
+impl UpstreamChunk<'_> {
     fn is_error(&self) -> bool {
         self.error.is_some() || matches!(self.object, Some(ChunkObject::Error))
     }
@@ -184,10 +190,11 @@ enum ChunkObject {
 }
 
 #[derive(Deserialize)]
-struct UpstreamChunkChoice {
+struct UpstreamChunkChoice<'a> {
     index: Option<u32>,
     delta: Option<UpstreamDelta>,
-    finish_reason: Option<String>,
+    #[serde(borrow, default, deserialize_with = "borrowed")]
+    finish_reason: Option<Cow<'a, str>>,
     stop_reason: Option<StopReason>,
 }
 
@@ -209,6 +216,16 @@ struct UpstreamToolCallDelta {
 struct UpstreamFunctionDelta {
     name: Option<String>,
     arguments: Option<String>,
+}
+
+/// An optional string borrowed from the chunk when it has no escapes (serde borrows a `Cow`
+/// only as a field of its own, not inside an `Option`).
+fn borrowed<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<Cow<'de, str>>, D::Error> {
+    #[derive(Deserialize)]
+    struct Text<'a>(#[serde(borrow)] Cow<'a, str>);
+    Ok(Option::<Text>::deserialize(deserializer)?.map(|text| text.0))
 }
 
 fn to_u32(n: usize) -> u32 {

@@ -261,3 +261,33 @@ fn a_stop_string_the_server_names_in_a_stream_is_a_stop_sequence() {
         reason: FinishReason::StopSequence(Some("three".into())),
     }));
 }
+
+#[test]
+fn escaped_ids_models_and_finish_reasons_decode_to_their_text() {
+    // Some servers escape `/` (PHP's json_encode does); the decoded strings carry the text.
+    let input = concat!(
+        "data: {\"id\":\"chat\\u002d1\",\"created\":1,\"model\":\"meta-llama\\/Llama-3\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"a\\nb\"},\"finish_reason\":null}]}\n\n",
+        "data: {\"id\":\"chat\\u002d1\",\"model\":\"meta-llama\\/Llama-3\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"\\u0073top\"}]}\n\n",
+        "data: [DONE]\n\n",
+    );
+    let (events, done) = decode_all(input.as_bytes(), 7);
+    assert!(done);
+    assert_eq!(
+        events,
+        vec![
+            StreamEvent::Start {
+                id: "chat-1".into(),
+                model: "meta-llama/Llama-3".into(),
+                created: 1,
+            },
+            StreamEvent::TextDelta {
+                choice: 0,
+                text: "a\nb".into(),
+            },
+            StreamEvent::Finish {
+                choice: 0,
+                reason: FinishReason::EndTurn,
+            },
+        ]
+    );
+}
