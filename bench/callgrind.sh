@@ -4,7 +4,7 @@
 # one build with a feature off and on.
 #
 #   bench/callgrind.sh [--admission off|memory|redis] [--hook] [--dlp] [--prompt-bytes N]
-#                      [--requests N] [--bin PATH] [--stream]
+#                      [--requests N] [--bin PATH] [--stream] [--no-journal]
 #
 # Starts `sluice mock` on 127.0.0.1:18200 and `sluice serve` under valgrind on :18210 (a fresh
 # store in bench/.work/callgrind), creates a key, warms up with 300 requests, zeroes the
@@ -23,7 +23,8 @@
 # model; built into bench/.target like bench/field.sh does), sent by bench/field-probe, which
 # checks every stream ends with [DONE] and carries every delta; the script prints the
 # instructions per stream and per event the client received. Its ports (18220, 18230) differ
-# from the non-streaming mode's, so the two can run at once.
+# from the non-streaming mode's, so the two can run at once. With --no-journal, records go to
+# the store without the local journal (`[store] journal_max_mb = 0`).
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 BIN=$HERE/../target/release/sluice
@@ -33,6 +34,7 @@ DLP=
 PROMPT_BYTES=
 N=
 STREAM=
+NO_JOURNAL=
 while [ $# -gt 0 ]; do
   case "$1" in
     --admission) MODE=$2; shift 2 ;;
@@ -42,6 +44,7 @@ while [ $# -gt 0 ]; do
     --requests) N=$2; shift 2 ;;
     --bin) BIN=$2; shift 2 ;;
     --stream) STREAM=1; shift ;;
+    --no-journal) NO_JOURNAL=1; shift ;;
     *) sed -n '2,/^set -e/p' "$0" | sed '$d; s/^# \{0,1\}//' >&2; exit 2 ;;
   esac
 done
@@ -57,11 +60,12 @@ if [ -n "$STREAM" ]; then
   done
 fi
 N=${N:-2000}
-DIR=$HERE/.work/callgrind/$MODE${HOOK:+-hook}${DLP:+-dlp}${PROMPT_BYTES:+-$PROMPT_BYTES}${STREAM:+-stream}
+DIR=$HERE/.work/callgrind/$MODE${HOOK:+-hook}${DLP:+-dlp}${PROMPT_BYTES:+-$PROMPT_BYTES}${STREAM:+-stream}${NO_JOURNAL:+-nojournal}
 rm -rf "$DIR"; mkdir -p "$DIR"; cd "$DIR"
 cat > sluice.toml <<TOML
 [store]
 path = "data/sluice.db"
+journal_max_mb = $([ -n "$NO_JOURNAL" ] && echo 0 || echo 1024)
 [providers.mock]
 type = "openai_compatible"
 base_url = "http://127.0.0.1:$MOCK_PORT/v1"
@@ -141,5 +145,5 @@ callgrind_annotate --inclusive=yes "$DIR"/callgrind.out.1 > "$DIR"/inclusive.txt
 prepare=$(awk '/sqlite3LockAndPrepare \[/ {gsub(",", "", $1); print $1; exit}' "$DIR"/inclusive.txt)
 prepare=${prepare:-0}
 [ -n "$STREAM" ] && echo "streams=$N content_events=$EVENTS per_content_event=$(((total - prepare) / EVENTS)) (without prepares; the per-stream work included)"
-echo "admission=$MODE hook=${HOOK:-0} dlp=${DLP:-0} prompt_bytes=${PROMPT_BYTES:-48} requests=$N instructions=$total per_request=$((total / N))" \
+echo "admission=$MODE journal=$([ -n "$NO_JOURNAL" ] && echo off || echo on) hook=${HOOK:-0} dlp=${DLP:-0} prompt_bytes=${PROMPT_BYTES:-48} requests=$N instructions=$total per_request=$((total / N))" \
   "prepares_per_request=$((prepare / N)) per_request_without_prepares=$(((total - prepare) / N))"
