@@ -238,6 +238,15 @@ impl GuardedStream {
         error_chunk(kind, error.client_message())
     }
 
+    /// Ends the stream on the route's total timeout.
+    fn total_timeout(&mut self) -> StreamChunk {
+        let provider = self.slot.health().deployment.provider.clone();
+        self.fail(ProviderError::Timeout {
+            provider,
+            phase: TimeoutPhase::Total,
+        })
+    }
+
     /// Ends the stream because a hook stopped it.
     fn blocked(&mut self, error: HookError) -> StreamChunk {
         let kind = error.kind();
@@ -302,15 +311,15 @@ impl Stream for GuardedStream {
         if self.ended {
             return Poll::Ready(None);
         }
-        if self.deadline.as_mut().poll(cx).is_ready() {
-            let provider = self.slot.health().deployment.provider.clone();
-            let timeout = ProviderError::Timeout {
-                provider,
-                phase: TimeoutPhase::Total,
-            };
-            return Poll::Ready(Some(self.fail(timeout)));
+        // The deadline's timer is polled (its waker registered) only while the upstream has
+        // nothing: a chunk that is ready needs just the cheap elapsed check.
+        if self.deadline.is_elapsed() {
+            return Poll::Ready(Some(self.total_timeout()));
         }
         match self.rest.poll_next_unpin(cx) {
+            Poll::Pending if self.deadline.as_mut().poll(cx).is_ready() => {
+                Poll::Ready(Some(self.total_timeout()))
+            }
             Poll::Pending => Poll::Pending,
             Poll::Ready(Some(Ok(mut chunk))) => {
                 self.observe(&mut chunk);
