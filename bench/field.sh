@@ -43,7 +43,7 @@
 #             failing step. The figure is the largest passing step
 #   memory    a fresh process per target and run (direct: a fresh fast mock): RSS (VmRSS
 #             summed over the process tree) 2 s after it answers its readiness URL, before any
-#             request; then a fixed load of --mem-rate (200) req/s for --mem-secs (20)
+#             request; then a fixed load of --mem-rate (200) req/s for --mem-secs (60)
 #             (oha --latency-correction, c=8) with RSS sampled every second: the last sample
 #             is the steady RSS, the least-squares slope over the load's second half its
 #             growth rate; RSS again --mem-after (10) s after the load stops
@@ -56,7 +56,7 @@
 #   --bounds "MS..."     (1 5 10 20 50 100)
 #   --ttfc-streams N     (2000)       --gap-streams N (20)  --stream-steps "N..."
 #   --stream-secs S      (10)         --ramp-secs S (2)     --stall-ms MS (200)
-#   --mem-rate R         (200)        --mem-secs S (20)     --mem-after S (10)
+#   --mem-rate R         (200)        --mem-secs S (60)     --mem-after S (10)
 #   --admission MODE     memory (default), redis or off
 #   --quiet-load L       wait before each figure for the 1-minute load average to fall below L
 #                        (default 0.5), --quiet-wait S at most (default 600; 0: do not wait)
@@ -91,7 +91,7 @@ STREAM_SECS=10
 RAMP_SECS=2
 STALL_MS=200
 MEM_RATE=200
-MEM_SECS=20
+MEM_SECS=60
 MEM_AFTER=10
 ADMISSION=memory
 QUIET_LOAD=0.5
