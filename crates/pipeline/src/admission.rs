@@ -619,21 +619,23 @@ impl PolicyEngine {
         }
     }
 
-    /// Settles a hold in the background (the record is already on its way).
+    /// Settles a hold (the record is already on its way): inline when the counters answer at
+    /// once (in process), else in the background (Redis).
     pub(crate) fn settle(&self, hold: HoldGuard, used: Consumption) {
-        match tokio::runtime::Handle::try_current() {
-            Ok(runtime) => {
-                self.tasks.spawn_on(
-                    async move {
-                        if let Err(e) = hold.settle(used).await {
-                            tracing::warn!(error = %e, "settling a budget hold failed; its reservation stays counted");
-                        }
-                    },
-                    &runtime,
-                );
-            }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             // No runtime: dropping the guard logs that the reservation stays counted.
-            Err(_) => drop(hold),
+            drop(hold);
+            return;
+        };
+        let mut settling = Box::pin(async move {
+            if let Err(e) = hold.settle(used).await {
+                tracing::warn!(error = %e, "settling a budget hold failed; its reservation stays counted");
+            }
+        });
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        if settling.as_mut().poll(&mut cx).is_pending() {
+            // Polled again by the task, which registers its own waker.
+            self.tasks.spawn_on(settling, &runtime);
         }
     }
 }
