@@ -100,7 +100,9 @@ fn insert_limit(headers: &mut HeaderMap, quota: &Quota, remaining: u64, now: Uni
     let reset_secs = now.until(quota.resets_at).as_millis().div_ceil(1_000);
     headers.insert(names.limit.clone(), HeaderValue::from(limit.amount));
     headers.insert(names.remaining.clone(), HeaderValue::from(remaining));
-    put(headers, names.reset.clone(), &format!("{reset_secs}s"));
+    let mut reset = reset_secs.to_string();
+    reset.push('s');
+    put(headers, names.reset.clone(), &reset);
 }
 
 /// Scope ids come from keys and requests; one that is not a valid header value is left out.

@@ -233,7 +233,12 @@ impl std::str::FromStr for Scope {
 impl Scope {
     /// The textual form `FromStr` reads: `team:search`.
     pub fn to_text(&self) -> String {
-        format!("{}:{}", self.level().key_part(), self.id())
+        let (level, id) = (self.level().key_part(), self.id());
+        let mut text = String::with_capacity(level.len() + 1 + id.len());
+        text.push_str(level);
+        text.push(':');
+        text.push_str(id);
+        text
     }
 }
 
@@ -754,23 +759,35 @@ fn push_digits(text: &mut String, value: u64) {
 
 /// `$5.00`, `$4.98`, `$1,234.0012`: at least two decimals, no trailing zeros beyond them, exact.
 fn format_usd(micros: u64) -> String {
-    format!(
-        "${}.{}",
-        group_thousands(micros / 1_000_000),
-        usd_decimals(micros)
-    )
+    let mut text = format!("${}.", group_thousands(micros / 1_000_000));
+    push_usd_decimals(&mut text, micros);
+    text
 }
 
 /// Micro-USD as a plain number of dollars, for headers and machines: `5.00`, `4.98`, `0.000125`.
+/// Written digit by digit: budget headers carry two on every answer.
 pub fn plain_usd(micros: u64) -> String {
-    format!("{}.{}", micros / 1_000_000, usd_decimals(micros))
+    let mut text = String::with_capacity(28);
+    push_digits(&mut text, micros / 1_000_000);
+    text.push('.');
+    push_usd_decimals(&mut text, micros);
+    text
 }
 
 /// The cents and below of an amount: at least two digits, no trailing zeros beyond them.
-fn usd_decimals(micros: u64) -> String {
-    let fraction = format!("{:06}", micros % 1_000_000);
-    let significant = fraction.trim_end_matches('0').len().max(2);
-    fraction[..significant].to_owned()
+fn push_usd_decimals(text: &mut String, micros: u64) {
+    let mut fraction = [b'0'; 6];
+    let mut rest = micros % 1_000_000;
+    for digit in fraction.iter_mut().rev() {
+        *digit = b'0' + u8::try_from(rest % 10).unwrap_or(0);
+        rest /= 10;
+    }
+    let significant = fraction
+        .iter()
+        .rposition(|digit| *digit != b'0')
+        .map_or(0, |last| last + 1)
+        .max(2);
+    text.push_str(std::str::from_utf8(&fraction[..significant]).unwrap_or_default());
 }
 
 fn group_thousands(value: u64) -> String {
