@@ -732,29 +732,10 @@ pub(crate) fn slot_key(prefix: &str, slot_start: UnixMs) -> String {
     key
 }
 
-/// Appends `value` in decimal: a counter key is built for every slot a request is charged to,
-/// so without the formatting machinery.
+/// Appends `value` in decimal: a counter key is built for every slot a request is charged to
+/// (twelve for a rolling window), so with `itoa`, not the formatting machinery.
 pub(crate) fn push_decimal(text: &mut String, value: i64) {
-    if value < 0 {
-        text.push('-');
-    }
-    push_digits(text, value.unsigned_abs());
-}
-
-fn push_digits(text: &mut String, value: u64) {
-    let mut digits = [0_u8; 20];
-    let mut at = digits.len();
-    let mut rest = value;
-    loop {
-        at -= 1;
-        digits[at] = b'0' + u8::try_from(rest % 10).unwrap_or(0);
-        rest /= 10;
-        if rest == 0 {
-            break;
-        }
-    }
-    // One append: pushing digit by digit costs several times as much.
-    text.push_str(std::str::from_utf8(&digits[at..]).unwrap_or_default());
+    text.push_str(itoa::Buffer::new().format(value));
 }
 
 /// `$5.00`, `$4.98`, `$1,234.0012`: at least two decimals, no trailing zeros beyond them, exact.
@@ -768,7 +749,7 @@ fn format_usd(micros: u64) -> String {
 /// Written digit by digit: budget headers carry two on every answer.
 pub fn plain_usd(micros: u64) -> String {
     let mut text = String::with_capacity(28);
-    push_digits(&mut text, micros / 1_000_000);
+    text.push_str(itoa::Buffer::new().format(micros / 1_000_000));
     text.push('.');
     push_usd_decimals(&mut text, micros);
     text
