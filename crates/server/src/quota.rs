@@ -40,6 +40,16 @@ const BUDGET_REMAINING: HeaderName = HeaderName::from_static("x-sluice-budget-re
 const BUDGET_RESET: HeaderName = HeaderName::from_static("x-sluice-budget-reset");
 const BUDGET_SCOPE: HeaderName = HeaderName::from_static("x-sluice-budget-scope");
 
+/// The most headers [`insert`] adds for `state`: three per rate-limit unit, four for the
+/// budget, the soft limit and the alias degraded to.
+pub(crate) fn most_headers(state: &QuotaState) -> usize {
+    if state.quotas.is_empty() && state.over_soft_limit.is_none() {
+        0
+    } else {
+        3 + 3 + 4 + 2
+    }
+}
+
 /// The quota headers of an admitted request.
 pub(crate) fn insert(headers: &mut HeaderMap, state: &QuotaState) {
     if state.quotas.is_empty() && state.over_soft_limit.is_none() {
