@@ -158,8 +158,9 @@ impl PolicyEngine {
 /// The budget rows, parsed and indexed by scope.
 #[derive(Debug, Default)]
 struct Book {
-    /// (level, id) -> limits; the id `*` is every key or end user.
-    limits: HashMap<(Level, String), Vec<BookLimit>>,
+    /// level -> id -> limits; the id `*` is every key or end user. Keyed in two steps so a
+    /// scope's rows are found by its borrowed id.
+    limits: HashMap<Level, HashMap<String, Vec<BookLimit>>>,
 }
 
 #[derive(Debug, Clone)]
@@ -211,7 +212,9 @@ impl Book {
             match parse_budget_row(row) {
                 Ok((limit, soft)) => book
                     .limits
-                    .entry((limit.scope.level(), limit.scope.id().to_owned()))
+                    .entry(limit.scope.level())
+                    .or_default()
+                    .entry(limit.scope.id().to_owned())
                     .or_default()
                     .push(BookLimit {
                         metric: limit.metric,
@@ -231,11 +234,13 @@ impl Book {
     /// of keys and end users), a row overriding a later one of the same metric, period and
     /// model; each bound to the scope.
     fn limits_of(&self, scope: &Scope, out: &mut Vec<(Limit, Option<u64>)>) {
-        let level = scope.level();
+        let Some(by_id) = self.limits.get(&scope.level()) else {
+            return;
+        };
         let first = out.len();
         for id in scope.row_ids() {
             let found = out.len();
-            let rows = self.limits.get(&(level, id.to_owned()));
+            let rows = by_id.get(id);
             for entry in rows.into_iter().flatten() {
                 let overridden = out[first..found].iter().any(|(o, _)| {
                     o.metric == entry.metric && o.period == entry.period && o.model == entry.model
@@ -340,7 +345,12 @@ impl Gateway {
     pub async fn reload_budgets(&self) -> Result<(usize, Vec<BadBudgetRow>), PipelineError> {
         let rows = self.inner.store.budgets.budgets().await?;
         let (book, bad) = Book::from_rows(&rows);
-        let count = book.limits.values().map(Vec::len).sum();
+        let count = book
+            .limits
+            .values()
+            .flat_map(HashMap::values)
+            .map(Vec::len)
+            .sum();
         let engine = &self.config.policy;
         *engine.book.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(book);
         Ok((count, bad))
@@ -431,8 +441,11 @@ impl Gateway {
         let engine = &self.config.policy;
         let book = engine.book();
         let mut limits: Vec<(Limit, Option<u64>)> = Vec::new();
-        for scope in chain(caller, end_user, plan.alias()) {
-            book.limits_of(&scope, &mut limits);
+        // Without budget rows no scope has limits: the chain is not built.
+        if !book.limits.is_empty() {
+            for scope in chain(caller, end_user, plan.alias()) {
+                book.limits_of(&scope, &mut limits);
+            }
         }
         if let Some(rules) = engine.rules(plan.alias()) {
             limits.extend(rules.limits.iter().map(|limit| (limit.clone(), None)));
@@ -619,21 +632,23 @@ impl PolicyEngine {
         }
     }
 
-    /// Settles a hold in the background (the record is already on its way).
+    /// Settles a hold (the record is already on its way): inline when the counters answer at
+    /// once (in process), else in the background (Redis).
     pub(crate) fn settle(&self, hold: HoldGuard, used: Consumption) {
-        match tokio::runtime::Handle::try_current() {
-            Ok(runtime) => {
-                self.tasks.spawn_on(
-                    async move {
-                        if let Err(e) = hold.settle(used).await {
-                            tracing::warn!(error = %e, "settling a budget hold failed; its reservation stays counted");
-                        }
-                    },
-                    &runtime,
-                );
-            }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             // No runtime: dropping the guard logs that the reservation stays counted.
-            Err(_) => drop(hold),
+            drop(hold);
+            return;
+        };
+        let mut settling = Box::pin(async move {
+            if let Err(e) = hold.settle(used).await {
+                tracing::warn!(error = %e, "settling a budget hold failed; its reservation stays counted");
+            }
+        });
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        if settling.as_mut().poll(&mut cx).is_pending() {
+            // Polled again by the task, which registers its own waker.
+            self.tasks.spawn_on(settling, &runtime);
         }
     }
 }
@@ -742,6 +757,13 @@ mod tests {
             "{}",
             bad[3]
         );
-        assert_eq!(book.limits.values().map(Vec::len).sum::<usize>(), 1);
+        assert_eq!(
+            book.limits
+                .values()
+                .flat_map(HashMap::values)
+                .map(Vec::len)
+                .sum::<usize>(),
+            1
+        );
     }
 }

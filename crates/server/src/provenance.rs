@@ -21,6 +21,8 @@ pub(crate) fn request_id(headers: &mut HeaderMap, id: &str) {
 }
 
 pub(crate) fn insert_all(headers: &mut HeaderMap, provenance: &Provenance) {
+    // Room for every header below at once: the map grows once, not at each power of two.
+    headers.reserve(7 + crate::quota::most_headers(&provenance.quota));
     insert(headers, REQUEST_ID, &provenance.request_id);
     insert(headers, SERVED_MODEL, &provenance.served_model);
     insert(headers, PROVIDER, &provenance.provider);

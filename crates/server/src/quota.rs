@@ -40,6 +40,16 @@ const BUDGET_REMAINING: HeaderName = HeaderName::from_static("x-sluice-budget-re
 const BUDGET_RESET: HeaderName = HeaderName::from_static("x-sluice-budget-reset");
 const BUDGET_SCOPE: HeaderName = HeaderName::from_static("x-sluice-budget-scope");
 
+/// The most headers [`insert`] adds for `state`: three per rate-limit unit, four for the
+/// budget, the soft limit and the alias degraded to.
+pub(crate) fn most_headers(state: &QuotaState) -> usize {
+    if state.quotas.is_empty() && state.over_soft_limit.is_none() {
+        0
+    } else {
+        3 + 3 + 4 + 2
+    }
+}
+
 /// The quota headers of an admitted request.
 pub(crate) fn insert(headers: &mut HeaderMap, state: &QuotaState) {
     if state.quotas.is_empty() && state.over_soft_limit.is_none() {
@@ -100,7 +110,9 @@ fn insert_limit(headers: &mut HeaderMap, quota: &Quota, remaining: u64, now: Uni
     let reset_secs = now.until(quota.resets_at).as_millis().div_ceil(1_000);
     headers.insert(names.limit.clone(), HeaderValue::from(limit.amount));
     headers.insert(names.remaining.clone(), HeaderValue::from(remaining));
-    put(headers, names.reset.clone(), &format!("{reset_secs}s"));
+    let mut reset = reset_secs.to_string();
+    reset.push('s');
+    put(headers, names.reset.clone(), &reset);
 }
 
 /// Scope ids come from keys and requests; one that is not a valid header value is left out.

@@ -233,7 +233,12 @@ impl std::str::FromStr for Scope {
 impl Scope {
     /// The textual form `FromStr` reads: `team:search`.
     pub fn to_text(&self) -> String {
-        format!("{}:{}", self.level().key_part(), self.id())
+        let (level, id) = (self.level().key_part(), self.id());
+        let mut text = String::with_capacity(level.len() + 1 + id.len());
+        text.push_str(level);
+        text.push(':');
+        text.push_str(id);
+        text
     }
 }
 
@@ -431,12 +436,15 @@ impl Period {
         }
     }
 
-    fn key_part(&self) -> String {
+    fn push_key_part(&self, key: &mut String) {
         match self {
-            Period::Day => "day".to_owned(),
-            Period::Week => "week".to_owned(),
-            Period::Month => "month".to_owned(),
-            Period::Rolling(length) => format!("roll{}", duration_ms(*length)),
+            Period::Day => key.push_str("day"),
+            Period::Week => key.push_str("week"),
+            Period::Month => key.push_str("month"),
+            Period::Rolling(length) => {
+                key.push_str("roll");
+                push_decimal(key, duration_ms(*length));
+            }
         }
     }
 
@@ -619,15 +627,23 @@ impl Limit {
 
     /// Everything of a counter key but the slot: built once per charge, since a rolling
     /// window has [`ROLLING_BUCKETS`] slots.
+    /// `{level}={id}:{metric}:{period}:{model or *}:`, written in one string.
     fn counter_prefix(&self) -> String {
-        format!(
-            "{}={}:{}:{}:{}:",
-            self.scope.level().key_part(),
-            escape_key_part(self.scope.id()),
-            self.metric.key_part(),
-            self.period.key_part(),
-            self.model.as_deref().map_or("*".into(), escape_key_part),
-        )
+        let mut prefix = String::with_capacity(64);
+        prefix.push_str(self.scope.level().key_part());
+        prefix.push('=');
+        push_escaped_key_part(&mut prefix, self.scope.id());
+        prefix.push(':');
+        prefix.push_str(self.metric.key_part());
+        prefix.push(':');
+        self.period.push_key_part(&mut prefix);
+        prefix.push(':');
+        match &self.model {
+            Some(model) => push_escaped_key_part(&mut prefix, model),
+            None => prefix.push('*'),
+        }
+        prefix.push(':');
+        prefix
     }
 
     /// A charge of `amount` against this limit at `now`, for [`crate::counters::Counters`].
@@ -638,16 +654,18 @@ impl Limit {
             .period
             .slots(now)
             .into_iter()
-            .map(|(start, leaves_at)| Slot {
-                key: slot_key(&prefix, start),
-                leaves_at,
-            })
+            .map(|(start, leaves_at)| Slot { start, leaves_at })
             .collect();
         let write_leaves_at = slots.last().map_or(now, |slot| slot.leaves_at);
+        let write_key = slots
+            .last()
+            .map_or_else(String::new, |slot| slot_key(&prefix, slot.start));
         Ok(Charge {
             limit: self.clone(),
             amount,
+            prefix,
             slots,
+            write_key,
             expires_at: write_leaves_at.saturating_add(EXPIRY_SLACK),
             as_of: now,
         })
@@ -692,11 +710,11 @@ impl Limit {
 }
 
 /// Counter keys separate fields with `:`, so ids are escaped to keep distinct limits distinct.
-fn escape_key_part(part: &str) -> String {
+fn push_escaped_key_part(key: &mut String, part: &str) {
     if part.contains(['%', ':']) {
-        part.replace('%', "%25").replace(':', "%3A")
+        key.push_str(&part.replace('%', "%25").replace(':', "%3A"));
     } else {
-        part.to_owned()
+        key.push_str(part);
     }
 }
 
@@ -707,33 +725,50 @@ pub(crate) fn counter_owner(key: &str) -> Option<&str> {
     id.split_once('/').map(|(tenant, _)| tenant)
 }
 
-fn slot_key(prefix: &str, slot_start: UnixMs) -> String {
-    use std::fmt::Write;
+pub(crate) fn slot_key(prefix: &str, slot_start: UnixMs) -> String {
     let mut key = String::with_capacity(prefix.len() + 14);
     key.push_str(prefix);
-    let _ = write!(key, "{}", slot_start.0);
+    push_decimal(&mut key, slot_start.0);
     key
+}
+
+/// Appends `value` in decimal: a counter key is built for every slot a request is charged to
+/// (twelve for a rolling window), so with `itoa`, not the formatting machinery.
+pub(crate) fn push_decimal(text: &mut String, value: i64) {
+    text.push_str(itoa::Buffer::new().format(value));
 }
 
 /// `$5.00`, `$4.98`, `$1,234.0012`: at least two decimals, no trailing zeros beyond them, exact.
 fn format_usd(micros: u64) -> String {
-    format!(
-        "${}.{}",
-        group_thousands(micros / 1_000_000),
-        usd_decimals(micros)
-    )
+    let mut text = format!("${}.", group_thousands(micros / 1_000_000));
+    push_usd_decimals(&mut text, micros);
+    text
 }
 
 /// Micro-USD as a plain number of dollars, for headers and machines: `5.00`, `4.98`, `0.000125`.
+/// Written digit by digit: budget headers carry two on every answer.
 pub fn plain_usd(micros: u64) -> String {
-    format!("{}.{}", micros / 1_000_000, usd_decimals(micros))
+    let mut text = String::with_capacity(28);
+    text.push_str(itoa::Buffer::new().format(micros / 1_000_000));
+    text.push('.');
+    push_usd_decimals(&mut text, micros);
+    text
 }
 
 /// The cents and below of an amount: at least two digits, no trailing zeros beyond them.
-fn usd_decimals(micros: u64) -> String {
-    let fraction = format!("{:06}", micros % 1_000_000);
-    let significant = fraction.trim_end_matches('0').len().max(2);
-    fraction[..significant].to_owned()
+fn push_usd_decimals(text: &mut String, micros: u64) {
+    let mut fraction = [b'0'; 6];
+    let mut rest = micros % 1_000_000;
+    for digit in fraction.iter_mut().rev() {
+        *digit = b'0' + u8::try_from(rest % 10).unwrap_or(0);
+        rest /= 10;
+    }
+    let significant = fraction
+        .iter()
+        .rposition(|digit| *digit != b'0')
+        .map_or(0, |last| last + 1)
+        .max(2);
+    text.push_str(std::str::from_utf8(&fraction[..significant]).unwrap_or_default());
 }
 
 fn group_thousands(value: u64) -> String {

@@ -146,6 +146,37 @@ fn ids_cannot_forge_another_limits_key() {
 }
 
 #[test]
+fn a_charge_names_each_slot_by_the_key_it_always_had() {
+    let limit = Limit::requests_per_minute(team("search"), 10)
+        .unwrap()
+        .for_model("gpt-4o");
+    let now = UnixMs(1_000_000_007_000);
+    let charge = limit.charge(1, now).unwrap();
+    let keys: Vec<String> = charge
+        .slots
+        .iter()
+        .map(|slot| charge.slot_key(slot))
+        .collect();
+    assert_eq!(keys.len(), 12);
+    assert_eq!(
+        keys[11],
+        "team=search:requests:roll60000:gpt-4o:1000000005000"
+    );
+    assert_eq!(charge.write_key(), Some(keys[11].as_str()));
+    let mut reused = String::from("left over");
+    for (slot, key) in charge.slots.iter().zip(&keys) {
+        charge.slot_key_into(slot, &mut reused);
+        assert_eq!(&reused, key);
+    }
+    // Before 1970 (a test clock), the start is negative, as `write!` wrote it.
+    let early = Limit::usd(team("search"), usd(5), Period::Day).unwrap();
+    assert_eq!(
+        early.counter_key(UnixMs(-86_400_000)),
+        "team=search:usd:day:*:-86400000"
+    );
+}
+
+#[test]
 fn rejects_limits_that_cannot_be_counted() {
     assert!(matches!(
         Limit::usd(team("t"), Money::from_micros(-1), Period::Day),

@@ -70,11 +70,16 @@ impl CounterEntries {
     }
 }
 
+/// foldhash, seeded per map, not SipHash: a reservation looks up every slot of every charge
+/// (a rolling window has twelve). Keys hold client-chosen end-user ids, hence the quality
+/// variant; their number per tenant is capped.
+type CounterMap<V> = HashMap<String, V, foldhash::quality::RandomState>;
+
 #[derive(Debug, Default)]
 struct State {
-    counters: HashMap<String, Counter>,
+    counters: CounterMap<Counter>,
     /// Entries per tenant whose end users they count ([`counter_owner`]).
-    per_tenant: HashMap<String, usize>,
+    per_tenant: CounterMap<usize>,
     next_sweep_at: Option<UnixMs>,
     next_forced_sweep_at: Option<UnixMs>,
     /// Whether [`Counters::claim_rebuild`] was called: in process, counters start empty once.
@@ -133,13 +138,13 @@ impl State {
     fn over_cap(&self, charges: &[Charge], max: usize) -> Option<String> {
         let mut needed: HashMap<&str, usize> = HashMap::new();
         for charge in charges {
-            let Some(write) = charge.write_slot() else {
+            let Some(write) = charge.write_key() else {
                 continue;
             };
-            if self.counters.contains_key(&write.key) {
+            if self.counters.contains_key(write) {
                 continue;
             }
-            if let Some(owner) = counter_owner(&write.key) {
+            if let Some(owner) = counter_owner(write) {
                 *needed.entry(owner).or_default() += 1;
             }
         }
@@ -181,7 +186,7 @@ impl State {
 }
 
 /// One entry of `owner` fewer.
-fn forget(per_tenant: &mut HashMap<String, usize>, owner: &str) {
+fn forget(per_tenant: &mut CounterMap<usize>, owner: &str) {
     if let Some(count) = per_tenant.get_mut(owner) {
         *count = count.saturating_sub(1);
         if *count == 0 {
@@ -235,11 +240,15 @@ impl MemoryCounters {
         state.sweep_if_due(now);
 
         let mut slot_values: Vec<Vec<u64>> = Vec::with_capacity(charges.len());
+        let mut key = String::new();
         for charge in charges {
             let values: Vec<u64> = charge
                 .slots
                 .iter()
-                .map(|slot| state.live_value(&slot.key, charge.as_of))
+                .map(|slot| {
+                    charge.slot_key_into(slot, &mut key);
+                    state.live_value(&key, charge.as_of)
+                })
                 .collect();
             let used = values
                 .iter()
@@ -271,20 +280,20 @@ impl MemoryCounters {
         let mut held = Vec::with_capacity(charges.len());
         let mut quotas = Vec::with_capacity(charges.len());
         for (charge, mut values) in charges.iter().zip(slot_values) {
-            let Some(write) = charge.write_slot() else {
+            let Some(write) = charge.write_key() else {
                 continue;
             };
             let now = charge.as_of;
-            if !state.counters.contains_key(&write.key) {
+            if !state.counters.contains_key(write) {
                 state.insert(
-                    write.key.clone(),
+                    write.to_owned(),
                     Counter {
                         value: 0,
                         expires_at: charge.expires_at,
                     },
                 );
             }
-            let Some(counter) = state.counters.get_mut(&write.key) else {
+            let Some(counter) = state.counters.get_mut(write) else {
                 continue;
             };
             if counter.expires_at <= now {
@@ -297,7 +306,7 @@ impl MemoryCounters {
                 *last = last.saturating_add(charge.amount);
             }
             held.push(HeldAmount {
-                key: write.key.clone(),
+                key: write.to_owned(),
                 metric: charge.limit.metric,
                 reserved: charge.amount,
                 expires_at: charge.expires_at,
@@ -383,10 +392,14 @@ impl Counters for MemoryCounters {
     ) -> CounterFuture<'a, Result<u64, PolicyError>> {
         let result = limit.charge(0, now).map(|charge| {
             let state = self.lock();
+            let mut key = String::new();
             charge
                 .slots
                 .iter()
-                .map(|slot| state.live_value(&slot.key, now))
+                .map(|slot| {
+                    charge.slot_key_into(slot, &mut key);
+                    state.live_value(&key, now)
+                })
                 .fold(0_u64, u64::saturating_add)
         });
         Box::pin(std::future::ready(result))

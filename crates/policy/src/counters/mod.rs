@@ -114,10 +114,11 @@ pub enum OnCounterError {
     Open,
 }
 
-/// One counter of a window: its key and when it stops counting towards the window.
+/// One counter of a window: where it starts (its key is the charge's prefix and this start)
+/// and when it stops counting towards the window.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Slot {
-    pub(crate) key: String,
+    pub(crate) start: UnixMs,
     pub(crate) leaves_at: UnixMs,
 }
 
@@ -127,8 +128,12 @@ pub(crate) struct Slot {
 pub struct Charge {
     pub(crate) limit: Limit,
     pub(crate) amount: u64,
+    /// Everything of a slot's counter key but the slot's start.
+    pub(crate) prefix: String,
     /// Oldest first; the last is where the amount is added.
     pub(crate) slots: Vec<Slot>,
+    /// The counter key of the last slot, built once: the one every backend writes.
+    pub(crate) write_key: String,
     /// When the written counter may be forgotten: the end of its window plus slack.
     pub(crate) expires_at: UnixMs,
     /// The instant the window was chosen at.
@@ -146,6 +151,23 @@ impl Charge {
 
     pub(crate) fn write_slot(&self) -> Option<&Slot> {
         self.slots.last()
+    }
+
+    /// The counter key of the slot written to, if the charge has slots.
+    pub(crate) fn write_key(&self) -> Option<&str> {
+        self.slots.last().map(|_| self.write_key.as_str())
+    }
+
+    /// The counter key of `slot`.
+    pub(crate) fn slot_key(&self, slot: &Slot) -> String {
+        crate::budget::slot_key(&self.prefix, slot.start)
+    }
+
+    /// The counter key of `slot`, written over `key`: one buffer for every slot of a charge.
+    pub(crate) fn slot_key_into(&self, slot: &Slot, key: &mut String) {
+        key.clear();
+        key.push_str(&self.prefix);
+        crate::budget::push_decimal(key, slot.start.0);
     }
 
     /// When capacity starts to free, given each slot's current value (same order as `slots`):
@@ -176,10 +198,7 @@ impl Charge {
 
 /// Rejects a reservation whose charges share a counter.
 pub(crate) fn check_distinct(charges: &[Charge]) -> Result<(), PolicyError> {
-    let mut keys: Vec<&str> = charges
-        .iter()
-        .filter_map(|charge| charge.write_slot().map(|slot| slot.key.as_str()))
-        .collect();
+    let mut keys: Vec<&str> = charges.iter().filter_map(Charge::write_key).collect();
     keys.sort_unstable();
     match keys.windows(2).find(|pair| pair[0] == pair[1]) {
         Some(pair) => Err(PolicyError::DuplicateCounter {

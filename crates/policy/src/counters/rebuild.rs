@@ -189,8 +189,9 @@ pub fn restorations(
                 if amount == 0 || !current || group.at > now {
                     continue;
                 }
-                let total = totals.entry(slot.key.clone()).or_insert(Restore {
-                    key: slot.key.clone(),
+                let key = charge.write_key.clone();
+                let total = totals.entry(key.clone()).or_insert(Restore {
+                    key,
                     amount: 0,
                     expires_at: charge.expires_at,
                 });

@@ -290,7 +290,7 @@ impl RedisCounters {
         invocation.arg(deadline).arg(charges.len());
         for charge in charges {
             for slot in &charge.slots {
-                invocation.key(self.full_key(&slot.key));
+                invocation.key(self.full_key(&charge.slot_key(slot)));
             }
             invocation
                 .arg(charge.slots.len())
@@ -344,7 +344,7 @@ impl RedisCounters {
         let keys: Vec<String> = charge
             .slots
             .iter()
-            .map(|slot| self.full_key(&slot.key))
+            .map(|slot| self.full_key(&charge.slot_key(slot)))
             .collect();
         let mut connection = self.connection.clone();
         let values: Vec<Option<i64>> = self
@@ -379,11 +379,11 @@ fn decode_reserve_reply(charges: &[Charge], reply: &[i64]) -> Result<Hold, Polic
             let mut held = Vec::with_capacity(charges.len());
             let mut quotas = Vec::with_capacity(charges.len());
             for (charge, pair) in charges.iter().zip(pairs.chunks_exact(2)) {
-                let Some(write) = charge.write_slot() else {
+                let Some(write) = charge.write_key() else {
                     continue;
                 };
                 held.push(HeldAmount {
-                    key: write.key.clone(),
+                    key: write.to_owned(),
                     metric: charge.limit.metric,
                     reserved: charge.amount,
                     expires_at: charge.expires_at,
