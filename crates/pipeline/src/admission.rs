@@ -229,6 +229,15 @@ impl Book {
         (book, bad)
     }
 
+    /// How many limits the book holds.
+    fn rows(&self) -> usize {
+        self.limits
+            .values()
+            .flat_map(HashMap::values)
+            .map(Vec::len)
+            .sum()
+    }
+
     /// The limits of one scope: the rows of each of its [`Scope::row_ids`], most specific
     /// first (its own; for a tenant's end user, the same user id in every tenant; the `*` row
     /// of keys and end users), a row overriding a later one of the same metric, period and
@@ -345,12 +354,7 @@ impl Gateway {
     pub async fn reload_budgets(&self) -> Result<(usize, Vec<BadBudgetRow>), PipelineError> {
         let rows = self.inner.store.budgets.budgets().await?;
         let (book, bad) = Book::from_rows(&rows);
-        let count = book
-            .limits
-            .values()
-            .flat_map(HashMap::values)
-            .map(Vec::len)
-            .sum();
+        let count = book.rows();
         let engine = &self.config.policy;
         *engine.book.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(book);
         Ok((count, bad))
@@ -757,13 +761,6 @@ mod tests {
             "{}",
             bad[3]
         );
-        assert_eq!(
-            book.limits
-                .values()
-                .flat_map(HashMap::values)
-                .map(Vec::len)
-                .sum::<usize>(),
-            1
-        );
+        assert_eq!(book.rows(), 1);
     }
 }

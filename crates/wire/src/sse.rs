@@ -122,23 +122,21 @@ fn parse_event(raw: &[u8]) -> Result<Option<SseEvent>, WireError> {
     let mut rest = text;
     while !rest.is_empty() {
         // `\n` and `:` are ASCII, so every split below falls on a character boundary.
-        let (line, next) = match find_lf(rest.as_bytes()) {
-            Some(lf) => (rest.get(..lf), rest.get(lf + 1..)),
-            None => (Some(rest), Some("")),
+        let (line, next) = match find_lf(rest.as_bytes()).and_then(|lf| rest.split_at_checked(lf)) {
+            Some((line, lf_and_next)) => (line, lf_and_next.get(1..).unwrap_or_default()),
+            None => (rest, ""),
         };
-        let (line, next) = (line.unwrap_or_default(), next.unwrap_or_default());
         rest = next;
         let line = line.strip_suffix('\r').unwrap_or(line);
         if line.is_empty() || line.starts_with(':') {
             continue;
         }
-        let (name, value) = match memchr::memchr(b':', line.as_bytes()) {
-            Some(colon) => {
-                let value = line.get(colon + 1..).unwrap_or_default();
-                (
-                    line.get(..colon).unwrap_or_default(),
-                    value.strip_prefix(' ').unwrap_or(value),
-                )
+        let (name, value) = match memchr::memchr(b':', line.as_bytes())
+            .and_then(|colon| line.split_at_checked(colon))
+        {
+            Some((name, colon_and_value)) => {
+                let value = colon_and_value.get(1..).unwrap_or_default();
+                (name, value.strip_prefix(' ').unwrap_or(value))
             }
             None => (line, ""),
         };
