@@ -98,8 +98,8 @@ impl fmt::Display for UnixMs {
     }
 }
 
-/// Fills `out` with the last decimal digits of `value` (not negative), zero-padded.
-fn put_digits(out: &mut [u8], value: i64) {
+/// Fills `out` with the last decimal digits of `value`'s magnitude, zero-padded.
+pub(crate) fn put_digits(out: &mut [u8], value: i64) {
     let mut rest = value.unsigned_abs();
     for digit in out.iter_mut().rev() {
         *digit = b'0' + u8::try_from(rest % 10).unwrap_or(0);

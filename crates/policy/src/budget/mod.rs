@@ -734,7 +734,7 @@ pub(crate) fn slot_key(prefix: &str, slot_start: UnixMs) -> String {
 
 /// Appends `value` in decimal: a counter key is built for every slot a request is charged to
 /// (twelve for a rolling window), so with `itoa`, not the formatting machinery.
-pub(crate) fn push_decimal(text: &mut String, value: i64) {
+pub(crate) fn push_decimal(text: &mut String, value: impl itoa::Integer) {
     text.push_str(itoa::Buffer::new().format(value));
 }
 
@@ -749,7 +749,7 @@ fn format_usd(micros: u64) -> String {
 /// Written digit by digit: budget headers carry two on every answer.
 pub fn plain_usd(micros: u64) -> String {
     let mut text = String::with_capacity(28);
-    text.push_str(itoa::Buffer::new().format(micros / 1_000_000));
+    push_decimal(&mut text, micros / 1_000_000);
     text.push('.');
     push_usd_decimals(&mut text, micros);
     text
@@ -758,11 +758,9 @@ pub fn plain_usd(micros: u64) -> String {
 /// The cents and below of an amount: at least two digits, no trailing zeros beyond them.
 fn push_usd_decimals(text: &mut String, micros: u64) {
     let mut fraction = [b'0'; 6];
-    let mut rest = micros % 1_000_000;
-    for digit in fraction.iter_mut().rev() {
-        *digit = b'0' + u8::try_from(rest % 10).unwrap_or(0);
-        rest /= 10;
-    }
+    // Below a million: it fits.
+    let fraction_micros = i64::try_from(micros % 1_000_000).unwrap_or(0);
+    crate::calendar::put_digits(&mut fraction, fraction_micros);
     let significant = fraction
         .iter()
         .rposition(|digit| *digit != b'0')
