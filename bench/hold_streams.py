@@ -111,6 +111,8 @@ async def main():
     p.add_argument("-n", type=int, default=10000)
     p.add_argument("--model", default="mock-slow")
     p.add_argument("--key", default="sk-fake")
+    p.add_argument("--content", default="Hold this stream open.",
+                   help="the user message (e.g. a `#mock chunk_delay_ms=4000` line for `sluice mock`)")
     p.add_argument("--parallel", type=int, default=256, help="streams opening at once")
     p.add_argument("--pid", type=int, action="append", default=[], help="process to sample")
     p.add_argument("--settle", type=float, default=1.0)
@@ -124,7 +126,7 @@ async def main():
     args.port = int(port or 80)
     body = json.dumps({
         "model": args.model, "stream": True, "max_tokens": 64,
-        "messages": [{"role": "user", "content": "Hold this stream open."}],
+        "messages": [{"role": "user", "content": args.content}],
     }).encode()
     request = (
         f"POST /{path} HTTP/1.1\r\nHost: {hostport}\r\nAuthorization: Bearer {args.key}\r\n"

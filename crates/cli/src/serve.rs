@@ -317,8 +317,9 @@ fn start_tracer(settings: &Settings) -> anyhow::Result<Tracer> {
 /// client.
 pub(crate) fn build(settings: &Settings) -> anyhow::Result<(Router, Upstream)> {
     let router = router(settings, None)?;
-    let upstream =
-        Upstream::new(upstream_timeouts(settings)).context("building the upstream HTTP client")?;
+    let upstream = Upstream::new(upstream_timeouts(settings))
+        .context("building the upstream HTTP client")?
+        .with_streams_per_connection(settings.upstream.http2_streams_per_connection);
     Ok((router, upstream))
 }
 
@@ -358,6 +359,7 @@ pub(crate) fn router(settings: &Settings, previous: Option<&Router>) -> anyhow::
                 api_key: d.api_key.clone(),
                 default_max_tokens: d.default_max_tokens,
                 structured_output: d.structured_output,
+                http_version: d.http_version,
             });
             Ok(Arc::new(DeploymentHealth::new(
                 deployment, d.breaker, d.capacity,
@@ -591,6 +593,10 @@ pub(crate) struct MockArgs {
     /// How long a stalled request waits before its headers, in milliseconds.
     #[arg(long, value_name = "MS", default_value_t = 0)]
     stall_ms: u64,
+    /// Streams one HTTP/2 connection may carry at once (the mock also speaks HTTP/2 by prior
+    /// knowledge, h2c, on the same port).
+    #[arg(long, value_name = "N", default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..))]
+    http2_max_streams: u32,
 }
 
 /// Parses a share between 0 and 1 inclusive.
@@ -611,6 +617,7 @@ pub(crate) async fn mock(args: MockArgs) -> anyhow::Result<()> {
         fail_status,
         stall_ratio,
         stall_ms,
+        http2_max_streams,
     } = args;
     let chaos = Chaos {
         fail_ratio,
@@ -625,11 +632,12 @@ pub(crate) async fn mock(args: MockArgs) -> anyhow::Result<()> {
     // Chaos with zero shares changes nothing, so it is always set.
     let mock = MockUpstream::both()
         .chaos(chaos)
+        .http2_max_streams(http2_max_streams)
         .start_on(addr)
         .await
         .with_context(|| format!("binding {addr}"))?;
     announce!(
-        "mock provider listening on {} (OpenAI and Anthropic dialects under /v1)",
+        "mock provider listening on {} (OpenAI and Anthropic dialects under /v1; HTTP/1.1 and h2c)",
         mock.base_url()
     );
     if chaos.fail_ratio > 0.0 || chaos.stall_ratio > 0.0 {

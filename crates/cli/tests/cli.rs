@@ -1291,3 +1291,55 @@ fn a_gateway_whose_postgres_cannot_be_reached_at_start_refuses_to_start_and_says
     );
     assert!(!err.contains("s3cret"), "{err}");
 }
+
+/// `http_version = "http2"`: the gateway reaches a plain-HTTP upstream over HTTP/2 by prior
+/// knowledge, streams included; a provider left at `auto` stays on HTTP/1.1.
+#[test]
+fn a_provider_set_to_http2_is_reached_over_http2_by_prior_knowledge() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let mock = runtime.block_on(sluice_testkit::MockUpstream::openai().start());
+    let base = mock.base_url();
+    let dir = temp_dir("http2");
+    std::fs::write(
+        dir.join("sluice.toml"),
+        format!(
+            "[providers.mesh]\ntype = \"openai_compatible\"\nbase_url = \"{base}/v1\"\n\
+             http_version = \"http2\"\n\n\
+             [providers.plain]\ntype = \"openai_compatible\"\nbase_url = \"{base}/v1\"\n\n\
+             [deployments.over-h2]\nprovider = \"mesh\"\nmodel = \"m\"\n\n\
+             [deployments.over-h1]\nprovider = \"plain\"\nmodel = \"m\"\n\n\
+             [aliases.h2]\ndeployments = [\"over-h2\"]\n\n\
+             [aliases.h1]\ndeployments = [\"over-h1\"]\n"
+        ),
+    )
+    .unwrap();
+    let created = stdout(&sluice_ok(
+        &dir,
+        &["keys", "create", "--name", "web", "--json"],
+    ));
+    let created: serde_json::Value = serde_json::from_str(&created).unwrap();
+    let key = created["secret"].as_str().unwrap().to_owned();
+    let (gateway, line) = common::first_line(
+        Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .current_dir(&dir)
+            .args(["serve", "--listen", "127.0.0.1:0"]),
+    );
+    let _gateway = Stopped(gateway);
+    let addr = common::announced_url(&line)
+        .trim_start_matches("http://")
+        .to_owned();
+    for alias in ["h2", "h1"] {
+        let body = format!(
+            r#"{{"model":"{alias}","stream":true,"messages":[{{"role":"user","content":"say hi"}}]}}"#
+        );
+        let response = post_chat(&addr, &key, &body);
+        assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+        assert!(response.contains("data: [DONE]"), "{response}");
+    }
+    let versions: Vec<String> = mock
+        .requests()
+        .into_iter()
+        .map(|r| r.http_version)
+        .collect();
+    assert_eq!(versions, ["HTTP/2.0", "HTTP/1.1"]);
+}

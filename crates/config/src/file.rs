@@ -192,6 +192,8 @@ struct UpstreamSection {
     first_token_timeout_ms: u64,
     idle_timeout_ms: u64,
     total_timeout_ms: u64,
+    /// Requests in flight on one HTTP/2 connection to an upstream before another is opened.
+    http2_streams_per_connection: u64,
 }
 
 impl Default for UpstreamSection {
@@ -201,6 +203,7 @@ impl Default for UpstreamSection {
             first_token_timeout_ms: 120_000,
             idle_timeout_ms: 60_000,
             total_timeout_ms: 600_000,
+            http2_streams_per_connection: sluice_providers::DEFAULT_STREAMS_PER_CONNECTION as u64,
         }
     }
 }
@@ -261,6 +264,8 @@ struct ProviderSection {
     /// What the provider supports of structured output: `json_schema` (default; Anthropic: a
     /// forced tool), `json_object`, or `none` (an instruction, and the gateway's validation).
     structured_output: Option<String>,
+    /// `auto` (default), `http1` or `http2` (prior knowledge over plain `http://`).
+    http_version: Option<String>,
 }
 
 /// Circuit breaker settings: the `[breaker]` defaults, each field overridable per deployment.
@@ -1001,6 +1006,10 @@ impl ConfigFile {
             ("upstream.first_token_timeout_ms", up.first_token_timeout_ms),
             ("upstream.idle_timeout_ms", up.idle_timeout_ms),
             ("upstream.total_timeout_ms", up.total_timeout_ms),
+            (
+                "upstream.http2_streams_per_connection",
+                up.http2_streams_per_connection,
+            ),
         ] {
             if value == 0 {
                 push(&mut problems, field.into(), "must be greater than 0".into());
@@ -1031,6 +1040,15 @@ impl ConfigFile {
                         format!("`{value}` is not one of json_schema, json_object, none"),
                     ),
                 }
+            }
+            if let Some(value) = &provider.http_version
+                && sluice_providers::HttpVersion::parse(value).is_none()
+            {
+                push(
+                    &mut problems,
+                    format!("providers.{name}.http_version"),
+                    format!("`{value}` is not one of auto, http1, http2"),
+                );
             }
             if provider.base_url.is_none() && provider.provider_type.default_base_url().is_none() {
                 push(
@@ -1121,6 +1139,11 @@ impl ConfigFile {
                     .structured_output
                     .as_deref()
                     .and_then(sluice_providers::StructuredSupport::parse)
+                    .unwrap_or_default(),
+                http_version: provider
+                    .http_version
+                    .as_deref()
+                    .and_then(sluice_providers::HttpVersion::parse)
                     .unwrap_or_default(),
                 capacity: CapacityPolicy {
                     max_concurrency: deployment.max_concurrency,
@@ -1308,6 +1331,8 @@ impl ConfigFile {
                 first_token_timeout: Duration::from_millis(up.first_token_timeout_ms),
                 idle_timeout: Duration::from_millis(up.idle_timeout_ms),
                 total_timeout: Duration::from_millis(up.total_timeout_ms),
+                http2_streams_per_connection: usize::try_from(up.http2_streams_per_connection)
+                    .unwrap_or(usize::MAX),
             },
             deployments,
             aliases,

@@ -225,6 +225,8 @@ pub struct UpstreamSettings {
     pub idle_timeout: Duration,
     /// Whole request, non-streaming.
     pub total_timeout: Duration,
+    /// Requests in flight on one HTTP/2 connection to an upstream before another is opened.
+    pub http2_streams_per_connection: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -242,6 +244,8 @@ pub struct DeploymentSettings {
     pub default_max_tokens: u32,
     /// What the deployment's provider supports of structured output.
     pub structured_output: sluice_providers::StructuredSupport,
+    /// How the provider's connections speak HTTP.
+    pub http_version: sluice_providers::HttpVersion,
     pub capacity: CapacityPolicy,
     pub breaker: BreakerPolicy,
     /// Where the provider runs, for the carbon estimate.

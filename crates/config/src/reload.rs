@@ -63,6 +63,11 @@ impl Settings {
             ),
             ("store.offline_keys_ms", sa.offline_keys != sb.offline_keys),
             (
+                "upstream.http2_streams_per_connection",
+                self.upstream.http2_streams_per_connection
+                    != next.upstream.http2_streams_per_connection,
+            ),
+            (
                 "telemetry.otlp_endpoint",
                 ta.otlp_endpoint != tb.otlp_endpoint,
             ),

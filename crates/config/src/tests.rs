@@ -2,6 +2,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use secrecy::ExposeSecret;
+use sluice_providers::HttpVersion;
 use sluice_routing::{Condition, Conditions, Strategy};
 
 use crate::{ConfigError, OtlpProtocol, ProviderType, Settings};
@@ -849,6 +850,76 @@ fn structured_output_support_is_declared_per_provider_and_checked() {
         [
             "providers.anthropic.structured_output: `json_object` is not available for type `anthropic` (json_schema, none)",
             "providers.vllm.structured_output: `yes` is not one of json_schema, json_object, none",
+        ],
+        "{found:#?}"
+    );
+}
+
+#[test]
+fn the_http_version_is_chosen_per_provider_and_checked() {
+    let settings = load(
+        r#"
+        [upstream]
+        http2_streams_per_connection = 64
+
+        [providers.openai]
+        type = "openai"
+        api_key_env = "OPENAI_API_KEY"
+
+        [providers.mesh]
+        type = "openai_compatible"
+        base_url = "http://vllm.mesh:8000/v1"
+        http_version = "http2"
+
+        [providers.legacy]
+        type = "openai_compatible"
+        base_url = "https://old.example/v1"
+        http_version = "http1"
+
+        [deployments.gpt]
+        provider = "openai"
+        model = "gpt-4o-mini"
+
+        [deployments.llama]
+        provider = "mesh"
+        model = "llama"
+
+        [deployments.old]
+        provider = "legacy"
+        model = "llama"
+        "#,
+    )
+    .unwrap();
+    let version = |name: &str| {
+        settings
+            .deployments
+            .iter()
+            .find(|d| d.name == name)
+            .unwrap()
+            .http_version
+    };
+    assert_eq!(version("gpt"), HttpVersion::Auto);
+    assert_eq!(version("llama"), HttpVersion::Http2);
+    assert_eq!(version("old"), HttpVersion::Http1);
+    assert_eq!(settings.upstream.http2_streams_per_connection, 64);
+    assert_eq!(load("").unwrap().upstream.http2_streams_per_connection, 100);
+
+    let found = problems(
+        r#"
+        [upstream]
+        http2_streams_per_connection = 0
+
+        [providers.mesh]
+        type = "openai_compatible"
+        base_url = "http://vllm.mesh:8000/v1"
+        http_version = "h2c"
+        "#,
+    );
+    assert_eq!(
+        found,
+        [
+            "upstream.http2_streams_per_connection: must be greater than 0",
+            "providers.mesh.http_version: `h2c` is not one of auto, http1, http2",
         ],
         "{found:#?}"
     );

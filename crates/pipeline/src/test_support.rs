@@ -24,6 +24,7 @@ pub(crate) fn health(name: &str) -> Arc<DeploymentHealth> {
         api_key: None,
         default_max_tokens: 16,
         structured_output: Default::default(),
+        http_version: Default::default(),
     });
     let breaker = BreakerPolicy {
         enabled: false,

@@ -12,6 +12,7 @@ use sluice_types::StreamEvent;
 use sluice_wire::WireError;
 use sluice_wire::sse::{SseEvent, SseParser};
 
+use crate::clients::StreamSlot;
 use crate::error::{RejectCause, kind_for_status, quota_exhausted, retry_after};
 use crate::{CompletionStream, Deployment, ProviderError, StreamChunk, TimeoutPhase, Upstream};
 
@@ -204,10 +205,13 @@ pub(crate) fn sse_stream(
     upstream: &Upstream,
     deployment: &Deployment,
     response: reqwest::Response,
+    slot: StreamSlot,
     decoder: impl EventDecoder,
 ) -> CompletionStream {
     struct State<D> {
         body: futures_util::stream::BoxStream<'static, reqwest::Result<Bytes>>,
+        /// Held while the body is read: the stream counts on its connection until it ends.
+        _slot: StreamSlot,
         parser: SseParser,
         decoder: D,
         ready: VecDeque<StreamChunk>,
@@ -219,6 +223,7 @@ pub(crate) fn sse_stream(
     }
     let state = State {
         body: response.bytes_stream().boxed(),
+        _slot: slot,
         parser: SseParser::default(),
         decoder,
         ready: VecDeque::new(),

@@ -1,4 +1,4 @@
-//! Upstream adapters. [`Upstream`] owns the one shared HTTP pool (rustls, timeouts) and sends
+//! Upstream adapters. [`Upstream`] owns the HTTP clients (rustls, timeouts, per-worker pools) and sends
 //! canonical requests to a [`Deployment`]; each provider module knows its URL paths,
 //! credentials, encoding and error shapes:
 //!
@@ -20,13 +20,17 @@ use secrecy::SecretString;
 use sluice_types::{ChatRequest, ChatResponse, Dialect, EmbeddingsRequest, StreamEvent, Usage};
 
 pub mod anthropic;
+mod clients;
 mod error;
 mod http_call;
 pub mod openai;
 pub mod structured;
 
+pub use clients::{HttpVersion, use_worker_pool};
 pub use error::{ProviderError, RejectCause, TimeoutPhase};
 pub use structured::StructuredSupport;
+
+use clients::{Clients, Lease};
 
 /// The kinds of upstream. Names match the config `type` values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,6 +73,8 @@ pub struct Deployment {
     pub default_max_tokens: u32,
     /// What the provider supports of structured output (`[providers.X] structured_output`).
     pub structured_output: StructuredSupport,
+    /// How its connections speak HTTP (`[providers.X] http_version`).
+    pub http_version: HttpVersion,
 }
 
 /// A provider's base URL, parsed once. Each endpoint's URL is joined to it once too, on its
@@ -77,6 +83,8 @@ pub struct Deployment {
 #[derive(Debug, Clone)]
 pub struct BaseUrl {
     url: reqwest::Url,
+    /// `scheme://host:port`: what requests that may share a connection are counted by.
+    origin: Arc<str>,
     /// The endpoints joined so far (a deployment calls one or two), shared by clones.
     joined: Arc<RwLock<Vec<(&'static str, reqwest::Url)>>>,
 }
@@ -99,6 +107,7 @@ impl Deployment {
             && self.model == other.model
             && self.default_max_tokens == other.default_max_tokens
             && self.structured_output == other.structured_output
+            && self.http_version == other.http_version
             && same_key
     }
 }
@@ -140,6 +149,7 @@ impl std::str::FromStr for BaseUrl {
             return Err(format!("`{text}` must be an http:// or https:// URL"));
         }
         Ok(BaseUrl {
+            origin: Arc::from(url.origin().ascii_serialization()),
             url,
             joined: Arc::default(),
         })
@@ -219,78 +229,24 @@ pub struct Embeddings {
     pub usage: Option<Usage>,
 }
 
-/// The upstream HTTP client. Cheap to clone: clones share its connection pools.
+/// The upstream HTTP clients. Cheap to clone: clones share their clients and connections.
 ///
-/// It keeps one pool per worker thread (see [`use_worker_pool`]) and one for every other
-/// thread, so the connection a request is sent on belongs to the thread that serves the
-/// request: its I/O is driven there, and no other thread is woken to carry it.
+/// Each worker thread calls through clients of its own (see [`use_worker_pool`] and the
+/// `clients` module), and HTTP/2 streams to one origin are spread over as many connections as
+/// [`Upstream::with_streams_per_connection`] needs.
 #[derive(Clone, Debug)]
 pub struct Upstream {
-    pools: Arc<WorkerPools>,
+    clients: Arc<Clients>,
     timeouts: Timeouts,
+    /// Requests in flight at most on one HTTP/2 connection before another is opened.
+    streams_per_connection: usize,
     /// W3C `traceparent` sent with each request, when the caller traces.
     traceparent: Option<http::HeaderValue>,
 }
 
-/// Pools kept apart, at most: worker threads beyond it share them round the table.
-const POOLS: usize = 64;
-
-std::thread_local! {
-    /// The pool of this thread: `0` for any thread that is not a worker.
-    static POOL: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
-}
-
-/// Marks the calling thread as worker `index`: the upstream calls it makes use that worker's
-/// own connection pool. Called once by each worker thread as it starts.
-pub fn use_worker_pool(index: usize) {
-    POOL.set(1 + index % (POOLS - 1));
-}
-
-/// One client per pool: the shared one built at start, each worker's on its first call.
-#[derive(Debug)]
-struct WorkerPools {
-    connect_timeout: Duration,
-    /// For threads that are not workers, and for a worker whose own client failed to build.
-    shared: reqwest::Client,
-    /// Worker `i`'s client is at `i - 1` of its pool number.
-    workers: [std::sync::OnceLock<reqwest::Client>; POOLS - 1],
-}
-
-impl WorkerPools {
-    fn new(connect_timeout: Duration) -> Result<WorkerPools, reqwest::Error> {
-        Ok(WorkerPools {
-            connect_timeout,
-            shared: build_client(connect_timeout)?,
-            workers: std::array::from_fn(|_| std::sync::OnceLock::new()),
-        })
-    }
-
-    /// The calling thread's client.
-    fn client(&self) -> &reqwest::Client {
-        let Some(slot) = POOL.get().checked_sub(1).and_then(|i| self.workers.get(i)) else {
-            return &self.shared;
-        };
-        if let Some(client) = slot.get() {
-            return client;
-        }
-        // The same settings built the shared client, so this fails only without resources.
-        match build_client(self.connect_timeout) {
-            Ok(client) => slot.get_or_init(|| client),
-            Err(_) => &self.shared,
-        }
-    }
-}
-
-/// A client with rustls (the ring provider) and warm pooled connections.
-fn build_client(connect_timeout: Duration) -> Result<reqwest::Client, reqwest::Error> {
-    reqwest::Client::builder()
-        .connect_timeout(connect_timeout)
-        .pool_idle_timeout(Duration::from_secs(90))
-        .pool_max_idle_per_host(256)
-        .tcp_nodelay(true)
-        .user_agent(concat!("sluice/", env!("CARGO_PKG_VERSION")))
-        .build()
-}
+/// Requests on one HTTP/2 connection at most, by default: RFC 9113 advises servers to allow at
+/// least 100 concurrent streams, and many allow little more (nginx 128, Go 250).
+pub const DEFAULT_STREAMS_PER_CONNECTION: usize = 100;
 
 impl Upstream {
     /// Builds the client (its first pool now, the workers' on their first call).
@@ -298,15 +254,35 @@ impl Upstream {
         // Installing twice is harmless: the second call reports the first provider.
         let _ = rustls::crypto::ring::default_provider().install_default();
         Ok(Upstream {
-            pools: Arc::new(WorkerPools::new(timeouts.connect)?),
+            clients: Arc::new(Clients::new(timeouts.connect)?),
             timeouts,
+            streams_per_connection: DEFAULT_STREAMS_PER_CONNECTION,
             traceparent: None,
         })
     }
 
-    /// The HTTP client of the calling thread's pool.
-    pub(crate) fn client(&self) -> &reqwest::Client {
-        self.pools.client()
+    /// The same clients, opening another HTTP/2 connection to an origin once `streams`
+    /// requests are in flight on each of the calling thread's (`[upstream]
+    /// http2_streams_per_connection`; at least 1).
+    pub fn with_streams_per_connection(mut self, streams: usize) -> Upstream {
+        self.streams_per_connection = streams.max(1);
+        self
+    }
+
+    /// The client to send a request to `deployment` with, and the request's place on it.
+    pub(crate) fn lease(&self, deployment: &Deployment) -> Result<Lease, ProviderError> {
+        let url = &deployment.base_url;
+        self.clients
+            .lease(
+                deployment.http_version,
+                url.url.scheme(),
+                &url.origin,
+                self.streams_per_connection,
+            )
+            .map_err(|source| ProviderError::Connect {
+                provider: deployment.provider.clone(),
+                source,
+            })
     }
 
     pub fn timeouts(&self) -> Timeouts {
@@ -317,11 +293,12 @@ impl Upstream {
     /// client is shared). The connect timeout stays the client's.
     pub fn with_timeouts(&self, timeouts: Timeouts) -> Upstream {
         Upstream {
-            pools: self.pools.clone(),
+            clients: self.clients.clone(),
             timeouts: Timeouts {
                 connect: self.timeouts.connect,
                 ..timeouts
             },
+            streams_per_connection: self.streams_per_connection,
             traceparent: self.traceparent.clone(),
         }
     }
@@ -337,10 +314,11 @@ impl Upstream {
     /// A client of its own with another connect timeout: reqwest fixes it per client, so a
     /// route with its own connect timeout gets its own pool, built once at start.
     pub fn with_connect_timeout(&self, connect: Duration) -> Result<Upstream, reqwest::Error> {
-        Upstream::new(Timeouts {
+        Ok(Upstream::new(Timeouts {
             connect,
             ..self.timeouts
-        })
+        })?
+        .with_streams_per_connection(self.streams_per_connection))
     }
 
     /// Sends a chat request to a deployment. Streams when `req.stream` is set. Structured
@@ -396,44 +374,7 @@ impl Upstream {
 
 #[cfg(test)]
 mod tests {
-    use super::{BaseUrl, Timeouts, Upstream, use_worker_pool};
-
-    #[test]
-    fn each_worker_thread_calls_through_a_pool_of_its_own() {
-        let second = std::time::Duration::from_secs(1);
-        let upstream = Upstream::new(Timeouts {
-            connect: second,
-            first_token: second,
-            idle: second,
-            total: second,
-        })
-        .unwrap();
-        // The address of the client a thread is given names its pool.
-        let pool_of = |worker: Option<usize>| {
-            let upstream = upstream.clone();
-            std::thread::spawn(move || {
-                if let Some(index) = worker {
-                    use_worker_pool(index);
-                }
-                let first = std::ptr::from_ref(upstream.client()) as usize;
-                let again = std::ptr::from_ref(upstream.client()) as usize;
-                assert_eq!(first, again, "a thread keeps its pool");
-                first
-            })
-            .join()
-            .unwrap()
-        };
-        let shared = std::ptr::from_ref(upstream.client()) as usize;
-        let worker_0 = pool_of(Some(0));
-        assert_ne!(worker_0, shared);
-        assert_ne!(pool_of(Some(1)), worker_0);
-        assert_eq!(
-            pool_of(Some(0)),
-            worker_0,
-            "worker 0's pool outlives its thread"
-        );
-        assert_eq!(pool_of(None), shared, "other threads share one pool");
-    }
+    use super::BaseUrl;
 
     #[test]
     fn endpoints_are_appended_to_the_base_path() {

@@ -145,6 +145,7 @@ mod tests {
             api_key: None,
             default_max_tokens: 16,
             structured_output: support,
+            http_version: Default::default(),
         }
     }
 

@@ -421,6 +421,7 @@ fn deployment(kind: ProviderKind, mock: &MockUpstream, key: &str) -> Deployment 
         api_key: Some(SecretString::from(key.to_owned())),
         default_max_tokens: DEFAULT_MAX_TOKENS,
         structured_output: Default::default(),
+        http_version: Default::default(),
     }
 }
 

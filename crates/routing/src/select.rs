@@ -138,6 +138,7 @@ mod tests {
             api_key: None,
             default_max_tokens: 16,
             structured_output: Default::default(),
+            http_version: Default::default(),
         });
         let breaker = BreakerPolicy {
             enabled: false,

@@ -19,6 +19,7 @@ fn health_of_model(name: &str, model: &str, breaker_enabled: bool) -> Arc<Deploy
         api_key: None,
         default_max_tokens: 16,
         structured_output: Default::default(),
+        http_version: Default::default(),
     });
     let breaker = BreakerPolicy {
         enabled: breaker_enabled,

@@ -9,6 +9,7 @@ use sluice_types::ChatRequest;
 use sluice_wire::anthropic as wire;
 use sluice_wire::sse::SseEvent;
 
+use crate::clients::{Lease, StreamSlot};
 use crate::http_call::{EventDecoder, read_body, send, sse_stream};
 use crate::{Completion, Deployment, ProviderError, Reply, Upstream};
 
@@ -20,17 +21,18 @@ fn post(
     deployment: &Deployment,
     path: &'static str,
     body: Vec<u8>,
-) -> reqwest::RequestBuilder {
-    let request = upstream
-        .client()
+) -> Result<(reqwest::RequestBuilder, StreamSlot), ProviderError> {
+    let Lease { client, slot } = upstream.lease(deployment)?;
+    let request = client
         .post(deployment.base_url.join(path))
         .header(http::header::CONTENT_TYPE, "application/json")
         .header("anthropic-version", API_VERSION)
         .body(body);
-    match &deployment.api_key {
+    let request = match &deployment.api_key {
         Some(key) => request.header("x-api-key", key.expose_secret()),
         None => request,
-    }
+    };
+    Ok((request, slot))
 }
 
 fn malformed(deployment: &Deployment, e: impl std::fmt::Display) -> ProviderError {
@@ -50,15 +52,16 @@ pub(crate) async fn chat(
         default_max_tokens: deployment.default_max_tokens,
     };
     let encoded = wire::encode_chat_request(req, &options).map_err(ProviderError::Encode)?;
-    let request = post(upstream, deployment, "/messages", encoded.body);
+    let (request, slot) = post(upstream, deployment, "/messages", encoded.body)?;
     let response = send(upstream, deployment, request, wire::decode_error).await?;
     if req.stream {
         let decoder = wire::StreamDecoder::new(encoded.structured_output_tool);
         return Ok(Reply::Stream(sse_stream(
-            upstream, deployment, response, decoder,
+            upstream, deployment, response, slot, decoder,
         )));
     }
     let raw = read_body(upstream, deployment, response).await?;
+    drop(slot);
     let response = wire::decode_chat_response_with(&raw, encoded.structured_output_tool.as_deref())
         .map_err(|e| malformed(deployment, e))?;
     Ok(Reply::Complete(Completion { response, raw }))
@@ -71,9 +74,10 @@ pub(crate) async fn count_tokens(
 ) -> Result<u32, ProviderError> {
     let body =
         wire::encode_count_tokens_request(req, &deployment.model).map_err(ProviderError::Encode)?;
-    let request = post(upstream, deployment, "/messages/count_tokens", body);
+    let (request, slot) = post(upstream, deployment, "/messages/count_tokens", body)?;
     let response = send(upstream, deployment, request, wire::decode_error).await?;
     let raw = read_body(upstream, deployment, response).await?;
+    drop(slot);
     let parsed: serde_json::Value =
         serde_json::from_slice(&raw).map_err(|e| malformed(deployment, e))?;
     parsed

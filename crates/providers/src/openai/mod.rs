@@ -10,6 +10,7 @@ use sluice_types::{ChatRequest, EmbeddingsRequest};
 use sluice_wire::openai as wire;
 use sluice_wire::sse::SseEvent;
 
+use crate::clients::{Lease, StreamSlot};
 use crate::http_call::{EventDecoder, read_body, send, sse_stream};
 use crate::{Completion, Deployment, Embeddings, ProviderError, ProviderKind, Reply, Upstream};
 
@@ -25,16 +26,17 @@ fn post(
     deployment: &Deployment,
     path: &'static str,
     body: Vec<u8>,
-) -> reqwest::RequestBuilder {
-    let request = upstream
-        .client()
+) -> Result<(reqwest::RequestBuilder, StreamSlot), ProviderError> {
+    let Lease { client, slot } = upstream.lease(deployment)?;
+    let request = client
         .post(deployment.base_url.join(path))
         .header(http::header::CONTENT_TYPE, "application/json")
         .body(body);
-    match &deployment.api_key {
+    let request = match &deployment.api_key {
         Some(key) => request.bearer_auth(key.expose_secret()),
         None => request,
-    }
+    };
+    Ok((request, slot))
 }
 
 pub(crate) async fn chat(
@@ -47,22 +49,19 @@ pub(crate) async fn chat(
         flavor: flavor(deployment),
     };
     let body = wire::encode_chat_request(req, &options).map_err(ProviderError::Encode)?;
-    let response = send(
-        upstream,
-        deployment,
-        post(upstream, deployment, "/chat/completions", body),
-        wire::decode_error,
-    )
-    .await?;
+    let (request, slot) = post(upstream, deployment, "/chat/completions", body)?;
+    let response = send(upstream, deployment, request, wire::decode_error).await?;
     if req.stream {
         return Ok(Reply::Stream(sse_stream(
             upstream,
             deployment,
             response,
+            slot,
             wire::StreamDecoder::new(),
         )));
     }
     let raw = read_body(upstream, deployment, response).await?;
+    drop(slot);
     let response = wire::decode_chat_response(&raw).map_err(|e| ProviderError::Malformed {
         provider: deployment.provider.clone(),
         detail: e.to_string(),
@@ -76,14 +75,10 @@ pub(crate) async fn embeddings(
     req: &EmbeddingsRequest,
 ) -> Result<Embeddings, ProviderError> {
     let body = wire::encode_embeddings_request(req, &deployment.model);
-    let response = send(
-        upstream,
-        deployment,
-        post(upstream, deployment, "/embeddings", body),
-        wire::decode_error,
-    )
-    .await?;
+    let (request, slot) = post(upstream, deployment, "/embeddings", body)?;
+    let response = send(upstream, deployment, request, wire::decode_error).await?;
     let raw = read_body(upstream, deployment, response).await?;
+    drop(slot);
     let parsed: serde_json::Value =
         serde_json::from_slice(&raw).map_err(|e| ProviderError::Malformed {
             provider: deployment.provider.clone(),

@@ -100,6 +100,7 @@ async fn unreachable() -> Deployment {
         api_key: None,
         default_max_tokens: 64,
         structured_output: Default::default(),
+        http_version: Default::default(),
     }
 }
 

@@ -212,6 +212,7 @@ async fn a_server_without_structured_output_gets_an_instruction_and_its_answer_i
     let deployment = Deployment {
         kind: ProviderKind::OpenAiCompatible,
         structured_output: StructuredSupport::None,
+        http_version: Default::default(),
         ..on(&mock, ProviderKind::OpenAiCompatible, "llama")
     };
     let gw = TestGateway::builder()

@@ -29,6 +29,7 @@ pub fn on(mock: &MockUpstream, kind: ProviderKind, model: &str) -> Deployment {
         api_key: Some("upstream-secret".to_owned().into()),
         default_max_tokens: 1024,
         structured_output: Default::default(),
+        http_version: Default::default(),
     }
 }
 

@@ -236,6 +236,10 @@ pub struct Recorded {
     /// The body parsed as JSON, or `Null` when it is not JSON.
     pub body: Value,
     pub raw: Bytes,
+    /// `HTTP/1.1` or `HTTP/2.0`.
+    pub http_version: String,
+    /// Which connection it came on: connections are numbered from 1 as the mock accepts them.
+    pub connection: u64,
 }
 
 impl Recorded {
@@ -256,7 +260,12 @@ pub struct MockBuilder {
     always: Option<Reply>,
     chaos: Option<Chaos>,
     key: Option<String>,
+    http2_max_streams: u32,
 }
+
+/// Streams one HTTP/2 connection may carry at once, unless [`MockBuilder::http2_max_streams`]
+/// says otherwise (hyper's default).
+const HTTP2_MAX_STREAMS: u32 = 200;
 
 impl std::fmt::Debug for MockBuilder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -266,6 +275,7 @@ impl std::fmt::Debug for MockBuilder {
             .field("always", &self.always)
             .field("chaos", &self.chaos)
             .field("key", &self.key.as_ref().map(|_| "<redacted>"))
+            .field("http2_max_streams", &self.http2_max_streams)
             .finish()
     }
 }
@@ -278,6 +288,7 @@ impl MockBuilder {
             always: None,
             chaos: None,
             key: None,
+            http2_max_streams: HTTP2_MAX_STREAMS,
         }
     }
 
@@ -312,6 +323,13 @@ impl MockBuilder {
         self
     }
 
+    /// The `SETTINGS_MAX_CONCURRENT_STREAMS` the mock announces to HTTP/2 clients (default
+    /// 200): streams past it on one connection wait for one to end.
+    pub fn http2_max_streams(mut self, streams: u32) -> Self {
+        self.http2_max_streams = streams;
+        self
+    }
+
     /// Starts serving on `127.0.0.1` at a free port.
     ///
     /// # Panics
@@ -334,19 +352,10 @@ impl MockBuilder {
     pub async fn start_on(self, addr: SocketAddr) -> io::Result<MockUpstream> {
         let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
+        let http2_max_streams = self.http2_max_streams;
         let shared = self.into_shared();
         let app = routes::router(Arc::clone(&shared));
-        let server = tokio::spawn(async move {
-            // Stream events are small writes: without TCP_NODELAY, Nagle's algorithm holds them
-            // until the client's delayed ACK and timing faults stop meaning anything.
-            use axum::serve::ListenerExt;
-            let listener = listener.tap_io(|tcp| {
-                let _ = tcp.set_nodelay(true);
-            });
-            if let Err(err) = axum::serve(listener, app).await {
-                tracing::warn!(error = %err, "mock upstream stopped");
-            }
-        });
+        let server = tokio::spawn(routes::serve(listener, app, http2_max_streams));
         Ok(MockUpstream {
             addr,
             shared,

@@ -11,12 +11,17 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, header};
+use axum::extract::{DefaultBodyLimit, Extension, Request, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, Version, header};
 use axum::response::Response;
 use bytes::Bytes;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
 use serde_json::Value;
+use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tower_service::Service;
 
 use super::chaos::{ChaosState, Verdict};
 use super::chat::{self, Answer, Base, ChatView};
@@ -51,8 +56,18 @@ pub(super) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Shared {
-    fn record(&self, method: &Method, uri: &Uri, headers: &HeaderMap, body: &Bytes) {
+    fn record(
+        &self,
+        method: &Method,
+        uri: &Uri,
+        headers: &HeaderMap,
+        body: &Bytes,
+        version: Version,
+        connection: u64,
+    ) {
         let recorded = Recorded {
+            http_version: format!("{version:?}"),
+            connection,
             method: method.as_str().to_owned(),
             path: uri.path().to_owned(),
             headers: headers
@@ -128,6 +143,44 @@ impl Shared {
     }
 }
 
+/// The connection a request came on, numbered from 1 in the order the mock accepted them.
+#[derive(Debug, Clone, Copy)]
+struct ConnectionNumber(u64);
+
+/// Serves `app` on every connection `listener` accepts, HTTP/1.1 or HTTP/2 by prior knowledge
+/// (h2c), announcing `http2_max_streams` to HTTP/2 clients.
+pub(super) async fn serve(listener: TcpListener, app: Router, http2_max_streams: u32) {
+    let mut accepted = 0;
+    loop {
+        let tcp = match listener.accept().await {
+            Ok((tcp, _)) => tcp,
+            Err(err) => {
+                // Out of descriptors, say: wait a moment rather than spin.
+                tracing::warn!(error = %err, "mock upstream could not accept");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        // Stream events are small writes: without TCP_NODELAY, Nagle's algorithm holds them
+        // until the client's delayed ACK and timing faults stop meaning anything.
+        let _ = tcp.set_nodelay(true);
+        accepted += 1;
+        let number = ConnectionNumber(accepted);
+        let app = app.clone();
+        let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
+            request.extensions_mut().insert(number);
+            let mut app = app.clone();
+            async move { app.call(request.map(Body::new)).await }
+        });
+        tokio::spawn(async move {
+            let mut builder = auto::Builder::new(TokioExecutor::new());
+            builder.http2().max_concurrent_streams(http2_max_streams);
+            // A client that hangs up mid-answer is what some tests do; nothing to report.
+            let _ = builder.serve_connection(TokioIo::new(tcp), service).await;
+        });
+    }
+}
+
 pub(super) fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .fallback(handle)
@@ -137,12 +190,15 @@ pub(super) fn router(shared: Arc<Shared>) -> Router {
 
 async fn handle(
     State(shared): State<Arc<Shared>>,
+    connection: Option<Extension<ConnectionNumber>>,
+    version: Version,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    shared.record(&method, &uri, &headers, &body);
+    let connection = connection.map_or(0, |Extension(ConnectionNumber(n))| n);
+    shared.record(&method, &uri, &headers, &body, version, connection);
     let routes = shared.routes;
     let path = uri.path();
     let post = method == Method::POST;
