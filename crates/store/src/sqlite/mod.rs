@@ -27,6 +27,7 @@ mod charged;
 mod keys;
 pub(crate) mod query;
 pub(crate) mod records;
+mod threads;
 mod usage;
 
 /// Each entry moves the schema one version forward. Never edit a file that has shipped: add
@@ -70,7 +71,8 @@ fn file_options(path: &Path) -> Result<SqliteConnectOptions, StoreError> {
         .create_if_missing(true)
         .journal_mode(SqliteJournalMode::Wal)
         .synchronous(SqliteSynchronous::Normal)
-        .busy_timeout(std::time::Duration::from_secs(5)))
+        .busy_timeout(std::time::Duration::from_secs(5))
+        .thread_name(threads::name))
 }
 
 /// `sluice migrate` of a database file.
@@ -202,7 +204,8 @@ async fn connect_first(options: &SqliteConnectOptions) -> Result<SqliteConnectio
 
 /// A pool that keeps its connections (opening SQLite connections is cheap but not free). A
 /// connection is not pinged before each use: an embedded database's connection does not drop,
-/// and the ping is a round trip to the connection's thread (a thread woken) per use.
+/// and the ping is a round trip to the connection's thread (a thread woken) per use. Each new
+/// connection's thread runs below the request path ([`threads`]).
 async fn pool(options: SqliteConnectOptions, connections: u32) -> Result<SqlitePool, StoreError> {
     Ok(SqlitePoolOptions::new()
         .max_connections(connections)
@@ -210,6 +213,12 @@ async fn pool(options: SqliteConnectOptions, connections: u32) -> Result<SqliteP
         .min_connections(1)
         .idle_timeout(None)
         .max_lifetime(None)
+        .after_connect(|_, _| {
+            Box::pin(async {
+                threads::lower_priorities();
+                Ok(())
+            })
+        })
         .connect_with(options)
         .await?)
 }
