@@ -56,7 +56,7 @@ ohaa=(--no-tui --output-format json -m POST -T application/json -H "authorizatio
 taskset -c 1 oha "${ohaa[@]}" -n 200 -c 1 "$URL" > /dev/null
 if [ -n "$NICE_THREADS" ]; then
   for t in /proc/$GW/task/*; do
-    if grep -Eq "$NICE_THREADS" "$t/comm"; then renice -n 10 -p "$(basename "$t")" > /dev/null; echo "reniced $(cat "$t/comm")" >&2; fi
+    if grep -Eq "$NICE_THREADS" "$t/comm"; then renice -n "${NICE_VALUE:-10}" -p "$(basename "$t")" > /dev/null; echo "reniced $(cat "$t/comm")" >&2; fi
   done
 fi
 
