@@ -3,13 +3,18 @@
 # trace of the gateway's cpu while oha sends requests one at a time, cut into requests by
 # bench/tail_trace.py.
 #
-#   bench/tail.sh [-n REQUESTS] [--admission memory|off] [--out DIR]
+#   bench/tail.sh [-n REQUESTS] [--admission memory|off] [--no-trace] [--nice-threads REGEX] [--out DIR]
+#
+# --no-trace runs the same load three times untraced and prints only oha's figures. As an
+# experiment, --nice-threads renices the gateway's threads whose name matches REGEX to
+# $NICE_VALUE (default 10) after the warm-up.
 #
 # As bench/field.sh's c=1 figure: the shared mock and oha on cpu 1, Sluice on cpu 0 (the bench
 # configuration: key auth, records, journal; with --admission memory, the default, three limits
 # per key in in-process counters). 200 requests warm up, then `perf record -a` traces
 # context switches and the gateway worker's wake-ups and system calls while oha sends REQUESTS
-# (default 3000) on one connection. Needs perf with tracepoints; SLUICE_BIN overrides target/release/sluice.
+# (default 3000) on one connection. Needs perf with tracepoints; SLUICE_BIN overrides
+# target/release/sluice.
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/.." && pwd)
@@ -22,7 +27,7 @@ while [ $# -gt 0 ]; do
     --admission) ADMISSION=$2; shift 2 ;;
     --out) OUT=$2; shift 2 ;;
     --nice-threads) NICE_THREADS=$2; shift 2 ;;
-    --no-trace) TRACE=0; shift ;;   # only oha's figures, for the same load untraced   # experiment: renice +10 the threads whose name matches
+    --no-trace) TRACE=0; shift ;;
     *) sed -n '2,/^set -e/p' "$0" | sed '$d; s/^# \{0,1\}//' >&2; exit 2 ;;
   esac
 done
