@@ -1,5 +1,5 @@
-//! Upstream adapters. [`Upstream`] owns the HTTP clients (rustls, timeouts, per-worker pools) and sends
-//! canonical requests to a [`Deployment`]; each provider module knows its URL paths,
+//! Upstream adapters. [`Upstream`] owns the HTTP clients (rustls, timeouts, a set per worker)
+//! and sends canonical requests to a [`Deployment`]; each provider module knows its URL paths,
 //! credentials, encoding and error shapes:
 //!
 //! - [`openai`]: OpenAI and any OpenAI-compatible server (vLLM, Ollama, Groq, ...).
