@@ -124,8 +124,12 @@ pub(crate) fn check_config(config: Option<PathBuf>) -> anyhow::Result<()> {
         } else {
             "no key"
         };
+        let http = match d.http_version {
+            sluice_providers::HttpVersion::Auto => String::new(),
+            version => format!(", {}", version.as_str()),
+        };
         println!(
-            "  deployment   {} -> {} {} at {} ({key})",
+            "  deployment   {} -> {} {} at {} ({key}{http})",
             d.name,
             d.provider_type.as_str(),
             d.model,

@@ -1313,6 +1313,15 @@ fn a_provider_set_to_http2_is_reached_over_http2_by_prior_knowledge() {
         ),
     )
     .unwrap();
+    let checked = stdout(&sluice_ok(&dir, &["check-config"]));
+    assert!(
+        checked.contains(&format!(
+            "over-h2 -> openai_compatible m at {base}/v1 (no key, http2)"
+        )) && checked.contains(&format!(
+            "over-h1 -> openai_compatible m at {base}/v1 (no key)"
+        )),
+        "{checked}"
+    );
     let created = stdout(&sluice_ok(
         &dir,
         &["keys", "create", "--name", "web", "--json"],

@@ -40,6 +40,15 @@ impl HttpVersion {
         }
     }
 
+    /// The configuration's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HttpVersion::Auto => "auto",
+            HttpVersion::Http1 => "http1",
+            HttpVersion::Http2 => "http2",
+        }
+    }
+
     /// Whether requests to a URL of `scheme` may share a connection, so that how many are in
     /// flight on each must be counted.
     fn may_multiplex(self, scheme: &str) -> bool {
