@@ -107,17 +107,28 @@ struct Lane {
 }
 
 impl Lane {
-    fn in_flight(&self, origin: &str) -> usize {
+    fn new(connect_timeout: Duration, version: HttpVersion) -> Result<Lane, reqwest::Error> {
+        Ok(Lane {
+            client: build_client(connect_timeout, version)?,
+            in_flight: Vec::new(),
+        })
+    }
+
+    fn count(&self, origin: &str) -> Option<&Arc<AtomicUsize>> {
         self.in_flight
             .iter()
             .find(|(o, _)| **o == *origin)
-            .map_or(0, |(_, n)| n.load(Ordering::Relaxed))
+            .map(|(_, count)| count)
+    }
+
+    fn in_flight(&self, origin: &str) -> usize {
+        self.count(origin).map_or(0, |n| n.load(Ordering::Relaxed))
     }
 
     /// Counts one more request to `origin` on this lane.
     fn take(&mut self, origin: &Arc<str>) -> Lease {
-        let count = match self.in_flight.iter().find(|(o, _)| **o == **origin) {
-            Some((_, count)) => count.clone(),
+        let count = match self.count(origin) {
+            Some(count) => count.clone(),
             None => {
                 let count = Arc::new(AtomicUsize::new(0));
                 self.in_flight.push((origin.clone(), count.clone()));
@@ -158,10 +169,7 @@ impl Clients {
         let shared = ThreadClients::default();
         shared.by_version[HttpVersion::Auto.index()]
             .lock()
-            .push(Lane {
-                client: build_client(connect_timeout, HttpVersion::Auto)?,
-                in_flight: Vec::new(),
-            });
+            .push(Lane::new(connect_timeout, HttpVersion::Auto)?);
         Ok(Clients {
             connect_timeout,
             shared,
@@ -189,7 +197,7 @@ impl Clients {
     ) -> Result<Lease, reqwest::Error> {
         let mut lanes = self.thread().by_version[version.index()].lock();
         if lanes.is_empty() {
-            lanes.push(self.lane(version)?);
+            lanes.push(Lane::new(self.connect_timeout, version)?);
         }
         if !version.may_multiplex(scheme) {
             return Ok(Lease {
@@ -203,7 +211,7 @@ impl Clients {
         let index = match with_room {
             Some(index) => index,
             None if lanes.len() < MAX_CLIENTS => {
-                lanes.push(self.lane(version)?);
+                lanes.push(Lane::new(self.connect_timeout, version)?);
                 lanes.len() - 1
             }
             None => (0..lanes.len())
@@ -211,13 +219,6 @@ impl Clients {
                 .unwrap_or(0),
         };
         Ok(lanes[index].take(origin))
-    }
-
-    fn lane(&self, version: HttpVersion) -> Result<Lane, reqwest::Error> {
-        Ok(Lane {
-            client: build_client(self.connect_timeout, version)?,
-            in_flight: Vec::new(),
-        })
     }
 
     /// How many clients the calling thread has for `version` (for tests).
